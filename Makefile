@@ -1,0 +1,77 @@
+# faultline — build, test and benchmark.
+#   make            build/faultline and the test workloads
+#   make test       every test (unit, BPF handler, end to end); needs root
+#   make bench      side-by-side performance figures
+#   make vmlinux    regenerate vmlinux.h from this kernel's BTF
+
+OUT      := build
+CC       ?= gcc
+CLANG    ?= clang
+BPFTOOL  ?= bpftool
+ARCH     := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
+
+CFLAGS   ?= -O2 -g
+CFLAGS   += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -Isrc -I$(OUT)
+LDLIBS   := -lbpf -lelf -lz
+BPFFLAGS := -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) -I. -Iinclude -Wall -Werror
+
+# The agent: everything in src/ but main.c also goes into the test binaries.
+LIB_SRCS := src/correlator.c src/probe.c src/kallsyms.c src/tracefs.c src/procscan.c \
+            src/output.c src/hist.c
+CMD_SRCS := src/main.c src/cmd_trace.c src/cmd_features.c
+LIB_OBJS := $(LIB_SRCS:src/%.c=$(OUT)/%.o)
+CMD_OBJS := $(CMD_SRCS:src/%.c=$(OUT)/%.o)
+SKELS    := $(OUT)/faultline.skel.h $(OUT)/empty.skel.h
+
+WORKLOADS := $(OUT)/uffd-workload $(OUT)/kvm-guest $(OUT)/syscall-loop
+TESTS     := $(OUT)/test_correlator $(OUT)/test_bpf_handlers
+BENCH     := $(OUT)/bench
+
+.PHONY: all test bench clean vmlinux
+.SECONDARY:
+all: $(OUT)/faultline $(WORKLOADS)
+
+$(OUT):
+	mkdir -p $@
+
+$(OUT)/%.bpf.o: bpf/%.bpf.c include/faultline_events.h vmlinux.h | $(OUT)
+	$(CLANG) $(BPFFLAGS) -c $< -o $@
+
+$(OUT)/%.skel.h: $(OUT)/%.bpf.o
+	$(BPFTOOL) gen skeleton $< name $*_bpf > $@
+
+$(OUT)/%.o: src/%.c $(wildcard src/*.h include/*.h) $(SKELS) | $(OUT)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(OUT)/faultline: $(CMD_OBJS) $(LIB_OBJS)
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+$(OUT)/uffd-workload: tests/workloads/uffd_workload.c include/uffd_compat.h | $(OUT)
+	$(CC) $(CFLAGS) -pthread $< -o $@
+
+$(OUT)/kvm-guest: tests/workloads/kvm_guest.c include/uffd_compat.h | $(OUT)
+	$(CC) $(CFLAGS) -pthread $< -o $@
+
+$(OUT)/syscall-loop: tests/workloads/syscall_loop.c | $(OUT)
+	$(CC) $(CFLAGS) $< -o $@
+
+$(OUT)/test_correlator: tests/unit/test_correlator.c $(OUT)/correlator.o
+	$(CC) $(CFLAGS) $^ -o $@ -lcmocka
+
+$(OUT)/test_bpf_handlers: tests/bpf/test_bpf_handlers.c $(LIB_OBJS)
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) -lcmocka
+
+$(OUT)/bench: tests/bench/bench.c $(LIB_OBJS)
+	$(CC) $(CFLAGS) -pthread $^ -o $@ $(LDLIBS)
+
+test: all $(TESTS)
+	scripts/run-tests.sh
+
+bench: all $(BENCH)
+	scripts/bench.sh
+
+vmlinux:
+	scripts/gen-vmlinux.sh
+
+clean:
+	rm -rf $(OUT)

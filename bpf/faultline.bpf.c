@@ -1,0 +1,917 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * faultline's kernel side: the userfault lifecycle from tracepoints alone.
+ *
+ *   block   sched_switch whose prev task has handle_userfault on its stack
+ *           (page_fault_user supplies the address of user faults)
+ *   notify  exit of read() on a userfaultfd: the uffd_msg records
+ *   resolve exit of ioctl() on a userfaultfd: COPY, ZEROPAGE, ... WAKE
+ *   wake    sched_wakeup of a blocked thread
+ *   run     sched_switch into a blocked thread
+ *
+ * Every handler starts with one lookup in fl_tracked; untracked tasks pay
+ * nothing more. Each scheduler handler is written once and exposed as
+ * tp_btf (preferred) and raw_tp (fallback, and the BPF_PROG_TEST_RUN hook).
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "faultline_events.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Kernel text ranges, from /proc/kallsyms, set before load. */
+const volatile __u64 huf_start = 0;	/* handle_userfault */
+const volatile __u64 huf_end = 0;
+const volatile __u64 pf_start = 0;	/* exc_page_fault */
+const volatile __u64 pf_end = 0;
+/* Start tracking any process that creates a userfaultfd. */
+const volatile bool track_new = true;
+const volatile __u32 self_tgid = 0;
+
+#define UFFD_NAME "[userfaultfd]"
+
+struct fl_blocked {
+	__u64 ts;
+	__u64 addr;
+	__u32 woken;
+	__u32 pad;
+};
+
+struct fl_pf {
+	__u64 addr;
+	__u64 ts;
+	__u64 err;
+};
+
+/* Arguments saved at syscall entry, consumed at exit. */
+struct fl_sc {
+	__u64 ts;
+	__u64 ctx;
+	__u64 mm;
+	__u64 args[6];
+	__u64 words[5];	/* the ioctl argument struct as it was at entry */
+	__u32 nr;	/* enum fl_sc_nr */
+	__u32 fd;
+};
+
+enum fl_sc_nr {
+	SC_READ = 1,
+	SC_IOCTL,
+	SC_MUNMAP,
+	SC_MREMAP,
+	SC_MMAP,
+	SC_MADVISE,
+	SC_FALLOCATE,
+	SC_USERFAULTFD,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);	/* tgid */
+	__type(value, __u32);	/* FL_TRACK_* */
+} fl_tracked SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);	/* tid */
+	__type(value, struct fl_blocked);
+} fl_blocked SEC(".maps");
+
+/* Last user page fault per thread; a cache, so LRU eviction is harmless. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct fl_pf);
+} fl_pf_last SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct fl_sc);
+} fl_sc SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FL_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} fl_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 << 20);
+} fl_events SEC(".maps");
+
+/* Scratch for bpf_get_stack: too big for the 512-byte BPF stack. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64[FL_STACK_DEPTH]);
+} fl_stack SEC(".maps");
+
+/* f_op of userfaultfd files, learned from the first file named [userfaultfd]. */
+__u64 uffd_fops = 0;
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&fl_counters, &idx);
+
+	if (v)
+		*v += 1;
+}
+
+static __always_inline bool tracked(__u32 tgid)
+{
+	return bpf_map_lookup_elem(&fl_tracked, &tgid) != NULL;
+}
+
+static __always_inline struct fl_event *ev_new(__u32 type, __u32 pid, __u32 tid)
+{
+	struct fl_event *e = bpf_ringbuf_reserve(&fl_events, sizeof(*e), 0);
+
+	if (!e) {
+		count(FL_CNT_RB_LOST);
+		return NULL;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ts = bpf_ktime_get_ns();
+	e->type = type;
+	e->pid = pid;
+	e->tid = tid;
+	e->cpu = bpf_get_smp_processor_id();
+	return e;
+}
+
+static __always_inline struct fl_event *ev_current(__u32 type)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct fl_event *e = ev_new(type, id >> 32, (__u32)id);
+
+	if (e)
+		bpf_get_current_comm(e->comm, sizeof(e->comm));
+	return e;
+}
+
+/* ---- block / wake / run ------------------------------------------------ */
+
+static __always_inline int on_sched_switch(void *ctx, bool preempt,
+					   struct task_struct *prev,
+					   struct task_struct *next,
+					   unsigned int prev_state)
+{
+	__u32 prev_tgid = BPF_CORE_READ(prev, tgid);
+	__u32 next_tgid = BPF_CORE_READ(next, tgid);
+
+	if (!preempt && prev_state != 0 && tracked(prev_tgid)) {
+		__u32 zero = 0, tid = BPF_CORE_READ(prev, pid);
+		__u64 *stack = bpf_map_lookup_elem(&fl_stack, &zero);
+		bool in_huf = false, in_pf = false;
+		long n;
+
+		if (!stack)
+			return 0;
+		/* sched_switch runs in prev's context: this is prev's stack. */
+		n = bpf_get_stack(ctx, stack, FL_STACK_DEPTH * sizeof(__u64), 0);
+		if (n <= 0) {
+			count(FL_CNT_STACK_MISS);
+		} else {
+			for (int i = 0; i < FL_STACK_DEPTH; i++) {
+				__u64 ip;
+
+				if (i >= n / 8)
+					break;
+				ip = stack[i];
+				if (ip >= huf_start && ip < huf_end)
+					in_huf = true;
+				else if (ip >= pf_start && ip < pf_end)
+					in_pf = true;
+			}
+		}
+		if (in_huf) {
+			struct fl_blocked b = { .ts = bpf_ktime_get_ns() };
+			struct fl_pf *pf = NULL;
+			struct fl_event *e;
+
+			if (in_pf)
+				pf = bpf_map_lookup_elem(&fl_pf_last, &tid);
+			if (pf)
+				b.addr = pf->addr;
+			count(FL_CNT_BLOCKS);
+			if (bpf_map_update_elem(&fl_blocked, &tid, &b, BPF_ANY))
+				count(FL_CNT_BLOCKED_FULL);
+			e = ev_new(FL_EV_BLOCK, prev_tgid, tid);
+			if (e) {
+				e->ts = b.ts;
+				BPF_CORE_READ_STR_INTO(&e->comm, prev, comm);
+				e->block.state = prev_state;
+				e->block.mm = (__u64)BPF_CORE_READ(prev, mm);
+				if (in_pf)
+					e->block.flags |= FL_BLOCK_USER_PF;
+				if (pf) {
+					e->block.flags |= FL_BLOCK_PF_MATCH;
+					e->block.addr = pf->addr;
+					e->block.pf_ts = pf->ts;
+					e->block.pf_err = pf->err;
+				}
+				bpf_ringbuf_submit(e, 0);
+			}
+		}
+	}
+
+	if (tracked(next_tgid)) {
+		__u32 tid = BPF_CORE_READ(next, pid);
+		struct fl_blocked *b = bpf_map_lookup_elem(&fl_blocked, &tid);
+		struct fl_event *e;
+
+		if (!b)
+			return 0;
+		e = ev_new(FL_EV_RUN, next_tgid, tid);
+		if (e) {
+			BPF_CORE_READ_STR_INTO(&e->comm, next, comm);
+			e->wake.block_ts = b->ts;
+			bpf_ringbuf_submit(e, 0);
+		}
+		bpf_map_delete_elem(&fl_blocked, &tid);
+	}
+	return 0;
+}
+
+static __always_inline int on_sched_wakeup(struct task_struct *p)
+{
+	__u32 tgid = BPF_CORE_READ(p, tgid), tid;
+	struct fl_blocked *b;
+	struct fl_event *e;
+	__u64 id;
+
+	if (!tracked(tgid))
+		return 0;
+	tid = BPF_CORE_READ(p, pid);
+	b = bpf_map_lookup_elem(&fl_blocked, &tid);
+	if (!b || b->woken)
+		return 0;
+	b->woken = 1;
+	e = ev_new(FL_EV_WAKEUP, tgid, tid);
+	if (!e)
+		return 0;
+	BPF_CORE_READ_STR_INTO(&e->comm, p, comm);
+	id = bpf_get_current_pid_tgid();
+	e->wake.waker_tid = (__u32)id;
+	e->wake.waker_pid = id >> 32;
+	e->wake.block_ts = b->ts;
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+static __always_inline int on_page_fault_user(unsigned long address, unsigned long err)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)id;
+	struct fl_pf pf;
+
+	if (!tracked(id >> 32))
+		return 0;
+	pf.addr = address;
+	pf.ts = bpf_ktime_get_ns();
+	pf.err = err;
+	bpf_map_update_elem(&fl_pf_last, &tid, &pf, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int on_process_fork(struct task_struct *parent,
+					   struct task_struct *child)
+{
+	__u32 ptgid = BPF_CORE_READ(parent, tgid);
+	__u32 cpid = BPF_CORE_READ(child, pid);
+	__u32 *why = bpf_map_lookup_elem(&fl_tracked, &ptgid);
+	__u32 v = FL_TRACK_CHILD;
+	struct fl_event *e;
+
+	/* Threads share the tgid and are tracked already; fds travel with new processes. */
+	if (!why || BPF_CORE_READ(child, tgid) != cpid)
+		return 0;
+	bpf_map_update_elem(&fl_tracked, &cpid, &v, BPF_NOEXIST);
+	e = ev_current(FL_EV_PROC_FORK);
+	if (e) {
+		e->proc.child_pid = cpid;
+		bpf_ringbuf_submit(e, 0);
+	}
+	return 0;
+}
+
+static __always_inline int on_process_exit(struct task_struct *p)
+{
+	__u32 tgid = BPF_CORE_READ(p, tgid), tid;
+	struct fl_event *e;
+
+	if (!tracked(tgid))
+		return 0;
+	tid = BPF_CORE_READ(p, pid);
+	bpf_map_delete_elem(&fl_blocked, &tid);
+	bpf_map_delete_elem(&fl_pf_last, &tid);
+	bpf_map_delete_elem(&fl_sc, &tid);
+	if (tid != tgid)
+		return 0;
+	/* The group leader exits last: the process is gone. */
+	bpf_map_delete_elem(&fl_tracked, &tgid);
+	e = ev_current(FL_EV_PROC_EXIT);
+	if (e)
+		bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("tp_btf/sched_switch")
+int BPF_PROG(tpbtf_sched_switch, bool preempt, struct task_struct *prev,
+	     struct task_struct *next, unsigned int prev_state)
+{
+	return on_sched_switch(ctx, preempt, prev, next, prev_state);
+}
+
+SEC("raw_tp/sched_switch")
+int BPF_PROG(raw_sched_switch, bool preempt, struct task_struct *prev,
+	     struct task_struct *next, unsigned int prev_state)
+{
+	return on_sched_switch(ctx, preempt, prev, next, prev_state);
+}
+
+SEC("tp_btf/sched_wakeup")
+int BPF_PROG(tpbtf_sched_wakeup, struct task_struct *p)
+{
+	return on_sched_wakeup(p);
+}
+
+SEC("raw_tp/sched_wakeup")
+int BPF_PROG(raw_sched_wakeup, struct task_struct *p)
+{
+	return on_sched_wakeup(p);
+}
+
+SEC("tp_btf/page_fault_user")
+int BPF_PROG(tpbtf_page_fault_user, unsigned long address, struct pt_regs *regs,
+	     unsigned long error_code)
+{
+	return on_page_fault_user(address, error_code);
+}
+
+SEC("raw_tp/page_fault_user")
+int BPF_PROG(raw_page_fault_user, unsigned long address, struct pt_regs *regs,
+	     unsigned long error_code)
+{
+	return on_page_fault_user(address, error_code);
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(tpbtf_sched_process_fork, struct task_struct *parent, struct task_struct *child)
+{
+	return on_process_fork(parent, child);
+}
+
+SEC("raw_tp/sched_process_fork")
+int BPF_PROG(raw_sched_process_fork, struct task_struct *parent, struct task_struct *child)
+{
+	return on_process_fork(parent, child);
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(tpbtf_sched_process_exit, struct task_struct *p)
+{
+	return on_process_exit(p);
+}
+
+SEC("raw_tp/sched_process_exit")
+int BPF_PROG(raw_sched_process_exit, struct task_struct *p)
+{
+	return on_process_exit(p);
+}
+
+/* ---- syscalls: notify, resolve, register, mapping changes -------------- */
+
+/* The userfaultfd_ctx behind fd in the current task, or 0 if fd is not a userfaultfd. */
+static __always_inline __u64 uffd_ctx_of(__u32 fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct file **fdarr = BPF_CORE_READ(task, files, fdt, fd);
+	unsigned int max = BPF_CORE_READ(task, files, fdt, max_fds);
+	struct file *f = NULL;
+	__u64 fops;
+
+	if (fd >= max)
+		return 0;
+	bpf_probe_read_kernel(&f, sizeof(f), &fdarr[fd]);
+	if (!f)
+		return 0;
+	fops = (__u64)BPF_CORE_READ(f, f_op);
+	if (!uffd_fops) {
+		char name[sizeof(UFFD_NAME)] = {};
+		const unsigned char *dname = BPF_CORE_READ(f, f_path.dentry, d_name.name);
+		const char want[] = UFFD_NAME;
+
+		bpf_probe_read_kernel_str(name, sizeof(name), dname);
+		for (int i = 0; i < (int)sizeof(want); i++)
+			if (name[i] != want[i])
+				return 0;
+		uffd_fops = fops;
+	} else if (fops != uffd_fops) {
+		return 0;
+	}
+	return (__u64)BPF_CORE_READ(f, private_data);
+}
+
+static __always_inline __u64 ctx_mm(__u64 ctx)
+{
+	return (__u64)BPF_CORE_READ((struct userfaultfd_ctx *)ctx, mm);
+}
+
+static __always_inline struct fl_sc *sc_save(__u32 nr, const __u64 *args, int nargs)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct fl_sc sc = { .ts = bpf_ktime_get_ns(), .nr = nr };
+
+	for (int i = 0; i < 6; i++)
+		if (i < nargs)
+			sc.args[i] = args[i];
+	if (bpf_map_update_elem(&fl_sc, &tid, &sc, BPF_ANY)) {
+		count(FL_CNT_SC_FULL);
+		return NULL;
+	}
+	return bpf_map_lookup_elem(&fl_sc, &tid);
+}
+
+/* Pops the saved entry of this thread if it belongs to syscall nr. */
+static __always_inline bool sc_take(__u32 nr, struct fl_sc *out)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct fl_sc *sc = bpf_map_lookup_elem(&fl_sc, &tid);
+
+	if (!sc)
+		return false;
+	if (sc->nr != nr) {
+		bpf_map_delete_elem(&fl_sc, &tid);
+		return false;
+	}
+	__builtin_memcpy(out, sc, sizeof(*out));
+	bpf_map_delete_elem(&fl_sc, &tid);
+	return true;
+}
+
+static __always_inline bool current_tracked(void)
+{
+	return tracked(bpf_get_current_pid_tgid() >> 32);
+}
+
+static __always_inline int on_read_enter(__u64 fd, __u64 buf, __u64 count_)
+{
+	__u64 args[3] = { fd, buf, count_ };
+	__u64 ctx;
+	struct fl_sc *sc;
+
+	if (!current_tracked())
+		return 0;
+	ctx = uffd_ctx_of(fd);
+	if (!ctx)
+		return 0;
+	sc = sc_save(SC_READ, args, 3);
+	if (sc) {
+		sc->ctx = ctx;
+		sc->fd = fd;
+	}
+	return 0;
+}
+
+static __always_inline int on_read_exit(long ret)
+{
+	struct fl_sc sc;
+	struct uffd_msg msg;
+	__u64 mm;
+	long n;
+
+	if (!current_tracked() || !sc_take(SC_READ, &sc) || ret <= 0)
+		return 0;
+	n = ret / FL_UFFD_MSG_SIZE;
+	if (n > FL_MAX_MSGS_PER_READ) {
+		__u32 i = FL_CNT_MSGS_TRUNC;
+		__u64 *v = bpf_map_lookup_elem(&fl_counters, &i);
+
+		if (v)
+			*v += n - FL_MAX_MSGS_PER_READ;
+	}
+	mm = ctx_mm(sc.ctx);
+	for (int i = 0; i < FL_MAX_MSGS_PER_READ; i++) {
+		struct fl_event *e;
+
+		if (i >= n)
+			break;
+		if (bpf_probe_read_user(&msg, sizeof(msg),
+					(void *)(sc.args[1] + i * FL_UFFD_MSG_SIZE)))
+			break;
+		e = ev_current(FL_EV_NOTIFY);
+		if (!e)
+			break;
+		e->notify.ctx = sc.ctx;
+		e->notify.mm = mm;
+		e->notify.fd = sc.fd;
+		e->notify.event = msg.event;
+		e->notify.idx = i;
+		switch (msg.event) {
+		case 0x12: { /* UFFD_EVENT_PAGEFAULT */
+			__u32 ptid = msg.arg.pagefault.feat.ptid;
+			struct fl_pf *pf = ptid ? bpf_map_lookup_elem(&fl_pf_last, &ptid) : NULL;
+
+			e->notify.addr = msg.arg.pagefault.address;
+			e->notify.flags = msg.arg.pagefault.flags;
+			e->notify.ptid = ptid;
+			if (pf && (pf->addr >> 12) == (e->notify.addr >> 12))
+				e->notify.pf_ts = pf->ts;
+			break;
+		}
+		case 0x13: /* FORK */
+			e->notify.arg2 = msg.arg.fork.ufd;
+			break;
+		case 0x14: /* REMAP */
+			e->notify.addr = msg.arg.remap.from;
+			e->notify.arg2 = msg.arg.remap.to;
+			e->notify.arg3 = msg.arg.remap.len;
+			break;
+		case 0x15: /* REMOVE */
+		case 0x16: /* UNMAP */
+			e->notify.addr = msg.arg.remove.start;
+			e->notify.arg2 = msg.arg.remove.end;
+			break;
+		}
+		bpf_ringbuf_submit(e, 0);
+	}
+	return 0;
+}
+
+#define IOC_TYPE(cmd) (((cmd) >> 8) & 0xff)
+#define IOC_NR(cmd) ((cmd) & 0xff)
+#define USERFAULTFD_IOC_NEW_CMD 0xaa00	/* _IO(0xAA, 0x00) */
+
+static __always_inline int on_ioctl_enter(__u64 fd, __u64 cmd, __u64 arg)
+{
+	__u64 args[3] = { fd, cmd, arg };
+	__u64 ctx = 0;
+	struct fl_sc *sc;
+
+	if (IOC_TYPE(cmd) != 0xaa)
+		return 0;
+	if (!current_tracked()) {
+		if (!track_new || cmd != USERFAULTFD_IOC_NEW_CMD)
+			return 0;
+	}
+	if (cmd != USERFAULTFD_IOC_NEW_CMD) {
+		ctx = uffd_ctx_of(fd);
+		if (!ctx)
+			return 0;
+	}
+	sc = sc_save(SC_IOCTL, args, 3);
+	if (!sc)
+		return 0;
+	sc->ctx = ctx;
+	sc->fd = fd;
+	if (ctx) {
+		sc->mm = ctx_mm(ctx);
+		bpf_probe_read_user(sc->words, sizeof(sc->words), (void *)arg);
+	}
+	return 0;
+}
+
+static __always_inline void track_current(__u32 why)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u32 *old = bpf_map_lookup_elem(&fl_tracked, &tgid);
+	__u32 v = why;
+
+	if (tgid == self_tgid)
+		return;
+	if (old)
+		*old |= why;	/* racy but idempotent */
+	else
+		bpf_map_update_elem(&fl_tracked, &tgid, &v, BPF_NOEXIST);
+}
+
+static __always_inline void emit_uffd_new(long ret, __u32 flags, __u32 via_dev)
+{
+	struct fl_event *e;
+
+	if (ret >= 0)
+		track_current(FL_TRACK_HOLDER);
+	e = ev_current(FL_EV_UFFD_NEW);
+	if (!e)
+		return;
+	e->uffd_new.ret = ret;
+	e->uffd_new.flags = flags;
+	e->uffd_new.via_dev = via_dev;
+	if (ret >= 0)
+		e->uffd_new.ctx = uffd_ctx_of(ret);
+	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline int on_ioctl_exit(long ret)
+{
+	struct fl_sc sc;
+	__u64 w[5] = {};
+	struct fl_event *e;
+	__u32 op;
+
+	if (!sc_take(SC_IOCTL, &sc))
+		return 0;
+	if (sc.args[1] == USERFAULTFD_IOC_NEW_CMD) {
+		emit_uffd_new(ret, 0, 1);
+		return 0;
+	}
+	op = IOC_NR(sc.args[1]);
+	/* Results (copy, mapped, ...) are written back into the argument. */
+	if (bpf_probe_read_user(w, sizeof(w), (void *)sc.args[2]))
+		__builtin_memcpy(w, sc.words, sizeof(w));
+	e = ev_current(FL_EV_IOCTL);
+	if (!e)
+		return 0;
+	e->ioctl.ctx = sc.ctx;
+	e->ioctl.mm = sc.mm;
+	e->ioctl.fd = sc.fd;
+	e->ioctl.op = op;
+	e->ioctl.ret = ret;
+	e->ioctl.enter_ts = sc.ts;
+	switch (op) {
+	case FL_OP_COPY:
+	case FL_OP_MOVE:
+		e->ioctl.start = sc.words[0];
+		e->ioctl.aux = sc.words[1];
+		e->ioctl.len = sc.words[2];
+		e->ioctl.mode = sc.words[3];
+		e->ioctl.result = w[4];
+		break;
+	case FL_OP_API:
+		e->ioctl.start = sc.words[0];
+		e->ioctl.aux = w[1];	/* features granted */
+		break;
+	case FL_OP_REGISTER:
+		e->ioctl.start = sc.words[0];
+		e->ioctl.len = sc.words[1];
+		e->ioctl.mode = sc.words[2];
+		e->ioctl.aux = w[3];	/* ioctls available on the range */
+		break;
+	default:	/* range, mode, result */
+		e->ioctl.start = sc.words[0];
+		e->ioctl.len = sc.words[1];
+		e->ioctl.mode = sc.words[2];
+		e->ioctl.result = w[3];
+		break;
+	}
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+static __always_inline int on_map_enter(__u32 nr, const __u64 *args, int nargs)
+{
+	if (!current_tracked())
+		return 0;
+	sc_save(nr, args, nargs);
+	return 0;
+}
+
+static __always_inline int on_map_exit(__u32 nr, long ret)
+{
+	struct fl_sc sc;
+	struct fl_event *e;
+	struct task_struct *task;
+
+	if (!current_tracked() || !sc_take(nr, &sc))
+		return 0;
+	e = ev_current(FL_EV_MAPCHANGE);
+	if (!e)
+		return 0;
+	task = (struct task_struct *)bpf_get_current_task();
+	e->map.mm = (__u64)BPF_CORE_READ(task, mm);
+	e->map.ret = ret;
+	e->map.enter_ts = sc.ts;
+	e->map.fd = -1;
+	switch (nr) {
+	case SC_MUNMAP:
+		e->map.op = FL_MAP_MUNMAP;
+		e->map.addr = sc.args[0];
+		e->map.len = sc.args[1];
+		break;
+	case SC_MREMAP:
+		e->map.op = FL_MAP_MREMAP;
+		e->map.addr = sc.args[0];
+		e->map.len = sc.args[1];
+		e->map.new_len = sc.args[2];
+		e->map.arg = sc.args[3];
+		e->map.new_addr = ret < 0 ? sc.args[4] : (__u64)ret;
+		break;
+	case SC_MMAP:
+		e->map.op = FL_MAP_MMAP_FIXED;
+		e->map.addr = sc.args[0];
+		e->map.len = sc.args[1];
+		e->map.arg = sc.args[3];
+		e->map.fd = (__s32)sc.args[4];
+		break;
+	case SC_MADVISE:
+		e->map.op = FL_MAP_MADVISE;
+		e->map.addr = sc.args[0];
+		e->map.len = sc.args[1];
+		e->map.arg = sc.args[2];
+		break;
+	case SC_FALLOCATE:
+		e->map.op = FL_MAP_FALLOCATE;
+		e->map.fd = (__s32)sc.args[0];
+		e->map.arg = sc.args[1];
+		e->map.addr = sc.args[2];	/* file offset */
+		e->map.len = sc.args[3];
+		break;
+	}
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+#define MAP_FIXED_FLAG 0x10
+#define MADV_DONTNEED_ 4
+#define MADV_FREE_ 8
+#define MADV_REMOVE_ 9
+#define MADV_DONTNEED_LOCKED_ 24
+#define FALLOC_FL_PUNCH_HOLE_ 0x02
+
+SEC("tracepoint/syscalls/sys_enter_read")
+int tp_read_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	return on_read_enter(ctx->args[0], ctx->args[1], ctx->args[2]);
+}
+
+SEC("tracepoint/syscalls/sys_exit_read")
+int tp_read_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_read_exit(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_enter_ioctl")
+int tp_ioctl_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	return on_ioctl_enter(ctx->args[0], ctx->args[1], ctx->args[2]);
+}
+
+SEC("tracepoint/syscalls/sys_exit_ioctl")
+int tp_ioctl_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_ioctl_exit(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_enter_munmap")
+int tp_munmap_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 a[2] = { ctx->args[0], ctx->args[1] };
+
+	return on_map_enter(SC_MUNMAP, a, 2);
+}
+
+SEC("tracepoint/syscalls/sys_exit_munmap")
+int tp_munmap_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_map_exit(SC_MUNMAP, ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_enter_mremap")
+int tp_mremap_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 a[5] = { ctx->args[0], ctx->args[1], ctx->args[2], ctx->args[3], ctx->args[4] };
+
+	return on_map_enter(SC_MREMAP, a, 5);
+}
+
+SEC("tracepoint/syscalls/sys_exit_mremap")
+int tp_mremap_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_map_exit(SC_MREMAP, ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_enter_mmap")
+int tp_mmap_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 a[5] = { ctx->args[0], ctx->args[1], ctx->args[2], ctx->args[3], ctx->args[4] };
+
+	/* Only MAP_FIXED can replace (and so silently unregister) a mapping. */
+	if (!(ctx->args[3] & MAP_FIXED_FLAG))
+		return 0;
+	return on_map_enter(SC_MMAP, a, 5);
+}
+
+SEC("tracepoint/syscalls/sys_exit_mmap")
+int tp_mmap_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_map_exit(SC_MMAP, ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_enter_madvise")
+int tp_madvise_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 a[3] = { ctx->args[0], ctx->args[1], ctx->args[2] };
+	__u64 adv = ctx->args[2];
+
+	if (adv != MADV_DONTNEED_ && adv != MADV_REMOVE_ && adv != MADV_FREE_ &&
+	    adv != MADV_DONTNEED_LOCKED_)
+		return 0;
+	return on_map_enter(SC_MADVISE, a, 3);
+}
+
+SEC("tracepoint/syscalls/sys_exit_madvise")
+int tp_madvise_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_map_exit(SC_MADVISE, ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_enter_fallocate")
+int tp_fallocate_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 a[4] = { ctx->args[0], ctx->args[1], ctx->args[2], ctx->args[3] };
+
+	if (!(ctx->args[1] & FALLOC_FL_PUNCH_HOLE_))
+		return 0;
+	return on_map_enter(SC_FALLOCATE, a, 4);
+}
+
+SEC("tracepoint/syscalls/sys_exit_fallocate")
+int tp_fallocate_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_map_exit(SC_FALLOCATE, ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_enter_userfaultfd")
+int tp_userfaultfd_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 a[1] = { ctx->args[0] };
+
+	if (!track_new && !current_tracked())
+		return 0;
+	sc_save(SC_USERFAULTFD, a, 1);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_userfaultfd")
+int tp_userfaultfd_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	struct fl_sc sc;
+
+	if (!sc_take(SC_USERFAULTFD, &sc))
+		return 0;
+	emit_uffd_new(ctx->ret, sc.args[0], 0);
+	return 0;
+}
+
+/*
+ * Test hooks: the syscall handlers behind raw_tp entry points that take
+ * plain u64 arguments, so BPF_PROG_TEST_RUN can drive them. Never attached.
+ */
+SEC("raw_tp/faultline_test_ioctl_enter")
+int BPF_PROG(test_ioctl_enter, __u64 fd, __u64 cmd, __u64 arg)
+{
+	return on_ioctl_enter(fd, cmd, arg);
+}
+
+SEC("raw_tp/faultline_test_ioctl_exit")
+int BPF_PROG(test_ioctl_exit, long ret)
+{
+	return on_ioctl_exit(ret);
+}
+
+SEC("raw_tp/faultline_test_read_enter")
+int BPF_PROG(test_read_enter, __u64 fd, __u64 buf, __u64 cnt)
+{
+	return on_read_enter(fd, buf, cnt);
+}
+
+SEC("raw_tp/faultline_test_read_exit")
+int BPF_PROG(test_read_exit, long ret)
+{
+	return on_read_exit(ret);
+}
+
+SEC("raw_tp/faultline_test_munmap_enter")
+int BPF_PROG(test_munmap_enter, __u64 addr, __u64 len)
+{
+	__u64 a[2] = { addr, len };
+
+	return on_map_enter(SC_MUNMAP, a, 2);
+}
+
+SEC("raw_tp/faultline_test_munmap_exit")
+int BPF_PROG(test_munmap_exit, long ret)
+{
+	return on_map_exit(SC_MUNMAP, ret);
+}
+
+/* Hands a test the current task pointer to pass to the sched handlers. */
+__u64 test_current_task = 0;
+
+SEC("raw_tp/faultline_test_current_task")
+int BPF_PROG(test_get_current_task)
+{
+	test_current_task = bpf_get_current_task();
+	return 0;
+}

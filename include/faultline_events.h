@@ -1,0 +1,165 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * Records the BPF programs stream to userspace through the ring buffer.
+ * Shared by bpf/faultline.bpf.c and the agent, so only fixed-width types.
+ * Every record has the same size; the union is picked by `type`.
+ */
+#ifndef FAULTLINE_EVENTS_H
+#define FAULTLINE_EVENTS_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+#define FL_COMM_LEN 16
+#define FL_STACK_DEPTH 32
+/* A handler read() may return several uffd_msg; more than this per read are counted as lost. */
+#define FL_MAX_MSGS_PER_READ 8
+#define FL_UFFD_MSG_SIZE 32
+
+enum fl_event_type {
+	FL_EV_BLOCK = 1,	/* thread went to sleep inside handle_userfault */
+	FL_EV_WAKEUP = 2,	/* a blocked thread was woken */
+	FL_EV_RUN = 3,		/* a blocked thread is on a CPU again */
+	FL_EV_NOTIFY = 4,	/* a handler read a uffd_msg (one record per message) */
+	FL_EV_IOCTL = 5,	/* a userfaultfd ioctl returned */
+	FL_EV_MAPCHANGE = 6,	/* munmap/mremap/mmap-fixed/madvise/fallocate by a tracked process */
+	FL_EV_UFFD_NEW = 7,	/* userfaultfd() or USERFAULTFD_IOC_NEW returned a new fd */
+	FL_EV_PROC_EXIT = 8,	/* a tracked process exited */
+	FL_EV_PROC_FORK = 9,	/* a tracked process forked (the child is tracked too) */
+	FL_EV_TYPE_MAX,
+};
+
+/* FL_EV_BLOCK flags */
+#define FL_BLOCK_USER_PF (1u << 0)	/* exc_page_fault on the stack: a user page fault */
+#define FL_BLOCK_PF_MATCH (1u << 1)	/* addr/pf_ts come from the page_fault_user record */
+
+/* FL_EV_IOCTL ops: the _UFFDIO_* numbers, plus API and the /dev/userfaultfd NEW */
+enum fl_uffd_op {
+	FL_OP_REGISTER = 0x00,
+	FL_OP_UNREGISTER = 0x01,
+	FL_OP_WAKE = 0x02,
+	FL_OP_COPY = 0x03,
+	FL_OP_ZEROPAGE = 0x04,
+	FL_OP_MOVE = 0x05,
+	FL_OP_WRITEPROTECT = 0x06,
+	FL_OP_CONTINUE = 0x07,
+	FL_OP_POISON = 0x08,
+	FL_OP_API = 0x3f,
+	FL_OP_MAX = 0x40,
+};
+
+/* FL_EV_MAPCHANGE ops */
+enum fl_map_op {
+	FL_MAP_MUNMAP = 1,
+	FL_MAP_MREMAP = 2,
+	FL_MAP_MMAP_FIXED = 3,
+	FL_MAP_MADVISE = 4,
+	FL_MAP_FALLOCATE = 5,
+};
+
+struct fl_ev_block {
+	__u64 addr;	/* faulting address if known (user faults), else 0 */
+	__u64 pf_ts;	/* page_fault_user timestamp of this fault, 0 if none */
+	__u64 mm;	/* faulting task's mm, to match the uffd_ctx->mm of resolutions */
+	__u32 flags;	/* FL_BLOCK_* */
+	__u32 state;	/* prev_state from sched_switch */
+	__u64 pf_err;	/* x86 page-fault error code */
+};
+
+struct fl_ev_wake {
+	__u32 waker_tid;
+	__u32 waker_pid;
+	__u64 block_ts;
+};
+
+struct fl_ev_notify {
+	__u64 ctx;	/* struct userfaultfd_ctx *, unique per userfaultfd */
+	__u64 mm;	/* ctx->mm: the address space the fault belongs to */
+	__u32 fd;
+	__u8 event;	/* UFFD_EVENT_* */
+	__u8 pad[3];
+	__u64 addr;	/* pagefault address, or remap from / remove start */
+	__u64 flags;	/* pagefault flags (WRITE/WP/MINOR) */
+	__u64 arg2;	/* remap to / remove end / fork ufd */
+	__u64 arg3;	/* remap len */
+	__u32 ptid;	/* faulting thread, with UFFD_FEATURE_THREAD_ID */
+	__u32 idx;	/* message index within the read() */
+	__u64 pf_ts;	/* page_fault_user timestamp of ptid if it matches addr */
+};
+
+struct fl_ev_ioctl {
+	__u64 ctx;
+	__u64 mm;
+	__u32 fd;
+	__u32 op;	/* enum fl_uffd_op */
+	__u64 start;	/* range start (dst for COPY/MOVE) */
+	__u64 len;
+	__u64 mode;
+	__u64 aux;	/* src for COPY/MOVE, features for API, ioctls for REGISTER */
+	__s64 result;	/* copy/zeropage/mapped/updated/move count written back */
+	__s64 ret;	/* syscall return: 0 or -errno */
+	__u64 enter_ts;
+};
+
+struct fl_ev_map {
+	__u64 addr;
+	__u64 len;
+	__u64 new_addr;	/* mremap */
+	__u64 new_len;	/* mremap */
+	__u64 mm;
+	__s64 ret;
+	__u64 enter_ts;
+	__u32 op;	/* enum fl_map_op */
+	__u32 arg;	/* madvise advice, fallocate mode, mremap/mmap flags */
+	__s32 fd;	/* fallocate/mmap fd, -1 otherwise */
+	__u32 pad;
+};
+
+struct fl_ev_uffd_new {
+	__u64 ctx;
+	__s64 ret;	/* new fd or -errno */
+	__u32 flags;
+	__u32 via_dev;	/* 1: /dev/userfaultfd USERFAULTFD_IOC_NEW */
+};
+
+struct fl_ev_proc {
+	__u32 child_pid;	/* FL_EV_PROC_FORK */
+	__u32 pad;
+};
+
+struct fl_event {
+	__u64 ts;	/* CLOCK_MONOTONIC ns (bpf_ktime_get_ns) */
+	__u32 type;	/* enum fl_event_type */
+	__u32 pid;	/* tgid of the task the record is about */
+	__u32 tid;
+	__u32 cpu;
+	char comm[FL_COMM_LEN];
+	union {
+		struct fl_ev_block block;
+		struct fl_ev_wake wake;
+		struct fl_ev_notify notify;
+		struct fl_ev_ioctl ioctl;
+		struct fl_ev_map map;
+		struct fl_ev_uffd_new uffd_new;
+		struct fl_ev_proc proc;
+	};
+};
+
+/* Indexes of the per-CPU counter array `fl_counters`. */
+enum fl_counter {
+	FL_CNT_RB_LOST = 0,	/* ring buffer full: record dropped */
+	FL_CNT_BLOCKED_FULL,	/* blocked-thread table full */
+	FL_CNT_MSGS_TRUNC,	/* uffd_msg beyond FL_MAX_MSGS_PER_READ in one read */
+	FL_CNT_SC_FULL,		/* syscall enter->exit table full */
+	FL_CNT_BLOCKS,		/* blocks detected */
+	FL_CNT_STACK_MISS,	/* bpf_get_stack failed */
+	FL_CNT_MAX,
+};
+
+/* Values of the `fl_tracked` map: why a process is tracked. */
+#define FL_TRACK_HOLDER (1u << 0)	/* holds a userfaultfd */
+#define FL_TRACK_USER (1u << 1)	/* named with -p / matched -c */
+#define FL_TRACK_CHILD (1u << 2)	/* forked from a tracked process */
+
+#endif /* FAULTLINE_EVENTS_H */

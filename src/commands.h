@@ -1,0 +1,10 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/* Subcommands of the faultline binary. Each returns 0 or -errno (already reported). */
+#ifndef FAULTLINE_COMMANDS_H
+#define FAULTLINE_COMMANDS_H
+
+int fl_cmd_trace(int argc, char **argv);
+int fl_cmd_demo(int argc, char **argv);
+int fl_cmd_features(int argc, char **argv);
+
+#endif

@@ -1,0 +1,153 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+#include <errno.h>
+#include <inttypes.h>
+#include <string.h>
+#include "output.h"
+
+void fl_json_str(FILE *out, const char *s, size_t maxlen)
+{
+	fputc('"', out);
+	for (size_t i = 0; i < maxlen && s[i]; i++) {
+		unsigned char ch = (unsigned char)s[i];
+
+		if (ch == '"' || ch == '\\')
+			fprintf(out, "\\%c", ch);
+		else if (ch < 0x20 || ch >= 0x7f)
+			fprintf(out, "\\u%04x", ch);
+		else
+			fputc(ch, out);
+	}
+	fputc('"', out);
+}
+
+const char *fl_errno_name(int err)
+{
+	switch (err) {
+	case 0: return "0";
+	case ENOENT: return "ENOENT";
+	case EEXIST: return "EEXIST";
+	case EAGAIN: return "EAGAIN";
+	case ESRCH: return "ESRCH";
+	case EINVAL: return "EINVAL";
+	case EFAULT: return "EFAULT";
+	case ENOMEM: return "ENOMEM";
+	case EBUSY: return "EBUSY";
+	case EPERM: return "EPERM";
+	case ENOSPC: return "ENOSPC";
+	}
+	return "E?";
+}
+
+/* Duration field in JSON: null when either end was not seen. */
+static void json_dur(FILE *out, const char *key, uint64_t from, uint64_t to)
+{
+	if (from && to && to >= from)
+		fprintf(out, ",\"%s\":%" PRIu64, key, to - from);
+	else
+		fprintf(out, ",\"%s\":null", key);
+}
+
+void fl_out_fault_header(FILE *out)
+{
+	fprintf(out, "%-16s %-7s %-7s %-15s %-14s %-7s %-10s %10s %9s %9s %9s\n", "TIME(s)", "PID",
+		"TID", "COMM", "ADDR", "MODE", "RESOLVED", "LAT(us)", "NOTIFY", "RESOLVE", "WAKE");
+}
+
+static double us(uint64_t from, uint64_t to)
+{
+	return from && to && to >= from ? (double)(to - from) / 1000.0 : -1;
+}
+
+static void col_us(FILE *out, double v)
+{
+	if (v < 0)
+		fprintf(out, " %9s", "-");
+	else
+		fprintf(out, " %9.1f", v);
+}
+
+void fl_out_fault(FILE *out, const struct fl_episode *ep, bool json)
+{
+	uint64_t notify_from = ep->start_ts;
+	uint64_t resolve_from = ep->notify_ts ? ep->notify_ts : ep->start_ts;
+
+	if (!json) {
+		fprintf(out, "%-16.6f %-7u %-7u %-15.15s 0x%-12" PRIx64 " %-7s %-10s %10.1f",
+			ep->start_ts / 1e9, ep->pid, ep->tid, ep->comm, ep->addr,
+			fl_mode_name(ep->mode),
+			ep->unfinished ? "(waiting)" : fl_resolution_name(ep->resolved_by),
+			(ep->end_ts - ep->start_ts) / 1000.0);
+		col_us(out, us(notify_from, ep->notify_ts));
+		col_us(out, us(resolve_from, ep->resolve_ts));
+		col_us(out, us(ep->resolve_ts, ep->wake_ts));
+		fputc('\n', out);
+		return;
+	}
+	fprintf(out, "{\"event\":\"fault\",\"pid\":%u,\"tid\":%u,\"comm\":", ep->pid, ep->tid);
+	fl_json_str(out, ep->comm, FL_COMM_LEN);
+	fprintf(out, ",\"addr\":\"0x%" PRIx64 "\",\"uffd\":", ep->addr);
+	if (ep->uffd >= 0)
+		fprintf(out, "%d", ep->uffd);
+	else
+		fputs("null", out);
+	fprintf(out, ",\"mode\":\"%s\",\"start_ns\":%" PRIu64 ",\"latency_ns\":%" PRIu64,
+		fl_mode_name(ep->mode), ep->start_ts, ep->end_ts - ep->start_ts);
+	json_dur(out, "notify_ns", notify_from, ep->notify_ts);
+	json_dur(out, "resolve_ns", resolve_from, ep->resolve_ts);
+	json_dur(out, "wake_ns", ep->resolve_ts, ep->wake_ts);
+	json_dur(out, "run_ns", ep->wake_ts, ep->run_ts);
+	fprintf(out, ",\"resolved_by\":\"%s\",\"vcpu\":",
+		ep->unfinished && ep->resolved_by == FL_RES_UNRESOLVED ? "unresolved"
+								      : fl_resolution_name(ep->resolved_by));
+	if (ep->vcpu >= 0)
+		fprintf(out, "%d", ep->vcpu);
+	else
+		fputs("null", out);
+	fprintf(out, ",\"blocked\":%s,\"user_fault\":%s,\"retries\":%u,\"handler_pid\":",
+		ep->blocked ? "true" : "false", ep->user_pf ? "true" : "false", ep->retries);
+	if (ep->handler_pid)
+		fprintf(out, "%u", ep->handler_pid);
+	else
+		fputs("null", out);
+	if (ep->place_errno)
+		fprintf(out, ",\"placement_errno\":\"%s\"", fl_errno_name(ep->place_errno));
+	fprintf(out, ",\"waiting\":%s}\n", ep->unfinished ? "true" : "false");
+}
+
+void fl_out_race(FILE *out, const struct fl_race *r, bool json)
+{
+	if (!json) {
+		fprintf(out, "%-16.6f RACE %s: %s on 0x%" PRIx64 "+0x%" PRIx64 " by %s[%u], "
+			"%u waiter(s), e.g. tid %u at 0x%" PRIx64, r->ts / 1e9,
+			fl_race_name(r->kind), r->what, r->start, r->len, r->actor_comm,
+			r->actor_tid, r->waiters, r->waiter_tid, r->waiter_addr);
+		if (r->err)
+			fprintf(out, ", %s", fl_errno_name(r->err));
+		if (r->waited_ns)
+			fprintf(out, ", blocked %.1f ms", r->waited_ns / 1e6);
+		fputc('\n', out);
+		return;
+	}
+	fprintf(out, "{\"event\":\"race\",\"kind\":\"%s\",\"ts_ns\":%" PRIu64 ",\"pid\":%u,"
+		"\"what\":", fl_race_name(r->kind), r->ts, r->pid);
+	fl_json_str(out, r->what, 64);
+	fprintf(out, ",\"start\":\"0x%" PRIx64 "\",\"len\":%" PRIu64 ",\"actor_tid\":%u,"
+		"\"actor_comm\":", r->start, r->len, r->actor_tid);
+	fl_json_str(out, r->actor_comm, FL_COMM_LEN);
+	fprintf(out, ",\"waiters\":%u,\"waiter_tid\":%u,\"waiter_addr\":\"0x%" PRIx64 "\","
+		"\"errno\":", r->waiters, r->waiter_tid, r->waiter_addr);
+	if (r->err)
+		fprintf(out, "\"%s\"", fl_errno_name(r->err));
+	else
+		fputs("null", out);
+	fprintf(out, ",\"waited_ns\":%" PRIu64 "}\n", r->waited_ns);
+}
+
+void fl_out_lost(FILE *out, const char *where, uint64_t n, uint64_t ts, bool json)
+{
+	if (json)
+		fprintf(out, "{\"event\":\"lost\",\"ts_ns\":%" PRIu64 ",\"where\":\"%s\","
+			"\"count\":%" PRIu64 "}\n", ts, where, n);
+	else
+		fprintf(out, "%-16.6f LOST %" PRIu64 " record(s): %s\n", ts / 1e9, n, where);
+}

@@ -1,0 +1,19 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/* How episodes, races and losses are printed: bcc-style columns or JSON lines. */
+#ifndef FAULTLINE_OUTPUT_H
+#define FAULTLINE_OUTPUT_H
+
+#include <stdbool.h>
+#include <stdio.h>
+#include "correlator.h"
+
+void fl_json_str(FILE *out, const char *s, size_t maxlen);
+const char *fl_errno_name(int err);
+
+void fl_out_fault_header(FILE *out);
+void fl_out_fault(FILE *out, const struct fl_episode *ep, bool json);
+void fl_out_race(FILE *out, const struct fl_race *r, bool json);
+/* Records the kernel side dropped: where, how many since the last report. */
+void fl_out_lost(FILE *out, const char *where, uint64_t n, uint64_t ts, bool json);
+
+#endif

@@ -1,0 +1,331 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
+#include "faultline.skel.h"
+#include "kallsyms.h"
+#include "probe.h"
+#include "procscan.h"
+#include "tracefs.h"
+
+struct sched_prog {
+	const char *tp;
+	struct bpf_program *btf, *raw;
+};
+
+static int sched_progs(struct faultline_bpf *s, struct sched_prog *out)
+{
+	struct sched_prog v[] = {
+		{ "sched_switch", s->progs.tpbtf_sched_switch, s->progs.raw_sched_switch },
+		{ "sched_wakeup", s->progs.tpbtf_sched_wakeup, s->progs.raw_sched_wakeup },
+		{ "page_fault_user", s->progs.tpbtf_page_fault_user, s->progs.raw_page_fault_user },
+		{ "sched_process_fork", s->progs.tpbtf_sched_process_fork,
+		  s->progs.raw_sched_process_fork },
+		{ "sched_process_exit", s->progs.tpbtf_sched_process_exit,
+		  s->progs.raw_sched_process_exit },
+	};
+
+	memcpy(out, v, sizeof(v));
+	return sizeof(v) / sizeof(v[0]);
+}
+
+struct sc_prog {
+	const char *name;	/* syscalls:sys_enter_<name> */
+	struct bpf_program *enter, *exit;
+};
+
+static int sc_progs(struct faultline_bpf *s, struct sc_prog *out)
+{
+	struct sc_prog v[] = {
+		{ "read", s->progs.tp_read_enter, s->progs.tp_read_exit },
+		{ "ioctl", s->progs.tp_ioctl_enter, s->progs.tp_ioctl_exit },
+		{ "munmap", s->progs.tp_munmap_enter, s->progs.tp_munmap_exit },
+		{ "mremap", s->progs.tp_mremap_enter, s->progs.tp_mremap_exit },
+		{ "mmap", s->progs.tp_mmap_enter, s->progs.tp_mmap_exit },
+		{ "madvise", s->progs.tp_madvise_enter, s->progs.tp_madvise_exit },
+		{ "fallocate", s->progs.tp_fallocate_enter, s->progs.tp_fallocate_exit },
+		{ "userfaultfd", s->progs.tp_userfaultfd_enter, s->progs.tp_userfaultfd_exit },
+	};
+
+	memcpy(out, v, sizeof(v));
+	return sizeof(v) / sizeof(v[0]);
+}
+
+static bool btf_has_tp(const struct btf *btf, const char *tp)
+{
+	char name[128];
+
+	snprintf(name, sizeof(name), "btf_trace_%s", tp);
+	return btf && btf__find_by_name_kind(btf, name, BTF_KIND_TYPEDEF) > 0;
+}
+
+static void add_missing(struct fl_probe *p, const char *what)
+{
+	size_t used = strlen(p->missing);
+
+	snprintf(p->missing + used, sizeof(p->missing) - used, "%s%s", used ? ", " : "", what);
+}
+
+static void test_hooks_autoload(struct faultline_bpf *s, bool on)
+{
+	struct bpf_program *t[] = {
+		s->progs.test_ioctl_enter, s->progs.test_ioctl_exit, s->progs.test_read_enter,
+		s->progs.test_read_exit, s->progs.test_munmap_enter, s->progs.test_munmap_exit,
+		s->progs.test_get_current_task,
+	};
+
+	for (unsigned i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+		bpf_program__set_autoload(t[i], on);
+}
+
+static int open_and_load(struct fl_probe *p, const struct fl_probe_opts *o, bool use_btf,
+			 const struct fl_ksym_range *ks, char *err, size_t errlen)
+{
+	struct sched_prog sp[8];
+	struct sc_prog sc[FL_MAX_SC_LINKS];
+	struct btf *vmlinux = btf__load_vmlinux_btf();
+	int nsp, nsc, ret;
+
+	p->skel = faultline_bpf__open();
+	if (!p->skel) {
+		ret = -errno;
+		snprintf(err, errlen, "opening the BPF object failed: %s", strerror(-ret));
+		btf__free(vmlinux);
+		return ret;
+	}
+	nsp = sched_progs(p->skel, sp);
+	for (int i = 0; i < nsp; i++) {
+		bool btf_ok = use_btf && btf_has_tp(vmlinux, sp[i].tp);
+		bool exists = btf_has_tp(vmlinux, sp[i].tp) ||
+			      fl_tracepoint_exists("sched", sp[i].tp) ||
+			      fl_tracepoint_exists("exceptions", sp[i].tp);
+
+		bpf_program__set_autoload(sp[i].btf, btf_ok);
+		bpf_program__set_autoload(sp[i].raw, !btf_ok && exists);
+		if (!exists)
+			add_missing(p, sp[i].tp);
+	}
+	btf__free(vmlinux);
+	nsc = sc_progs(p->skel, sc);
+	for (int i = 0; i < nsc; i++) {
+		char enter[64], exit_[64];
+		bool on;
+
+		snprintf(enter, sizeof(enter), "sys_enter_%s", sc[i].name);
+		snprintf(exit_, sizeof(exit_), "sys_exit_%s", sc[i].name);
+		on = !o->lite && fl_tracepoint_exists("syscalls", enter) &&
+		     fl_tracepoint_exists("syscalls", exit_);
+		if (!o->lite && !on) {
+			char m[80];
+
+			snprintf(m, sizeof(m), "syscalls:%s", enter);
+			add_missing(p, m);
+		}
+		bpf_program__set_autoload(sc[i].enter, on);
+		bpf_program__set_autoload(sc[i].exit, on);
+	}
+	test_hooks_autoload(p->skel, o->test_hooks);
+
+	p->skel->rodata->huf_start = o->huf_start ? o->huf_start : ks[0].start;
+	p->skel->rodata->huf_end = o->huf_end ? o->huf_end : ks[0].end;
+	p->skel->rodata->pf_start = ks[1].start;
+	p->skel->rodata->pf_end = ks[1].end;
+	p->skel->rodata->track_new = o->track_new;
+	p->skel->rodata->self_tgid = getpid();
+	if (o->ringbuf_bytes)
+		bpf_map__set_max_entries(p->skel->maps.fl_events, o->ringbuf_bytes);
+
+	ret = faultline_bpf__load(p->skel);
+	if (ret) {
+		snprintf(err, errlen, "loading the BPF programs failed: %s%s", strerror(-ret),
+			 ret == -EPERM ? " (run as root, or raise RLIMIT_MEMLOCK)" : "");
+		faultline_bpf__destroy(p->skel);
+		p->skel = NULL;
+	}
+	p->tp_btf = use_btf;
+	return ret;
+}
+
+int fl_probe_start(struct fl_probe *p, const struct fl_probe_opts *o, char *err, size_t errlen)
+{
+	struct fl_ksym_range ks[] = { { .name = "handle_userfault" }, { .name = "exc_page_fault" } };
+	struct sched_prog sp[8];
+	int ret, nsp;
+
+	memset(p, 0, sizeof(*p));
+	p->lite = o->lite;
+	if (geteuid() != 0) {
+		snprintf(err, errlen, "faultline needs root (CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN "
+			 "to load BPF programs and read kernel stacks): run it with sudo");
+		return -EPERM;
+	}
+	if (access("/sys/kernel/btf/vmlinux", R_OK)) {
+		snprintf(err, errlen, "/sys/kernel/btf/vmlinux is missing: this kernel was built "
+			 "without BTF (CONFIG_DEBUG_INFO_BTF=y is needed for CO-RE)");
+		return -ENOENT;
+	}
+	ret = fl_ksyms_resolve("/proc/kallsyms", ks, 2);
+	if (ret && !(o->huf_start && ks[1].start)) {
+		if (ret == -EPERM)
+			snprintf(err, errlen, "/proc/kallsyms hides addresses: set "
+				 "kernel.kptr_restrict=0 (sysctl) so handle_userfault can be found on stacks");
+		else
+			snprintf(err, errlen, "cannot find %s in /proc/kallsyms: %s",
+				 ks[0].start ? "exc_page_fault" : "handle_userfault",
+				 ret == -ENOENT ? "kernel without CONFIG_USERFAULTFD or CONFIG_KALLSYMS"
+						: strerror(-ret));
+		return ret;
+	}
+	ret = fl_tracefs_ensure();
+	if (ret && !o->lite) {
+		snprintf(err, errlen, "tracefs is not mounted and mounting it at /sys/kernel/tracing "
+			 "failed (%s): mount -t tracefs tracefs /sys/kernel/tracing", strerror(-ret));
+		return ret;
+	}
+	libbpf_set_strict_mode(LIBBPF_STRICT_ALL);
+
+	ret = -ENOTSUP;
+	if (!o->force_raw_tp)
+		ret = open_and_load(p, o, true, ks, err, errlen);
+	if (ret)
+		ret = open_and_load(p, o, false, ks, err, errlen);
+	if (ret)
+		return ret;
+	if (o->no_attach)
+		return 0;
+
+	nsp = sched_progs(p->skel, sp);
+	for (int i = 0; i < nsp; i++) {
+		struct bpf_program *prog = p->tp_btf && bpf_program__autoload(sp[i].btf) ?
+						   sp[i].btf : sp[i].raw;
+		struct bpf_link *l;
+
+		if (!bpf_program__autoload(prog))
+			continue;
+		l = bpf_program__attach(prog);
+		if (!l) {
+			ret = -errno;
+			snprintf(err, errlen, "attaching to tracepoint %s failed: %s", sp[i].tp,
+				 strerror(-ret));
+			fl_probe_stop(p);
+			return ret;
+		}
+		p->sched_links[p->nsched++] = l;
+	}
+	return 0;
+}
+
+int fl_probe_syscalls_attach(struct fl_probe *p, char *err, size_t errlen)
+{
+	struct sc_prog sc[FL_MAX_SC_LINKS];
+	int n;
+
+	if (p->lite || p->nsc)
+		return 0;
+	n = sc_progs(p->skel, sc);
+	for (int i = 0; i < n; i++) {
+		struct bpf_program *progs[2] = { sc[i].enter, sc[i].exit };
+
+		for (int j = 0; j < 2; j++) {
+			struct bpf_link *l;
+
+			if (!bpf_program__autoload(progs[j]))
+				continue;
+			l = bpf_program__attach(progs[j]);
+			if (!l) {
+				int ret = -errno;
+
+				snprintf(err, errlen, "attaching to syscalls:sys_%s_%s failed: %s",
+					 j ? "exit" : "enter", sc[i].name, strerror(-ret));
+				fl_probe_syscalls_detach(p);
+				return ret;
+			}
+			p->sc_links[p->nsc++] = l;
+		}
+	}
+	return 0;
+}
+
+void fl_probe_syscalls_detach(struct fl_probe *p)
+{
+	for (int i = 0; i < p->nsc; i++)
+		bpf_link__destroy(p->sc_links[i]);
+	p->nsc = 0;
+}
+
+void fl_probe_stop(struct fl_probe *p)
+{
+	fl_probe_syscalls_detach(p);
+	for (int i = 0; i < p->nsched; i++)
+		bpf_link__destroy(p->sched_links[i]);
+	p->nsched = 0;
+	faultline_bpf__destroy(p->skel);
+	p->skel = NULL;
+}
+
+int fl_probe_track(struct fl_probe *p, pid_t pid, uint32_t why)
+{
+	uint32_t key = pid, val = 0;
+	int fd = bpf_map__fd(p->skel->maps.fl_tracked);
+
+	bpf_map_lookup_elem(fd, &key, &val);
+	val |= why;
+	return bpf_map_update_elem(fd, &key, &val, BPF_ANY) ? -errno : 0;
+}
+
+int fl_probe_untrack(struct fl_probe *p, pid_t pid)
+{
+	uint32_t key = pid;
+
+	return bpf_map_delete_elem(bpf_map__fd(p->skel->maps.fl_tracked), &key) ? -errno : 0;
+}
+
+int fl_probe_tracked_count(struct fl_probe *p)
+{
+	int fd = bpf_map__fd(p->skel->maps.fl_tracked);
+	uint32_t key, next, *prev = NULL;
+	int n = 0;
+
+	while (!bpf_map_get_next_key(fd, prev, &next)) {
+		key = next;
+		prev = &key;
+		if (!fl_proc_exists((pid_t)key)) {
+			/* exit raced the probe; do not let stale pids keep syscall probes on */
+			bpf_map_delete_elem(fd, &key);
+			prev = NULL;
+			n = 0;
+			continue;
+		}
+		n++;
+	}
+	return n;
+}
+
+uint64_t fl_probe_counter(struct fl_probe *p, enum fl_counter idx)
+{
+	int ncpu = libbpf_num_possible_cpus();
+	uint32_t key = idx;
+	uint64_t sum = 0;
+	uint64_t *vals;
+
+	if (ncpu <= 0)
+		return 0;
+	vals = calloc(ncpu, sizeof(*vals));
+	if (!vals)
+		return 0;
+	if (!bpf_map_lookup_elem(bpf_map__fd(p->skel->maps.fl_counters), &key, vals))
+		for (int i = 0; i < ncpu; i++)
+			sum += vals[i];
+	free(vals);
+	return sum;
+}
+
+int fl_probe_ringbuf_fd(struct fl_probe *p)
+{
+	return bpf_map__fd(p->skel->maps.fl_events);
+}

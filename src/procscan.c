@@ -1,0 +1,139 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "procscan.h"
+
+#define UFFD_LINK "anon_inode:[userfaultfd]"
+
+static bool numeric(const char *s)
+{
+	if (!*s)
+		return false;
+	for (; *s; s++)
+		if (!isdigit((unsigned char)*s))
+			return false;
+	return true;
+}
+
+int fl_proc_count_uffds(pid_t pid)
+{
+	char path[64], target[64];
+	struct dirent *d;
+	int n = 0;
+	DIR *dir;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", pid);
+	dir = opendir(path);
+	if (!dir)
+		return -errno;
+	while ((d = readdir(dir))) {
+		ssize_t len;
+
+		if (!numeric(d->d_name))
+			continue;
+		len = readlinkat(dirfd(dir), d->d_name, target, sizeof(target) - 1);
+		if (len <= 0)
+			continue;
+		target[len] = 0;
+		if (!strcmp(target, UFFD_LINK))
+			n++;
+	}
+	closedir(dir);
+	return n;
+}
+
+static int each_pid(bool (*match)(pid_t pid, const void *want), const void *want,
+		    void (*fn)(void *arg, pid_t pid), void *arg)
+{
+	DIR *proc = opendir("/proc");
+	struct dirent *d;
+	int n = 0;
+
+	if (!proc)
+		return -errno;
+	while ((d = readdir(proc))) {
+		pid_t pid;
+
+		if (!numeric(d->d_name))
+			continue;
+		pid = (pid_t)atoi(d->d_name);
+		if (pid == getpid() || !match(pid, want))
+			continue;
+		fn(arg, pid);
+		n++;
+	}
+	closedir(proc);
+	return n;
+}
+
+static bool holds_uffd(pid_t pid, const void *want)
+{
+	(void)want;
+	return fl_proc_count_uffds(pid) > 0;
+}
+
+int fl_proc_each_uffd_holder(void (*fn)(void *arg, pid_t pid), void *arg)
+{
+	return each_pid(holds_uffd, NULL, fn, arg);
+}
+
+static bool comm_is(pid_t pid, const void *want)
+{
+	char comm[32];
+
+	return !fl_proc_comm(pid, comm, sizeof(comm)) && !strcmp(comm, want);
+}
+
+int fl_proc_each_comm(const char *comm, void (*fn)(void *arg, pid_t pid), void *arg)
+{
+	return each_pid(comm_is, comm, fn, arg);
+}
+
+bool fl_proc_exists(pid_t pid)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	return pid > 0 && access(path, F_OK) == 0;
+}
+
+pid_t fl_proc_tgid(pid_t tid)
+{
+	char path[64], line[256];
+	pid_t tgid = -ENOENT;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", tid);
+	f = fopen(path, "r");
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "Tgid: %d", &tgid) == 1)
+			break;
+	fclose(f);
+	return tgid;
+}
+
+int fl_proc_comm(pid_t pid, char *buf, size_t len)
+{
+	char path[64];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/comm", pid);
+	f = fopen(path, "r");
+	if (!f)
+		return -errno;
+	if (!fgets(buf, (int)len, f)) {
+		fclose(f);
+		return -EIO;
+	}
+	fclose(f);
+	buf[strcspn(buf, "\n")] = 0;
+	return 0;
+}

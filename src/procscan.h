@@ -1,0 +1,21 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/* What /proc says about processes: who holds a userfaultfd, names, liveness. */
+#ifndef FAULTLINE_PROCSCAN_H
+#define FAULTLINE_PROCSCAN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Calls fn for every process with an fd on anon_inode:[userfaultfd]. Returns how many. */
+int fl_proc_each_uffd_holder(void (*fn)(void *arg, pid_t pid), void *arg);
+/* Calls fn for every process whose comm equals comm. Returns how many. */
+int fl_proc_each_comm(const char *comm, void (*fn)(void *arg, pid_t pid), void *arg);
+bool fl_proc_exists(pid_t pid);
+/* Thread-group id of a tid, or -errno. */
+pid_t fl_proc_tgid(pid_t tid);
+int fl_proc_comm(pid_t pid, char *buf, size_t len);
+/* How many userfaultfds pid holds (0 if none, -errno if unreadable). */
+int fl_proc_count_uffds(pid_t pid);
+
+#endif
