@@ -39,10 +39,17 @@ struct fl_blocked {
 	__u32 pad;
 };
 
+/*
+ * The user registers identify the kernel entry: a block belongs to this
+ * page fault only if the task's saved user ip/sp are still the ones the
+ * fault saw. (Under KVM, exc_page_fault can be on a vCPU's stack for a
+ * guest access while the thread's last user fault is long over.)
+ */
 struct fl_pf {
 	__u64 addr;
 	__u64 ts;
 	__u64 err;
+	__u64 ip, sp;
 };
 
 /* Arguments saved at syscall entry, consumed at exit. */
@@ -199,8 +206,14 @@ static __always_inline int on_sched_switch(void *ctx, bool preempt,
 			struct fl_pf *pf = NULL;
 			struct fl_event *e;
 
-			if (in_pf)
+			if (in_pf) {
+				struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(prev);
+
 				pf = bpf_map_lookup_elem(&fl_pf_last, &tid);
+				if (pf && (pf->ip != BPF_CORE_READ(regs, ip) ||
+					   pf->sp != BPF_CORE_READ(regs, sp)))
+					pf = NULL;
+			}
 			if (pf)
 				b.addr = pf->addr;
 			count(FL_CNT_BLOCKS);
@@ -213,9 +226,9 @@ static __always_inline int on_sched_switch(void *ctx, bool preempt,
 				e->block.state = prev_state;
 				e->block.mm = (__u64)BPF_CORE_READ(prev, mm);
 				if (in_pf)
-					e->block.flags |= FL_BLOCK_USER_PF;
+					e->block.flags |= FL_BLOCK_PF_STACK;
 				if (pf) {
-					e->block.flags |= FL_BLOCK_PF_MATCH;
+					e->block.flags |= FL_BLOCK_USER_PF;
 					e->block.addr = pf->addr;
 					e->block.pf_ts = pf->ts;
 					e->block.pf_err = pf->err;
@@ -269,7 +282,8 @@ static __always_inline int on_sched_wakeup(struct task_struct *p)
 	return 0;
 }
 
-static __always_inline int on_page_fault_user(unsigned long address, unsigned long err)
+static __always_inline int on_page_fault_user(unsigned long address, struct pt_regs *regs,
+					      unsigned long err)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)id;
@@ -280,6 +294,8 @@ static __always_inline int on_page_fault_user(unsigned long address, unsigned lo
 	pf.addr = address;
 	pf.ts = bpf_ktime_get_ns();
 	pf.err = err;
+	pf.ip = BPF_CORE_READ(regs, ip);
+	pf.sp = BPF_CORE_READ(regs, sp);
 	bpf_map_update_elem(&fl_pf_last, &tid, &pf, BPF_ANY);
 	return 0;
 }
@@ -356,14 +372,14 @@ SEC("tp_btf/page_fault_user")
 int BPF_PROG(tpbtf_page_fault_user, unsigned long address, struct pt_regs *regs,
 	     unsigned long error_code)
 {
-	return on_page_fault_user(address, error_code);
+	return on_page_fault_user(address, regs, error_code);
 }
 
 SEC("raw_tp/page_fault_user")
 int BPF_PROG(raw_page_fault_user, unsigned long address, struct pt_regs *regs,
 	     unsigned long error_code)
 {
-	return on_page_fault_user(address, error_code);
+	return on_page_fault_user(address, regs, error_code);
 }
 
 SEC("tp_btf/sched_process_fork")

@@ -31,8 +31,8 @@ enum fl_event_type {
 };
 
 /* FL_EV_BLOCK flags */
-#define FL_BLOCK_USER_PF (1u << 0)	/* exc_page_fault on the stack: a user page fault */
-#define FL_BLOCK_PF_MATCH (1u << 1)	/* addr/pf_ts come from the page_fault_user record */
+#define FL_BLOCK_USER_PF (1u << 0)	/* a user page fault: addr/pf_ts from page_fault_user */
+#define FL_BLOCK_PF_STACK (1u << 1)	/* exc_page_fault was on the stack */
 
 /* FL_EV_IOCTL ops: the _UFFDIO_* numbers, plus API and the /dev/userfaultfd NEW */
 enum fl_uffd_op {
