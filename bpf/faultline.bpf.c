@@ -50,6 +50,7 @@ struct fl_pf {
 	__u64 ts;
 	__u64 err;
 	__u64 ip, sp;
+	__u64 regs;
 };
 
 /* Arguments saved at syscall entry, consumed at exit. */
@@ -207,11 +208,13 @@ static __always_inline int on_sched_switch(void *ctx, bool preempt,
 			struct fl_event *e;
 
 			if (in_pf) {
-				struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(prev);
+				struct pt_regs *ur;
 
 				pf = bpf_map_lookup_elem(&fl_pf_last, &tid);
-				if (pf && (pf->ip != BPF_CORE_READ(regs, ip) ||
-					   pf->sp != BPF_CORE_READ(regs, sp)))
+				/* pf->regs is the task's user-entry frame: what it holds now */
+				ur = pf ? (struct pt_regs *)pf->regs : NULL;
+				if (pf && (pf->ip != BPF_CORE_READ(ur, ip) ||
+					   pf->sp != BPF_CORE_READ(ur, sp)))
 					pf = NULL;
 			}
 			if (pf)
@@ -296,6 +299,7 @@ static __always_inline int on_page_fault_user(unsigned long address, struct pt_r
 	pf.err = err;
 	pf.ip = BPF_CORE_READ(regs, ip);
 	pf.sp = BPF_CORE_READ(regs, sp);
+	pf.regs = (__u64)regs;
 	bpf_map_update_elem(&fl_pf_last, &tid, &pf, BPF_ANY);
 	return 0;
 }

@@ -1,0 +1,67 @@
+"""Tiny TAP harness shared by the end-to-end tests (stdlib only).
+
+Each test is a function; it passes by returning, fails by raising
+AssertionError (or anything else), and is skipped by raising Skip with the
+reason. Output is TAP, which scripts/run-tests.sh counts.
+"""
+import json
+import os
+import subprocess
+import sys
+import traceback
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BUILD = os.path.join(ROOT, "build")
+FAULTLINE = os.path.join(BUILD, "faultline")
+
+
+class Skip(Exception):
+    pass
+
+
+def run_tests(tests):
+    print(f"1..{len(tests)}", flush=True)
+    failed = 0
+    for i, t in enumerate(tests, 1):
+        name = t.__name__
+        try:
+            t()
+            print(f"ok {i} - {name}", flush=True)
+        except Skip as s:
+            print(f"ok {i} - {name} # SKIP {s}", flush=True)
+        except Exception:
+            failed += 1
+            print(f"not ok {i} - {name}", flush=True)
+            for line in traceback.format_exc().splitlines():
+                print(f"# {line}", flush=True)
+    return 1 if failed else 0
+
+
+def jsonl(text):
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            out.append(json.loads(line))
+    return out
+
+
+def trace(cmd, *trace_args, timeout=120):
+    """faultline trace --json [trace_args] -- cmd; returns (faultline objs, stderr, workload objs file)."""
+    args = [FAULTLINE, "trace", "--json", *trace_args, "--", *cmd]
+    p = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+    return p
+
+
+def require_root():
+    if os.geteuid() != 0:
+        raise Skip("needs root (BPF)")
+
+
+def require_kvm():
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        raise Skip("/dev/kvm not available")
+
+
+def main(tests):
+    sys.exit(run_tests(tests))

@@ -1,0 +1,282 @@
+#!/usr/bin/env python3
+"""End-to-end tests of `faultline trace` against real userfaultfd workloads.
+
+The reference is always the workload's own record of each fault: the
+faulting thread's CLOCK_MONOTONIC before/after the access, the handler's
+resolution, the vCPU thread ids of the KVM test VMM.
+"""
+import os
+import subprocess
+import tempfile
+import time
+
+from tap import BUILD, FAULTLINE, Skip, jsonl, main, require_kvm, require_root
+
+WORKLOAD = os.path.join(BUILD, "uffd-workload")
+KVM_GUEST = os.path.join(BUILD, "kvm-guest")
+
+
+def run_traced(wl_cmd, *trace_args, timeout=120):
+    """Trace wl_cmd (its records go to a temp file); return (faults, others, wl_records, proc)."""
+    with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as out:
+        cmd = [*wl_cmd, "--out", out.name]
+        p = subprocess.run([FAULTLINE, "trace", "--json", *trace_args, "--", *cmd],
+                           capture_output=True, text=True, timeout=timeout)
+        wl = jsonl(out.read())
+    objs = jsonl(p.stdout)
+    assert p.returncode == 0, f"faultline exited {p.returncode}: {p.stderr[-2000:]}"
+    assert any(l.startswith("Tracing") for l in p.stderr.splitlines()), p.stderr
+    faults = [o for o in objs if o["event"] == "fault"]
+    return faults, objs, wl, p
+
+
+def check_against_workload(faults, wl, expect=None):
+    """Every workload fault seen exactly once, latency and resolution right."""
+    ref = [r for r in wl if r["event"] == "wl_fault"]
+    assert ref, "workload recorded no faults"
+    pid = next(r["pid"] for r in wl if r["event"] == "wl_summary")
+    mine = [f for f in faults if f["pid"] == pid]
+    keys = [(f["tid"], f["addr"]) for f in mine]
+    # A page can fault once per pass; compare multisets in time order.
+    assert len(mine) == len(ref), f"faultline saw {len(mine)} faults, workload {len(ref)}"
+    by_key = {}
+    for f in sorted(mine, key=lambda f: f["start_ns"]):
+        by_key.setdefault((f["tid"], f["addr"]), []).append(f)
+    assert sorted(keys) == sorted((r["tid"], r["addr"]) for r in ref), "fault sets differ"
+    worst = 0.0
+    for r in sorted(ref, key=lambda r: r["start_ns"]):
+        f = by_key[(r["tid"], r["addr"])].pop(0)
+        want = r["end_ns"] - r["start_ns"]
+        got = f["latency_ns"]
+        tol = max(0.10 * want, 50_000)
+        assert abs(got - want) <= tol, \
+            f"{r['addr']} tid {r['tid']}: latency {got} ns vs workload {want} ns"
+        worst = max(worst, abs(got - want))
+        assert f["resolved_by"] == r["resolved_by"], \
+            f"{r['addr']}: resolved_by {f['resolved_by']} vs workload {r['resolved_by']}"
+        if expect:
+            assert f["mode"] == expect, f"mode {f['mode']} != {expect}"
+        # the fault started before the thread's own clock stopped, and after it started
+        assert r["start_ns"] <= f["start_ns"] + 1000 <= r["end_ns"] + 1000
+    return worst
+
+
+def test_missing_copy_threads():
+    require_root()
+    faults, objs, wl, _ = run_traced(
+        [WORKLOAD, "--threads", "4", "--pages", "16", "--delay-us", "300"])
+    check_against_workload(faults, wl, "missing")
+    for f in faults:
+        assert f["notify_ns"] is not None and f["resolve_ns"] is not None
+        assert f["uffd"] is not None and f["blocked"] is True
+    summ = [o for o in objs if o["event"] == "summary"][0]
+    assert summ["lost"] == 0
+
+
+def test_missing_mix_copy_zeropage_poison_wake():
+    require_root()
+    faults, _, wl, _ = run_traced(
+        [WORKLOAD, "--threads", "3", "--pages", "12", "--resolve", "mix", "--delay-us", "200"])
+    check_against_workload(faults, wl, "missing")
+    kinds = {f["resolved_by"] for f in faults}
+    assert kinds == {"copy", "zeropage", "poison", "wake"}, kinds
+
+
+def test_minor_continue_and_poison():
+    require_root()
+    faults, _, wl, _ = run_traced(
+        [WORKLOAD, "--mode", "minor", "--resolve", "mix", "--threads", "2", "--pages", "9",
+         "--delay-us", "200"])
+    check_against_workload(faults, wl, "minor")
+    assert {f["resolved_by"] for f in faults} == {"continue", "poison"}
+    # minor + WAKE re-faults on the same page: merged into one episode
+    assert sum(f["retries"] for f in faults) >= 1
+
+
+def test_handler_delay_is_the_resolve_share():
+    require_root()
+    faults, _, wl, _ = run_traced(
+        [WORKLOAD, "--threads", "1", "--pages", "10", "--delay-us", "2000"])
+    check_against_workload(faults, wl)
+    for f in faults:
+        # the injected handler delay sits between notify and resolve
+        assert 1_900_000 <= f["resolve_ns"] <= 3_000_000, f
+
+
+def test_multiple_handler_threads_loops():
+    require_root()
+    faults, _, wl, _ = run_traced(
+        [WORKLOAD, "--threads", "4", "--pages", "8", "--handler-threads", "2", "--loops", "3",
+         "--delay-us", "100"])
+    check_against_workload(faults, wl)
+
+
+def test_munmap_race_reported():
+    require_root()
+    _, objs, wl, _ = run_traced(
+        [WORKLOAD, "--threads", "1", "--pages", "2", "--race", "munmap", "--race-hold-ms", "400"])
+    ref = [r for r in wl if r["event"] == "wl_race"]
+    assert len(ref) == 1 and ref[0]["copy_errno"] == "ENOENT"
+    races = [o for o in objs if o["event"] == "race"]
+    kinds = {r["kind"]: r for r in races}
+    for k in ("mapchange_with_waiters", "placement_failed", "waiter_stranded"):
+        assert k in kinds, f"missing race {k}: {races}"
+        assert kinds[k]["waiter_tid"] == ref[0]["tid"]
+        assert kinds[k]["waiter_addr"] == ref[0]["addr"]
+    assert kinds["mapchange_with_waiters"]["what"] == "munmap"
+    assert kinds["placement_failed"]["errno"] == "ENOENT"
+    assert len([r for r in races if r["kind"] == "waiter_stranded"]) == 1
+    # stranded is reported while the waiter is still blocked (before the WAKE)
+    assert kinds["waiter_stranded"]["ts_ns"] < ref[0]["wake_ns"]
+    # the waiter's episode ends with the WAKE
+    f = [o for o in objs if o["event"] == "fault" and o["tid"] == ref[0]["tid"]
+         and o["addr"] == ref[0]["addr"]]
+    assert len(f) == 1 and f[0]["resolved_by"] == "wake"
+    assert f[0]["placement_errno"] == "ENOENT" if "placement_errno" in f[0] else True
+
+
+def test_kvm_vcpu_faults_via_gup():
+    require_root()
+    require_kvm()
+    faults, _, wl, p = run_traced([KVM_GUEST, "--vcpus", "2", "--pages", "16", "--delay-us", "200"])
+    vcpu_tids = {r["tid"] for r in wl if r["event"] == "kvm_vcpu"}
+    ref = [r for r in wl if r["event"] == "kvm_fault"]
+    assert len(vcpu_tids) == 2 and len(ref) == 32
+    mine = [f for f in faults if f["tid"] in vcpu_tids]
+    assert sorted((f["tid"], f["addr"]) for f in mine) == \
+        sorted((r["tid"], r["addr"]) for r in ref), "vCPU faults differ from the VMM's"
+    for f in mine:
+        # KVM's GUP path: no user page fault, the vCPU thread blocked
+        assert f["user_fault"] is False and f["blocked"] is True
+        assert f["resolved_by"] == "copy"
+
+
+def test_pid_filter_on_running_process():
+    require_root()
+    with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as out:
+        wl = subprocess.Popen([WORKLOAD, "--threads", "2", "--pages", "8", "--delay-us", "200",
+                               "--start-delay-ms", "1500", "--out", out.name],
+                              stderr=subprocess.PIPE, text=True)
+        # decoy: another uffd process that must not appear
+        decoy = subprocess.Popen([WORKLOAD, "--threads", "1", "--pages", "8", "--delay-us",
+                                  "200", "--start-delay-ms", "1500", "--quiet"],
+                                 stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        p = subprocess.Popen([FAULTLINE, "trace", "--json", "-p", str(wl.pid), "--duration", "4"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wl.wait(timeout=30)
+        decoy.wait(timeout=30)
+        so, se = p.communicate(timeout=30)
+        assert p.returncode == 0, se
+        assert se.splitlines()[0].startswith("Tracing"), se
+        ref = jsonl(out.read())
+    faults = [o for o in jsonl(so) if o["event"] == "fault"]
+    assert {f["pid"] for f in faults} == {wl.pid}, "only the -p process is reported"
+    check_against_workload(faults, ref)
+
+
+def test_default_scope_finds_uffd_holders():
+    require_root()
+    with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as out:
+        p = subprocess.Popen([FAULTLINE, "trace", "--json", "--duration", "4"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.0)
+        # started after the tracer, with a pause so the /proc scan picks it up
+        wl = subprocess.run([WORKLOAD, "--threads", "2", "--pages", "8", "--delay-us", "200",
+                             "--start-delay-ms", "800", "--out", out.name],
+                            capture_output=True, text=True, timeout=30)
+        assert wl.returncode == 0, wl.stderr
+        so, se = p.communicate(timeout=30)
+        ref = jsonl(out.read())
+    faults = [o for o in jsonl(so) if o["event"] == "fault"]
+    check_against_workload(faults, ref)
+
+
+def test_lite_mode_without_syscall_probes():
+    require_root()
+    faults, _, wl, p = run_traced(
+        [WORKLOAD, "--threads", "2", "--pages", "8", "--delay-us", "300"], "--lite")
+    ref = [r for r in wl if r["event"] == "wl_fault"]
+    assert len(faults) == len(ref)
+    for f in faults:
+        assert f["notify_ns"] is None and f["resolve_ns"] is None
+    # no syscall tracepoint was attached: the kernel lists none in use
+    assert "lite" in p.stderr
+
+
+def test_raw_tp_fallback():
+    require_root()
+    faults, _, wl, p = run_traced(
+        [WORKLOAD, "--threads", "2", "--pages", "8", "--delay-us", "300"], "--raw-tp")
+    assert "raw_tp" in p.stderr
+    check_against_workload(faults, wl)
+
+
+def test_hist_and_summary():
+    require_root()
+    p = subprocess.run([FAULTLINE, "trace", "--hist", "--", WORKLOAD, "--threads", "2",
+                        "--pages", "8", "--delay-us", "300", "--quiet"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "usecs" in p.stdout and "distribution" in p.stdout
+    assert "16 fault(s)" in p.stdout, p.stdout[-500:]
+    # the histogram's counts add up to the fault count
+    rows = [l for l in p.stdout.splitlines() if "->" in l and "|" in l]
+    assert sum(int(l.split(":")[1].split()[0]) for l in rows) == 16
+
+
+def test_sigint_flushes_and_summarises():
+    require_root()
+    p = subprocess.Popen([FAULTLINE, "trace", "--json"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    p.send_signal(2)
+    so, se = p.communicate(timeout=10)
+    assert p.returncode == 0, se
+    assert any(o["event"] == "summary" for o in jsonl(so)), so
+
+
+def test_errors_are_clear():
+    p = subprocess.run([FAULTLINE, "trace", "-p", "999999999"], capture_output=True, text=True)
+    assert p.returncode != 0 and "999999999" in p.stderr, p.stderr
+    p = subprocess.run([FAULTLINE, "trace", "--duration", "soon"], capture_output=True, text=True)
+    assert p.returncode != 0 and "invalid duration" in p.stderr, p.stderr
+    p = subprocess.run([FAULTLINE, "nosuch"], capture_output=True, text=True)
+    assert p.returncode == 2 and "unknown command" in p.stderr
+    if os.geteuid() == 0:
+        p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                            FAULTLINE, "trace"], capture_output=True, text=True)
+        assert p.returncode != 0 and "root" in p.stderr, p.stderr
+    # a pid that exists but holds no uffd is fine (it may create one later)
+    p = subprocess.run([FAULTLINE, "trace", "-p", "1", "--duration", "0.3"],
+                       capture_output=True, text=True, timeout=30)
+    if os.geteuid() == 0:
+        assert p.returncode == 0, p.stderr
+
+
+def test_features_lists_kernel_support():
+    require_root()
+    p = subprocess.run([FAULTLINE, "features", "--json"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    feats = {o["name"]: o for o in jsonl(p.stdout)}
+    assert feats["tracepoint sched:sched_switch"]["available"] is True
+    assert feats["userfaultfd"]["available"] is True
+    for o in feats.values():
+        if not o["available"]:
+            assert o["disables"], o
+
+
+def test_help_has_examples():
+    for args in (["--help"], ["trace", "--help"], ["features", "--help"]):
+        p = subprocess.run([FAULTLINE, *args], capture_output=True, text=True)
+        assert p.returncode == 0 and "xample" in p.stdout.upper().replace("EXAMPLE", "xample"), \
+            p.stdout
+
+
+if __name__ == "__main__":
+    main([test_missing_copy_threads, test_missing_mix_copy_zeropage_poison_wake,
+          test_minor_continue_and_poison, test_handler_delay_is_the_resolve_share,
+          test_multiple_handler_threads_loops, test_munmap_race_reported,
+          test_kvm_vcpu_faults_via_gup, test_pid_filter_on_running_process,
+          test_default_scope_finds_uffd_holders, test_lite_mode_without_syscall_probes,
+          test_raw_tp_fallback, test_hist_and_summary, test_sigint_flushes_and_summarises,
+          test_errors_are_clear, test_features_lists_kernel_support, test_help_has_examples])
