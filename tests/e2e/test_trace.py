@@ -5,6 +5,7 @@ The reference is always the workload's own record of each fault: the
 faulting thread's CLOCK_MONOTONIC before/after the access, the handler's
 resolution, the vCPU thread ids of the KVM test VMM.
 """
+import json
 import os
 import subprocess
 import tempfile
@@ -44,11 +45,17 @@ def check_against_workload(faults, wl, expect=None):
         by_key.setdefault((f["tid"], f["addr"]), []).append(f)
     assert sorted(keys) == sorted((r["tid"], r["addr"]) for r in ref), "fault sets differ"
     worst = 0.0
+    preempted = 0
     for r in sorted(ref, key=lambda r: r["start_ns"]):
         f = by_key[(r["tid"], r["addr"])].pop(0)
         want = r["end_ns"] - r["start_ns"]
         got = f["latency_ns"]
         tol = max(0.10 * want, 50_000)
+        if r.get("preempted"):
+            # the thread's own clock also counted a preemption: only an upper bound
+            preempted += 1
+            assert got <= want + tol, f"{r['addr']}: latency {got} ns > workload {want} ns"
+            continue
         assert abs(got - want) <= tol, \
             f"{r['addr']} tid {r['tid']}: latency {got} ns vs workload {want} ns"
         worst = max(worst, abs(got - want))
@@ -58,6 +65,7 @@ def check_against_workload(faults, wl, expect=None):
             assert f["mode"] == expect, f"mode {f['mode']} != {expect}"
         # the fault started before the thread's own clock stopped, and after it started
         assert r["start_ns"] <= f["start_ns"] + 1000 <= r["end_ns"] + 1000
+    assert preempted <= len(ref) // 4, f"{preempted}/{len(ref)} measurements preempted: too noisy"
     return worst
 
 
@@ -191,6 +199,23 @@ def test_default_scope_finds_uffd_holders():
     check_against_workload(faults, ref)
 
 
+def syscall_tps_of(pid):
+    """Syscall tracepoints the kernel has BPF programs of process pid attached to."""
+    p = subprocess.run(["bpftool", "-j", "perf", "show"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    return {o.get("tracepoint") for o in json.loads(p.stdout or "[]")
+            if o.get("pid") == pid and str(o.get("tracepoint", "")).startswith("sys_")}
+
+
+def wait_for(pred, timeout=3.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        if pred():
+            return True
+        time.sleep(0.1)
+    return pred()
+
+
 def test_lite_mode_without_syscall_probes():
     require_root()
     faults, _, wl, p = run_traced(
@@ -199,8 +224,41 @@ def test_lite_mode_without_syscall_probes():
     assert len(faults) == len(ref)
     for f in faults:
         assert f["notify_ns"] is None and f["resolve_ns"] is None
-    # no syscall tracepoint was attached: the kernel lists none in use
-    assert "lite" in p.stderr
+    # with a tracked process alive, lite mode still attaches no syscall tracepoint
+    wl = subprocess.Popen([WORKLOAD, "--threads", "1", "--pages", "2", "--start-delay-ms",
+                           "2500", "--quiet"], stderr=subprocess.DEVNULL,
+                          stdout=subprocess.DEVNULL)
+    tr = subprocess.Popen([FAULTLINE, "trace", "--lite", "-p", str(wl.pid), "--duration", "2"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    try:
+        assert syscall_tps_of(tr.pid) == set()
+    finally:
+        tr.wait(timeout=10)
+        wl.wait(timeout=20)
+
+
+def test_syscall_probes_only_while_tracked():
+    require_root()
+    if subprocess.run(["sh", "-c", "ls -l /proc/[0-9]*/fd 2>/dev/null | grep -q userfaultfd"]
+                      ).returncode == 0:
+        raise Skip("another process on this machine holds a userfaultfd")
+    tr = subprocess.Popen([FAULTLINE, "trace", "--duration", "8"], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)
+        assert syscall_tps_of(tr.pid) == set(), "attached with nothing tracked"
+        wl = subprocess.Popen([WORKLOAD, "--threads", "1", "--pages", "2", "--start-delay-ms",
+                               "2000", "--quiet"], stderr=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL)
+        assert wait_for(lambda: "sys_enter_ioctl" in syscall_tps_of(tr.pid)), \
+            "not attached while a uffd process runs"
+        assert {"sys_enter_read", "sys_exit_ioctl", "sys_enter_munmap"} <= syscall_tps_of(tr.pid)
+        wl.wait(timeout=20)
+        assert wait_for(lambda: syscall_tps_of(tr.pid) == set()), "still attached after exit"
+    finally:
+        tr.terminate()
+        tr.wait(timeout=10)
 
 
 def test_raw_tp_fallback():
@@ -278,5 +336,6 @@ if __name__ == "__main__":
           test_multiple_handler_threads_loops, test_munmap_race_reported,
           test_kvm_vcpu_faults_via_gup, test_pid_filter_on_running_process,
           test_default_scope_finds_uffd_holders, test_lite_mode_without_syscall_probes,
+          test_syscall_probes_only_while_tracked,
           test_raw_tp_fallback, test_hist_and_summary, test_sigint_flushes_and_summarises,
           test_errors_are_clear, test_features_lists_kernel_support, test_help_has_examples])

@@ -23,7 +23,9 @@
  * Timestamps are CLOCK_MONOTONIC nanoseconds (same clock as
  * bpf_ktime_get_ns), so records can be matched to a tracer's events.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
