@@ -25,7 +25,7 @@ SKELS    := $(OUT)/faultline.skel.h $(OUT)/empty.skel.h
 
 WORKLOADS := $(OUT)/uffd-workload $(OUT)/kvm-guest $(OUT)/syscall-loop
 TESTS     := $(OUT)/test_correlator $(OUT)/test_bpf_handlers
-BENCH     := $(OUT)/bench
+BENCH     := $(OUT)/bench-floor
 
 .PHONY: all test bench clean vmlinux
 .SECONDARY:
@@ -61,14 +61,14 @@ $(OUT)/test_correlator: tests/unit/test_correlator.c $(OUT)/correlator.o
 $(OUT)/test_bpf_handlers: tests/bpf/test_bpf_handlers.c $(LIB_OBJS)
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) -lcmocka
 
-$(OUT)/bench: tests/bench/bench.c $(LIB_OBJS)
-	$(CC) $(CFLAGS) -pthread $^ -o $@ $(LDLIBS)
+$(OUT)/bench-floor: tests/bench/floor.c $(OUT)/empty.skel.h
+	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
 
 test: all $(TESTS)
 	scripts/run-tests.sh
 
 bench: all $(BENCH)
-	scripts/bench.sh
+	python3 tests/bench/bench.py
 
 vmlinux:
 	scripts/gen-vmlinux.sh

@@ -24,11 +24,11 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Kernel text ranges, from /proc/kallsyms, set before load. */
 const volatile __u64 huf_start = 0;	/* handle_userfault */
 const volatile __u64 huf_end = 0;
-const volatile __u64 pf_start = 0;	/* exc_page_fault */
-const volatile __u64 pf_end = 0;
 /* Start tracking any process that creates a userfaultfd. */
 const volatile bool track_new = true;
 const volatile __u32 self_tgid = 0;
+/* Wake the agent once this much is waiting in the ring buffer. */
+const volatile __u64 wakeup_bytes = 1 << 20;
 
 #define UFFD_NAME "[userfaultfd]"
 
@@ -104,6 +104,18 @@ struct {
 	__type(value, struct fl_sc);
 } fl_sc SEC(".maps");
 
+/*
+ * Threads that read a userfaultfd. A handler thread never waits on a
+ * userfault itself (it would be waiting for itself), so its many sleeps in
+ * poll/read need no stack walk.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u8);
+} fl_handlers SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, FL_CNT_MAX);
@@ -157,6 +169,18 @@ static __always_inline struct fl_event *ev_new(__u32 type, __u32 pid, __u32 tid)
 	return e;
 }
 
+/*
+ * Waking the consumer for every record would put the agent on a CPU for
+ * every fault, on the same cores as the workload; it polls every few ms
+ * instead and is only woken early when the buffer starts to fill.
+ */
+static __always_inline void ev_submit(struct fl_event *e)
+{
+	__u64 avail = bpf_ringbuf_query(&fl_events, BPF_RB_AVAIL_DATA);
+
+	bpf_ringbuf_submit(e, avail > wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+}
+
 static __always_inline struct fl_event *ev_current(__u32 type)
 {
 	__u64 id = bpf_get_current_pid_tgid();
@@ -180,12 +204,19 @@ static __always_inline int on_sched_switch(void *ctx, bool preempt,
 	if (!preempt && prev_state != 0 && tracked(prev_tgid)) {
 		__u32 zero = 0, tid = BPF_CORE_READ(prev, pid);
 		__u64 *stack = bpf_map_lookup_elem(&fl_stack, &zero);
-		bool in_huf = false, in_pf = false;
+		bool in_huf = false;
 		long n;
+
+		struct fl_sc *sc = bpf_map_lookup_elem(&fl_sc, &tid);
 
 		if (!stack)
 			return 0;
+		/* Asleep in read()/ioctl() on a userfaultfd, or a handler: not in a fault. */
+		if ((sc && (sc->nr == SC_READ || sc->nr == SC_IOCTL)) ||
+		    bpf_map_lookup_elem(&fl_handlers, &tid))
+			goto next;
 		/* sched_switch runs in prev's context: this is prev's stack. */
+		count(FL_CNT_STACK_WALKS);
 		n = bpf_get_stack(ctx, stack, FL_STACK_DEPTH * sizeof(__u64), 0);
 		if (n <= 0) {
 			count(FL_CNT_STACK_MISS);
@@ -198,8 +229,6 @@ static __always_inline int on_sched_switch(void *ctx, bool preempt,
 				ip = stack[i];
 				if (ip >= huf_start && ip < huf_end)
 					in_huf = true;
-				else if (ip >= pf_start && ip < pf_end)
-					in_pf = true;
 			}
 		}
 		if (in_huf) {
@@ -207,16 +236,18 @@ static __always_inline int on_sched_switch(void *ctx, bool preempt,
 			struct fl_pf *pf = NULL;
 			struct fl_event *e;
 
-			if (in_pf) {
-				struct pt_regs *ur;
+			struct pt_regs *ur;
 
-				pf = bpf_map_lookup_elem(&fl_pf_last, &tid);
-				/* pf->regs is the task's user-entry frame: what it holds now */
-				ur = pf ? (struct pt_regs *)pf->regs : NULL;
-				if (pf && (pf->ip != BPF_CORE_READ(ur, ip) ||
-					   pf->sp != BPF_CORE_READ(ur, sp)))
-					pf = NULL;
-			}
+			/*
+			 * Inside a user page fault iff the task's user-entry frame
+			 * (pf->regs) still holds the ip/sp that fault saw; a syscall
+			 * or KVM_RUN entered later would have replaced them.
+			 */
+			pf = bpf_map_lookup_elem(&fl_pf_last, &tid);
+			ur = pf ? (struct pt_regs *)pf->regs : NULL;
+			if (pf && (!ur || pf->ip != BPF_CORE_READ(ur, ip) ||
+				   pf->sp != BPF_CORE_READ(ur, sp)))
+				pf = NULL;
 			if (pf)
 				b.addr = pf->addr;
 			count(FL_CNT_BLOCKS);
@@ -228,19 +259,18 @@ static __always_inline int on_sched_switch(void *ctx, bool preempt,
 				BPF_CORE_READ_STR_INTO(&e->comm, prev, comm);
 				e->block.state = prev_state;
 				e->block.mm = (__u64)BPF_CORE_READ(prev, mm);
-				if (in_pf)
-					e->block.flags |= FL_BLOCK_PF_STACK;
 				if (pf) {
 					e->block.flags |= FL_BLOCK_USER_PF;
 					e->block.addr = pf->addr;
 					e->block.pf_ts = pf->ts;
 					e->block.pf_err = pf->err;
 				}
-				bpf_ringbuf_submit(e, 0);
+				ev_submit(e);
 			}
 		}
 	}
 
+next:
 	if (tracked(next_tgid)) {
 		__u32 tid = BPF_CORE_READ(next, pid);
 		struct fl_blocked *b = bpf_map_lookup_elem(&fl_blocked, &tid);
@@ -252,7 +282,7 @@ static __always_inline int on_sched_switch(void *ctx, bool preempt,
 		if (e) {
 			BPF_CORE_READ_STR_INTO(&e->comm, next, comm);
 			e->wake.block_ts = b->ts;
-			bpf_ringbuf_submit(e, 0);
+			ev_submit(e);
 		}
 		bpf_map_delete_elem(&fl_blocked, &tid);
 	}
@@ -281,7 +311,7 @@ static __always_inline int on_sched_wakeup(struct task_struct *p)
 	e->wake.waker_tid = (__u32)id;
 	e->wake.waker_pid = id >> 32;
 	e->wake.block_ts = b->ts;
-	bpf_ringbuf_submit(e, 0);
+	ev_submit(e);
 	return 0;
 }
 
@@ -290,7 +320,7 @@ static __always_inline int on_page_fault_user(unsigned long address, struct pt_r
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)id;
-	struct fl_pf pf;
+	struct fl_pf pf, *old;
 
 	if (!tracked(id >> 32))
 		return 0;
@@ -300,7 +330,12 @@ static __always_inline int on_page_fault_user(unsigned long address, struct pt_r
 	pf.ip = BPF_CORE_READ(regs, ip);
 	pf.sp = BPF_CORE_READ(regs, sp);
 	pf.regs = (__u64)regs;
-	bpf_map_update_elem(&fl_pf_last, &tid, &pf, BPF_ANY);
+	/* user faults are frequent: overwrite in place, insert only once per thread */
+	old = bpf_map_lookup_elem(&fl_pf_last, &tid);
+	if (old)
+		*old = pf;
+	else
+		bpf_map_update_elem(&fl_pf_last, &tid, &pf, BPF_ANY);
 	return 0;
 }
 
@@ -320,7 +355,7 @@ static __always_inline int on_process_fork(struct task_struct *parent,
 	e = ev_current(FL_EV_PROC_FORK);
 	if (e) {
 		e->proc.child_pid = cpid;
-		bpf_ringbuf_submit(e, 0);
+		ev_submit(e);
 	}
 	return 0;
 }
@@ -336,13 +371,14 @@ static __always_inline int on_process_exit(struct task_struct *p)
 	bpf_map_delete_elem(&fl_blocked, &tid);
 	bpf_map_delete_elem(&fl_pf_last, &tid);
 	bpf_map_delete_elem(&fl_sc, &tid);
+	bpf_map_delete_elem(&fl_handlers, &tid);
 	if (tid != tgid)
 		return 0;
 	/* The group leader exits last: the process is gone. */
 	bpf_map_delete_elem(&fl_tracked, &tgid);
 	e = ev_current(FL_EV_PROC_EXIT);
 	if (e)
-		bpf_ringbuf_submit(e, 0);
+		ev_submit(e);
 	return 0;
 }
 
@@ -511,7 +547,16 @@ static __always_inline int on_read_exit(long ret)
 	__u64 mm;
 	long n;
 
-	if (!current_tracked() || !sc_take(SC_READ, &sc) || ret <= 0)
+	if (!current_tracked() || !sc_take(SC_READ, &sc))
+		return 0;
+	{
+		__u32 tid = (__u32)bpf_get_current_pid_tgid();
+		__u8 one = 1;
+
+		if (!bpf_map_lookup_elem(&fl_handlers, &tid))
+			bpf_map_update_elem(&fl_handlers, &tid, &one, BPF_ANY);
+	}
+	if (ret <= 0)
 		return 0;
 	n = ret / FL_UFFD_MSG_SIZE;
 	if (n > FL_MAX_MSGS_PER_READ) {
@@ -564,12 +609,21 @@ static __always_inline int on_read_exit(long ret)
 			e->notify.arg2 = msg.arg.remove.end;
 			break;
 		}
-		bpf_ringbuf_submit(e, 0);
+		ev_submit(e);
 	}
 	return 0;
 }
 
 #define IOC_TYPE(cmd) (((cmd) >> 8) & 0xff)
+#define IOC_SIZE(cmd) (((cmd) >> 16) & 0x3fff)
+
+/* Read only the argument struct's own size: a range is 16 bytes, COPY 40. */
+static __always_inline __u32 ioc_arg_size(__u64 cmd)
+{
+	__u32 sz = IOC_SIZE(cmd);
+
+	return sz > 40 ? 40 : sz;
+}
 #define IOC_NR(cmd) ((cmd) & 0xff)
 #define USERFAULTFD_IOC_NEW_CMD 0xaa00	/* _IO(0xAA, 0x00) */
 
@@ -597,7 +651,7 @@ static __always_inline int on_ioctl_enter(__u64 fd, __u64 cmd, __u64 arg)
 	sc->fd = fd;
 	if (ctx) {
 		sc->mm = ctx_mm(ctx);
-		bpf_probe_read_user(sc->words, sizeof(sc->words), (void *)arg);
+		bpf_probe_read_user(sc->words, ioc_arg_size(cmd), (void *)arg);
 	}
 	return 0;
 }
@@ -630,7 +684,7 @@ static __always_inline void emit_uffd_new(long ret, __u32 flags, __u32 via_dev)
 	e->uffd_new.via_dev = via_dev;
 	if (ret >= 0)
 		e->uffd_new.ctx = uffd_ctx_of(ret);
-	bpf_ringbuf_submit(e, 0);
+	ev_submit(e);
 }
 
 static __always_inline int on_ioctl_exit(long ret)
@@ -648,7 +702,7 @@ static __always_inline int on_ioctl_exit(long ret)
 	}
 	op = IOC_NR(sc.args[1]);
 	/* Results (copy, mapped, ...) are written back into the argument. */
-	if (bpf_probe_read_user(w, sizeof(w), (void *)sc.args[2]))
+	if (bpf_probe_read_user(w, ioc_arg_size(sc.args[1]), (void *)sc.args[2]))
 		__builtin_memcpy(w, sc.words, sizeof(w));
 	e = ev_current(FL_EV_IOCTL);
 	if (!e)
@@ -685,7 +739,7 @@ static __always_inline int on_ioctl_exit(long ret)
 		e->ioctl.result = w[3];
 		break;
 	}
-	bpf_ringbuf_submit(e, 0);
+	ev_submit(e);
 	return 0;
 }
 
@@ -748,7 +802,7 @@ static __always_inline int on_map_exit(__u32 nr, long ret)
 		e->map.len = sc.args[3];
 		break;
 	}
-	bpf_ringbuf_submit(e, 0);
+	ev_submit(e);
 	return 0;
 }
 

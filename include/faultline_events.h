@@ -12,7 +12,7 @@
 #endif
 
 #define FL_COMM_LEN 16
-#define FL_STACK_DEPTH 32
+#define FL_STACK_DEPTH 8
 /* A handler read() may return several uffd_msg; more than this per read are counted as lost. */
 #define FL_MAX_MSGS_PER_READ 8
 #define FL_UFFD_MSG_SIZE 32
@@ -32,7 +32,6 @@ enum fl_event_type {
 
 /* FL_EV_BLOCK flags */
 #define FL_BLOCK_USER_PF (1u << 0)	/* a user page fault: addr/pf_ts from page_fault_user */
-#define FL_BLOCK_PF_STACK (1u << 1)	/* exc_page_fault was on the stack */
 
 /* FL_EV_IOCTL ops: the _UFFDIO_* numbers, plus API and the /dev/userfaultfd NEW */
 enum fl_uffd_op {
@@ -154,6 +153,7 @@ enum fl_counter {
 	FL_CNT_SC_FULL,		/* syscall enter->exit table full */
 	FL_CNT_BLOCKS,		/* blocks detected */
 	FL_CNT_STACK_MISS,	/* bpf_get_stack failed */
+	FL_CNT_STACK_WALKS,	/* kernel stacks walked looking for handle_userfault */
 	FL_CNT_MAX,
 };
 

@@ -123,7 +123,7 @@ static const struct {
 
 static int features_run(struct feat_report *r)
 {
-	struct fl_ksym_range ks[] = { { .name = "handle_userfault" }, { .name = "exc_page_fault" } };
+	struct fl_ksym_range ks[] = { { .name = "handle_userfault" } };
 	struct fl_probe_opts po = { .no_attach = true };
 	struct fl_probe probe;
 	char detail[600];
@@ -134,7 +134,7 @@ static int features_run(struct feat_report *r)
 	    "loading BPF: run faultline with sudo");
 	row(r, "BTF (/sys/kernel/btf/vmlinux)", !access("/sys/kernel/btf/vmlinux", R_OK), "",
 	    "CO-RE: faultline cannot run (CONFIG_DEBUG_INFO_BTF)");
-	ret = fl_ksyms_resolve("/proc/kallsyms", ks, 2);
+	ret = fl_ksyms_resolve("/proc/kallsyms", ks, 1);
 	snprintf(detail, sizeof(detail), "handle_userfault 0x%llx-0x%llx",
 		 (unsigned long long)ks[0].start, (unsigned long long)ks[0].end);
 	row(r, "kallsyms handle_userfault", !ret, ret ? strerror(-ret) : detail,

@@ -253,8 +253,10 @@ static void print_summary(struct trace_ctx *t)
 
 	if (t->o.json) {
 		fprintf(t->out, "{\"event\":\"summary\",\"duration_ns\":%" PRIu64 ",\"faults\":%"
-			PRIu64 ",\"races\":%" PRIu64 ",\"lost\":%" PRIu64 ",\"resolved_by\":{",
-			dur, t->faults, t->races, t->lost_total);
+			PRIu64 ",\"races\":%" PRIu64 ",\"lost\":%" PRIu64 ",\"blocks\":%" PRIu64
+			",\"stack_walks\":%" PRIu64 ",\"resolved_by\":{", dur, t->faults, t->races,
+			t->lost_total, fl_probe_counter(&t->probe, FL_CNT_BLOCKS),
+			fl_probe_counter(&t->probe, FL_CNT_STACK_WALKS));
 		for (int r = 0; r <= FL_RES_WRITEPROTECT; r++)
 			fprintf(t->out, "%s\"%s\":%" PRIu64, r ? "," : "", fl_resolution_name(r),
 				t->by_res[r]);

@@ -29,6 +29,7 @@ enum ep_state {
 	ST_PENDING = 1,	/* notified (or re-notified), not (yet) asleep */
 	ST_BLOCKED,	/* asleep in handle_userfault */
 	ST_HELD,	/* running again, but no placement seen: may re-block */
+	ST_LIMBO,	/* over (the thread moved on), awaiting a late placement record */
 };
 
 struct mm_owner {
@@ -131,26 +132,31 @@ struct fl_correlator *fl_corr_new(const struct fl_correlator_cfg *cfg,
 	return c;
 }
 
-static struct fl_episode **tid_slot(struct fl_correlator *c, uint32_t tid)
-{
-	struct fl_episode **pp = &c->by_tid[tid % TID_BUCKETS];
-
-	while (*pp && (*pp)->tid != tid)
-		pp = &(*pp)->next_tid;
-	return pp;
-}
-
 static struct fl_episode *find(struct fl_correlator *c, uint32_t tid)
 {
-	return *tid_slot(c, tid);
+	struct fl_episode *ep = c->by_tid[tid % TID_BUCKETS];
+
+	while (ep && ep->tid != tid)
+		ep = ep->next_tid;
+	return ep;
+}
+
+/* Episodes in limbo are no longer findable by tid; the thread has a new one. */
+static void unlink_tid(struct fl_correlator *c, struct fl_episode *ep)
+{
+	struct fl_episode **pp = &c->by_tid[ep->tid % TID_BUCKETS];
+
+	while (*pp && *pp != ep)
+		pp = &(*pp)->next_tid;
+	if (*pp == ep)
+		*pp = ep->next_tid;
+	ep->next_tid = NULL;
 }
 
 static void unlink_ep(struct fl_correlator *c, struct fl_episode *ep)
 {
-	struct fl_episode **pp = tid_slot(c, ep->tid);
-
-	if (*pp == ep)
-		*pp = ep->next_tid;
+	if (ep->state != ST_LIMBO)
+		unlink_tid(c, ep);
 	if (ep->prev_active)
 		ep->prev_active->next_active = ep->next_active;
 	else
@@ -216,6 +222,22 @@ static void finalize(struct fl_correlator *c, struct fl_episode *ep)
 	free(ep);
 }
 
+/*
+ * The thread has moved on to another fault. Its previous episode is over,
+ * but the record of the placement that ended it may still be on its way
+ * (the kernel wakes the waiter inside the ioctl): keep it, unkeyed, for
+ * the retry window.
+ */
+static void retire(struct fl_correlator *c, struct fl_episode *ep)
+{
+	if (ep->resolved_by != FL_RES_UNRESOLVED || ep->state != ST_HELD) {
+		finalize(c, ep);
+		return;
+	}
+	unlink_tid(c, ep);
+	ep->state = ST_LIMBO;
+}
+
 static bool same_page(uint64_t a, uint64_t b)
 {
 	return (a & PAGE_MASK_) == (b & PAGE_MASK_);
@@ -250,11 +272,14 @@ static void on_block(struct fl_correlator *c, const struct fl_event *e)
 		else if (ep->state == ST_HELD)
 			same = user_pf ? (b->pf_ts && b->pf_ts == ep->pf_ts) : !placed(ep);
 		if (!same) {
-			finalize(c, ep);
+			retire(c, ep);
 			ep = NULL;
 		} else {
 			if (ep->blocked) {
 				ep->retries++;
+				/* kept in case split() finds this was a new fault after all */
+				ep->merged_res = ep->resolved_by;
+				ep->merged_resolve_ts = ep->resolve_ts;
 				if (ep->resolved_by == FL_RES_WAKE) {
 					/* the WAKE did not end the wait after all */
 					ep->resolved_by = FL_RES_UNRESOLVED;
@@ -320,15 +345,18 @@ static void on_run(struct fl_correlator *c, const struct fl_event *e)
 /* A GUP re-block was merged, but the notify shows another page: split it. */
 static struct fl_episode *split(struct fl_correlator *c, struct fl_episode *ep)
 {
-	struct fl_episode old = *ep;
-	struct fl_episode *n;
+	struct fl_episode *n, old = *ep;	/* retire() may free ep */
 	uint64_t block = ep->last_block_ts;
 
-	unlink_ep(c, ep);
-	free(ep);
-	old.retries--;
-	if (c->ops.episode)
-		c->ops.episode(c->ops.arg, &old);
+	/* the merged part is undone: the old fault ended at its last run */
+	ep->retries--;
+	ep->end_ts = ep->run_ts;
+	if (ep->resolved_by == FL_RES_UNRESOLVED) {
+		ep->resolved_by = ep->merged_res;
+		ep->resolve_ts = ep->merged_resolve_ts;
+	}
+	ep->state = ST_HELD;
+	retire(c, ep);
 	n = ep_new(c, old.pid, old.tid, old.comm, old.mm);
 	if (!n)
 		return NULL;
@@ -423,12 +451,18 @@ static void on_notify(struct fl_correlator *c, const struct fl_event *e)
 		if (ep->state == ST_BLOCKED && ep->retries && !ep->user_pf)
 			ep = split(c, ep);
 		else if (ep->state != ST_BLOCKED) {
-			finalize(c, ep);
+			retire(c, ep);
 			ep = NULL;
 		}
 	} else if (ep && ep->state == ST_HELD) {
-		/* same page again: the retry's re-notify, its block may follow */
-		ep->state = ST_PENDING;
+		if (n->pf_ts && ep->pf_ts && n->pf_ts != ep->pf_ts) {
+			/* same page, but a new user fault: not a retry */
+			retire(c, ep);
+			ep = NULL;
+		} else {
+			/* same page again: the retry's re-notify, its block may follow */
+			ep->state = ST_PENDING;
+		}
 	}
 
 	if (!ep) {
@@ -500,13 +534,14 @@ static void on_ioctl(struct fl_correlator *c, const struct fl_event *e)
 			}
 			ep->resolved_by = res;
 			ep->resolve_ts = io->enter_ts;
-			ep->place_errno = 0;
+			if (res != FL_RES_WAKE)
+				ep->place_errno = 0;	/* WAKE after a failure keeps its cause */
 			if (!ep->ctx) {
 				ep->ctx = io->ctx;
 				ep->uffd = (int32_t)io->fd;
 				ep->handler_pid = e->pid;
 			}
-			if (ep->state == ST_HELD && placed(ep))
+			if ((ep->state == ST_HELD || ep->state == ST_LIMBO) && placed(ep))
 				finalize(c, ep);
 		} else if (placement && io->ret < 0 && waiting(ep) &&
 			   in_range(ep, io->mm, io->start + done_len, io->len - done_len)) {
@@ -556,8 +591,13 @@ static void on_exit_proc(struct fl_correlator *c, const struct fl_event *e)
 
 	for (ep = c->active; ep; ep = next) {
 		next = ep->next_active;
-		if (ep->pid == e->pid)
-			finalize(c, ep);
+		if (ep->pid != e->pid)
+			continue;
+		if (waiting(ep)) {
+			ep->unfinished = true;
+			ep->end_ts = e->ts;
+		}
+		finalize(c, ep);
 	}
 }
 
@@ -581,14 +621,15 @@ void fl_corr_tick(struct fl_correlator *c, uint64_t now)
 
 	for (ep = c->active; ep; ep = next) {
 		next = ep->next_active;
-		if (ep->state == ST_HELD && now > ep->run_ts + c->cfg.retry_window_ns) {
+		if ((ep->state == ST_HELD || ep->state == ST_LIMBO) &&
+		    now > ep->run_ts + c->cfg.retry_window_ns) {
 			finalize(c, ep);
 		} else if (ep->state == ST_PENDING && !ep->blocked && placed(ep) &&
 			   now > ep->resolve_ts + c->cfg.unblocked_close_ns) {
 			ep->end_ts = ep->resolve_ts;
 			finalize(c, ep);
 		} else if (ep->state == ST_BLOCKED && ep->range_gone_ts &&
-			   !ep->stranded_reported && !ep->wake_ts &&
+			   !ep->stranded_reported && ep->wake_ts <= ep->last_block_ts &&
 			   now > ep->range_gone_ts + c->cfg.strand_after_ns) {
 			struct fl_race r = {
 				.kind = FL_RACE_WAITER_STRANDED, .ts = now, .pid = ep->pid,
@@ -610,7 +651,7 @@ void fl_corr_flush(struct fl_correlator *c, uint64_t now)
 	while (c->active) {
 		struct fl_episode *ep = c->active;
 
-		if (waiting(ep)) {
+		if (waiting(ep) && !(!ep->blocked && placed(ep))) {
 			ep->unfinished = true;
 			ep->end_ts = now;
 		}

@@ -66,6 +66,8 @@ struct fl_episode {
 	uint64_t range_gone_ts;
 	bool stranded_reported;
 	uint64_t last_block_ts;
+	enum fl_resolution merged_res;	/* resolution before the last merged re-block */
+	uint64_t merged_resolve_ts;
 	struct fl_episode *next_tid;	/* hash chain */
 	struct fl_episode *next_active, *prev_active;
 };

@@ -106,7 +106,8 @@ static int open_and_load(struct fl_probe *p, const struct fl_probe_opts *o, bool
 			      fl_tracepoint_exists("exceptions", sp[i].tp);
 
 		bpf_program__set_autoload(sp[i].btf, btf_ok);
-		bpf_program__set_autoload(sp[i].raw, !btf_ok && exists);
+		/* raw_tp copies double as the BPF_PROG_TEST_RUN entry points */
+		bpf_program__set_autoload(sp[i].raw, (!btf_ok && exists) || o->test_hooks);
 		if (!exists)
 			add_missing(p, sp[i].tp);
 	}
@@ -133,12 +134,11 @@ static int open_and_load(struct fl_probe *p, const struct fl_probe_opts *o, bool
 
 	p->skel->rodata->huf_start = o->huf_start ? o->huf_start : ks[0].start;
 	p->skel->rodata->huf_end = o->huf_end ? o->huf_end : ks[0].end;
-	p->skel->rodata->pf_start = ks[1].start;
-	p->skel->rodata->pf_end = ks[1].end;
 	p->skel->rodata->track_new = o->track_new;
 	p->skel->rodata->self_tgid = getpid();
 	if (o->ringbuf_bytes)
 		bpf_map__set_max_entries(p->skel->maps.fl_events, o->ringbuf_bytes);
+	p->skel->rodata->wakeup_bytes = bpf_map__max_entries(p->skel->maps.fl_events) / 8;
 
 	ret = faultline_bpf__load(p->skel);
 	if (ret) {
@@ -153,7 +153,7 @@ static int open_and_load(struct fl_probe *p, const struct fl_probe_opts *o, bool
 
 int fl_probe_start(struct fl_probe *p, const struct fl_probe_opts *o, char *err, size_t errlen)
 {
-	struct fl_ksym_range ks[] = { { .name = "handle_userfault" }, { .name = "exc_page_fault" } };
+	struct fl_ksym_range ks[] = { { .name = "handle_userfault" } };
 	struct sched_prog sp[8];
 	int ret, nsp;
 
@@ -169,14 +169,13 @@ int fl_probe_start(struct fl_probe *p, const struct fl_probe_opts *o, char *err,
 			 "without BTF (CONFIG_DEBUG_INFO_BTF=y is needed for CO-RE)");
 		return -ENOENT;
 	}
-	ret = fl_ksyms_resolve("/proc/kallsyms", ks, 2);
-	if (ret && !(o->huf_start && ks[1].start)) {
+	ret = fl_ksyms_resolve("/proc/kallsyms", ks, 1);
+	if (ret && !o->huf_start) {
 		if (ret == -EPERM)
 			snprintf(err, errlen, "/proc/kallsyms hides addresses: set "
 				 "kernel.kptr_restrict=0 (sysctl) so handle_userfault can be found on stacks");
 		else
-			snprintf(err, errlen, "cannot find %s in /proc/kallsyms: %s",
-				 ks[0].start ? "exc_page_fault" : "handle_userfault",
+			snprintf(err, errlen, "cannot find handle_userfault in /proc/kallsyms: %s",
 				 ret == -ENOENT ? "kernel without CONFIG_USERFAULTFD or CONFIG_KALLSYMS"
 						: strerror(-ret));
 		return ret;

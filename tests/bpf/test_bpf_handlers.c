@@ -683,7 +683,7 @@ static void test_ioctl_ops(void **state)
 }
 
 /*
- * HANDLER BUG (the two tests below fail until it is fixed):
+ * Regression (fixed): the two tests below failed when
  * on_ioctl_enter/on_ioctl_exit in bpf/faultline.bpf.c read a fixed 40 bytes
  * (sizeof fl_sc.words) from the ioctl argument whatever the command's
  * struct size. uffdio_range (WAKE, UNREGISTER) is 16 bytes, writeprotect 24,

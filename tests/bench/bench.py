@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""make bench: faultline's overheads, measured side by side in one run.
+
+Every comparison interleaves its variants (A B A B ...) so drift on this
+shared, noisy machine hits both equally, and reports medians and the ratio
+of medians. Figures only: nothing here passes or fails a build.
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+B = os.path.join(ROOT, "build")
+FL, WL, LOOP, FLOOR = (os.path.join(B, n) for n in
+                       ("faultline", "uffd-workload", "syscall-loop", "bench-floor"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "7"))
+
+
+def wl_summary(args, prefix=()):
+    p = subprocess.run([*prefix, WL, *args, "--quiet"], capture_output=True, text=True,
+                       timeout=300)
+    if p.returncode:
+        sys.exit(f"bench: workload failed: {p.stderr[-500:]}")
+    return next(json.loads(l) for l in p.stdout.splitlines() if '"wl_summary"' in l)
+
+
+class Tracer:
+    """faultline trace in the background, up once its Tracing line is out."""
+
+    def __init__(self, *args):
+        self.p = subprocess.Popen([FL, "trace", *args], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True)
+        line = self.p.stderr.readline()
+        if not line.startswith("Tracing"):
+            sys.exit(f"bench: faultline did not start: {line}{self.p.stderr.read()}")
+        time.sleep(0.3)  # first /proc scan and syscall attach
+
+    def stop(self):
+        self.p.send_signal(2)
+        self.p.wait(timeout=20)
+
+
+class Floor:
+    def __init__(self):
+        self.p = subprocess.Popen([FLOOR], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  text=True)
+        if self.p.stdout.readline().strip() != "ATTACHED":
+            sys.exit("bench: bench-floor failed to attach")
+
+    def stop(self):
+        self.p.stdin.close()
+        self.p.wait(timeout=20)
+
+
+def syscall_ns(calls=2_000_000):
+    out = subprocess.run([LOOP, str(calls)], capture_output=True, text=True, check=True)
+    return float(out.stdout)
+
+
+def interleave(variants, measure):
+    """variants: {name: (start, stop)}; returns {name: [values]}."""
+    res = {n: [] for n in variants}
+    for _ in range(ROUNDS):
+        for name, (start, stop) in variants.items():
+            h = start() if start else None
+            try:
+                res[name].append(measure())
+            finally:
+                if stop:
+                    stop(h)
+    return res
+
+
+def med(xs):
+    return statistics.median(xs)
+
+
+def report(title, res, base, target=None):
+    print(f"\n{title}  ({ROUNDS} interleaved rounds, medians)")
+    for n, xs in res.items():
+        print(f"  {n:34s} {med(xs):12.1f}   (min {min(xs):.1f}, max {max(xs):.1f})")
+    for n in res:
+        if n != base:
+            r = med(res[n]) / med(res[base])
+            tgt = f"   target {target}" if target else ""
+            print(f"  ratio {n} / {base}: {r:.3f}{tgt}")
+
+
+def bench_round_trip():
+    args = ["--threads", "1", "--pages", "3000"]
+    res = {"detached (ns/fault)": [], "faultline attached (ns/fault)": []}
+    for _ in range(ROUNDS):
+        res["detached (ns/fault)"].append(wl_summary(args)["median_ns"])
+        res["faultline attached (ns/fault)"].append(
+            wl_summary(args, prefix=(FL, "trace", "--json", "--"))["median_ns"])
+    report("1. Userfault round trip (workload's own median per fault)", res,
+           "detached (ns/fault)", "<= 1.05")
+
+
+def bench_untracked_lite():
+    res = interleave({
+        "no probes (ns/syscall)": (None, None),
+        "faultline --lite (ns/syscall)": (lambda: Tracer("--lite"), lambda t: t.stop()),
+    }, syscall_ns)
+    report("2. Untracked getppid loop, block/wake probes only", res, "no probes (ns/syscall)",
+           "<= 1.02")
+
+
+def bench_untracked_syscall_probes():
+    holder = subprocess.Popen([WL, "--threads", "1", "--pages", "1", "--start-delay-ms",
+                               "600000", "--quiet"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.3)
+        res = interleave({
+            "no probes (ns/syscall)": (None, None),
+            "empty BPF on same tps (ns/syscall)": (Floor, lambda f: f.stop()),
+            "faultline, syscall probes (ns/syscall)": (Tracer, lambda t: t.stop()),
+        }, syscall_ns)
+    finally:
+        holder.kill()
+        holder.wait()
+    report("3. Untracked getppid loop while a uffd process is tracked", res,
+           "empty BPF on same tps (ns/syscall)", "faultline within 1.10 of the floor")
+
+
+def bench_max_rate():
+    args = ["--threads", "4", "--pages", "4000", "--handler-threads", "2"]
+    rates, lost, exact = [], [], []
+    for _ in range(max(3, ROUNDS // 2)):
+        p = subprocess.run([FL, "trace", "--json", "--", WL, *args, "--quiet"],
+                           capture_output=True, text=True, timeout=300)
+        objs = [json.loads(l) for l in p.stdout.splitlines() if l.startswith("{")]
+        wl = next(o for o in objs if o["event"] == "wl_summary")
+        summ = next(o for o in objs if o["event"] == "summary")
+        faults = [o for o in objs if o["event"] == "fault" and o["pid"] == wl["pid"]]
+        lost.append(summ["lost"])
+        exact.append(len(faults) == wl["faults"])
+        span = max(f["start_ns"] + f["latency_ns"] for f in faults) - \
+            min(f["start_ns"] for f in faults)
+        rates.append(len(faults) / (span / 1e9))
+    print(f"\n4. Highest fault rate: 4 faulting threads, 2 handler threads, {4 * 4000} faults/run")
+    print(f"  faults/s (median of {len(rates)}): {med(rates):,.0f}   "
+          f"(min {min(rates):,.0f}, max {max(rates):,.0f})")
+    print(f"  lost records per run: {lost}   every fault seen exactly once: {all(exact)}")
+
+
+def main():
+    if os.geteuid() != 0:
+        sys.exit("bench: needs root (BPF)")
+    for f in (FL, WL, LOOP, FLOOR):
+        if not os.access(f, os.X_OK):
+            sys.exit(f"bench: {f} missing: run make")
+    print(f"faultline bench — {time.strftime('%Y-%m-%d %H:%M:%S')}, {os.cpu_count()} CPUs, "
+          f"kernel {os.uname().release}")
+    bench_round_trip()
+    bench_untracked_lite()
+    bench_untracked_syscall_probes()
+    bench_max_rate()
+
+
+if __name__ == "__main__":
+    main()
