@@ -27,6 +27,8 @@ const volatile __u64 huf_end = 0;
 /* Start tracking any process that creates a userfaultfd. */
 const volatile bool track_new = true;
 const volatile __u32 self_tgid = 0;
+/* Block detection for user faults by inference, confirmed in the agent (not in --lite). */
+const volatile bool infer_user_faults = false;
 /* Wake the agent once this much is waiting in the ring buffer. */
 const volatile __u64 wakeup_bytes = 1 << 20;
 
@@ -193,6 +195,97 @@ static __always_inline struct fl_event *ev_current(__u32 type)
 
 /* ---- block / wake / run ------------------------------------------------ */
 
+/* The page fault the task is inside right now, if any. */
+static __always_inline struct fl_pf *current_user_fault(__u32 tid)
+{
+	struct fl_pf *pf = bpf_map_lookup_elem(&fl_pf_last, &tid);
+	struct pt_regs *ur;
+
+	/*
+	 * Inside that user page fault iff the task's user-entry frame
+	 * (pf->regs) still holds the ip/sp the fault saw; a syscall or KVM_RUN
+	 * entered since would have replaced them.
+	 */
+	if (!pf)
+		return NULL;
+	ur = (struct pt_regs *)pf->regs;
+	if (!ur || pf->ip != BPF_CORE_READ(ur, ip) || pf->sp != BPF_CORE_READ(ur, sp))
+		return NULL;
+	return pf;
+}
+
+/* Is handle_userfault among the innermost frames of the current stack? */
+static __always_inline bool in_handle_userfault(void *ctx)
+{
+	__u32 zero = 0;
+	__u64 *stack = bpf_map_lookup_elem(&fl_stack, &zero);
+	long n;
+
+	if (!stack)
+		return false;
+	count(FL_CNT_STACK_WALKS);
+	n = bpf_get_stack(ctx, stack, FL_STACK_DEPTH * sizeof(__u64), 0);
+	if (n <= 0) {
+		count(FL_CNT_STACK_MISS);
+		return false;
+	}
+	for (int i = 0; i < FL_STACK_DEPTH; i++) {
+		if (i >= n / 8)
+			break;
+		if (stack[i] >= huf_start && stack[i] < huf_end)
+			return true;
+	}
+	return false;
+}
+
+static __always_inline void on_block(void *ctx, struct task_struct *prev, __u32 tgid,
+				     unsigned int prev_state)
+{
+	__u32 tid = BPF_CORE_READ(prev, pid);
+	struct fl_sc *sc = bpf_map_lookup_elem(&fl_sc, &tid);
+	struct fl_blocked b = {};
+	struct fl_event *e;
+	struct fl_pf *pf;
+	__u32 flags = 0;
+
+	/* Asleep in read()/ioctl() on a userfaultfd, or a handler: not in a fault. */
+	if ((sc && (sc->nr == SC_READ || sc->nr == SC_IOCTL)) ||
+	    bpf_map_lookup_elem(&fl_handlers, &tid))
+		return;
+	pf = current_user_fault(tid);
+	if (pf && infer_user_faults) {
+		/*
+		 * A sleep inside a user fault of a uffd process is almost always
+		 * handle_userfault; the agent confirms it by the uffd_msg or the
+		 * resolution that follows, so the ~4 us stack walk is skipped.
+		 */
+		flags |= FL_BLOCK_INFERRED;
+	} else if (!in_handle_userfault(ctx)) {
+		return;
+	}
+	b.ts = bpf_ktime_get_ns();
+	if (pf)
+		b.addr = pf->addr;
+	count(FL_CNT_BLOCKS);
+	if (bpf_map_update_elem(&fl_blocked, &tid, &b, BPF_ANY))
+		count(FL_CNT_BLOCKED_FULL);
+	e = ev_new(FL_EV_BLOCK, tgid, tid);
+	if (!e)
+		return;
+	e->ts = b.ts;
+	BPF_CORE_READ_STR_INTO(&e->comm, prev, comm);
+	e->block.state = prev_state;
+	e->block.mm = (__u64)BPF_CORE_READ(prev, mm);
+	if (pf) {
+		flags |= FL_BLOCK_USER_PF;
+		e->block.addr = pf->addr;
+		e->block.pf_ts = pf->ts;
+		e->block.pf_err = pf->err;
+	}
+	e->block.flags = flags;
+	ev_submit(e);
+}
+
 static __always_inline int on_sched_switch(void *ctx, bool preempt,
 					   struct task_struct *prev,
 					   struct task_struct *next,
@@ -201,76 +294,10 @@ static __always_inline int on_sched_switch(void *ctx, bool preempt,
 	__u32 prev_tgid = BPF_CORE_READ(prev, tgid);
 	__u32 next_tgid = BPF_CORE_READ(next, tgid);
 
-	if (!preempt && prev_state != 0 && tracked(prev_tgid)) {
-		__u32 zero = 0, tid = BPF_CORE_READ(prev, pid);
-		__u64 *stack = bpf_map_lookup_elem(&fl_stack, &zero);
-		bool in_huf = false;
-		long n;
+	/* sched_switch runs in prev's context: bpf_get_stack sees prev's stack */
+	if (!preempt && prev_state != 0 && tracked(prev_tgid))
+		on_block(ctx, prev, prev_tgid, prev_state);
 
-		struct fl_sc *sc = bpf_map_lookup_elem(&fl_sc, &tid);
-
-		if (!stack)
-			return 0;
-		/* Asleep in read()/ioctl() on a userfaultfd, or a handler: not in a fault. */
-		if ((sc && (sc->nr == SC_READ || sc->nr == SC_IOCTL)) ||
-		    bpf_map_lookup_elem(&fl_handlers, &tid))
-			goto next;
-		/* sched_switch runs in prev's context: this is prev's stack. */
-		count(FL_CNT_STACK_WALKS);
-		n = bpf_get_stack(ctx, stack, FL_STACK_DEPTH * sizeof(__u64), 0);
-		if (n <= 0) {
-			count(FL_CNT_STACK_MISS);
-		} else {
-			for (int i = 0; i < FL_STACK_DEPTH; i++) {
-				__u64 ip;
-
-				if (i >= n / 8)
-					break;
-				ip = stack[i];
-				if (ip >= huf_start && ip < huf_end)
-					in_huf = true;
-			}
-		}
-		if (in_huf) {
-			struct fl_blocked b = { .ts = bpf_ktime_get_ns() };
-			struct fl_pf *pf = NULL;
-			struct fl_event *e;
-
-			struct pt_regs *ur;
-
-			/*
-			 * Inside a user page fault iff the task's user-entry frame
-			 * (pf->regs) still holds the ip/sp that fault saw; a syscall
-			 * or KVM_RUN entered later would have replaced them.
-			 */
-			pf = bpf_map_lookup_elem(&fl_pf_last, &tid);
-			ur = pf ? (struct pt_regs *)pf->regs : NULL;
-			if (pf && (!ur || pf->ip != BPF_CORE_READ(ur, ip) ||
-				   pf->sp != BPF_CORE_READ(ur, sp)))
-				pf = NULL;
-			if (pf)
-				b.addr = pf->addr;
-			count(FL_CNT_BLOCKS);
-			if (bpf_map_update_elem(&fl_blocked, &tid, &b, BPF_ANY))
-				count(FL_CNT_BLOCKED_FULL);
-			e = ev_new(FL_EV_BLOCK, prev_tgid, tid);
-			if (e) {
-				e->ts = b.ts;
-				BPF_CORE_READ_STR_INTO(&e->comm, prev, comm);
-				e->block.state = prev_state;
-				e->block.mm = (__u64)BPF_CORE_READ(prev, mm);
-				if (pf) {
-					e->block.flags |= FL_BLOCK_USER_PF;
-					e->block.addr = pf->addr;
-					e->block.pf_ts = pf->ts;
-					e->block.pf_err = pf->err;
-				}
-				ev_submit(e);
-			}
-		}
-	}
-
-next:
 	if (tracked(next_tgid)) {
 		__u32 tid = BPF_CORE_READ(next, pid);
 		struct fl_blocked *b = bpf_map_lookup_elem(&fl_blocked, &tid);

@@ -32,6 +32,8 @@ enum fl_event_type {
 
 /* FL_EV_BLOCK flags */
 #define FL_BLOCK_USER_PF (1u << 0)	/* a user page fault: addr/pf_ts from page_fault_user */
+/* Not checked against the stack: the agent must confirm it is a userfault. */
+#define FL_BLOCK_INFERRED (1u << 1)
 
 /* FL_EV_IOCTL ops: the _UFFDIO_* numbers, plus API and the /dev/userfaultfd NEW */
 enum fl_uffd_op {

@@ -133,6 +133,12 @@ static void on_race(void *arg, const struct fl_race *r)
 	fl_out_race(t->out, r, t->o.json);
 }
 
+static bool in_userfault(void *arg, uint32_t tid)
+{
+	(void)arg;
+	return fl_proc_in_userfault((pid_t)tid);
+}
+
 static void print_raw(FILE *out, const struct fl_event *e)
 {
 	static const char *const names[] = {
@@ -254,9 +260,10 @@ static void print_summary(struct trace_ctx *t)
 	if (t->o.json) {
 		fprintf(t->out, "{\"event\":\"summary\",\"duration_ns\":%" PRIu64 ",\"faults\":%"
 			PRIu64 ",\"races\":%" PRIu64 ",\"lost\":%" PRIu64 ",\"blocks\":%" PRIu64
-			",\"stack_walks\":%" PRIu64 ",\"resolved_by\":{", dur, t->faults, t->races,
+			",\"stack_walks\":%" PRIu64 ",\"not_userfault\":%" PRIu64
+			",\"resolved_by\":{", dur, t->faults, t->races,
 			t->lost_total, fl_probe_counter(&t->probe, FL_CNT_BLOCKS),
-			fl_probe_counter(&t->probe, FL_CNT_STACK_WALKS));
+			fl_probe_counter(&t->probe, FL_CNT_STACK_WALKS), fl_corr_dropped(t->corr));
 		for (int r = 0; r <= FL_RES_WRITEPROTECT; r++)
 			fprintf(t->out, "%s\"%s\":%" PRIu64, r ? "," : "", fl_resolution_name(r),
 				t->by_res[r]);
@@ -323,7 +330,8 @@ static int run(struct trace_ctx *t)
 		.force_raw_tp = t->o.raw_tp,
 	};
 	struct fl_correlator_cfg cc = { .strand_after_ns = t->o.strand_ms * 1000000ULL };
-	struct fl_correlator_ops ops = { .episode = on_episode, .race = on_race, .arg = t };
+	struct fl_correlator_ops ops = { .episode = on_episode, .race = on_race,
+					 .in_userfault = in_userfault, .arg = t };
 	struct epoll_event ev = { .events = EPOLLIN };
 	int sfd = -1, efd = -1, go_fd = -1, ret;
 	uint64_t deadline = 0, child_done_at = 0;
@@ -420,6 +428,7 @@ static int run(struct trace_ctx *t)
 		ring_buffer__consume(t->rb);
 		now = now_ns();
 		ret = housekeeping(t, now);
+		fflush(t->out);
 		if (ret)
 			break;
 		if (deadline && now >= deadline)
@@ -544,7 +553,8 @@ static int trace_main(struct trace_ctx *t, int argc, char **argv)
 	ret = argp_parse(&argp, argc, argv, 0, NULL, &t->o);
 	if (ret)
 		return -ret;
-	setvbuf(stdout, NULL, _IOLBF, 0);
+	/* one write per batch, not per line; flushed after every poll round */
+	setvbuf(stdout, NULL, _IOFBF, 1 << 16);
 	return run(t);
 }
 

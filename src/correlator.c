@@ -48,6 +48,7 @@ struct fl_correlator {
 	unsigned nactive;
 	struct mm_owner owners[MM_OWNERS];	/* mm -> process, learned from blocks */
 	unsigned owner_next;
+	uint64_t dropped;
 };
 
 static const char *const res_names[] = {
@@ -129,6 +130,8 @@ struct fl_correlator *fl_corr_new(const struct fl_correlator_cfg *cfg,
 		c->cfg.strand_after_ns = 100 * 1000000ULL;
 	if (!c->cfg.unblocked_close_ns)
 		c->cfg.unblocked_close_ns = 50 * 1000000ULL;
+	if (!c->cfg.confirm_after_ns)
+		c->cfg.confirm_after_ns = 20 * 1000000ULL;
 	return c;
 }
 
@@ -212,6 +215,13 @@ static struct fl_episode *ep_new(struct fl_correlator *c, uint32_t pid, uint32_t
 
 static void finalize(struct fl_correlator *c, struct fl_episode *ep)
 {
+	if (ep->inferred && !ep->confirmed) {
+		/* a sleep inside a page fault that no uffd activity ever explained */
+		unlink_ep(c, ep);
+		c->dropped++;
+		free(ep);
+		return;
+	}
 	if (!ep->end_ts)
 		ep->end_ts = ep->run_ts ? ep->run_ts : ep->resolve_ts;
 	if (!ep->end_ts || ep->end_ts < ep->start_ts)
@@ -303,12 +313,15 @@ static void on_block(struct fl_correlator *c, const struct fl_event *e)
 			if (e->ts < ep->start_ts)
 				ep->start_ts = e->ts;
 			ep->user_pf |= user_pf;
+			if (!(b->flags & FL_BLOCK_INFERRED))
+				ep->confirmed = true;
 			return;
 		}
 	}
 	ep = ep_new(c, e->pid, e->tid, e->comm, b->mm);
 	if (!ep)
 		return;
+	ep->inferred = b->flags & FL_BLOCK_INFERRED;
 	ep->state = ST_BLOCKED;
 	ep->blocked = true;
 	ep->user_pf = user_pf;
@@ -480,6 +493,7 @@ static void on_notify(struct fl_correlator *c, const struct fl_event *e)
 	if (!ep)
 		return;
 	ep->addr = addr;
+	ep->confirmed = true;
 	if (!ep->notify_ts)
 		ep->notify_ts = e->ts;
 	ep->notifies++;
@@ -534,6 +548,7 @@ static void on_ioctl(struct fl_correlator *c, const struct fl_event *e)
 			}
 			ep->resolved_by = res;
 			ep->resolve_ts = io->enter_ts;
+			ep->confirmed = true;
 			if (res != FL_RES_WAKE)
 				ep->place_errno = 0;	/* WAKE after a failure keeps its cause */
 			if (!ep->ctx) {
@@ -621,6 +636,12 @@ void fl_corr_tick(struct fl_correlator *c, uint64_t now)
 
 	for (ep = c->active; ep; ep = next) {
 		next = ep->next_active;
+		if (ep->inferred && !ep->confirmed && !ep->confirm_asked &&
+		    ep->state == ST_BLOCKED && now > ep->block_ts + c->cfg.confirm_after_ns &&
+		    c->ops.in_userfault) {
+			ep->confirm_asked = true;
+			ep->confirmed = c->ops.in_userfault(c->ops.arg, ep->tid);
+		}
 		if ((ep->state == ST_HELD || ep->state == ST_LIMBO) &&
 		    now > ep->run_ts + c->cfg.retry_window_ns) {
 			finalize(c, ep);
@@ -654,6 +675,9 @@ void fl_corr_flush(struct fl_correlator *c, uint64_t now)
 		if (waiting(ep) && !(!ep->blocked && placed(ep))) {
 			ep->unfinished = true;
 			ep->end_ts = now;
+			if (ep->inferred && !ep->confirmed && ep->state == ST_BLOCKED &&
+			    c->ops.in_userfault)
+				ep->confirmed = c->ops.in_userfault(c->ops.arg, ep->tid);
 		}
 		finalize(c, ep);
 	}
@@ -662,6 +686,11 @@ void fl_corr_flush(struct fl_correlator *c, uint64_t now)
 unsigned fl_corr_active(const struct fl_correlator *c)
 {
 	return c->nactive;
+}
+
+uint64_t fl_corr_dropped(const struct fl_correlator *c)
+{
+	return c->dropped;
 }
 
 void fl_corr_free(struct fl_correlator *c)

@@ -61,10 +61,13 @@ struct fl_episode {
 	bool blocked;		/* the thread really slept */
 	bool user_pf;
 	bool unfinished;	/* still waiting when tracing stopped */
+	bool inferred;		/* block not checked against the stack by BPF */
+	bool confirmed;		/* a notify, a resolution or the wchan proved it a userfault */
 	/* internal */
 	uint8_t state;
 	uint64_t range_gone_ts;
 	bool stranded_reported;
+	bool confirm_asked;
 	uint64_t last_block_ts;
 	enum fl_resolution merged_res;	/* resolution before the last merged re-block */
 	uint64_t merged_resolve_ts;
@@ -90,6 +93,8 @@ struct fl_race {
 struct fl_correlator_ops {
 	void (*episode)(void *arg, const struct fl_episode *ep);
 	void (*race)(void *arg, const struct fl_race *race);
+	/* Is tid asleep in handle_userfault right now? (wchan); may be NULL */
+	bool (*in_userfault)(void *arg, uint32_t tid);
 	void *arg;
 };
 
@@ -100,6 +105,8 @@ struct fl_correlator_cfg {
 	uint64_t strand_after_ns;
 	/* Episodes that never blocked are closed this long after resolution. */
 	uint64_t unblocked_close_ns;
+	/* An inferred block with no notify or resolution after this long is checked by wchan. */
+	uint64_t confirm_after_ns;
 };
 
 struct fl_correlator;
@@ -116,6 +123,8 @@ void fl_corr_tick(struct fl_correlator *c, uint64_t now);
 void fl_corr_flush(struct fl_correlator *c, uint64_t now);
 /* Threads currently blocked or waiting for a resolution. */
 unsigned fl_corr_active(const struct fl_correlator *c);
+/* Inferred blocks that turned out not to be userfaults (I/O or lock sleeps in a fault). */
+uint64_t fl_corr_dropped(const struct fl_correlator *c);
 
 const char *fl_resolution_name(enum fl_resolution r);
 const char *fl_mode_name(enum fl_mode m);

@@ -135,6 +135,8 @@ static int open_and_load(struct fl_probe *p, const struct fl_probe_opts *o, bool
 	p->skel->rodata->huf_start = o->huf_start ? o->huf_start : ks[0].start;
 	p->skel->rodata->huf_end = o->huf_end ? o->huf_end : ks[0].end;
 	p->skel->rodata->track_new = o->track_new;
+	/* inference needs the notify/resolve records that confirm it */
+	p->skel->rodata->infer_user_faults = !o->lite && !o->no_infer;
 	p->skel->rodata->self_tgid = getpid();
 	if (o->ringbuf_bytes)
 		bpf_map__set_max_entries(p->skel->maps.fl_events, o->ringbuf_bytes);

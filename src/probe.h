@@ -21,6 +21,7 @@ struct fl_probe_opts {
 	bool force_raw_tp;	/* skip tp_btf (tests the fallback) */
 	bool test_hooks;	/* load the raw_tp test entry points */
 	bool no_attach;		/* load only (BPF_PROG_TEST_RUN tests) */
+	bool no_infer;		/* walk the stack for user faults too */
 	uint32_t ringbuf_bytes;	/* 0: the default 16 MiB */
 	/* Override the kernel text ranges (tests); 0 = resolve from kallsyms. */
 	uint64_t huf_start, huf_end;

@@ -137,3 +137,18 @@ int fl_proc_comm(pid_t pid, char *buf, size_t len)
 	buf[strcspn(buf, "\n")] = 0;
 	return 0;
 }
+
+bool fl_proc_in_userfault(pid_t tid)
+{
+	char path[64], wchan[64] = "";
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/wchan", tid);
+	f = fopen(path, "r");
+	if (!f)
+		return false;
+	if (!fgets(wchan, sizeof(wchan), f))
+		wchan[0] = 0;
+	fclose(f);
+	return !strcmp(wchan, "handle_userfault");
+}

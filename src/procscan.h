@@ -15,6 +15,8 @@ bool fl_proc_exists(pid_t pid);
 /* Thread-group id of a tid, or -errno. */
 pid_t fl_proc_tgid(pid_t tid);
 int fl_proc_comm(pid_t pid, char *buf, size_t len);
+/* Is thread tid asleep in handle_userfault (its /proc wchan)? */
+bool fl_proc_in_userfault(pid_t tid);
 /* How many userfaultfds pid holds (0 if none, -errno if unreadable). */
 int fl_proc_count_uffds(pid_t pid);
 
