@@ -478,13 +478,14 @@ int BPF_PROG(raw_sched_process_exit, struct task_struct *p)
 /* The userfaultfd_ctx behind fd in the current task, or 0 if fd is not a userfaultfd. */
 static __always_inline __u64 uffd_ctx_of(__u32 fd)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct file **fdarr = BPF_CORE_READ(task, files, fdt, fd);
-	unsigned int max = BPF_CORE_READ(task, files, fdt, max_fds);
+	/* a BTF task pointer: the loads below are direct, not helper calls */
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fdtable *fdt = task->files->fdt;
+	struct file **fdarr = fdt->fd;
 	struct file *f = NULL;
 	__u64 fops;
 
-	if (fd >= max)
+	if (fd >= fdt->max_fds)
 		return 0;
 	bpf_probe_read_kernel(&f, sizeof(f), &fdarr[fd]);
 	if (!f)

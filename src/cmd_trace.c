@@ -43,6 +43,7 @@ struct trace_opts {
 	double duration_s;
 	bool json, hist, lite, raw_tp, raw_events;
 	uint64_t strand_ms;
+	uint32_t ringbuf_bytes;
 	char **cmd;		/* after `--`: launch and trace this command */
 };
 
@@ -327,7 +328,7 @@ static int run(struct trace_ctx *t)
 {
 	struct fl_probe_opts po = {
 		.lite = t->o.lite, .track_new = !t->o.npids && !t->o.comm && !t->o.cmd,
-		.force_raw_tp = t->o.raw_tp,
+		.force_raw_tp = t->o.raw_tp, .ringbuf_bytes = t->o.ringbuf_bytes,
 	};
 	struct fl_correlator_cfg cc = { .strand_after_ns = t->o.strand_ms * 1000000ULL };
 	struct fl_correlator_ops ops = { .episode = on_episode, .race = on_race,
@@ -484,6 +485,7 @@ static const struct argp_option trace_options[] = {
 	{ "raw-tp", 'R', NULL, 0, "Use raw_tp even where tp_btf works", 0 },
 	{ "raw-events", 'E', NULL, 0, "Also print every BPF record (debugging)", 0 },
 	{ "strand-ms", 'S', "MS", 0, "Report a waiter stranded after MS ms (default 100)", 0 },
+	{ "ringbuf-kb", 'B', "KB", 0, "Ring buffer size, a power of two >= 4 (default 16384)", 0 },
 	{ 0 },
 };
 
@@ -527,6 +529,13 @@ static error_t trace_parse(int key, char *arg, struct argp_state *state)
 		if (parse_num(arg, 1, 1e7, &v))
 			argp_error(state, "invalid --strand-ms '%s'", arg);
 		o->strand_ms = (uint64_t)v;
+		break;
+	case 'B':
+		if (parse_num(arg, 4, 1 << 20, &v) || v != (uint32_t)v ||
+		    ((uint32_t)v & ((uint32_t)v - 1)))
+			argp_error(state, "invalid --ringbuf-kb '%s' (a power of two, 4 to 1048576)",
+				   arg);
+		o->ringbuf_bytes = (uint32_t)v * 1024;
 		break;
 	case 'j': o->json = true; break;
 	case 'H': o->hist = true; break;

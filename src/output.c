@@ -116,11 +116,17 @@ void fl_out_fault(FILE *out, const struct fl_episode *ep, bool json)
 
 void fl_out_race(FILE *out, const struct fl_race *r, bool json)
 {
-	if (!json) {
+	if (!json && r->kind == FL_RACE_WAITER_STRANDED) {
+		fprintf(out, "%-16.6f RACE %s: tid %u of pid %u still blocked at 0x%" PRIx64
+			" after its range went away, and no UFFDIO_WAKE came", r->ts / 1e9,
+			fl_race_name(r->kind), r->waiter_tid, r->pid, r->waiter_addr);
+	} else if (!json) {
 		fprintf(out, "%-16.6f RACE %s: %s on 0x%" PRIx64 "+0x%" PRIx64 " by %s[%u], "
 			"%u waiter(s), e.g. tid %u at 0x%" PRIx64, r->ts / 1e9,
 			fl_race_name(r->kind), r->what, r->start, r->len, r->actor_comm,
 			r->actor_tid, r->waiters, r->waiter_tid, r->waiter_addr);
+	}
+	if (!json) {
 		if (r->err)
 			fprintf(out, ", %s", fl_errno_name(r->err));
 		if (r->waited_ns)

@@ -90,14 +90,20 @@ def report(title, res, base, target=None):
 
 
 def bench_round_trip():
-    args = ["--threads", "1", "--pages", "3000"]
-    res = {"detached (ns/fault)": [], "faultline attached (ns/fault)": []}
-    for _ in range(ROUNDS):
-        res["detached (ns/fault)"].append(wl_summary(args)["median_ns"])
-        res["faultline attached (ns/fault)"].append(
-            wl_summary(args, prefix=(FL, "trace", "--json", "--"))["median_ns"])
-    report("1. Userfault round trip (workload's own median per fault)", res,
-           "detached (ns/fault)", "<= 1.05")
+    """Variants interleaved per round; the workload's own median per fault."""
+    for delay in ("0", "100"):
+        args = ["--threads", "1", "--pages", "3000", "--delay-us", delay]
+        variants = {
+            "detached": (),
+            "faultline trace": (FL, "trace", "--json", "--"),
+            "faultline trace --lite": (FL, "trace", "--lite", "--json", "--"),
+        }
+        res = {f"{n} (ns/fault)": [] for n in variants}
+        for _ in range(ROUNDS):
+            for n, prefix in variants.items():
+                res[f"{n} (ns/fault)"].append(wl_summary(args, prefix=prefix)["median_ns"])
+        report(f"1. Userfault round trip, handler delay {delay} us "
+               "(workload's own median per fault)", res, "detached (ns/fault)", "<= 1.05")
 
 
 def bench_untracked_lite():

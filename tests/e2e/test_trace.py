@@ -273,6 +273,24 @@ def test_raw_tp_fallback():
     check_against_workload(faults, wl)
 
 
+def test_lost_records_are_reported():
+    require_root()
+    # a 4 KiB ring buffer cannot hold a 2000-fault burst between polls
+    faults, objs, wl, p = run_traced([WORKLOAD, "--threads", "4", "--pages", "500"],
+                                     "--ringbuf-kb", "4")
+    lost = [o for o in objs if o["event"] == "lost"]
+    summ = [o for o in objs if o["event"] == "summary"][0]
+    assert lost, "no lost event although the buffer overflowed"
+    assert summ["lost"] == sum(o["count"] for o in lost) > 0
+    ref = [r for r in wl if r["event"] == "wl_fault"]
+    assert len(faults) <= len(ref)
+    # and with the default buffer the same burst loses nothing
+    faults, objs, wl, p = run_traced([WORKLOAD, "--threads", "4", "--pages", "500"])
+    summ = [o for o in objs if o["event"] == "summary"][0]
+    assert summ["lost"] == 0 and not [o for o in objs if o["event"] == "lost"]
+    assert len(faults) == len([r for r in wl if r["event"] == "wl_fault"])
+
+
 def test_hist_and_summary():
     require_root()
     p = subprocess.run([FAULTLINE, "trace", "--hist", "--", WORKLOAD, "--threads", "2",
@@ -341,5 +359,5 @@ if __name__ == "__main__":
           test_kvm_vcpu_faults_via_gup, test_pid_filter_on_running_process,
           test_default_scope_finds_uffd_holders, test_lite_mode_without_syscall_probes,
           test_syscall_probes_only_while_tracked,
-          test_raw_tp_fallback, test_hist_and_summary, test_sigint_flushes_and_summarises,
+          test_raw_tp_fallback, test_lost_records_are_reported, test_hist_and_summary, test_sigint_flushes_and_summarises,
           test_errors_are_clear, test_features_lists_kernel_support, test_help_has_examples])
