@@ -300,6 +300,7 @@ static void on_block(struct fl_correlator *c, const struct fl_event *e)
 			}
 			ep->blocked = true;
 			ep->last_block_ts = e->ts;
+			ep->confirm_asked = false;	/* a new sleep: the wchan may be asked again */
 			ep->state = ST_BLOCKED;
 			ep->pid = e->pid;
 			memcpy(ep->comm, e->comm, FL_COMM_LEN);
@@ -379,6 +380,18 @@ static struct fl_episode *split(struct fl_correlator *c, struct fl_episode *ep)
 	return n;
 }
 
+/* Is this episode a userfault? Asks the wchan once for an unconfirmed inferred block. */
+static bool confirm(struct fl_correlator *c, struct fl_episode *ep)
+{
+	if (!ep->inferred || ep->confirmed)
+		return true;
+	if (!ep->confirm_asked && ep->state == ST_BLOCKED && c->ops.in_userfault) {
+		ep->confirm_asked = true;
+		ep->confirmed = c->ops.in_userfault(c->ops.arg, ep->tid);
+	}
+	return ep->confirmed;
+}
+
 static uint32_t count_waiters(struct fl_correlator *c, uint64_t mm, uint64_t start,
 			      uint64_t len, struct fl_episode **one, bool mark_gone,
 			      uint64_t ts)
@@ -388,11 +401,13 @@ static uint32_t count_waiters(struct fl_correlator *c, uint64_t mm, uint64_t sta
 	for (struct fl_episode *ep = c->active; ep; ep = ep->next_active) {
 		if (!waiting(ep) || !in_range(ep, mm, start, len))
 			continue;
+		if (mark_gone && !ep->range_gone_ts)
+			ep->range_gone_ts = ts;
+		if (!confirm(c, ep))
+			continue;	/* not known to be a userfault: no race about it */
 		n++;
 		if (one && !*one)
 			*one = ep;
-		if (mark_gone && !ep->range_gone_ts)
-			ep->range_gone_ts = ts;
 	}
 	return n;
 }
@@ -566,6 +581,8 @@ static void on_ioctl(struct fl_correlator *c, const struct fl_event *e)
 				.what = fl_op_name(io->op), .err = (int32_t)-io->ret,
 			};
 
+			/* a placement aimed at the page it sleeps on: a userfault */
+			ep->confirmed = true;
 			ep->place_errno = (int32_t)-io->ret;
 			report(c, &r, e, ep);
 		}
@@ -636,12 +653,8 @@ void fl_corr_tick(struct fl_correlator *c, uint64_t now)
 
 	for (ep = c->active; ep; ep = next) {
 		next = ep->next_active;
-		if (ep->inferred && !ep->confirmed && !ep->confirm_asked &&
-		    ep->state == ST_BLOCKED && now > ep->block_ts + c->cfg.confirm_after_ns &&
-		    c->ops.in_userfault) {
-			ep->confirm_asked = true;
-			ep->confirmed = c->ops.in_userfault(c->ops.arg, ep->tid);
-		}
+		if (ep->inferred && now > ep->last_block_ts + c->cfg.confirm_after_ns)
+			confirm(c, ep);
 		if ((ep->state == ST_HELD || ep->state == ST_LIMBO) &&
 		    now > ep->run_ts + c->cfg.retry_window_ns) {
 			finalize(c, ep);
@@ -651,6 +664,7 @@ void fl_corr_tick(struct fl_correlator *c, uint64_t now)
 			finalize(c, ep);
 		} else if (ep->state == ST_BLOCKED && ep->range_gone_ts &&
 			   !ep->stranded_reported && ep->wake_ts <= ep->last_block_ts &&
+			   !(ep->inferred && !ep->confirmed) &&
 			   now > ep->range_gone_ts + c->cfg.strand_after_ns) {
 			struct fl_race r = {
 				.kind = FL_RACE_WAITER_STRANDED, .ts = now, .pid = ep->pid,
@@ -675,9 +689,7 @@ void fl_corr_flush(struct fl_correlator *c, uint64_t now)
 		if (waiting(ep) && !(!ep->blocked && placed(ep))) {
 			ep->unfinished = true;
 			ep->end_ts = now;
-			if (ep->inferred && !ep->confirmed && ep->state == ST_BLOCKED &&
-			    c->ops.in_userfault)
-				ep->confirmed = c->ops.in_userfault(c->ops.arg, ep->tid);
+			confirm(c, ep);
 		}
 		finalize(c, ep);
 	}

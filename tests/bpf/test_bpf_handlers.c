@@ -9,11 +9,14 @@
  * so every record comes from a test run). Block detection looks for
  * handle_userfault on the kernel stack; the tests replace that range with
  * bpf_prog_test_run_raw_tp, which is on the stack of every test run.
+ * Inferred user-fault blocks (section 9) need the thread's real user-entry
+ * pt_regs, which the test gets from a tiny program of its own.
  *
  * Needs root; exits 77 (skip) otherwise.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -1180,6 +1183,349 @@ static void test_raw_tp_path(void **state)
 	assert_int_equal(map_count(f->s->maps.fl_blocked), 0);
 }
 
+/* ---- user-entry pt_regs of the test thread ---------------------------------- */
+
+/*
+ * The inference path needs a real pt_regs * whose ip/sp are the test
+ * thread's user registers at kernel entry (what page_fault_user passes).
+ * bpf/ has no hook for it, so the test loads its own small raw_tp
+ * program, built from raw instructions:
+ *	map[0] = bpf_task_pt_regs(bpf_get_current_task_btf())
+ * Test-run from this thread, that is task_pt_regs(current): the frame the
+ * bpf() syscall entry filled, refilled by every later syscall entry.
+ */
+#define I_CALL(fn) ((struct bpf_insn){ .code = BPF_JMP | BPF_CALL, .imm = (fn) })
+#define I_MOV64_REG(d, s) \
+	((struct bpf_insn){ .code = BPF_ALU64 | BPF_MOV | BPF_X, .dst_reg = (d), .src_reg = (s) })
+#define I_MOV64_IMM(d, i) \
+	((struct bpf_insn){ .code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = (d), .imm = (i) })
+#define I_ADD64_IMM(d, i) \
+	((struct bpf_insn){ .code = BPF_ALU64 | BPF_ADD | BPF_K, .dst_reg = (d), .imm = (i) })
+#define I_ST_W(d, o, i) ((struct bpf_insn){ .code = BPF_ST | BPF_MEM | BPF_W, \
+					    .dst_reg = (d), .off = (o), .imm = (i) })
+#define I_STX_DW(d, s, o) ((struct bpf_insn){ .code = BPF_STX | BPF_MEM | BPF_DW, \
+					      .dst_reg = (d), .src_reg = (s), .off = (o) })
+#define I_JEQ_IMM(d, i, o) ((struct bpf_insn){ .code = BPF_JMP | BPF_JEQ | BPF_K, \
+					       .dst_reg = (d), .off = (o), .imm = (i) })
+#define I_LD_MAP_FD(d, fd)                                                            \
+	((struct bpf_insn){ .code = BPF_LD | BPF_DW | BPF_IMM, .dst_reg = (d),         \
+			    .src_reg = BPF_PSEUDO_MAP_FD, .imm = (fd) }),              \
+	((struct bpf_insn){ 0 })
+#define I_EXIT() ((struct bpf_insn){ .code = BPF_JMP | BPF_EXIT })
+
+/*
+ * task_pt_regs(current) of the calling thread, or 0 with why set when the
+ * kernel refuses the program.
+ */
+static uint64_t current_user_regs(char *why, size_t whylen)
+{
+	static char log[4096];
+	uint32_t zero = 0;
+	uint64_t regs = 0;
+	int map, prog;
+
+	map = bpf_map_create(BPF_MAP_TYPE_ARRAY, "fl_test_regs", 4, 8, 1, NULL);
+	if (map < 0) {
+		snprintf(why, whylen, "bpf_map_create: %s", strerror(errno));
+		return 0;
+	}
+	{
+		const struct bpf_insn insns[] = {
+			I_CALL(BPF_FUNC_get_current_task_btf),
+			I_MOV64_REG(BPF_REG_1, BPF_REG_0),
+			I_CALL(BPF_FUNC_task_pt_regs),
+			I_MOV64_REG(BPF_REG_6, BPF_REG_0),
+			I_ST_W(BPF_REG_10, -4, 0),
+			I_MOV64_REG(BPF_REG_2, BPF_REG_10),
+			I_ADD64_IMM(BPF_REG_2, -4),
+			I_LD_MAP_FD(BPF_REG_1, map),
+			I_CALL(BPF_FUNC_map_lookup_elem),
+			I_JEQ_IMM(BPF_REG_0, 0, 1),
+			I_STX_DW(BPF_REG_0, BPF_REG_6, 0),
+			I_MOV64_IMM(BPF_REG_0, 0),
+			I_EXIT(),
+		};
+		LIBBPF_OPTS(bpf_prog_load_opts, po, .log_buf = log, .log_size = sizeof(log),
+			    .log_level = 1);
+
+		log[0] = 0;
+		prog = bpf_prog_load(BPF_PROG_TYPE_RAW_TRACEPOINT, "fl_test_regs", "GPL", insns,
+				     sizeof(insns) / sizeof(insns[0]), &po);
+	}
+	if (prog < 0) {
+		int err = errno;
+		size_t n = strlen(log);
+
+		/* one TAP comment line: the end of the verifier log, flattened */
+		for (size_t i = 0; i < n; i++)
+			if (log[i] == '\n')
+				log[i] = i + 1 < n ? ' ' : 0;
+		n = strlen(log);
+		snprintf(why, whylen, "loading bpf_task_pt_regs(current) program: %s: %s",
+			 strerror(err), n > 300 ? log + n - 300 : log);
+		close(map);
+		return 0;
+	}
+	{
+		LIBBPF_OPTS(bpf_test_run_opts, o);
+
+		if (bpf_prog_test_run_opts(prog, &o))
+			snprintf(why, whylen, "test run of the regs program: %s", strerror(errno));
+		else if (bpf_map_lookup_elem(map, &zero, &regs))
+			snprintf(why, whylen, "reading the regs map: %s", strerror(errno));
+		else if (!regs)
+			snprintf(why, whylen, "bpf_task_pt_regs returned NULL");
+	}
+	close(prog);
+	close(map);
+	return regs;
+}
+
+/*
+ * Every bpf() call whose user ip/sp the handler compares goes through here,
+ * called from the same function: one call site, one stack depth, so the
+ * syscall entry saves the same ip (the instruction after libc's syscall)
+ * and the same sp each time.
+ */
+static __attribute__((noinline)) void run_same_site(struct bpf_program *prog,
+						    const uint64_t *args, int nargs)
+{
+	run_prog(prog, args, nargs);
+	__asm__ volatile("" ::: "memory");	/* not a tail call */
+}
+
+/* The same, one frame (and 512 bytes of stack) deeper: another user sp. */
+static __attribute__((noinline)) void run_deeper(struct bpf_program *prog,
+						 const uint64_t *args, int nargs)
+{
+	volatile char pad[512];
+
+	pad[0] = 1;
+	run_same_site(prog, args, nargs);
+	pad[sizeof(pad) - 1] = pad[0];
+}
+
+/* ---- 9. inferred user-fault blocks ------------------------------------------ */
+
+#define INF_ADDR 0x7f00deadb123ull	/* the "faulting" address */
+#define INF_ERR 0x6ull			/* user | write, not present */
+#define USER_TOP 0x800000000000ull	/* x86-64 user half */
+
+static int setup_no_infer(void **state)
+{
+	struct fl_probe_opts o = { .no_infer = true, .huf_start = g_stack_start,
+				   .huf_end = g_stack_end };
+
+	return fx_start(state, &o);
+}
+
+static int setup_no_infer_real_huf(void **state)
+{
+	struct fl_probe_opts o = { .no_infer = true };
+
+	return fx_start(state, &o);
+}
+
+static int setup_lite(void **state)
+{
+	struct fl_probe_opts o = { .lite = true, .huf_start = g_stack_start,
+				   .huf_end = g_stack_end };
+
+	return fx_start(state, &o);
+}
+
+static void skip_because(const char *why)
+{
+	printf("# SKIP: %s\n", why);
+	skip();
+}
+
+/* The fl_pf_last entry the page_fault_user test run at t0..t1 left. */
+static struct t_pf check_user_pf(struct fx *f, uint64_t regs, uint64_t t0, uint64_t t1)
+{
+	struct t_pf pf;
+
+	assert_int_equal(drain(f), 0);
+	assert_true(pf_get(f, tid(), &pf));
+	assert_int_equal(pf.addr, INF_ADDR);
+	assert_int_equal(pf.err, INF_ERR);
+	assert_int_equal(pf.regs, regs);
+	assert_in_range(pf.ts, t0, t1);
+	/* read through regs: the bpf() syscall's user ip and sp */
+	assert_in_range(pf.ip, 1, USER_TOP - 1);
+	assert_in_range(pf.sp, 1, USER_TOP - 1);
+	return pf;
+}
+
+static void check_block(const struct fl_event *e, const struct t_pf *pf, uint32_t flags,
+			uint64_t t0, uint64_t t1)
+{
+	assert_self(e, FL_EV_BLOCK);
+	assert_in_range(e->ts, t0, t1);
+	if (e->block.flags != flags)
+		fail_msg("block flags 0x%x, want 0x%x (user pf: ip 0x%" PRIx64 " sp 0x%" PRIx64
+			 " regs 0x%" PRIx64 ")", e->block.flags, flags, pf->ip, pf->sp, pf->regs);
+	assert_int_equal(e->block.addr, INF_ADDR);
+	assert_int_equal(e->block.pf_ts, pf->ts);
+	assert_int_equal(e->block.pf_err, INF_ERR);
+	assert_int_equal(e->block.state, 1);
+	assert_true(e->block.mm != 0);
+}
+
+/*
+ * Full mode, defaults (inference on), the real handle_userfault range (never
+ * on a test run's stack, so a walk cannot find it). A sleep while the
+ * thread's user-entry frame still holds the ip/sp its page fault saw is a
+ * BLOCK with USER_PF|INFERRED, and no stack is walked for it.
+ */
+static void test_block_inferred_user_pf(void **state)
+{
+	struct fx *f = *state;
+	uint64_t task = current_task(f), regs, walks0, t0, t1;
+	uint64_t pfa[3], swa[4] = { 0, task, 0, 1 };
+	char why[512] = "";
+	struct t_blocked b;
+	struct fl_event blk;
+	struct t_pf pf;
+
+	assert_true(f->s->rodata->infer_user_faults);
+	assert_int_equal(f->s->rodata->huf_start, g_huf_start);
+	regs = current_user_regs(why, sizeof(why));
+	if (!regs)
+		skip_because(why);
+	track_self(f);
+	pfa[0] = INF_ADDR;
+	pfa[1] = regs;
+	pfa[2] = INF_ERR;
+	t0 = now_ns();
+	run_same_site(f->s->progs.raw_page_fault_user, pfa, 3);
+	t1 = now_ns();
+	pf = check_user_pf(f, regs, t0, t1);
+	walks0 = fl_probe_counter(&f->p, FL_CNT_STACK_WALKS);
+
+	/*
+	 * From one frame deeper the syscall entry saves another user sp: the
+	 * thread is no longer in that fault, so the stack is walked (and, with
+	 * the real handle_userfault range, shows no userfault).
+	 */
+	run_deeper(f->s->progs.raw_sched_switch, swa, 4);
+	assert_int_equal(drain(f), 0);
+	assert_int_equal(fl_probe_counter(&f->p, FL_CNT_STACK_WALKS), walks0 + 1);
+	assert_int_equal(fl_probe_counter(&f->p, FL_CNT_BLOCKS), 0);
+	assert_int_equal(map_count(f->s->maps.fl_blocked), 0);
+
+	/* from the fault's call site: inferred, no walk */
+	t0 = now_ns();
+	run_same_site(f->s->progs.raw_sched_switch, swa, 4);
+	t1 = now_ns();
+	assert_int_equal(drain(f), 1);
+	blk = f->recs[0];
+	check_block(&blk, &pf, FL_BLOCK_USER_PF | FL_BLOCK_INFERRED, t0, t1);
+	assert_int_equal(fl_probe_counter(&f->p, FL_CNT_STACK_WALKS), walks0 + 1);
+	assert_int_equal(fl_probe_counter(&f->p, FL_CNT_STACK_MISS), 0);
+	assert_int_equal(fl_probe_counter(&f->p, FL_CNT_BLOCKS), 1);
+	assert_true(blocked_get(f, tid(), &b));
+	assert_int_equal(b.ts, blk.ts);
+	assert_int_equal(b.addr, INF_ADDR);
+	assert_int_equal(b.woken, 0);
+
+	/* it runs again like any block */
+	RUN(f->s->progs.raw_sched_switch, 0, 0, task, 0);
+	assert_int_equal(drain(f), 1);
+	assert_self(&f->recs[0], FL_EV_RUN);
+	assert_int_equal(f->recs[0].wake.block_ts, blk.ts);
+	assert_int_equal(map_count(f->s->maps.fl_blocked), 0);
+}
+
+/*
+ * opts.no_infer (and --lite, which has no notify/resolve records to confirm
+ * with): the same sleep is checked by a stack walk. The handle_userfault
+ * range is a function on the test-run stack, so the walk finds it; the
+ * block is a plain USER_PF one.
+ */
+static void test_block_user_pf_walked(void **state)
+{
+	struct fx *f = *state;
+	uint64_t task = current_task(f), regs, walks0, t0, t1;
+	uint64_t pfa[3], swa[4] = { 0, task, 0, 1 };
+	char why[512] = "";
+	struct t_pf pf;
+
+	assert_false(f->s->rodata->infer_user_faults);
+	assert_int_equal(f->s->rodata->huf_start, g_stack_start);
+	regs = current_user_regs(why, sizeof(why));
+	if (!regs)
+		skip_because(why);
+	track_self(f);
+	pfa[0] = INF_ADDR;
+	pfa[1] = regs;
+	pfa[2] = INF_ERR;
+	t0 = now_ns();
+	run_same_site(f->s->progs.raw_page_fault_user, pfa, 3);
+	t1 = now_ns();
+	pf = check_user_pf(f, regs, t0, t1);
+
+	walks0 = fl_probe_counter(&f->p, FL_CNT_STACK_WALKS);
+	t0 = now_ns();
+	run_same_site(f->s->progs.raw_sched_switch, swa, 4);
+	t1 = now_ns();
+	assert_int_equal(drain(f), 1);
+	check_block(&f->recs[0], &pf, FL_BLOCK_USER_PF, t0, t1);
+	assert_int_equal(fl_probe_counter(&f->p, FL_CNT_STACK_WALKS), walks0 + 1);
+	assert_int_equal(fl_probe_counter(&f->p, FL_CNT_STACK_MISS), 0);
+	assert_int_equal(fl_probe_counter(&f->p, FL_CNT_BLOCKS), 1);
+	RUN(f->s->progs.raw_sched_switch, 0, 0, task, 0);
+	assert_int_equal(drain(f), 1);
+	assert_self(&f->recs[0], FL_EV_RUN);
+
+	/* from another depth: walked too, found, but not inside that user fault */
+	walks0 = fl_probe_counter(&f->p, FL_CNT_STACK_WALKS);
+	run_deeper(f->s->progs.raw_sched_switch, swa, 4);
+	assert_int_equal(drain(f), 1);
+	assert_self(&f->recs[0], FL_EV_BLOCK);
+	assert_int_equal(f->recs[0].block.flags, 0);
+	assert_int_equal(f->recs[0].block.addr, 0);
+	assert_int_equal(f->recs[0].block.pf_ts, 0);
+	assert_int_equal(fl_probe_counter(&f->p, FL_CNT_STACK_WALKS), walks0 + 1);
+}
+
+/* --lite: the same, by the lite load path. */
+static void test_block_user_pf_walked_lite(void **state)
+{
+	struct fx *f = *state;
+
+	assert_true(f->p.lite);
+	test_block_user_pf_walked(state);
+}
+
+/* no_infer with the real handle_userfault range: being inside a fault is not enough. */
+static void test_block_no_infer_needs_huf(void **state)
+{
+	struct fx *f = *state;
+	uint64_t task = current_task(f), regs, walks0, t0, t1;
+	uint64_t pfa[3], swa[4] = { 0, task, 0, 1 };
+	char why[512] = "";
+
+	assert_false(f->s->rodata->infer_user_faults);
+	regs = current_user_regs(why, sizeof(why));
+	if (!regs)
+		skip_because(why);
+	track_self(f);
+	pfa[0] = INF_ADDR;
+	pfa[1] = regs;
+	pfa[2] = INF_ERR;
+	t0 = now_ns();
+	run_same_site(f->s->progs.raw_page_fault_user, pfa, 3);
+	t1 = now_ns();
+	check_user_pf(f, regs, t0, t1);
+	walks0 = fl_probe_counter(&f->p, FL_CNT_STACK_WALKS);
+	run_same_site(f->s->progs.raw_sched_switch, swa, 4);
+	assert_int_equal(drain(f), 0);
+	assert_int_equal(fl_probe_counter(&f->p, FL_CNT_STACK_WALKS), walks0 + 1);
+	assert_int_equal(fl_probe_counter(&f->p, FL_CNT_BLOCKS), 0);
+	assert_int_equal(map_count(f->s->maps.fl_blocked), 0);
+}
+
 /* ---- main ---------------------------------------------------------------- */
 
 static int libbpf_warn_only(enum libbpf_print_level level, const char *fmt, va_list ap)
@@ -1215,6 +1561,14 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_munmap, setup_stack, teardown),
 		cmocka_unit_test_setup_teardown(test_ringbuf_lost, setup_small_rb, teardown),
 		cmocka_unit_test_setup_teardown(test_raw_tp_path, setup_raw, teardown),
+		cmocka_unit_test_setup_teardown(test_block_inferred_user_pf, setup_real_huf,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_block_user_pf_walked, setup_no_infer,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_block_user_pf_walked_lite, setup_lite,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_block_no_infer_needs_huf,
+						setup_no_infer_real_huf, teardown),
 	};
 	int ret;
 

@@ -1533,6 +1533,372 @@ static void test_proc_exit(void **state)
 }
 
 /* ======================================================================= */
+/* 13. Inferred blocks (no stack walk): kept only once confirmed            */
+/* ======================================================================= */
+
+/*
+ * In full mode BPF reports a sleep inside a user page fault as
+ * FL_BLOCK_USER_PF|FL_BLOCK_INFERRED without checking the stack for
+ * handle_userfault. The correlator keeps such an episode only if a notify,
+ * a resolution ioctl covering its page, a stack-walked (non-inferred)
+ * re-block, or ops.in_userfault (the wchan) confirms it; the others are
+ * dropped at finalize, silently, and counted by fl_corr_dropped().
+ */
+
+#define CONFIRM_AFTER	(30 * MS)	/* not the 20 ms default: the cfg value is used */
+#define MAX_ASKED	16
+
+/* The stub wchan check: records every question, answers from yes_tids. */
+static struct {
+	int calls;
+	uint32_t tids[MAX_ASKED];
+	uint32_t yes_tids[4];	/* threads "asleep in handle_userfault"; 0 = unused */
+} wchan;
+
+static bool stub_in_userfault(void *arg, uint32_t tid)
+{
+	bool yes = false;
+
+	assert_ptr_equal(arg, &cap);
+	assert_true(wchan.calls < MAX_ASKED);
+	wchan.tids[wchan.calls++] = tid;
+	for (unsigned i = 0; i < sizeof(wchan.yes_tids) / sizeof(wchan.yes_tids[0]); i++)
+		if (wchan.yes_tids[i] && wchan.yes_tids[i] == tid)
+			yes = true;
+	return yes;
+}
+
+/* How many times in_userfault was asked about tid. */
+static int asked(uint32_t tid)
+{
+	int n = 0;
+
+	for (int i = 0; i < wchan.calls; i++)
+		if (wchan.tids[i] == tid)
+			n++;
+	return n;
+}
+
+static int setup_infer(void **state)
+{
+	struct fl_correlator_cfg cfg = {
+		.retry_window_ns = RETRY_WINDOW,
+		.strand_after_ns = STRAND_AFTER,
+		.unblocked_close_ns = UNBLOCKED_CLOSE,
+		.confirm_after_ns = CONFIRM_AFTER,
+	};
+	struct fl_correlator_ops ops = { .episode = on_episode, .race = on_race,
+					 .in_userfault = stub_in_userfault, .arg = &cap };
+
+	(void)state;
+	memset(&cap, 0, sizeof(cap));
+	memset(&wchan, 0, sizeof(wchan));
+	corr = fl_corr_new(&cfg, &ops);
+	return corr ? 0 : -1;
+}
+
+/* A user-fault block reported without a stack walk. */
+static struct fl_event block_inferred(uint32_t tid, uint64_t ts, uint64_t addr, uint64_t pf_ts)
+{
+	struct fl_event e = block(tid, ts, addr, pf_ts, true);
+
+	e.block.flags = FL_BLOCK_USER_PF | FL_BLOCK_INFERRED;
+	return e;
+}
+
+static void assert_inferred_confirmed(const struct fl_episode *ep)
+{
+	assert_true(ep->inferred);
+	assert_true(ep->confirmed);
+}
+
+/* The handler read its uffd_msg: a userfault. No resolution needed. */
+static void test_inferred_confirmed_by_notify(void **state)
+{
+	(void)state;
+	ev(block_inferred(T1, AT(10), A + 0x10, AT(5)));
+	ev(notify(HTID, AT(15), T1, A, UFFD_PAGEFAULT_FLAG_WRITE));
+	ev(wakeup(T1, AT(22)));
+	ev(run(T1, AT(26)));				/* no placement: held */
+	assert_int_equal(cap.neps, 0);
+	fl_corr_tick(corr, AT(26) + RETRY_WINDOW + 1);
+	assert_int_equal(cap.neps, 1);
+	EXPECT_EP(&cap.eps[0], .pid = PID, .tid = T1, .addr = A, .start = AT(5),
+		  .block = AT(10), .notify = AT(15), .wake = AT(22), .run = AT(26),
+		  .end = AT(26), .pf = AT(5), HANDLED, .notifies = 1,
+		  .res = FL_RES_UNRESOLVED, .blocked = true, .user_pf = true);
+	assert_inferred_confirmed(&cap.eps[0]);
+
+	/* notified and still waiting at the end: kept, wchan not asked */
+	ev(block_inferred(T2, AT(100), B + 0x20, AT(99)));
+	ev(notify(HTID, AT(105), T2, B, 0));
+	fl_corr_tick(corr, AT(100) + CONFIRM_AFTER + 1);
+	fl_corr_flush(corr, AT(100) + 2 * CONFIRM_AFTER);
+	assert_int_equal(cap.neps, 2);
+	EXPECT_EP(ep_of(T2), .pid = PID, .tid = T2, .addr = B, .start = AT(99),
+		  .block = AT(100), .notify = AT(105), .end = AT(100) + 2 * CONFIRM_AFTER,
+		  .pf = AT(99), HANDLED, .notifies = 1, .blocked = true, .user_pf = true,
+		  .unfinished = true);
+	assert_inferred_confirmed(ep_of(T2));
+	assert_int_equal(wchan.calls, 0);
+	assert_int_equal(fl_corr_dropped(corr), 0);
+	assert_int_equal(cap.nraces, 0);
+}
+
+/* The handler never read a message (or it was lost), but a COPY covered the page. */
+static void test_inferred_confirmed_by_copy(void **state)
+{
+	(void)state;
+	ev(block_inferred(T1, AT(10), A + 0x10, AT(5)));
+	ev(block_inferred(T2, AT(12), B + 0x20, AT(11)));
+	ev(wakeup(T1, AT(22)));
+	ev(place(AT(20), AT(24), FL_OP_COPY, A - PG, 4 * PG));	/* A is inside */
+	ev(run(T1, AT(26)));
+	assert_int_equal(cap.neps, 1);
+	EXPECT_EP(&cap.eps[0], .pid = PID, .tid = T1, .addr = A, .start = AT(5),
+		  .block = AT(10), .resolve = AT(20), .wake = AT(22), .run = AT(26),
+		  .end = AT(26), .pf = AT(5), HANDLED, .res = FL_RES_COPY, .blocked = true,
+		  .user_pf = true);
+	assert_inferred_confirmed(&cap.eps[0]);
+
+	/* T3 runs before the COPY's record arrives: emitted by that late record */
+	ev(block_inferred(T3, AT(30), C_ + 0x30, AT(29)));
+	ev(wakeup(T3, AT(36)));
+	ev(run(T3, AT(38)));
+	assert_int_equal(cap.neps, 1);
+	ev(place(AT(35), AT(40), FL_OP_COPY, C_, PG));
+	assert_int_equal(cap.neps, 2);
+	EXPECT_EP(ep_of(T3), .pid = PID, .tid = T3, .addr = C_, .start = AT(29),
+		  .block = AT(30), .resolve = AT(35), .wake = AT(36), .run = AT(38),
+		  .end = AT(38), .pf = AT(29), HANDLED, .res = FL_RES_COPY, .blocked = true,
+		  .user_pf = true);
+	assert_inferred_confirmed(ep_of(T3));
+
+	/* a COPY of the next page does not confirm T2 (page B) */
+	ev(wakeup(T2, AT(50)));
+	ev(run(T2, AT(52)));
+	ev(place(AT(54), AT(56), FL_OP_COPY, B + PG, PG));
+	fl_corr_tick(corr, AT(52) + RETRY_WINDOW + 1);
+	assert_int_equal(cap.neps, 2);
+	assert_int_equal(fl_corr_active(corr), 0);
+	assert_int_equal(fl_corr_dropped(corr), 1);
+	assert_int_equal(wchan.calls, 0);
+	assert_int_equal(cap.nraces, 0);
+}
+
+/* A sleep in a fault that no uffd activity explains (I/O, a lock): dropped. */
+static void test_inferred_unconfirmed_dropped_after_retry_window(void **state)
+{
+	(void)state;
+	ev(block_inferred(T1, AT(10), A + 0x10, AT(5)));
+	ev(wakeup(T1, AT(500)));
+	ev(run(T1, AT(510)));
+	assert_int_equal(fl_corr_active(corr), 1);
+	fl_corr_tick(corr, AT(510) + RETRY_WINDOW);	/* could still re-block */
+	assert_int_equal(fl_corr_active(corr), 1);
+	assert_int_equal(fl_corr_dropped(corr), 0);
+	fl_corr_tick(corr, AT(510) + RETRY_WINDOW + 1);
+	assert_int_equal(fl_corr_active(corr), 0);
+	assert_int_equal(fl_corr_dropped(corr), 1);
+	assert_int_equal(cap.neps, 0);
+	assert_int_equal(cap.nraces, 0);
+	/* it ran again: the wchan was never the question */
+	assert_int_equal(wchan.calls, 0);
+	fl_corr_flush(corr, AT(100000));
+	assert_int_equal(cap.neps, 0);
+	assert_int_equal(fl_corr_dropped(corr), 1);
+}
+
+/* Still blocked after confirm_after_ns, asleep in handle_userfault: kept. */
+static void test_inferred_long_block_wchan_yes(void **state)
+{
+	uint64_t t_end = AT(10) + 3 * CONFIRM_AFTER;
+
+	(void)state;
+	wchan.yes_tids[0] = T1;
+	wchan.yes_tids[1] = T2;
+	ev(block_inferred(T1, AT(10), A + 0x10, AT(5)));
+	ev(block_inferred(T2, AT(12), B + 0x20, AT(11)));
+	fl_corr_tick(corr, AT(10) + CONFIRM_AFTER);		/* not past it */
+	assert_int_equal(wchan.calls, 0);
+	fl_corr_tick(corr, AT(10) + CONFIRM_AFTER + 1);	/* T1 only */
+	assert_int_equal(wchan.calls, 1);
+	assert_int_equal(wchan.tids[0], T1);
+	fl_corr_tick(corr, AT(12) + CONFIRM_AFTER + 1);	/* now T2 */
+	assert_int_equal(wchan.calls, 2);
+	assert_int_equal(wchan.tids[1], T2);
+	fl_corr_tick(corr, AT(12) + 2 * CONFIRM_AFTER);	/* asked once each */
+	assert_int_equal(wchan.calls, 2);
+	assert_int_equal(cap.neps, 0);
+	assert_int_equal(fl_corr_active(corr), 2);
+
+	/* T2 is eventually woken and runs: closed after the retry window */
+	ev(wakeup(T2, AT(12) + 2 * CONFIRM_AFTER + 5 * US));
+	ev(run(T2, AT(12) + 2 * CONFIRM_AFTER + 7 * US));
+	fl_corr_tick(corr, AT(12) + 2 * CONFIRM_AFTER + 7 * US + RETRY_WINDOW + 1);
+	assert_int_equal(cap.neps, 1);
+	EXPECT_EP(ep_of(T2), .pid = PID, .tid = T2, .addr = B, .start = AT(11),
+		  .block = AT(12), .wake = AT(12) + 2 * CONFIRM_AFTER + 5 * US,
+		  .run = AT(12) + 2 * CONFIRM_AFTER + 7 * US,
+		  .end = AT(12) + 2 * CONFIRM_AFTER + 7 * US, .pf = AT(11), .uffd = -1,
+		  .blocked = true, .user_pf = true);
+	assert_inferred_confirmed(ep_of(T2));
+
+	/* T1 is still waiting when tracing stops: unfinished, not asked again */
+	fl_corr_flush(corr, t_end);
+	assert_int_equal(cap.neps, 2);
+	EXPECT_EP(ep_of(T1), .pid = PID, .tid = T1, .addr = A, .start = AT(5),
+		  .block = AT(10), .end = t_end, .pf = AT(5), .uffd = -1, .blocked = true,
+		  .user_pf = true, .unfinished = true);
+	assert_inferred_confirmed(ep_of(T1));
+	assert_int_equal(asked(T1), 1);
+	assert_int_equal(asked(T2), 1);
+	assert_int_equal(wchan.calls, 2);
+	assert_int_equal(fl_corr_dropped(corr), 0);
+	assert_int_equal(cap.nraces, 0);
+}
+
+/* Still blocked after confirm_after_ns, asleep somewhere else: dropped at flush. */
+static void test_inferred_long_block_wchan_no(void **state)
+{
+	(void)state;
+	ev(block_inferred(T1, AT(10), A + 0x10, AT(5)));
+	ev(block_inferred(T2, AT(12), B + 0x20, AT(11)));
+	fl_corr_tick(corr, AT(12) + CONFIRM_AFTER + 1);
+	assert_int_equal(asked(T1), 1);
+	assert_int_equal(asked(T2), 1);
+	fl_corr_tick(corr, AT(12) + 2 * CONFIRM_AFTER);
+	fl_corr_tick(corr, AT(12) + 3 * CONFIRM_AFTER);
+	assert_int_equal(wchan.calls, 2);		/* tick asks once per episode */
+	/* not dropped yet: a notify or resolution may still come */
+	assert_int_equal(fl_corr_active(corr), 2);
+	assert_int_equal(fl_corr_dropped(corr), 0);
+
+	/* and for T2 one does: a "no" from the wchan is not final */
+	ev(notify(HTID, AT(12) + 3 * CONFIRM_AFTER + 1 * US, T2, B, 0));
+
+	fl_corr_flush(corr, AT(12) + 4 * CONFIRM_AFTER);
+	assert_int_equal(fl_corr_active(corr), 0);
+	assert_int_equal(fl_corr_dropped(corr), 1);
+	assert_int_equal(cap.neps, 1);
+	EXPECT_EP(ep_of(T2), .pid = PID, .tid = T2, .addr = B, .start = AT(11),
+		  .block = AT(12), .notify = AT(12) + 3 * CONFIRM_AFTER + 1 * US,
+		  .end = AT(12) + 4 * CONFIRM_AFTER, .pf = AT(11), HANDLED, .notifies = 1,
+		  .blocked = true, .user_pf = true, .unfinished = true);
+	assert_inferred_confirmed(ep_of(T2));
+	assert_int_equal(asked(T2), 1);		/* confirmed: flush does not ask */
+	assert_int_equal(cap.nraces, 0);
+}
+
+/*
+ * Races are reported only about waiters known to be in a userfault: an
+ * unconfirmed inferred sleep is checked by wchan on the spot, and one that is
+ * not in handle_userfault is neither a mapchange waiter nor ever stranded.
+ */
+static void test_inferred_race_only_if_confirmed(void **state)
+{
+	(void)state;
+	wchan.yes_tids[0] = T2;
+	ev(block_inferred(T1, AT(10), A + 0x10, AT(5)));	/* asleep elsewhere */
+	ev(block_inferred(T2, AT(12), B + 0x20, AT(11)));	/* in handle_userfault */
+	ev(mapchange(AT(20), FL_MAP_MUNMAP, A, 2 * PG, 0));
+	assert_int_equal(cap.nraces, 0);			/* T1 is no waiter */
+	assert_int_equal(asked(T1), 1);
+	ev(mapchange(AT(30), FL_MAP_MUNMAP, B, PG, 0));
+	assert_int_equal(cap.nraces, 1);
+	assert_int_equal(cap.races[0].kind, FL_RACE_MAPCHANGE_WITH_WAITERS);
+	assert_int_equal(cap.races[0].waiters, 1);
+	assert_int_equal(cap.races[0].waiter_tid, T2);
+	fl_corr_tick(corr, AT(30) + STRAND_AFTER + 1);
+	assert_int_equal(cap.nraces, 2);			/* only T2 is stranded */
+	assert_int_equal(cap.races[1].kind, FL_RACE_WAITER_STRANDED);
+	assert_int_equal(cap.races[1].waiter_tid, T2);
+	assert_int_equal(asked(T1), 1);				/* asked once only */
+	fl_corr_flush(corr, AT(30) + STRAND_AFTER + 2);
+	assert_int_equal(fl_corr_dropped(corr), 1);
+	assert_int_equal(cap.neps, 1);
+}
+
+/* Tracing stops before confirm_after_ns: flush asks for every unconfirmed waiter. */
+static void test_inferred_flush_asks_in_userfault(void **state)
+{
+	(void)state;
+	wchan.yes_tids[0] = T1;
+	ev(block_inferred(T1, AT(10), A + 0x10, AT(5)));	/* in handle_userfault */
+	ev(block_inferred(T2, AT(12), B + 0x20, AT(11)));	/* asleep elsewhere */
+	ev(block_inferred(T3, AT(14), C_ + 0x30, AT(13)));	/* ran again: held */
+	ev(wakeup(T3, AT(20)));
+	ev(run(T3, AT(22)));
+	fl_corr_tick(corr, AT(30));
+	assert_int_equal(wchan.calls, 0);
+
+	fl_corr_flush(corr, AT(40));
+	assert_int_equal(asked(T1), 1);
+	assert_int_equal(asked(T2), 1);
+	assert_int_equal(asked(T3), 0);		/* running: its wchan means nothing */
+	assert_int_equal(wchan.calls, 2);
+	assert_int_equal(fl_corr_active(corr), 0);
+	assert_int_equal(cap.neps, 1);
+	assert_int_equal(fl_corr_dropped(corr), 2);
+	EXPECT_EP(ep_of(T1), .pid = PID, .tid = T1, .addr = A, .start = AT(5),
+		  .block = AT(10), .end = AT(40), .pf = AT(5), .uffd = -1, .blocked = true,
+		  .user_pf = true, .unfinished = true);
+	assert_inferred_confirmed(ep_of(T1));
+	assert_int_equal(cap.nraces, 0);
+}
+
+/* Without an in_userfault op an unconfirmed inferred waiter is dropped at flush. */
+static void test_inferred_no_wchan_op(void **state)
+{
+	(void)state;
+	ev(block_inferred(T1, AT(10), A + 0x10, AT(5)));
+	fl_corr_tick(corr, AT(10) + 100 * MS);		/* no op: nothing to ask */
+	assert_int_equal(fl_corr_active(corr), 1);
+	fl_corr_flush(corr, AT(10) + 200 * MS);
+	assert_int_equal(cap.neps, 0);
+	assert_int_equal(fl_corr_active(corr), 0);
+	assert_int_equal(fl_corr_dropped(corr), 1);
+}
+
+/*
+ * A re-block of the same fault (same page_fault_user record) whose stack was
+ * walked and showed handle_userfault confirms the whole episode; an inferred
+ * re-block does not.
+ */
+static void test_inferred_confirmed_by_walked_reblock(void **state)
+{
+	uint64_t t_close;
+
+	(void)state;
+	ev(block_inferred(T1, AT(10), A + 0x10, AT(5)));
+	ev(wakeup(T1, AT(20)));
+	ev(run(T1, AT(22)));					/* no placement: held */
+	ev(block(T1, AT(30), A + 0x10, AT(5), true));		/* stack-walked retry */
+	ev(wakeup(T1, AT(40)));
+	ev(run(T1, AT(42)));
+
+	ev(block_inferred(T2, AT(12), B + 0x20, AT(11)));
+	ev(wakeup(T2, AT(20)));
+	ev(run(T2, AT(24)));
+	ev(block_inferred(T2, AT(32), B + 0x20, AT(11)));	/* inferred retry */
+	ev(wakeup(T2, AT(40)));
+	ev(run(T2, AT(44)));
+
+	assert_int_equal(fl_corr_active(corr), 2);
+	t_close = AT(44) + RETRY_WINDOW + 1;
+	fl_corr_tick(corr, t_close);
+	assert_int_equal(fl_corr_active(corr), 0);
+	assert_int_equal(cap.neps, 1);
+	EXPECT_EP(ep_of(T1), .pid = PID, .tid = T1, .addr = A, .start = AT(5),
+		  .block = AT(10), .wake = AT(40), .run = AT(42), .end = AT(42),
+		  .pf = AT(5), .uffd = -1, .retries = 1, .blocked = true, .user_pf = true);
+	assert_inferred_confirmed(ep_of(T1));
+	assert_int_equal(fl_corr_dropped(corr), 1);		/* T2 */
+	assert_int_equal(wchan.calls, 0);
+	assert_int_equal(cap.nraces, 0);
+}
+
+/* ======================================================================= */
 
 static void test_names(void **state)
 {
@@ -1548,6 +1914,7 @@ static void test_names(void **state)
 }
 
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define TI(f) cmocka_unit_test_setup_teardown(f, setup_infer, teardown)
 
 int main(void)
 {
@@ -1592,6 +1959,15 @@ int main(void)
 		T(test_flush),
 		T(test_flush_resolved_unblocked_not_unfinished),
 		T(test_proc_exit),
+		TI(test_inferred_confirmed_by_notify),
+		TI(test_inferred_confirmed_by_copy),
+		TI(test_inferred_unconfirmed_dropped_after_retry_window),
+		TI(test_inferred_long_block_wchan_yes),
+		TI(test_inferred_long_block_wchan_no),
+		TI(test_inferred_race_only_if_confirmed),
+		TI(test_inferred_flush_asks_in_userfault),
+		T(test_inferred_no_wchan_op),			/* ops.in_userfault NULL */
+		TI(test_inferred_confirmed_by_walked_reblock),
 		T(test_names),
 	};
 
