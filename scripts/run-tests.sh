@@ -10,6 +10,7 @@ suites=(
 	"unit: correlator|build/test_correlator"
 	"bpf: handlers via BPF_PROG_TEST_RUN|build/test_bpf_handlers"
 	"e2e: faultline trace|python3 tests/e2e/test_trace.py"
+	"e2e: workload variants (handler process, races)|python3 tests/e2e/test_workload_variants.py"
 )
 export CMOCKA_MESSAGE_OUTPUT=TAP
 

@@ -54,6 +54,39 @@
  *    the retried access then takes SIGSEGV (SEGV_MAPERR, sig_addr = the
  *    exact address).
  *
+ *  - mremap race (--race mremap): mremap(MREMAP_MAYMOVE|MREMAP_FIXED) of the
+ *    registered range to another address, with a thread blocked on it.
+ *    Without UFFD_FEATURE_EVENT_REMAP, mremap_userfaultfd_prep() drops the
+ *    uffd context from the moved VMA (it is no longer registered) and no
+ *    waiter is woken.  Verified on 6.18: exactly as munmap - the old
+ *    address is a hole, UFFDIO_COPY to it fails with ENOENT and wakes
+ *    nobody, the thread stays blocked in handle_userfault until UFFDIO_WAKE
+ *    of the old address (accepted), then its retried access takes SIGSEGV
+ *    (SEGV_MAPERR at the exact old address): the fault is not redirected to
+ *    the new address.
+ *
+ *  - mmap(MAP_FIXED) race (--race mmap-fixed): fresh anonymous memory
+ *    mapped over the registered range with a thread blocked on it.  The old
+ *    VMA is unmapped as by munmap (no wake, no event); the new VMA is not
+ *    registered.  Verified on 6.18: UFFDIO_COPY to the old address fails
+ *    with ENOENT although a VMA is there (the ioctl needs a VMA registered
+ *    with this uffd), the thread stays blocked until UFFDIO_WAKE (accepted),
+ *    and then its retried access finds the new, unregistered anonymous VMA,
+ *    maps the zero page and simply continues: no signal, it reads 0.
+ *
+ *  - wchan of a thread blocked in handle_userfault() can read "0" for a few
+ *    ms after it blocked (get_wchan() skips tasks still on the runqueue,
+ *    where EEVDF's delayed dequeue leaves them), while its state is already
+ *    S; the race's blocked-check accepts "0" with state S/D.
+ *
+ *  - --handler-process: the handler is a forked process that gets the uffd
+ *    over a Unix socket (SCM_RIGHTS).  The uffd's operations act on the mm
+ *    it was created in (ctx->mm), whoever calls them: UFFDIO_COPY copies
+ *    from the handler process's memory into the faulting process, read()
+ *    returns that process's faults (ptid = its thread ids).  The faulting
+ *    process's VMAs are not registered in the child (no
+ *    UFFD_FEATURE_EVENT_FORK: fork clears the child's uffd contexts).
+ *
  * Build:
  *   gcc -std=gnu11 -O2 -g -Wall -Wextra -Werror -pthread -Iinclude \
  *       -o build/uffd-workload tests/workloads/uffd_workload.c
@@ -81,9 +114,12 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -94,6 +130,15 @@
 #define WL_RACE_PAGE 5u /* page of the race region that is touched */
 #define WL_MAX_THREADS 4096u
 #define WL_MAX_EAGAIN 100000u
+/* --handler-process: the received uffd is moved to this fd number or above */
+#define WL_HANDLER_FD_MIN 100
+
+/* What the race's main thread does to the region under the blocked waiter. */
+enum wl_race_kind { RACE_MUNMAP, RACE_MREMAP, RACE_MMAP_FIXED, RACE_KIND_NR };
+
+static const char *const wl_race_kind_name[RACE_KIND_NR] = {
+	[RACE_MUNMAP] = "munmap", [RACE_MREMAP] = "mremap", [RACE_MMAP_FIXED] = "mmap-fixed",
+};
 
 enum wl_mode { WL_MISSING, WL_MINOR };
 
@@ -132,6 +177,8 @@ struct wl_opts {
 	unsigned long race_hold_ms;
 	unsigned long stall_timeout_s;
 	bool race;
+	int race_kind; /* enum wl_race_kind */
+	bool handler_process;
 	bool quiet;
 	const char *out_path;
 };
@@ -189,6 +236,7 @@ enum wl_race_state { RACE_IDLE, RACE_FAULT_READ, RACE_UNMAPPED, RACE_WOKEN };
 struct wl_race {
 	uint8_t *base;
 	size_t len;
+	uint8_t *moved_to; /* --race mremap: where the region goes (reserved in setup) */
 	uint8_t *page;	 /* page that is touched */
 	uint8_t *access; /* exact address touched */
 	pthread_mutex_t mu;
@@ -207,13 +255,22 @@ struct wl_race {
 	char wchan[64];
 	int signo, sig_code;
 	void *sig_addr;
+	int value;	     /* byte read by the waiter when it returned normally, else -1 */
+	int mapchange_errno; /* of the munmap/mremap/mmap itself */
 };
 
-/* Everything the run needs; one instance, owned by main(). */
+/*
+ * Everything the run needs; one instance, owned by main().  With
+ * --handler-process it lives in MAP_SHARED memory (as do pages[] and fth[]),
+ * so the forked handler and the faulting process see the same page states,
+ * counters, race state and thread ids.
+ */
 struct wl_ctx {
 	struct wl_opts opt;
 	size_t ps;
-	int uffd;
+	int uffd;	   /* the faulting process's fd */
+	int huffd;	   /* the fd the handler uses: uffd, or the handler process's copy */
+	pid_t handler_pid; /* the process that serves the faults */
 	int stop_efd;
 	int memfd;	 /* -1 for anonymous memory */
 	uint8_t *base;	 /* registered mapping */
@@ -229,6 +286,7 @@ struct wl_ctx {
 	_Atomic unsigned pass;
 	_Atomic int faulting; /* watchdog armed */
 	_Atomic int noted_minor_wake;
+	_Atomic unsigned handlers_ready; /* handler threads that reached their poll loop */
 	FILE *out;
 	pid_t pid;
 	struct wl_race race;
@@ -449,27 +507,27 @@ static int uffd_op(struct wl_ctx *ctx, int res, uintptr_t addr, const void *src)
 		case RES_COPY: {
 			struct uffdio_copy c = { .dst = addr, .src = (uintptr_t)src,
 						 .len = ctx->ps, .mode = 0 };
-			rc = ioctl(ctx->uffd, UFFDIO_COPY, &c);
+			rc = ioctl(ctx->huffd, UFFDIO_COPY, &c);
 			break;
 		}
 		case RES_ZEROPAGE: {
 			struct uffdio_zeropage z = { .range = { addr, ctx->ps }, .mode = 0 };
-			rc = ioctl(ctx->uffd, UFFDIO_ZEROPAGE, &z);
+			rc = ioctl(ctx->huffd, UFFDIO_ZEROPAGE, &z);
 			break;
 		}
 		case RES_CONTINUE: {
 			struct uffdio_continue c = { .range = { addr, ctx->ps }, .mode = 0 };
-			rc = ioctl(ctx->uffd, UFFDIO_CONTINUE, &c);
+			rc = ioctl(ctx->huffd, UFFDIO_CONTINUE, &c);
 			break;
 		}
 		case RES_POISON: {
 			struct uffdio_poison p = { .range = { addr, ctx->ps }, .mode = 0 };
-			rc = ioctl(ctx->uffd, UFFDIO_POISON, &p);
+			rc = ioctl(ctx->huffd, UFFDIO_POISON, &p);
 			break;
 		}
 		case RES_WAKE: {
 			struct uffdio_range r = { addr, ctx->ps };
-			rc = ioctl(ctx->uffd, UFFDIO_WAKE, &r);
+			rc = ioctl(ctx->huffd, UFFDIO_WAKE, &r);
 			break;
 		}
 		default:
@@ -494,7 +552,7 @@ static void rescue_waiter(struct wl_ctx *ctx, uintptr_t addr)
 {
 	struct uffdio_range r = { addr, ctx->ps };
 
-	if (ioctl(ctx->uffd, UFFDIO_UNREGISTER, &r) == 0)
+	if (ioctl(ctx->huffd, UFFDIO_UNREGISTER, &r) == 0)
 		return;
 	if (uffd_op(ctx, RES_WAKE, addr, NULL))
 		wl_error(ctx, "cannot release the waiter at 0x%" PRIxPTR
@@ -541,13 +599,14 @@ static void wl_resolve(struct wl_hthread *h, size_t idx, uintptr_t addr, int res
 	rescue_waiter(ctx, addr);
 }
 
-static bool read_wchan(pid_t tid, char *buf, size_t sz)
+/* wchan of thread tid of the faulting process (the caller may be the handler process). */
+static bool read_wchan(pid_t pid, pid_t tid, char *buf, size_t sz)
 {
 	char path[64];
 	ssize_t n;
 	int fd;
 
-	snprintf(path, sizeof(path), "/proc/self/task/%d/wchan", (int)tid);
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/wchan", (int)pid, (int)tid);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return false;
@@ -559,10 +618,31 @@ static bool read_wchan(pid_t tid, char *buf, size_t sz)
 	return true;
 }
 
+/* Scheduler state letter of thread tid (R, S, D, ...), '?' if unknown. */
+static char task_state(pid_t pid, pid_t tid)
+{
+	char path[64], buf[512], *p;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", (int)pid, (int)tid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return '?';
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return '?';
+	buf[n] = '\0';
+	p = strrchr(buf, ')');
+	return p && p[1] == ' ' && p[2] ? p[2] : '?';
+}
+
 /*
- * The munmap race, handler side: the fault message has been read.  Let the
- * main thread unmap the region, try to COPY (must fail with ENOENT), keep
- * the waiter blocked for race_hold_ms, then WAKE it.
+ * The map-change race, handler side: the fault message has been read.  Let
+ * the main thread munmap / mremap / mmap(MAP_FIXED) the region, try to COPY
+ * to the old address (must fail with ENOENT), keep the waiter blocked for
+ * race_hold_ms, then WAKE it.
  */
 static void race_handle(struct wl_hthread *h, uintptr_t addr, pid_t ptid)
 {
@@ -570,7 +650,7 @@ static void race_handle(struct wl_hthread *h, uintptr_t addr, pid_t ptid)
 	struct wl_race *r = &ctx->race;
 	pid_t tid = atomic_load(&r->tid);
 	uint64_t deadline;
-	bool blocked = true;
+	bool blocked = true, seen_uf = false;
 	char wchan[64] = "";
 
 	pthread_mutex_lock(&r->mu);
@@ -590,7 +670,7 @@ static void race_handle(struct wl_hthread *h, uintptr_t addr, pid_t ptid)
 
 	pat_fill(h->src, ctx->ps, 0, 0);
 	struct uffdio_copy c = { .dst = addr, .src = (uintptr_t)h->src, .len = ctx->ps };
-	if (ioctl(ctx->uffd, UFFDIO_COPY, &c) == 0) {
+	if (ioctl(ctx->huffd, UFFDIO_COPY, &c) == 0) {
 		r->copy_errno = 0;
 		atomic_fetch_add(&ctx->cnt.res[RES_COPY], 1);
 	} else {
@@ -602,7 +682,7 @@ static void race_handle(struct wl_hthread *h, uintptr_t addr, pid_t ptid)
 	deadline = now_ns() + ctx->opt.race_hold_ms * 1000000ull;
 	for (;;) {
 		uint64_t t = now_ns();
-		bool ok = read_wchan(tid, wchan, sizeof(wchan));
+		bool ok = read_wchan(ctx->pid, tid, wchan, sizeof(wchan));
 
 		if (ok) {
 			size_t n = strlen(wchan);
@@ -610,9 +690,21 @@ static void race_handle(struct wl_hthread *h, uintptr_t addr, pid_t ptid)
 				wchan[n - 1] = '\0';
 		}
 		r->hold_samples++;
-		if (atomic_load(&r->returned) || !ok || strcmp(wchan, "handle_userfault") != 0) {
+		if (ok && !strcmp(wchan, "handle_userfault")) {
+			seen_uf = true;
+		} else if (ok && !strcmp(wchan, "0") && strchr("SD", task_state(ctx->pid, tid))) {
+			/*
+			 * Asleep, but wchan hidden: get_wchan() reports 0 for a
+			 * sleeping task still on the runqueue, which EEVDF's
+			 * delayed dequeue leaves it on for a few ms after it
+			 * blocked (seen on 6.18 for a thread in handle_userfault).
+			 */
+		} else {
+			ok = false;
+		}
+		if (atomic_load(&r->returned) || !ok) {
 			if (blocked)
-				snprintf(r->wchan, sizeof(r->wchan), "%s", ok ? wchan : "?");
+				snprintf(r->wchan, sizeof(r->wchan), "%s", wchan[0] ? wchan : "?");
 			blocked = false;
 		}
 		if (t >= deadline)
@@ -620,7 +712,7 @@ static void race_handle(struct wl_hthread *h, uintptr_t addr, pid_t ptid)
 		sleep_ns(deadline - t < 20000000ull ? deadline - t : 20000000ull);
 	}
 	if (blocked)
-		snprintf(r->wchan, sizeof(r->wchan), "%s", wchan);
+		snprintf(r->wchan, sizeof(r->wchan), "%s", seen_uf ? "handle_userfault" : wchan);
 	r->blocked_in_hold = blocked;
 
 	r->wake_ns = now_ns();
@@ -694,9 +786,10 @@ static void *hthread_main(void *arg)
 {
 	struct wl_hthread *h = arg;
 	struct wl_ctx *ctx = h->ctx;
-	struct pollfd pfd[2] = { { .fd = ctx->uffd, .events = POLLIN },
+	struct pollfd pfd[2] = { { .fd = ctx->huffd, .events = POLLIN },
 				 { .fd = ctx->stop_efd, .events = POLLIN } };
 
+	atomic_fetch_add(&ctx->handlers_ready, 1);
 	for (;;) {
 		struct uffd_msg msg;
 		ssize_t n;
@@ -716,7 +809,7 @@ static void *hthread_main(void *arg)
 		}
 		if (!(pfd[0].revents & POLLIN))
 			continue;
-		n = read(ctx->uffd, &msg, sizeof(msg));
+		n = read(ctx->huffd, &msg, sizeof(msg));
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EINTR)
 				continue; /* another handler thread took it */
@@ -880,6 +973,8 @@ static void *race_thread_main(void *arg)
 	r->signo = acc.signo;
 	r->sig_code = acc.sig_code;
 	r->sig_addr = acc.sig_addr;
+	/* Returned normally: what is there now (the access mapped it, no fault). */
+	r->value = acc.signo ? -1 : *(volatile uint8_t *)r->access;
 	return NULL;
 }
 
@@ -905,7 +1000,7 @@ static void dump_state(struct wl_ctx *ctx)
 	for (unsigned i = 0; i < ctx->opt.threads; i++) {
 		pid_t tid = atomic_load(&ctx->fth[i].tid);
 
-		if (read_wchan(tid, buf, 128))
+		if (read_wchan(ctx->pid, tid, buf, 128))
 			fprintf(stderr, WL_PROG ": thread %u tid %d wchan %s\n", i, (int)tid, buf);
 	}
 }
@@ -969,11 +1064,24 @@ static void usage(FILE *f)
 "                        continue,poison,wake (minor) by page index\n"
 "  --delay-us N          handler sleeps N us after reading each fault (default 0)\n"
 "  --handler-threads N   handler threads (default 1)\n"
+"  --handler-process     serve the faults from a separate forked process that\n"
+"                        receives the userfaultfd over a Unix socketpair\n"
+"                        (SCM_RIGHTS; Firecracker style: this process keeps\n"
+"                        its own fd open); it runs --handler-threads threads.\n"
+"                        Forked after the start delay\n"
 "  --out FILE            per-fault JSON records (default stdout)\n"
-"  --start-delay-ms N    sleep after the READY line, before faulting (default 0)\n"
+"  --start-delay-ms N    sleep after the READY line, before faulting (default 0);\n"
+"                        the faulting threads (and the --handler-process\n"
+"                        process) are created only after the delay, so a\n"
+"                        tracer attached meanwhile sees them being created\n"
 "  --loops N             repeat the pass N times, dropping the pages in\n"
 "                        between (default 1)\n"
-"  --race munmap         also run the munmap race on a separate 16-page region\n"
+"  --race K              also run a map-change race on a separate 16-page\n"
+"                        region: a thread blocks on it, then the main thread\n"
+"                        K = munmap: unmaps it; mremap: moves it elsewhere\n"
+"                        (MREMAP_MAYMOVE|MREMAP_FIXED); mmap-fixed: maps fresh\n"
+"                        anonymous memory over it (MAP_FIXED); the handler\n"
+"                        then COPYs to the old address, holds, and WAKEs\n"
 "  --race-hold-ms N      how long the race waiter is kept blocked (default 500)\n"
 "  --stall-timeout-s N   fail if no fault progresses for N s (default 60, 0 = off)\n"
 "  --quiet               no per-fault records, only the summaries\n"
@@ -990,6 +1098,7 @@ static void usage(FILE *f)
 "  " WL_PROG " --mode minor --resolve mix --out /tmp/wl.jsonl\n"
 "  " WL_PROG " --resolve wake --start-delay-ms 2000   # attach a tracer meanwhile\n"
 "  " WL_PROG " --race munmap --threads 0 --race-hold-ms 200\n"
+"  " WL_PROG " --race mremap --threads 0 --handler-process\n"
 "  " WL_PROG " --threads 1 --pages 2000 --loops 10 --quiet   # benchmark\n");
 }
 
@@ -1028,7 +1137,7 @@ static void parse_args(int argc, char **argv, struct wl_opts *o)
 {
 	enum {
 		O_THREADS = 256, O_PAGES, O_MODE, O_RESOLVE, O_DELAY, O_HTHREADS, O_OUT,
-		O_START_DELAY, O_LOOPS, O_RACE, O_RACE_HOLD, O_STALL, O_QUIET,
+		O_START_DELAY, O_LOOPS, O_RACE, O_RACE_HOLD, O_STALL, O_QUIET, O_HPROC,
 	};
 	static const struct option lo[] = {
 		{ "threads", required_argument, NULL, O_THREADS },
@@ -1037,6 +1146,7 @@ static void parse_args(int argc, char **argv, struct wl_opts *o)
 		{ "resolve", required_argument, NULL, O_RESOLVE },
 		{ "delay-us", required_argument, NULL, O_DELAY },
 		{ "handler-threads", required_argument, NULL, O_HTHREADS },
+		{ "handler-process", no_argument, NULL, O_HPROC },
 		{ "out", required_argument, NULL, O_OUT },
 		{ "start-delay-ms", required_argument, NULL, O_START_DELAY },
 		{ "loops", required_argument, NULL, O_LOOPS },
@@ -1098,9 +1208,16 @@ static void parse_args(int argc, char **argv, struct wl_opts *o)
 			o->loops = (unsigned)parse_num("--loops", optarg, 1, 100000000ul);
 			break;
 		case O_RACE:
-			if (strcmp(optarg, "munmap"))
-				bad_usage("--race: only 'munmap' is supported, not '%s'", optarg);
+			o->race_kind = -1;
+			for (int i = 0; i < RACE_KIND_NR; i++)
+				if (!strcmp(optarg, wl_race_kind_name[i]))
+					o->race_kind = i;
+			if (o->race_kind < 0)
+				bad_usage("--race: '%s' is not munmap, mremap or mmap-fixed", optarg);
 			o->race = true;
+			break;
+		case O_HPROC:
+			o->handler_process = true;
 			break;
 		case O_RACE_HOLD:
 			o->race_hold_ms = parse_num("--race-hold-ms", optarg, 0, 3600000ul);
@@ -1168,6 +1285,24 @@ static void register_range(struct wl_ctx *ctx, void *addr, size_t len, uint64_t 
 		    (unsigned long long)reg.ioctls, (unsigned long long)need);
 }
 
+/*
+ * Zeroed memory for state the handler shares with the faulting threads:
+ * MAP_SHARED with --handler-process (it survives the fork as one copy),
+ * plain heap otherwise.
+ */
+static void *wl_zalloc(const struct wl_opts *o, size_t n, size_t size)
+{
+	void *p;
+
+	if (!o->handler_process)
+		return calloc(n, size);
+	if (n && size > SIZE_MAX / n)
+		return NULL;
+	p = mmap(NULL, n && size ? n * size : 1, PROT_READ | PROT_WRITE,
+		 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
 static void setup(struct wl_ctx *ctx)
 {
 	const struct wl_opts *o = &ctx->opt;
@@ -1216,6 +1351,9 @@ static void setup(struct wl_ctx *ctx)
 		die("UFFDIO_API with features 0x%llx: %s", (unsigned long long)ctx->features,
 		    strerror(e));
 	}
+	/* --handler-process replaces both when the handler has taken its copy. */
+	ctx->huffd = ctx->uffd;
+	ctx->handler_pid = ctx->pid;
 
 	if (ctx->npages) {
 		if (shmem) {
@@ -1261,17 +1399,38 @@ static void setup(struct wl_ctx *ctx)
 			       (1ull << _UFFDIO_COPY) | (1ull << _UFFDIO_WAKE), "race region");
 		r->page = r->base + WL_RACE_PAGE * ctx->ps;
 		r->access = r->page + 200;
-		pthread_mutex_init(&r->mu, NULL);
-		pthread_cond_init(&r->cv, NULL);
+		r->value = -1;
+		if (o->race_kind == RACE_MREMAP) {
+			/* The destination: a reservation that mremap(MREMAP_FIXED) replaces. */
+			r->moved_to = mmap(NULL, r->len, PROT_NONE,
+					   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+			if (r->moved_to == MAP_FAILED)
+				die("mmap of the mremap destination: %s", strerror(errno));
+		}
+		{
+			/* Process-shared: with --handler-process the handler is another process. */
+			int ps = o->handler_process ? PTHREAD_PROCESS_SHARED : PTHREAD_PROCESS_PRIVATE;
+			pthread_mutexattr_t ma;
+			pthread_condattr_t ca;
+
+			pthread_mutexattr_init(&ma);
+			pthread_mutexattr_setpshared(&ma, ps);
+			pthread_condattr_init(&ca);
+			pthread_condattr_setpshared(&ca, ps);
+			pthread_mutex_init(&r->mu, &ma);
+			pthread_cond_init(&r->cv, &ca);
+			pthread_mutexattr_destroy(&ma);
+			pthread_condattr_destroy(&ca);
+		}
 	}
 
 	ctx->stop_efd = eventfd(0, EFD_CLOEXEC);
 	if (ctx->stop_efd < 0)
 		die("eventfd: %s", strerror(errno));
 
-	ctx->pages = calloc(ctx->npages ? ctx->npages : 1, sizeof(*ctx->pages));
+	ctx->pages = wl_zalloc(o, ctx->npages ? ctx->npages : 1, sizeof(*ctx->pages));
 	ctx->waits = calloc(ctx->npages ? ctx->npages * o->loops : 1, sizeof(*ctx->waits));
-	ctx->fth = calloc(o->threads ? o->threads : 1, sizeof(*ctx->fth));
+	ctx->fth = wl_zalloc(o, o->threads ? o->threads : 1, sizeof(*ctx->fth));
 	ctx->hth = calloc(o->handler_threads, sizeof(*ctx->hth));
 	if (!ctx->pages || !ctx->waits || !ctx->fth || !ctx->hth)
 		die("out of memory for %zu pages x %u loops", ctx->npages, o->loops);
@@ -1339,6 +1498,10 @@ static void emit_pass(struct wl_ctx *ctx)
 static void run_race(struct wl_ctx *ctx)
 {
 	struct wl_race *r = &ctx->race;
+	int kind = ctx->opt.race_kind;
+	const char *kname = wl_race_kind_name[kind];
+	/* What the woken waiter experiences (see the comment at the top). */
+	bool expect_segv = kind != RACE_MMAP_FIXED;
 	pthread_t th;
 	int e;
 
@@ -1352,8 +1515,31 @@ static void run_race(struct wl_ctx *ctx)
 	pthread_mutex_unlock(&r->mu);
 
 	/* Waiter blocked, message read: pull the mapping from under it. */
-	if (munmap(r->base, r->len))
-		wl_error(ctx, "race: munmap(%p, %zu): %s", (void *)r->base, r->len, strerror(errno));
+	switch (kind) {
+	case RACE_MUNMAP:
+		if (munmap(r->base, r->len))
+			r->mapchange_errno = errno;
+		break;
+	case RACE_MREMAP: {
+		void *p = mremap(r->base, r->len, r->len, MREMAP_MAYMOVE | MREMAP_FIXED,
+				 r->moved_to);
+
+		if (p == MAP_FAILED)
+			r->mapchange_errno = errno;
+		else if (p != r->moved_to)
+			wl_error(ctx, "race: mremap moved the region to %p, asked for %p", p,
+				 (void *)r->moved_to);
+		break;
+	}
+	case RACE_MMAP_FIXED:
+		if (mmap(r->base, r->len, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != r->base)
+			r->mapchange_errno = errno;
+		break;
+	}
+	if (r->mapchange_errno)
+		wl_error(ctx, "race: %s of %p (%zu bytes): %s", kname, (void *)r->base, r->len,
+			 strerror(r->mapchange_errno));
 	r->unmap_ns = now_ns();
 	r->blocked_after_unmap = !atomic_load(&r->returned);
 
@@ -1373,44 +1559,227 @@ static void run_race(struct wl_ctx *ctx)
 		wl_error(ctx, "race: fault message ptid %d != race thread %d", (int)r->ptid,
 			 (int)atomic_load(&r->tid));
 	if (r->copy_errno != ENOENT)
-		wl_error(ctx, "race: UFFDIO_COPY after munmap gave %s, expected ENOENT",
+		wl_error(ctx, "race: UFFDIO_COPY after %s gave %s, expected ENOENT", kname,
 			 errname(r->copy_errno));
 	if (!r->blocked_after_unmap || !r->blocked_in_hold)
-		wl_error(ctx, "race: the waiter did not stay blocked after munmap (wchan '%s')",
+		wl_error(ctx, "race: the waiter did not stay blocked after %s (wchan '%s')", kname,
 			 r->wchan);
 	if (r->wake_errno)
-		wl_error(ctx, "race: UFFDIO_WAKE of the unmapped page: %s", strerror(r->wake_errno));
-	if (r->signo == SIGSEGV) {
+		wl_error(ctx, "race: UFFDIO_WAKE of the old page after %s: %s", kname,
+			 strerror(r->wake_errno));
+	if (r->signo == SIGSEGV)
 		atomic_fetch_add(&ctx->cnt.sigsegv, 1);
+	if (expect_segv && r->signo == SIGSEGV) {
 		if (r->sig_addr != (void *)r->access)
 			wl_error(ctx, "race: SIGSEGV si_addr %p, accessed %p", r->sig_addr,
 				 (void *)r->access);
 		if (r->sig_code != SEGV_MAPERR)
 			wl_error(ctx, "race: SIGSEGV si_code %d, expected SEGV_MAPERR", r->sig_code);
-	} else {
-		wl_error(ctx, "race: the waiter got %s after the wake, expected SIGSEGV",
-			 r->signo ? strsignal(r->signo) : "no signal");
+	} else if (expect_segv) {
+		wl_error(ctx, "race: the waiter got %s after the wake (%s), expected SIGSEGV",
+			 r->signo ? strsignal(r->signo) : "no signal", kname);
+	} else if (r->signo) {
+		wl_error(ctx, "race: the waiter got %s after the wake (%s), expected to continue "
+			 "on a fresh zero page", strsignal(r->signo), kname);
+	} else if (r->value != 0) {
+		wl_error(ctx, "race: the waiter read 0x%02x after the wake (%s), expected 0 "
+			 "(fresh anonymous memory)", r->value, kname);
 	}
 	if (r->end_ns < r->wake_ns)
 		wl_error(ctx, "race: the waiter returned (%" PRIu64 ") before the wake (%" PRIu64 ")",
 			 r->end_ns, r->wake_ns);
 
 	if (!ctx->opt.quiet) {
+		char moved[32] = "null", value[16] = "null";
+
+		/* moved_to: the touched page's new address (mremap); value: what the
+		 * waiter read when it returned without a signal. */
+		if (kind == RACE_MREMAP)
+			snprintf(moved, sizeof(moved), "\"0x%" PRIxPTR "\"",
+				 (uintptr_t)(r->moved_to + (r->page - r->base)));
+		if (r->value >= 0)
+			snprintf(value, sizeof(value), "%d", r->value);
 		fprintf(ctx->out,
 			"{\"event\":\"wl_race\",\"tid\":%d,\"addr\":\"0x%" PRIxPTR
 			"\",\"copy_errno\":\"%s\",\"unmap_ns\":%" PRIu64 ",\"wake_ns\":%" PRIu64
 			",\"sigsegv\":%s,\"pid\":%d,\"start_ns\":%" PRIu64 ",\"read_ns\":%" PRIu64
 			",\"end_ns\":%" PRIu64 ",\"blocked_after_unmap\":%s,\"wchan\":\"%s\""
-			",\"si_code\":\"%s\"}\n",
+			",\"si_code\":\"%s\",\"kind\":\"%s\",\"moved_to\":%s,\"value\":%s"
+			",\"signal\":\"%s\"}\n",
 			(int)atomic_load(&r->tid), (uintptr_t)r->page, errname(r->copy_errno),
 			r->unmap_ns, r->wake_ns, r->signo == SIGSEGV ? "true" : "false", (int)ctx->pid,
 			r->start_ns, r->read_ns, r->end_ns,
 			r->blocked_after_unmap && r->blocked_in_hold ? "true" : "false", r->wchan,
 			r->signo != SIGSEGV ? "none"
 			: r->sig_code == SEGV_MAPERR ? "SEGV_MAPERR"
-			: r->sig_code == SEGV_ACCERR ? "SEGV_ACCERR" : "other");
+			: r->sig_code == SEGV_ACCERR ? "SEGV_ACCERR" : "other",
+			kname, moved, value,
+			r->signo == SIGSEGV ? "SIGSEGV" : r->signo == SIGBUS ? "SIGBUS" : "none");
 		fflush(ctx->out);
 	}
+}
+
+/*
+ * Faulting starts only once every handler thread is in its poll loop: a
+ * first fault that arrives while a handler thread is still starting up
+ * waits (measured: 1-3 ms) for that, not for the handler's work.
+ */
+static void wait_handlers_ready(struct wl_ctx *ctx)
+{
+	while (atomic_load(&ctx->handlers_ready) < ctx->opt.handler_threads)
+		sleep_ns(100000);
+	sleep_ns(1000000); /* and let them block in poll() */
+}
+
+/* ------------------------------------------------------------------ */
+/* --handler-process: the handler in its own process (Firecracker style) */
+
+static void send_fd(int sock, int fd)
+{
+	char byte = 'U';
+	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} cm;
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.buf,
+			     .msg_controllen = sizeof(cm.buf) };
+	struct cmsghdr *c;
+
+	memset(&cm, 0, sizeof(cm));
+	c = CMSG_FIRSTHDR(&mh);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	if (sendmsg(sock, &mh, MSG_NOSIGNAL) != 1)
+		die("sendmsg(SCM_RIGHTS) of the userfaultfd to the handler process: %s",
+		    strerror(errno));
+}
+
+/* Returns the received fd, or -1 with a message on stderr. */
+static int recv_fd(int sock)
+{
+	char byte;
+	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} cm;
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.buf,
+			     .msg_controllen = sizeof(cm.buf) };
+	struct cmsghdr *c;
+	ssize_t n;
+	int fd;
+
+	do
+		n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+	while (n < 0 && errno == EINTR);
+	c = n == 1 ? CMSG_FIRSTHDR(&mh) : NULL;
+	if (!c || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS ||
+	    c->cmsg_len != CMSG_LEN(sizeof(int))) {
+		fprintf(stderr, WL_PROG ": error: handler process: no userfaultfd received (%s)\n",
+			n < 0 ? strerror(errno) : "no SCM_RIGHTS message");
+		return -1;
+	}
+	memcpy(&fd, CMSG_DATA(c), sizeof(int));
+	return fd;
+}
+
+/*
+ * The handler process: starts without the userfaultfd (it closes the copy
+ * fork() gave it), receives it over the socket, serves faults with
+ * --handler-threads threads until stop_efd fires.  All state it shares with
+ * the faulting process is in MAP_SHARED memory (wl_zalloc); the alias mapping
+ * of the memfd is MAP_SHARED too, so page-cache fills work as with threads.
+ * UFFDIO_COPY copies from this process's memory into the faulting process's
+ * mm (the uffd's); (UN)REGISTER would act on that mm as well.
+ */
+static void __attribute__((noreturn)) handler_process_main(struct wl_ctx *ctx, int sock)
+{
+	int fd, e;
+
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) || getppid() != ctx->pid)
+		_exit(1);
+	close(ctx->uffd);
+	fd = recv_fd(sock);
+	if (fd < 0)
+		_exit(1);
+	/*
+	 * A number of its own, so that a tracer reporting the faulting
+	 * process's fd number for the handler's ioctls would be caught.
+	 */
+	ctx->huffd = fcntl(fd, F_DUPFD_CLOEXEC, WL_HANDLER_FD_MIN);
+	if (ctx->huffd < 0) {
+		fprintf(stderr, WL_PROG ": error: handler process: F_DUPFD: %s\n", strerror(errno));
+		_exit(1);
+	}
+	close(fd);
+	ctx->handler_pid = getpid();
+	for (unsigned i = 0; i < ctx->opt.handler_threads; i++)
+		if ((e = pthread_create(&ctx->hth[i].th, NULL, hthread_main, &ctx->hth[i]))) {
+			fprintf(stderr, WL_PROG ": error: handler process: pthread_create: %s\n",
+				strerror(e));
+			_exit(1);
+		}
+	wait_handlers_ready(ctx);
+	/* Ready: the parent starts faulting only now. */
+	if (write(sock, "R", 1) != 1)
+		_exit(1);
+	close(sock);
+	for (unsigned i = 0; i < ctx->opt.handler_threads; i++)
+		pthread_join(ctx->hth[i].th, NULL);
+	_exit(0);
+}
+
+/* Fork the handler process and hand it the userfaultfd; keep our own open. */
+static void start_handler_process(struct wl_ctx *ctx)
+{
+	int sv[2];
+	pid_t pid;
+	char ack;
+	ssize_t n;
+
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv))
+		die("socketpair(AF_UNIX): %s", strerror(errno));
+	fflush(stdout);
+	fflush(stderr);
+	if (ctx->out)
+		fflush(ctx->out);
+	pid = fork();
+	if (pid < 0)
+		die("fork (handler process): %s", strerror(errno));
+	if (pid == 0) {
+		close(sv[0]);
+		handler_process_main(ctx, sv[1]);
+	}
+	close(sv[1]);
+	send_fd(sv[0], ctx->uffd);
+	do
+		n = read(sv[0], &ack, 1);
+	while (n < 0 && errno == EINTR);
+	if (n != 1) {
+		int st = 0;
+
+		waitpid(pid, &st, 0);
+		die("the handler process %d did not start (status 0x%x)", (int)pid, st);
+	}
+	close(sv[0]);
+	/* Written by the child too; set here so it holds even before any fault. */
+	ctx->handler_pid = pid;
+}
+
+static void stop_handler_process(struct wl_ctx *ctx)
+{
+	int st;
+
+	if (waitpid(ctx->handler_pid, &st, 0) != ctx->handler_pid)
+		wl_error(ctx, "waitpid(handler process %d): %s", (int)ctx->handler_pid,
+			 strerror(errno));
+	else if (!WIFEXITED(st) || WEXITSTATUS(st))
+		wl_error(ctx, "the handler process %d %s %d", (int)ctx->handler_pid,
+			 WIFEXITED(st) ? "exited with" : "was killed by signal",
+			 WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -1433,14 +1802,17 @@ static uint64_t pct(const uint64_t *v, size_t n, unsigned p)
 
 int main(int argc, char **argv)
 {
-	struct wl_ctx ctx_storage;
-	struct wl_ctx *ctx = &ctx_storage;
+	struct wl_opts opt;
+	struct wl_ctx *ctx;
 	size_t nwaits;
 	uint64_t sum = 0;
 	int e;
 
-	memset(ctx, 0, sizeof(*ctx));
-	parse_args(argc, argv, &ctx->opt);
+	parse_args(argc, argv, &opt);
+	ctx = wl_zalloc(&opt, 1, sizeof(*ctx));
+	if (!ctx)
+		die("out of memory");
+	ctx->opt = opt;
 	install_traps();
 	setup(ctx);
 
@@ -1449,9 +1821,29 @@ int main(int argc, char **argv)
 		    (e = pthread_barrier_init(&ctx->bar_end, NULL, ctx->opt.threads + 1)))
 			die("pthread_barrier_init: %s", strerror(e));
 	}
-	for (unsigned i = 0; i < ctx->opt.handler_threads; i++)
-		if ((e = pthread_create(&ctx->hth[i].th, NULL, hthread_main, &ctx->hth[i])))
-			die("pthread_create (handler %u): %s", i, strerror(e));
+	if (!ctx->opt.handler_process)
+		for (unsigned i = 0; i < ctx->opt.handler_threads; i++)
+			if ((e = pthread_create(&ctx->hth[i].th, NULL, hthread_main, &ctx->hth[i])))
+				die("pthread_create (handler %u): %s", i, strerror(e));
+
+	fprintf(stderr, "READY pid=%d uffd=%d base=0x%" PRIxPTR " len=%zu\n", (int)ctx->pid,
+		ctx->uffd, (uintptr_t)ctx->base, ctx->len);
+	if (ctx->opt.race)
+		fprintf(stderr, "RACE base=0x%" PRIxPTR " len=%zu\n", (uintptr_t)ctx->race.base,
+			ctx->race.len);
+	fflush(stderr);
+	if (ctx->opt.start_delay_ms)
+		sleep_ns(ctx->opt.start_delay_ms * 1000000ull);
+
+	/*
+	 * Only now (a tracer may have attached during the delay): fork the
+	 * handler process (before any other thread exists here, so the fork is
+	 * clean), then create the faulting threads.
+	 */
+	if (ctx->opt.handler_process)
+		start_handler_process(ctx);
+	else
+		wait_handlers_ready(ctx);
 	for (unsigned i = 0; i < ctx->opt.threads; i++)
 		if ((e = pthread_create(&ctx->fth[i].th, NULL, fthread_main, &ctx->fth[i])))
 			die("pthread_create (faulting thread %u): %s", i, strerror(e));
@@ -1468,15 +1860,6 @@ int main(int argc, char **argv)
 	if (ctx->opt.stall_timeout_s &&
 	    (e = pthread_create(&ctx->wd_th, NULL, watchdog_main, ctx)))
 		die("pthread_create (watchdog): %s", strerror(e));
-
-	fprintf(stderr, "READY pid=%d uffd=%d base=0x%" PRIxPTR " len=%zu\n", (int)ctx->pid,
-		ctx->uffd, (uintptr_t)ctx->base, ctx->len);
-	if (ctx->opt.race)
-		fprintf(stderr, "RACE base=0x%" PRIxPTR " len=%zu\n", (uintptr_t)ctx->race.base,
-			ctx->race.len);
-	fflush(stderr);
-	if (ctx->opt.start_delay_ms)
-		sleep_ns(ctx->opt.start_delay_ms * 1000000ull);
 
 	for (unsigned pass = 0; ctx->opt.threads && pass < ctx->opt.loops; pass++) {
 		if (pass)
@@ -1500,8 +1883,11 @@ int main(int argc, char **argv)
 	/* Stop the handlers and the watchdog. */
 	if (eventfd_write(ctx->stop_efd, 1))
 		die("eventfd_write: %s", strerror(errno));
-	for (unsigned i = 0; i < ctx->opt.handler_threads; i++)
-		pthread_join(ctx->hth[i].th, NULL);
+	if (ctx->opt.handler_process)
+		stop_handler_process(ctx);
+	else
+		for (unsigned i = 0; i < ctx->opt.handler_threads; i++)
+			pthread_join(ctx->hth[i].th, NULL);
 	if (ctx->opt.stall_timeout_s) {
 		pthread_mutex_lock(&ctx->wd_mu);
 		ctx->wd_stop = true;
@@ -1533,7 +1919,8 @@ int main(int argc, char **argv)
 		",\"eexist\":%" PRIu64 ",\"eagain\":%" PRIu64 ",\"other_events\":%" PRIu64
 		",\"mode\":\"%s\",\"resolve\":\"%s\",\"backing\":\"%s\",\"threads\":%u"
 		",\"pages\":%u,\"loops\":%u,\"handler_threads\":%u,\"delay_us\":%lu"
-		",\"page_size\":%zu,\"uffd_features\":\"0x%" PRIx64 "\",\"race\":%s}\n",
+		",\"page_size\":%zu,\"uffd_features\":\"0x%" PRIx64 "\",\"race\":%s"
+		",\"handler_pid\":%d,\"handler_uffd\":%d}\n",
 		(int)ctx->pid, atomic_load(&c->faults), atomic_load(&c->sigbus),
 		atomic_load(&c->handler_reads), atomic_load(&c->res[RES_COPY]),
 		atomic_load(&c->res[RES_ZEROPAGE]), atomic_load(&c->res[RES_CONTINUE]),
@@ -1546,7 +1933,8 @@ int main(int argc, char **argv)
 		ctx->opt.resolve == RES_MIX ? "mix" : wl_res_name[ctx->opt.resolve],
 		ctx->memfd >= 0 ? "shmem" : "anon", ctx->opt.threads, ctx->opt.pages,
 		ctx->opt.loops, ctx->opt.handler_threads, ctx->opt.delay_us, ctx->ps,
-		ctx->features, ctx->opt.race ? "true" : "false");
+		ctx->features, ctx->opt.race ? "true" : "false", (int)ctx->handler_pid,
+		ctx->huffd);
 	if (fflush(ctx->out) || ferror(ctx->out))
 		wl_error(ctx, "writing the records: %s", strerror(errno));
 
