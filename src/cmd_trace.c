@@ -182,6 +182,7 @@ static void print_raw(FILE *out, const struct fl_event *e)
 		break;
 	}
 	fputs("}\n", out);
+	fl_out_line_done(out);
 }
 
 static int on_record(void *arg, void *data, size_t size)
@@ -562,8 +563,8 @@ static int trace_main(struct trace_ctx *t, int argc, char **argv)
 	ret = argp_parse(&argp, argc, argv, 0, NULL, &t->o);
 	if (ret)
 		return -ret;
-	/* one write per batch, not per line; flushed after every poll round */
-	setvbuf(stdout, NULL, _IOFBF, 1 << 16);
+	/* whole lines in writes of at most PIPE_BUF (see fl_out_line_done) */
+	setvbuf(stdout, NULL, _IOFBF, 2 * 4096);
 	return run(t);
 }
 

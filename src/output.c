@@ -1,8 +1,22 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio_ext.h>
 #include <string.h>
 #include "output.h"
+
+/*
+ * Output is block-buffered, but only whole lines may leave the buffer and
+ * never more than PIPE_BUF at once: a traced command (`trace -- CMD`) often
+ * shares the pipe, and its lines must not land inside ours.
+ */
+#define FL_OUT_FLUSH_AT (4096 - FL_OUT_MAX_LINE)
+
+void fl_out_line_done(FILE *out)
+{
+	if (__fpending(out) > FL_OUT_FLUSH_AT)
+		fflush(out);
+}
 
 void fl_json_str(FILE *out, const char *s, size_t maxlen)
 {
@@ -81,6 +95,7 @@ void fl_out_fault(FILE *out, const struct fl_episode *ep, bool json)
 		col_us(out, us(resolve_from, ep->resolve_ts));
 		col_us(out, us(ep->resolve_ts, ep->wake_ts));
 		fputc('\n', out);
+		fl_out_line_done(out);
 		return;
 	}
 	fprintf(out, "{\"event\":\"fault\",\"pid\":%u,\"tid\":%u,\"comm\":", ep->pid, ep->tid);
@@ -112,6 +127,7 @@ void fl_out_fault(FILE *out, const struct fl_episode *ep, bool json)
 	if (ep->place_errno)
 		fprintf(out, ",\"placement_errno\":\"%s\"", fl_errno_name(ep->place_errno));
 	fprintf(out, ",\"waiting\":%s}\n", ep->unfinished ? "true" : "false");
+	fl_out_line_done(out);
 }
 
 void fl_out_race(FILE *out, const struct fl_race *r, bool json)
@@ -132,6 +148,7 @@ void fl_out_race(FILE *out, const struct fl_race *r, bool json)
 		if (r->waited_ns)
 			fprintf(out, ", blocked %.1f ms", r->waited_ns / 1e6);
 		fputc('\n', out);
+		fl_out_line_done(out);
 		return;
 	}
 	fprintf(out, "{\"event\":\"race\",\"kind\":\"%s\",\"ts_ns\":%" PRIu64 ",\"pid\":%u,"
@@ -147,6 +164,7 @@ void fl_out_race(FILE *out, const struct fl_race *r, bool json)
 	else
 		fputs("null", out);
 	fprintf(out, ",\"waited_ns\":%" PRIu64 "}\n", r->waited_ns);
+	fl_out_line_done(out);
 }
 
 void fl_out_lost(FILE *out, const char *where, uint64_t n, uint64_t ts, bool json)
@@ -156,4 +174,5 @@ void fl_out_lost(FILE *out, const char *where, uint64_t n, uint64_t ts, bool jso
 			"\"count\":%" PRIu64 "}\n", ts, where, n);
 	else
 		fprintf(out, "%-16.6f LOST %" PRIu64 " record(s): %s\n", ts / 1e9, n, where);
+	fl_out_line_done(out);
 }

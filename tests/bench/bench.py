@@ -10,6 +10,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -20,11 +21,14 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "7"))
 
 
 def wl_summary(args, prefix=()):
-    p = subprocess.run([*prefix, WL, *args, "--quiet"], capture_output=True, text=True,
-                       timeout=300)
-    if p.returncode:
-        sys.exit(f"bench: workload failed: {p.stderr[-500:]}")
-    return next(json.loads(l) for l in p.stdout.splitlines() if '"wl_summary"' in l)
+    """Runs the workload (optionally under a tracer); its own summary, via a file."""
+    with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as out:
+        p = subprocess.run([*prefix, WL, *args, "--quiet", "--out", out.name],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                           timeout=300)
+        if p.returncode:
+            sys.exit(f"bench: workload failed: {p.stderr[-500:]}")
+        return next(json.loads(l) for l in out if '"wl_summary"' in l)
 
 
 class Tracer:
@@ -137,10 +141,11 @@ def bench_max_rate():
     args = ["--threads", "4", "--pages", "4000", "--handler-threads", "2"]
     rates, lost, exact = [], [], []
     for _ in range(max(3, ROUNDS // 2)):
-        p = subprocess.run([FL, "trace", "--json", "--", WL, *args, "--quiet"],
-                           capture_output=True, text=True, timeout=300)
+        with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as out:
+            p = subprocess.run([FL, "trace", "--json", "--", WL, *args, "--quiet", "--out",
+                                out.name], capture_output=True, text=True, timeout=300)
+            wl = next(json.loads(l) for l in out if '"wl_summary"' in l)
         objs = [json.loads(l) for l in p.stdout.splitlines() if l.startswith("{")]
-        wl = next(o for o in objs if o["event"] == "wl_summary")
         summ = next(o for o in objs if o["event"] == "summary")
         faults = [o for o in objs if o["event"] == "fault" and o["pid"] == wl["pid"]]
         lost.append(summ["lost"])
