@@ -130,6 +130,30 @@ struct {
 	__uint(max_entries, 16 << 20);
 } fl_events SEC(".maps");
 
+/* vCPU threads already reported, so KVM_RUN costs one lookup after the first. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);	/* tid */
+	__type(value, __s32);	/* vcpu_id */
+} fl_vcpus SEC(".maps");
+
+/* KVM exits counted in the kernel: one record per exit would flood the ring. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct fl_exit_key);
+	__type(value, __u64);
+} fl_exits SEC(".maps");
+
+/* Guest-physical pages the agent knows are poisoned (UFFDIO_POISON + memslots). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);	/* gpa >> 12 */
+	__type(value, __u8);
+} fl_poison_gpa SEC(".maps");
+
 /* Scratch for bpf_get_stack: too big for the 512-byte BPF stack. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -475,19 +499,27 @@ int BPF_PROG(raw_sched_process_exit, struct task_struct *p)
 
 /* ---- syscalls: notify, resolve, register, mapping changes -------------- */
 
-/* The userfaultfd_ctx behind fd in the current task, or 0 if fd is not a userfaultfd. */
-static __always_inline __u64 uffd_ctx_of(__u32 fd)
+/* The file behind fd in the current task, or NULL. */
+static __always_inline struct file *file_of_fd(__u32 fd)
 {
 	/* a BTF task pointer: the loads below are direct, not helper calls */
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct fdtable *fdt = task->files->fdt;
 	struct file **fdarr = fdt->fd;
 	struct file *f = NULL;
-	__u64 fops;
 
 	if (fd >= fdt->max_fds)
-		return 0;
+		return NULL;
 	bpf_probe_read_kernel(&f, sizeof(f), &fdarr[fd]);
+	return f;
+}
+
+/* The userfaultfd_ctx behind fd in the current task, or 0 if fd is not a userfaultfd. */
+static __always_inline __u64 uffd_ctx_of(__u32 fd)
+{
+	struct file *f = file_of_fd(fd);
+	__u64 fops;
+
 	if (!f)
 		return 0;
 	fops = (__u64)BPF_CORE_READ(f, f_op);
@@ -655,12 +687,77 @@ static __always_inline __u32 ioc_arg_size(__u64 cmd)
 #define IOC_NR(cmd) ((cmd) & 0xff)
 #define USERFAULTFD_IOC_NEW_CMD 0xaa00	/* _IO(0xAA, 0x00) */
 
+#define KVMIO 0xae
+#define KVM_RUN_CMD 0xae80		/* _IO(KVMIO, 0x80) */
+#define KVM_SET_USER_MEMORY_REGION_CMD 0x4020ae46
+#define KVM_SET_USER_MEMORY_REGION2_CMD 0x40a0ae49
+
+static __always_inline void note_vcpu(__u32 tid, __s32 vcpu_id, __u64 kvm, __u32 fd)
+{
+	struct fl_event *e;
+
+	if (bpf_map_update_elem(&fl_vcpus, &tid, &vcpu_id, BPF_NOEXIST))
+		return;	/* known already (or table full) */
+	e = ev_current(FL_EV_VCPU);
+	if (!e)
+		return;
+	e->vcpu.vcpu_id = vcpu_id;
+	e->vcpu.kvm = kvm;
+	e->vcpu.fd = fd;
+	ev_submit(e);
+}
+
+/* A KVM fd's private_data: struct kvm_vcpu * for a vCPU fd, struct kvm * for a VM fd. */
+static __always_inline void *kvm_private_of_fd(__u32 fd)
+{
+	struct file *f = file_of_fd(fd);
+
+	return f ? BPF_CORE_READ(f, private_data) : NULL;
+}
+
+static __always_inline int on_kvm_ioctl(__u64 fd, __u64 cmd, __u64 arg)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct kvm_userspace_memory_region r;
+	struct fl_event *e;
+
+	if (cmd == KVM_RUN_CMD) {
+		__u32 tid = (__u32)id;
+		struct kvm_vcpu *v;
+
+		if (bpf_map_lookup_elem(&fl_vcpus, &tid))
+			return 0;
+		v = kvm_private_of_fd(fd);
+		if (v)
+			note_vcpu(tid, BPF_CORE_READ(v, vcpu_id), (__u64)BPF_CORE_READ(v, kvm), fd);
+		return 0;
+	}
+	if (cmd != KVM_SET_USER_MEMORY_REGION_CMD && cmd != KVM_SET_USER_MEMORY_REGION2_CMD)
+		return 0;
+	/* region2 starts with the same five fields */
+	if (bpf_probe_read_user(&r, sizeof(r), (void *)arg))
+		return 0;
+	e = ev_current(FL_EV_MEMSLOT);
+	if (!e)
+		return 0;
+	e->memslot.slot = r.slot;
+	e->memslot.flags = r.flags;
+	e->memslot.gpa = r.guest_phys_addr;
+	e->memslot.size = r.memory_size;
+	e->memslot.hva = r.userspace_addr;
+	e->memslot.kvm = (__u64)kvm_private_of_fd(fd);
+	ev_submit(e);
+	return 0;
+}
+
 static __always_inline int on_ioctl_enter(__u64 fd, __u64 cmd, __u64 arg)
 {
 	__u64 args[3] = { fd, cmd, arg };
 	__u64 ctx = 0;
 	struct fl_sc *sc;
 
+	if (IOC_TYPE(cmd) == KVMIO)
+		return current_tracked() ? on_kvm_ioctl(fd, cmd, arg) : 0;
 	if (IOC_TYPE(cmd) != 0xaa)
 		return 0;
 	if (!current_tracked()) {
@@ -1016,4 +1113,209 @@ int BPF_PROG(test_get_current_task)
 {
 	test_current_task = bpf_get_current_task();
 	return 0;
+}
+
+/* ---- KVM exits, poison and signals --------------------------------------- */
+
+static __always_inline void count_exit(__u32 kind, __u32 reason)
+{
+	struct fl_exit_key k = { .tid = (__u32)bpf_get_current_pid_tgid(), .kind = kind,
+				 .reason = reason };
+	__u64 one = 1, *v = bpf_map_lookup_elem(&fl_exits, &k);
+
+	if (v)
+		__sync_fetch_and_add(v, 1);
+	else
+		bpf_map_update_elem(&fl_exits, &k, &one, BPF_NOEXIST);
+}
+
+static __always_inline int on_kvm_userspace_exit(__u32 reason, int err)
+{
+	if (!current_tracked())
+		return 0;
+	if (err < 0)
+		count_exit(FL_EXIT_USERSPACE_ERR, -err);
+	else
+		count_exit(FL_EXIT_USERSPACE, reason);
+	return 0;
+}
+
+#define KVM_ISA_VMX 1
+
+static __always_inline int on_kvm_exit(__u32 isa, __u32 reason, __u32 vcpu_id)
+{
+	if (!current_tracked())
+		return 0;
+	/* tracepoints in vCPU context name the vCPU even where KVM_RUN was not seen */
+	note_vcpu((__u32)bpf_get_current_pid_tgid(), vcpu_id, 0, (__u32)-1);
+	if (isa == KVM_ISA_VMX)
+		count_exit(FL_EXIT_VMX, reason & 0xffff);
+	else
+		count_exit(FL_EXIT_SVM, reason);
+	return 0;
+}
+
+static __always_inline int on_kvm_mmio(__u32 type, __u32 len, __u64 gpa, __u64 val)
+{
+	__u64 page = gpa >> 12;
+	struct fl_event *e;
+
+	if (!current_tracked())
+		return 0;
+	count_exit(FL_EXIT_MMIO, type);
+	/* where KVM emulates guest memory, a poisoned page shows up as MMIO */
+	if (!bpf_map_lookup_elem(&fl_poison_gpa, &page))
+		return 0;
+	e = ev_current(FL_EV_POISON_HIT);
+	if (!e)
+		return 0;
+	e->hit.gpa = gpa;
+	e->hit.val = val;
+	e->hit.type = type;
+	e->hit.len = len;
+	ev_submit(e);
+	return 0;
+}
+
+SEC("tracepoint/kvm/kvm_userspace_exit")
+int tp_kvm_userspace_exit(struct trace_event_raw_kvm_userspace_exit *ctx)
+{
+	return on_kvm_userspace_exit(ctx->reason, ctx->errno);
+}
+
+SEC("tracepoint/kvm/kvm_exit")
+int tp_kvm_exit(struct trace_event_raw_kvm_exit *ctx)
+{
+	return on_kvm_exit(ctx->isa, ctx->exit_reason, ctx->vcpu_id);
+}
+
+SEC("tracepoint/kvm/kvm_mmio")
+int tp_kvm_mmio(struct trace_event_raw_kvm_mmio *ctx)
+{
+	return on_kvm_mmio(ctx->type, ctx->len, ctx->gpa, ctx->val);
+}
+
+SEC("tracepoint/kvm/kvm_page_fault")
+int tp_kvm_page_fault(struct trace_event_raw_kvm_page_fault *ctx)
+{
+	if (current_tracked()) {
+		note_vcpu((__u32)bpf_get_current_pid_tgid(), ctx->vcpu_id, 0, (__u32)-1);
+		count_exit(FL_EXIT_PAGE_FAULT, 0);
+	}
+	return 0;
+}
+
+#define ASYNC_PF(tp, which)                                              \
+	SEC("tracepoint/kvm/" #tp)                                       \
+	int tp_##tp(void *ctx)                                           \
+	{                                                                \
+		if (current_tracked())                                   \
+			count_exit(FL_EXIT_ASYNC_PF, which);             \
+		return 0;                                                \
+	}
+
+ASYNC_PF(kvm_async_pf_not_present, FL_APF_NOT_PRESENT)
+ASYNC_PF(kvm_async_pf_ready, FL_APF_READY)
+ASYNC_PF(kvm_async_pf_completed, FL_APF_COMPLETED)
+ASYNC_PF(kvm_async_pf_repeated_fault, FL_APF_REPEATED)
+
+#define SIGBUS_ 7
+#define SIGSEGV_ 11
+
+static __always_inline int on_signal_deliver(int sig, struct kernel_siginfo *info)
+{
+	struct fl_event *e;
+
+	if ((sig != SIGBUS_ && sig != SIGSEGV_) || !current_tracked())
+		return 0;
+	e = ev_current(FL_EV_SIGNAL);
+	if (!e)
+		return 0;
+	e->signal.signo = sig;
+	e->signal.code = BPF_CORE_READ(info, si_code);
+	e->signal.err = BPF_CORE_READ(info, si_errno);
+	e->signal.addr = (__u64)BPF_CORE_READ(info, _sifields._sigfault._addr);
+	ev_submit(e);
+	return 0;
+}
+
+SEC("tp_btf/signal_deliver")
+int BPF_PROG(tpbtf_signal_deliver, int sig, struct kernel_siginfo *info, struct k_sigaction *ka)
+{
+	return on_signal_deliver(sig, info);
+}
+
+SEC("raw_tp/signal_deliver")
+int BPF_PROG(raw_signal_deliver, int sig, struct kernel_siginfo *info, struct k_sigaction *ka)
+{
+	return on_signal_deliver(sig, info);
+}
+
+/*
+ * Memory errors are machine-wide: not filtered by process. Both tracepoints
+ * are missing where CONFIG_MEMORY_FAILURE / CONFIG_X86_MCE are off; the raw_tp
+ * handlers are then only loaded for BPF_PROG_TEST_RUN.
+ */
+SEC("raw_tp/memory_failure_event")
+int BPF_PROG(raw_memory_failure_event, unsigned long pfn, int type, int result)
+{
+	struct fl_event *e = ev_current(FL_EV_MEMFAIL);
+
+	if (!e)
+		return 0;
+	e->memfail.pfn = pfn;
+	e->memfail.mf_type = type;
+	e->memfail.result = result;
+	ev_submit(e);
+	return 0;
+}
+
+/* struct mce's layout is uapi (asm/mce.h); read it without CO-RE, which lacks the type here */
+struct fl_uapi_mce {
+	__u64 status, misc, addr, mcgstatus, ip, tsc, time;
+	__u8 cpuvendor, inject_flags, severity, pad;
+	__u32 cpuid;
+	__u8 cs, bank, cpu, finished;
+	__u32 extcpu;
+};
+
+SEC("raw_tp/mce_record")
+int BPF_PROG(raw_mce_record, void *m)
+{
+	struct fl_uapi_mce mce;
+	struct fl_event *e;
+
+	if (bpf_probe_read_kernel(&mce, sizeof(mce), m))
+		return 0;
+	e = ev_current(FL_EV_MCE);
+	if (!e)
+		return 0;
+	e->mce.status = mce.status;
+	e->mce.misc = mce.misc;
+	e->mce.addr = mce.addr;
+	e->mce.mcgstatus = mce.mcgstatus;
+	e->mce.ip = mce.ip;
+	e->mce.cpu = mce.extcpu;
+	e->mce.bank = mce.bank;
+	ev_submit(e);
+	return 0;
+}
+
+/* Test hooks for the classic KVM tracepoints (which BPF_PROG_TEST_RUN cannot drive). */
+SEC("raw_tp/faultline_test_kvm_exit")
+int BPF_PROG(test_kvm_exit, __u32 isa, __u32 reason, __u32 vcpu_id)
+{
+	return on_kvm_exit(isa, reason, vcpu_id);
+}
+
+SEC("raw_tp/faultline_test_kvm_userspace_exit")
+int BPF_PROG(test_kvm_userspace_exit, __u32 reason, int err)
+{
+	return on_kvm_userspace_exit(reason, err);
+}
+
+SEC("raw_tp/faultline_test_kvm_mmio")
+int BPF_PROG(test_kvm_mmio, __u32 type, __u32 len, __u64 gpa, __u64 val)
+{
+	return on_kvm_mmio(type, len, gpa, val);
 }

@@ -27,6 +27,12 @@ enum fl_event_type {
 	FL_EV_UFFD_NEW = 7,	/* userfaultfd() or USERFAULTFD_IOC_NEW returned a new fd */
 	FL_EV_PROC_EXIT = 8,	/* a tracked process exited */
 	FL_EV_PROC_FORK = 9,	/* a tracked process forked (the child is tracked too) */
+	FL_EV_VCPU = 10,	/* a thread was seen running a vCPU (KVM_RUN, kvm_exit) */
+	FL_EV_MEMSLOT = 11,	/* KVM_SET_USER_MEMORY_REGION: guest-physical <-> host mapping */
+	FL_EV_SIGNAL = 12,	/* SIGBUS/SIGSEGV delivered to a tracked thread */
+	FL_EV_POISON_HIT = 13,	/* a vCPU's MMIO exit on a guest page known to be poisoned */
+	FL_EV_MEMFAIL = 14,	/* ras:memory_failure_event */
+	FL_EV_MCE = 15,		/* mce:mce_record */
 	FL_EV_TYPE_MAX,
 };
 
@@ -129,6 +135,48 @@ struct fl_ev_proc {
 	__u32 pad;
 };
 
+struct fl_ev_vcpu {
+	__u64 kvm;	/* struct kvm *: which VM */
+	__s32 vcpu_id;
+	__u32 fd;	/* vCPU fd, or -1 when learned from a tracepoint */
+};
+
+struct fl_ev_memslot {
+	__u64 kvm;
+	__u64 gpa;
+	__u64 size;
+	__u64 hva;
+	__u32 slot;
+	__u32 flags;
+};
+
+struct fl_ev_signal {
+	__u64 addr;	/* si_addr */
+	__s32 signo;
+	__s32 code;	/* si_code: BUS_ADRERR, BUS_MCEERR_AR, ... */
+	__s32 err;
+	__u32 pad;
+};
+
+struct fl_ev_poison_hit {
+	__u64 gpa;
+	__u64 val;
+	__u32 type;	/* kvm_mmio type: 0 unsatisfied read, 1 read, 2 write */
+	__u32 len;
+};
+
+struct fl_ev_memfail {
+	__u64 pfn;
+	__s32 mf_type;
+	__s32 result;
+};
+
+struct fl_ev_mce {
+	__u64 status, misc, addr, mcgstatus, ip;
+	__u32 cpu;
+	__u32 bank;
+};
+
 struct fl_event {
 	__u64 ts;	/* CLOCK_MONOTONIC ns (bpf_ktime_get_ns) */
 	__u32 type;	/* enum fl_event_type */
@@ -144,6 +192,12 @@ struct fl_event {
 		struct fl_ev_map map;
 		struct fl_ev_uffd_new uffd_new;
 		struct fl_ev_proc proc;
+		struct fl_ev_vcpu vcpu;
+		struct fl_ev_memslot memslot;
+		struct fl_ev_signal signal;
+		struct fl_ev_poison_hit hit;
+		struct fl_ev_memfail memfail;
+		struct fl_ev_mce mce;
 	};
 };
 
@@ -157,6 +211,31 @@ enum fl_counter {
 	FL_CNT_STACK_MISS,	/* bpf_get_stack failed */
 	FL_CNT_STACK_WALKS,	/* kernel stacks walked looking for handle_userfault */
 	FL_CNT_MAX,
+};
+
+/* Keys of the `fl_exits` counting map: KVM exits per thread, kind and reason. */
+enum fl_exit_kind {
+	FL_EXIT_USERSPACE = 1,	/* kvm_userspace_exit: reason is KVM_EXIT_* */
+	FL_EXIT_USERSPACE_ERR,	/* kvm_userspace_exit with errno: reason is -errno */
+	FL_EXIT_VMX,		/* kvm_exit, Intel: reason & 0xffff */
+	FL_EXIT_SVM,		/* kvm_exit, AMD: SVM exit code */
+	FL_EXIT_PAGE_FAULT,	/* kvm_page_fault */
+	FL_EXIT_ASYNC_PF,	/* kvm_async_pf_*: reason is enum fl_async_pf */
+	FL_EXIT_MMIO,		/* kvm_mmio: reason is the mmio type */
+};
+
+enum fl_async_pf {
+	FL_APF_NOT_PRESENT = 0,
+	FL_APF_READY,
+	FL_APF_COMPLETED,
+	FL_APF_REPEATED,
+};
+
+struct fl_exit_key {
+	__u32 tid;
+	__u32 kind;	/* enum fl_exit_kind */
+	__u32 reason;
+	__u32 pad;
 };
 
 /* Values of the `fl_tracked` map: why a process is tracked. */

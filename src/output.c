@@ -176,3 +176,110 @@ void fl_out_lost(FILE *out, const char *where, uint64_t n, uint64_t ts, bool jso
 		fprintf(out, "%-16.6f LOST %" PRIu64 " record(s): %s\n", ts / 1e9, n, where);
 	fl_out_line_done(out);
 }
+
+static const char *const poison_kind[] = {
+	[FL_POISON_INSTALLED] = "installed", [FL_POISON_SIGBUS] = "sigbus",
+	[FL_POISON_KVM_MMIO] = "kvm_mmio", [FL_POISON_MEMORY_FAILURE] = "memory_failure",
+	[FL_POISON_MCE] = "mce",
+};
+
+static const char *sigbus_code(int32_t code)
+{
+	switch (code) {
+	case 1: return "BUS_ADRALN";
+	case 2: return "BUS_ADRERR";
+	case 3: return "BUS_OBJERR";
+	case 4: return "BUS_MCEERR_AR";
+	case 5: return "BUS_MCEERR_AO";
+	}
+	return "?";
+}
+
+void fl_out_poison(FILE *out, const struct fl_poison_note *n, bool json)
+{
+	const char *kind = poison_kind[n->kind];
+
+	if (!json) {
+		fprintf(out, "%-16.6f POISON %s: %s[%u/%u]", n->ts / 1e9, kind, n->comm, n->pid,
+			n->tid);
+		if (n->vcpu >= 0)
+			fprintf(out, " vcpu %d", n->vcpu);
+		switch (n->kind) {
+		case FL_POISON_INSTALLED:
+			fprintf(out, " UFFDIO_POISON 0x%" PRIx64 "+0x%" PRIx64 " %s", n->addr, n->len,
+				n->ret ? fl_errno_name((int)-n->ret) : "ok");
+			break;
+		case FL_POISON_SIGBUS:
+			fprintf(out, " addr 0x%" PRIx64 " %s", n->addr, sigbus_code(n->code));
+			break;
+		case FL_POISON_KVM_MMIO:
+			fprintf(out, " gpa 0x%" PRIx64 " hva 0x%" PRIx64, n->gpa, n->addr);
+			break;
+		default:
+			fprintf(out, " pfn 0x%" PRIx64 " %s %s", n->pfn, n->type ? n->type : "",
+				n->result ? n->result : "");
+		}
+		fputc('\n', out);
+		fl_out_line_done(out);
+		return;
+	}
+	fprintf(out, "{\"event\":\"poison\",\"kind\":\"%s\",\"ts_ns\":%" PRIu64 ",\"pid\":%u,"
+		"\"tid\":%u,\"comm\":", kind, n->ts, n->pid, n->tid);
+	fl_json_str(out, n->comm, FL_COMM_LEN);
+	fputs(",\"vcpu\":", out);
+	if (n->vcpu >= 0)
+		fprintf(out, "%d", n->vcpu);
+	else
+		fputs("null", out);
+	switch (n->kind) {
+	case FL_POISON_INSTALLED:
+		fprintf(out, ",\"addr\":\"0x%" PRIx64 "\",\"len\":%" PRIu64 ",\"errno\":", n->addr,
+			n->len);
+		if (n->ret)
+			fprintf(out, "\"%s\"", fl_errno_name((int)-n->ret));
+		else
+			fputs("null", out);
+		break;
+	case FL_POISON_SIGBUS:
+		fprintf(out, ",\"addr\":\"0x%" PRIx64 "\",\"si_code\":\"%s\"", n->addr,
+			sigbus_code(n->code));
+		break;
+	case FL_POISON_KVM_MMIO:
+		fprintf(out, ",\"gpa\":\"0x%" PRIx64 "\",\"addr\":\"0x%" PRIx64 "\"", n->gpa, n->addr);
+		break;
+	case FL_POISON_MEMORY_FAILURE:
+		fprintf(out, ",\"pfn\":\"0x%" PRIx64 "\",\"type\":", n->pfn);
+		fl_json_str(out, n->type ? n->type : "?", 64);
+		fputs(",\"result\":", out);
+		fl_json_str(out, n->result ? n->result : "?", 64);
+		break;
+	case FL_POISON_MCE:
+		fprintf(out, ",\"pfn\":\"0x%" PRIx64 "\",\"status\":\"0x%" PRIx64 "\"", n->pfn,
+			n->status);
+		break;
+	}
+	fputs("}\n", out);
+	fl_out_line_done(out);
+}
+
+void fl_out_signal(FILE *out, const struct fl_event *e, int32_t vcpu, bool json)
+{
+	if (!json) {
+		fprintf(out, "%-16.6f SIGNAL %d to %s[%u/%u] addr 0x%llx code %d\n", e->ts / 1e9,
+			e->signal.signo, e->comm, e->pid, e->tid,
+			(unsigned long long)e->signal.addr, e->signal.code);
+		fl_out_line_done(out);
+		return;
+	}
+	fprintf(out, "{\"event\":\"signal\",\"ts_ns\":%llu,\"signo\":%d,\"pid\":%u,\"tid\":%u,"
+		"\"comm\":", (unsigned long long)e->ts, e->signal.signo, e->pid, e->tid);
+	fl_json_str(out, e->comm, FL_COMM_LEN);
+	fprintf(out, ",\"vcpu\":");
+	if (vcpu >= 0)
+		fprintf(out, "%d", vcpu);
+	else
+		fputs("null", out);
+	fprintf(out, ",\"addr\":\"0x%llx\",\"si_code\":%d}\n", (unsigned long long)e->signal.addr,
+		e->signal.code);
+	fl_out_line_done(out);
+}

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include "correlator.h"
+#include "session.h"
 
 /* No record line is longer than this. */
 #define FL_OUT_MAX_LINE 1024
@@ -17,6 +18,8 @@ const char *fl_errno_name(int err);
 void fl_out_fault_header(FILE *out);
 void fl_out_fault(FILE *out, const struct fl_episode *ep, bool json);
 void fl_out_race(FILE *out, const struct fl_race *r, bool json);
+void fl_out_poison(FILE *out, const struct fl_poison_note *n, bool json);
+void fl_out_signal(FILE *out, const struct fl_event *e, int32_t vcpu, bool json);
 /* Records the kernel side dropped: where, how many since the last report. */
 void fl_out_lost(FILE *out, const char *where, uint64_t n, uint64_t ts, bool json);
 

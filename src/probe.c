@@ -13,21 +13,25 @@
 #include "procscan.h"
 #include "tracefs.h"
 
+/* Tracepoints with BTF-typed arguments: a tp_btf program and its raw_tp twin. */
 struct sched_prog {
-	const char *tp;
+	const char *cat, *tp;
 	struct bpf_program *btf, *raw;
 };
 
 static int sched_progs(struct faultline_bpf *s, struct sched_prog *out)
 {
 	struct sched_prog v[] = {
-		{ "sched_switch", s->progs.tpbtf_sched_switch, s->progs.raw_sched_switch },
-		{ "sched_wakeup", s->progs.tpbtf_sched_wakeup, s->progs.raw_sched_wakeup },
-		{ "page_fault_user", s->progs.tpbtf_page_fault_user, s->progs.raw_page_fault_user },
-		{ "sched_process_fork", s->progs.tpbtf_sched_process_fork,
+		{ "sched", "sched_switch", s->progs.tpbtf_sched_switch, s->progs.raw_sched_switch },
+		{ "sched", "sched_wakeup", s->progs.tpbtf_sched_wakeup, s->progs.raw_sched_wakeup },
+		{ "exceptions", "page_fault_user", s->progs.tpbtf_page_fault_user,
+		  s->progs.raw_page_fault_user },
+		{ "sched", "sched_process_fork", s->progs.tpbtf_sched_process_fork,
 		  s->progs.raw_sched_process_fork },
-		{ "sched_process_exit", s->progs.tpbtf_sched_process_exit,
+		{ "sched", "sched_process_exit", s->progs.tpbtf_sched_process_exit,
 		  s->progs.raw_sched_process_exit },
+		{ "signal", "signal_deliver", s->progs.tpbtf_signal_deliver,
+		  s->progs.raw_signal_deliver },
 	};
 
 	memcpy(out, v, sizeof(v));
@@ -56,6 +60,35 @@ static int sc_progs(struct faultline_bpf *s, struct sc_prog *out)
 	return sizeof(v) / sizeof(v[0]);
 }
 
+/* Always-on tracepoints without a tp_btf twin; attached where the kernel has them. */
+struct other_prog {
+	const char *cat, *tp;
+	struct bpf_program *prog;
+	bool report;	/* list in "not available" when missing */
+	bool present;
+};
+
+static int other_progs(struct faultline_bpf *s, struct other_prog *out)
+{
+	struct other_prog v[] = {
+		{ "kvm", "kvm_userspace_exit", s->progs.tp_kvm_userspace_exit, false, false },
+		{ "kvm", "kvm_exit", s->progs.tp_kvm_exit, false, false },
+		{ "kvm", "kvm_mmio", s->progs.tp_kvm_mmio, false, false },
+		{ "kvm", "kvm_page_fault", s->progs.tp_kvm_page_fault, false, false },
+		{ "kvm", "kvm_async_pf_not_present", s->progs.tp_kvm_async_pf_not_present, false,
+		  false },
+		{ "kvm", "kvm_async_pf_ready", s->progs.tp_kvm_async_pf_ready, false, false },
+		{ "kvm", "kvm_async_pf_completed", s->progs.tp_kvm_async_pf_completed, false, false },
+		{ "kvm", "kvm_async_pf_repeated_fault", s->progs.tp_kvm_async_pf_repeated_fault,
+		  false, false },
+		{ "ras", "memory_failure_event", s->progs.raw_memory_failure_event, true, false },
+		{ "mce", "mce_record", s->progs.raw_mce_record, true, false },
+	};
+
+	memcpy(out, v, sizeof(v));
+	return sizeof(v) / sizeof(v[0]);
+}
+
 static bool btf_has_tp(const struct btf *btf, const char *tp)
 {
 	char name[128];
@@ -76,7 +109,8 @@ static void test_hooks_autoload(struct faultline_bpf *s, bool on)
 	struct bpf_program *t[] = {
 		s->progs.test_ioctl_enter, s->progs.test_ioctl_exit, s->progs.test_read_enter,
 		s->progs.test_read_exit, s->progs.test_munmap_enter, s->progs.test_munmap_exit,
-		s->progs.test_get_current_task,
+		s->progs.test_get_current_task, s->progs.test_kvm_exit,
+		s->progs.test_kvm_userspace_exit, s->progs.test_kvm_mmio,
 	};
 
 	for (unsigned i = 0; i < sizeof(t) / sizeof(t[0]); i++)
@@ -88,8 +122,9 @@ static int open_and_load(struct fl_probe *p, const struct fl_probe_opts *o, bool
 {
 	struct sched_prog sp[8];
 	struct sc_prog sc[FL_MAX_SC_LINKS];
+	struct other_prog op[16];
 	struct btf *vmlinux = btf__load_vmlinux_btf();
-	int nsp, nsc, ret;
+	int nsp, nsc, nop, ret;
 
 	p->skel = faultline_bpf__open();
 	if (!p->skel) {
@@ -102,8 +137,7 @@ static int open_and_load(struct fl_probe *p, const struct fl_probe_opts *o, bool
 	for (int i = 0; i < nsp; i++) {
 		bool btf_ok = use_btf && btf_has_tp(vmlinux, sp[i].tp);
 		bool exists = btf_has_tp(vmlinux, sp[i].tp) ||
-			      fl_tracepoint_exists("sched", sp[i].tp) ||
-			      fl_tracepoint_exists("exceptions", sp[i].tp);
+			      fl_tracepoint_exists(sp[i].cat, sp[i].tp);
 
 		bpf_program__set_autoload(sp[i].btf, btf_ok);
 		/* raw_tp copies double as the BPF_PROG_TEST_RUN entry points */
@@ -129,6 +163,19 @@ static int open_and_load(struct fl_probe *p, const struct fl_probe_opts *o, bool
 		}
 		bpf_program__set_autoload(sc[i].enter, on);
 		bpf_program__set_autoload(sc[i].exit, on);
+	}
+	nop = other_progs(p->skel, op);
+	for (int i = 0; i < nop; i++) {
+		bool exists = fl_tracepoint_exists(op[i].cat, op[i].tp);
+
+		op[i].present = exists;
+		bpf_program__set_autoload(op[i].prog, exists || o->test_hooks);
+		if (!exists && op[i].report) {
+			char m[96];
+
+			snprintf(m, sizeof(m), "%s:%s", op[i].cat, op[i].tp);
+			add_missing(p, m);
+		}
 	}
 	test_hooks_autoload(p->skel, o->test_hooks);
 
@@ -157,7 +204,8 @@ int fl_probe_start(struct fl_probe *p, const struct fl_probe_opts *o, char *err,
 {
 	struct fl_ksym_range ks[] = { { .name = "handle_userfault" } };
 	struct sched_prog sp[8];
-	int ret, nsp;
+	struct other_prog op[16];
+	int ret, nsp, nop;
 
 	memset(p, 0, sizeof(*p));
 	p->lite = o->lite;
@@ -213,6 +261,22 @@ int fl_probe_start(struct fl_probe *p, const struct fl_probe_opts *o, char *err,
 			ret = -errno;
 			snprintf(err, errlen, "attaching to tracepoint %s failed: %s", sp[i].tp,
 				 strerror(-ret));
+			fl_probe_stop(p);
+			return ret;
+		}
+		p->sched_links[p->nsched++] = l;
+	}
+	nop = other_progs(p->skel, op);
+	for (int i = 0; i < nop; i++) {
+		struct bpf_link *l;
+
+		if (!fl_tracepoint_exists(op[i].cat, op[i].tp))
+			continue;
+		l = bpf_program__attach(op[i].prog);
+		if (!l) {
+			ret = -errno;
+			snprintf(err, errlen, "attaching to tracepoint %s:%s failed: %s", op[i].cat,
+				 op[i].tp, strerror(-ret));
 			fl_probe_stop(p);
 			return ret;
 		}
@@ -329,4 +393,33 @@ uint64_t fl_probe_counter(struct fl_probe *p, enum fl_counter idx)
 int fl_probe_ringbuf_fd(struct fl_probe *p)
 {
 	return bpf_map__fd(p->skel->maps.fl_events);
+}
+
+int fl_probe_each_exit(struct fl_probe *p,
+		       void (*fn)(void *arg, const struct fl_exit_key *k, uint64_t count),
+		       void *arg)
+{
+	int fd = bpf_map__fd(p->skel->maps.fl_exits);
+	struct fl_exit_key key, next, *prev = NULL;
+	uint64_t v;
+	int n = 0;
+
+	while (!bpf_map_get_next_key(fd, prev, &next)) {
+		key = next;
+		prev = &key;
+		if (!bpf_map_lookup_elem(fd, &key, &v)) {
+			fn(arg, &key, v);
+			n++;
+		}
+	}
+	return n;
+}
+
+int fl_probe_poison_gpa(struct fl_probe *p, uint64_t gpa)
+{
+	uint64_t page = gpa >> 12;
+	uint8_t one = 1;
+
+	return bpf_map_update_elem(bpf_map__fd(p->skel->maps.fl_poison_gpa), &page, &one,
+				   BPF_ANY) ? -errno : 0;
 }

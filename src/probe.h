@@ -34,7 +34,7 @@ struct fl_probe {
 	bool tp_btf;		/* scheduler handlers attached as tp_btf */
 	bool lite;
 	int nsched;
-	struct bpf_link *sched_links[8];
+	struct bpf_link *sched_links[24];	/* always-on tracepoints */
 	int nsc;		/* syscall links attached */
 	struct bpf_link *sc_links[FL_MAX_SC_LINKS];
 	char missing[512];	/* what could not be attached, for the user */
@@ -60,6 +60,12 @@ int fl_probe_untrack(struct fl_probe *p, pid_t pid);
 int fl_probe_tracked_count(struct fl_probe *p);
 
 uint64_t fl_probe_counter(struct fl_probe *p, enum fl_counter idx);
+/* Calls fn for every (thread, kind, reason) KVM exit count. Returns how many. */
+int fl_probe_each_exit(struct fl_probe *p,
+		       void (*fn)(void *arg, const struct fl_exit_key *k, uint64_t count),
+		       void *arg);
+/* Tell the kvm_mmio handler that this guest-physical page is poisoned. */
+int fl_probe_poison_gpa(struct fl_probe *p, uint64_t gpa);
 int fl_probe_ringbuf_fd(struct fl_probe *p);
 
 #endif
