@@ -19,7 +19,7 @@ BPFFLAGS := -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) -I. -Iinclude -W
 LIB_SRCS := src/correlator.c src/probe.c src/kallsyms.c src/tracefs.c src/procscan.c \
             src/output.c src/hist.c src/vmstats.c src/tpformat.c src/session.c \
             src/session_args.c src/vmreport.c
-CMD_SRCS := src/main.c src/cmd_trace.c src/cmd_features.c
+CMD_SRCS := src/main.c src/cmd_trace.c src/cmd_features.c src/cmd_top.c
 LIB_OBJS := $(LIB_SRCS:src/%.c=$(OUT)/%.o)
 CMD_OBJS := $(CMD_SRCS:src/%.c=$(OUT)/%.o)
 SKELS    := $(OUT)/faultline.skel.h $(OUT)/empty.skel.h

@@ -13,6 +13,7 @@ struct subcommand {
 
 static const struct subcommand cmds[] = {
 	{ "trace", fl_cmd_trace, "trace userfault episodes live (bcc-style columns or --json)" },
+	{ "top", fl_cmd_top, "live per-VM / per-vCPU blocking view (kvm_stat style; -b for batch)" },
 	{ "features", fl_cmd_features, "what this kernel supports and what each gap disables" },
 	{ "demo", fl_cmd_demo, "trace the built-in userfaultfd workload (a first look)" },
 };
