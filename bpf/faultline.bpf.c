@@ -146,13 +146,43 @@ struct {
 	__type(value, __u64);
 } fl_exits SEC(".maps");
 
-/* Guest-physical pages the agent knows are poisoned (UFFDIO_POISON + memslots). */
+/*
+ * Poison seen from a vCPU. The vCPU may touch a page microseconds after the
+ * UFFDIO_POISON that woke it, long before the agent reads the record, so the
+ * kernel side keeps both halves: the memslots (guest-physical <-> host) of
+ * tracked VMMs and the host pages poisoned through their userfaultfds.
+ */
+struct fl_slot_key {
+	__u32 tgid;
+	__u32 slot;
+};
+
+struct fl_slot {
+	__u64 gpa, size, hva;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct fl_slot_key);
+	__type(value, struct fl_slot);
+} fl_memslots SEC(".maps");
+
+struct fl_page_key {
+	__u32 tgid;
+	__u32 pad;
+	__u64 page;	/* host address >> 12 */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
-	__type(key, __u64);	/* gpa >> 12 */
+	__type(key, struct fl_page_key);
 	__type(value, __u8);
-} fl_poison_gpa SEC(".maps");
+} fl_poison_hva SEC(".maps");
+
+/* At most this many pages of one UFFDIO_POISON are remembered (counted beyond). */
+#define FL_POISON_PAGES_MAX 64
 
 /* Scratch for bpf_get_stack: too big for the 512-byte BPF stack. */
 struct {
@@ -737,6 +767,15 @@ static __always_inline int on_kvm_ioctl(__u64 fd, __u64 cmd, __u64 arg)
 	/* region2 starts with the same five fields */
 	if (bpf_probe_read_user(&r, sizeof(r), (void *)arg))
 		return 0;
+	{
+		struct fl_slot_key k = { .tgid = id >> 32, .slot = r.slot };
+		struct fl_slot v = { r.guest_phys_addr, r.memory_size, r.userspace_addr };
+
+		if (r.memory_size)
+			bpf_map_update_elem(&fl_memslots, &k, &v, BPF_ANY);
+		else
+			bpf_map_delete_elem(&fl_memslots, &k);
+	}
 	e = ev_current(FL_EV_MEMSLOT);
 	if (!e)
 		return 0;
@@ -812,6 +851,21 @@ static __always_inline void emit_uffd_new(long ret, __u32 flags, __u32 via_dev)
 	ev_submit(e);
 }
 
+static __always_inline void remember_poison(__u64 start, __u64 len)
+{
+	struct fl_page_key k = { .tgid = bpf_get_current_pid_tgid() >> 32 };
+	__u8 one = 1;
+
+	for (int i = 0; i < FL_POISON_PAGES_MAX; i++) {
+		if ((__u64)i * 4096 >= len)
+			return;
+		k.page = (start >> 12) + i;
+		bpf_map_update_elem(&fl_poison_hva, &k, &one, BPF_ANY);
+	}
+	if (len > (__u64)FL_POISON_PAGES_MAX * 4096)
+		count(FL_CNT_POISON_TRUNC);
+}
+
 static __always_inline int on_ioctl_exit(long ret)
 {
 	struct fl_sc sc;
@@ -865,6 +919,8 @@ static __always_inline int on_ioctl_exit(long ret)
 		break;
 	}
 	ev_submit(e);
+	if (op == FL_OP_POISON)
+		remember_poison(sc.words[0], ret == 0 ? sc.words[1] : (w[3] > 0 ? w[3] : 0));
 	return 0;
 }
 
@@ -1155,20 +1211,42 @@ static __always_inline int on_kvm_exit(__u32 isa, __u32 reason, __u32 vcpu_id)
 	return 0;
 }
 
+struct slot_walk {
+	__u32 tgid;
+	__u64 gpa, hva;
+};
+
+static long slot_of_gpa(struct bpf_map *map, struct fl_slot_key *k, struct fl_slot *v,
+			struct slot_walk *w)
+{
+	if (k->tgid == w->tgid && w->gpa >= v->gpa && w->gpa - v->gpa < v->size) {
+		w->hva = v->hva + (w->gpa - v->gpa);
+		return 1;	/* found: stop */
+	}
+	return 0;
+}
+
 static __always_inline int on_kvm_mmio(__u32 type, __u32 len, __u64 gpa, __u64 val)
 {
-	__u64 page = gpa >> 12;
+	__u64 id = bpf_get_current_pid_tgid();
+	struct slot_walk w = { .tgid = id >> 32, .gpa = gpa };
+	struct fl_page_key k = { .tgid = id >> 32 };
 	struct fl_event *e;
 
 	if (!current_tracked())
 		return 0;
 	count_exit(FL_EXIT_MMIO, type);
 	/* where KVM emulates guest memory, a poisoned page shows up as MMIO */
-	if (!bpf_map_lookup_elem(&fl_poison_gpa, &page))
+	bpf_for_each_map_elem(&fl_memslots, slot_of_gpa, &w, 0);
+	if (!w.hva)
+		return 0;
+	k.page = w.hva >> 12;
+	if (!bpf_map_lookup_elem(&fl_poison_hva, &k))
 		return 0;
 	e = ev_current(FL_EV_POISON_HIT);
 	if (!e)
 		return 0;
+	e->hit.hva = w.hva;
 	e->hit.gpa = gpa;
 	e->hit.val = val;
 	e->hit.type = type;

@@ -160,6 +160,7 @@ struct fl_ev_signal {
 
 struct fl_ev_poison_hit {
 	__u64 gpa;
+	__u64 hva;
 	__u64 val;
 	__u32 type;	/* kvm_mmio type: 0 unsatisfied read, 1 read, 2 write */
 	__u32 len;
@@ -210,6 +211,7 @@ enum fl_counter {
 	FL_CNT_BLOCKS,		/* blocks detected */
 	FL_CNT_STACK_MISS,	/* bpf_get_stack failed */
 	FL_CNT_STACK_WALKS,	/* kernel stacks walked looking for handle_userfault */
+	FL_CNT_POISON_TRUNC,	/* UFFDIO_POISON ranges longer than the pages remembered */
 	FL_CNT_MAX,
 };
 

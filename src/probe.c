@@ -414,12 +414,3 @@ int fl_probe_each_exit(struct fl_probe *p,
 	}
 	return n;
 }
-
-int fl_probe_poison_gpa(struct fl_probe *p, uint64_t gpa)
-{
-	uint64_t page = gpa >> 12;
-	uint8_t one = 1;
-
-	return bpf_map_update_elem(bpf_map__fd(p->skel->maps.fl_poison_gpa), &page, &one,
-				   BPF_ANY) ? -errno : 0;
-}

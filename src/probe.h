@@ -64,8 +64,7 @@ uint64_t fl_probe_counter(struct fl_probe *p, enum fl_counter idx);
 int fl_probe_each_exit(struct fl_probe *p,
 		       void (*fn)(void *arg, const struct fl_exit_key *k, uint64_t count),
 		       void *arg);
-/* Tell the kvm_mmio handler that this guest-physical page is poisoned. */
-int fl_probe_poison_gpa(struct fl_probe *p, uint64_t gpa);
+
 int fl_probe_ringbuf_fd(struct fl_probe *p);
 
 #endif

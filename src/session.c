@@ -91,46 +91,6 @@ static void poison(struct fl_session *s, struct fl_poison_note *n, const struct 
 		s->ops.poison(s->ops.arg, n);
 }
 
-/* A poisoned host range, seen through every memslot of that process. */
-static void poison_guest_pages(struct fl_session *s, uint32_t pid, uint64_t hva, uint64_t len)
-{
-	for (int i = 0; i < s->nslots; i++) {
-		struct fl_memslot *m = &s->slots[i];
-
-		if (m->pid != pid)
-			continue;
-		for (uint64_t a = hva & ~0xfffULL; a < hva + len; a += 4096)
-			if (a >= m->hva && a < m->hva + m->size)
-				fl_probe_poison_gpa(&s->probe, m->gpa + (a - m->hva));
-	}
-}
-
-static uint64_t hva_of_gpa(struct fl_session *s, uint32_t pid, uint64_t gpa)
-{
-	for (int i = 0; i < s->nslots; i++) {
-		struct fl_memslot *m = &s->slots[i];
-
-		if (m->pid == pid && gpa >= m->gpa && gpa < m->gpa + m->size)
-			return m->hva + (gpa - m->gpa);
-	}
-	return 0;
-}
-
-static void note_memslot(struct fl_session *s, const struct fl_event *e)
-{
-	int i;
-
-	for (i = 0; i < s->nslots; i++)
-		if (s->slots[i].pid == e->pid && s->slots[i].gpa == e->memslot.gpa)
-			break;
-	if (i == FL_MAX_MEMSLOTS)
-		return;
-	if (i == s->nslots)
-		s->nslots++;
-	s->slots[i] = (struct fl_memslot){ e->pid, e->memslot.gpa, e->memslot.size,
-					   e->memslot.hva };
-}
-
 static int on_record(void *arg, void *data, size_t size)
 {
 	struct fl_session *s = arg;
@@ -145,19 +105,12 @@ static int on_record(void *arg, void *data, size_t size)
 	case FL_EV_VCPU:
 		fl_vms_set_vcpu(&s->vms, e->pid, NULL, e->tid, e->vcpu.vcpu_id);
 		break;
-	case FL_EV_MEMSLOT:
-		note_memslot(s, e);
-		break;
 	case FL_EV_IOCTL:
 		if (e->ioctl.op == FL_OP_POISON) {
 			n.kind = FL_POISON_INSTALLED;
 			n.addr = e->ioctl.start;
-			n.len = e->ioctl.ret == 0 ? e->ioctl.len
-				: e->ioctl.result > 0 ? (uint64_t)e->ioctl.result : 0;
-			n.ret = e->ioctl.ret;
-			if (n.len)
-				poison_guest_pages(s, e->pid, n.addr, n.len);
 			n.len = e->ioctl.len;
+			n.ret = e->ioctl.ret;
 			poison(s, &n, e);
 		}
 		break;
@@ -175,7 +128,7 @@ static int on_record(void *arg, void *data, size_t size)
 	case FL_EV_POISON_HIT:
 		n.kind = FL_POISON_KVM_MMIO;
 		n.gpa = e->hit.gpa;
-		n.addr = hva_of_gpa(s, e->pid, e->hit.gpa);
+		n.addr = e->hit.hva;
 		n.vcpu = fl_vms_vcpu_of(&s->vms, e->pid, e->tid, e->comm);
 		poison(s, &n, e);
 		break;

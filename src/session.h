@@ -2,7 +2,8 @@
 /*
  * A live tracing session: the BPF programs, the ring-buffer loop, the
  * correlator, the set of tracked processes, and what is learned on the way
- * (vCPU threads, memslots, poisoned guest pages). `trace` and `top` are two
+ * (vCPU threads, per-VM statistics). Memslots and poisoned pages are kept
+ * in the kernel, where a vCPU's next exit needs them. `trace` and `top` are two
  * views of one session; they differ only in their callbacks.
  */
 #ifndef FAULTLINE_SESSION_H
@@ -17,7 +18,6 @@
 #include "vmstats.h"
 
 #define FL_MAX_PIDS 64
-#define FL_MAX_MEMSLOTS 256
 
 struct fl_session_opts {
 	pid_t pids[FL_MAX_PIDS];
@@ -67,11 +67,6 @@ struct fl_session_ops {
 	void *arg;
 };
 
-struct fl_memslot {
-	uint32_t pid;
-	uint64_t gpa, size, hva;
-};
-
 struct fl_session {
 	struct fl_session_opts o;
 	struct fl_session_ops ops;
@@ -79,8 +74,6 @@ struct fl_session {
 	struct fl_correlator *corr;
 	struct ring_buffer *rb;
 	struct fl_vmstats vms;
-	struct fl_memslot slots[FL_MAX_MEMSLOTS];
-	int nslots;
 	struct fl_symtab vmx, svm, uexit, mf_type, mf_result;
 	uint64_t start_ns, last_scan_ns, lost_seen[FL_CNT_MAX], lost_total;
 	pid_t child;
