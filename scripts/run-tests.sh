@@ -11,6 +11,7 @@ suites=(
 	"bpf: handlers via BPF_PROG_TEST_RUN|build/test_bpf_handlers"
 	"e2e: faultline trace|python3 tests/e2e/test_trace.py"
 	"e2e: workload variants (handler process, races)|python3 tests/e2e/test_workload_variants.py"
+	"e2e: VMs, vCPUs, KVM exits, poison|python3 tests/e2e/test_vm.py"
 )
 export CMOCKA_MESSAGE_OUTPUT=TAP
 
