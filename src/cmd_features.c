@@ -114,11 +114,14 @@ static const struct {
 	{ "syscalls", "sys_enter_madvise", "madvise race detection" },
 	{ "syscalls", "sys_enter_fallocate", "PUNCH_HOLE events" },
 	{ "syscalls", "sys_enter_userfaultfd", "instant pick-up of new uffd users (/proc scan remains)" },
+	{ "signal", "signal_deliver", "SIGBUS/SIGSEGV delivery (poison consumed by a thread)" },
 	{ "ras", "memory_failure_event", "hardware memory-failure events (CONFIG_MEMORY_FAILURE)" },
 	{ "mce", "mce_record", "MCE records" },
 	{ "kvm", "kvm_exit", "KVM exit reasons" },
 	{ "kvm", "kvm_userspace_exit", "KVM userspace exits" },
 	{ "kvm", "kvm_page_fault", "KVM page-fault events" },
+	{ "kvm", "kvm_mmio", "MMIO exits (poison consumed by an emulated vCPU)" },
+	{ "kvm", "kvm_async_pf_not_present", "async page-fault events" },
 };
 
 static int features_run(struct feat_report *r)
