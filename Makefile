@@ -25,7 +25,8 @@ CMD_OBJS := $(CMD_SRCS:src/%.c=$(OUT)/%.o)
 SKELS    := $(OUT)/faultline.skel.h $(OUT)/empty.skel.h
 
 WORKLOADS := $(OUT)/uffd-workload $(OUT)/kvm-guest $(OUT)/syscall-loop
-TESTS     := $(OUT)/test_correlator $(OUT)/test_bpf_handlers
+TESTS     := $(OUT)/test_correlator $(OUT)/test_vmstats $(OUT)/test_tpformat \
+             $(OUT)/test_bpf_handlers $(OUT)/test_bpf_kvm
 BENCH     := $(OUT)/bench-floor
 
 .PHONY: all test bench clean vmlinux
@@ -58,6 +59,15 @@ $(OUT)/syscall-loop: tests/workloads/syscall_loop.c | $(OUT)
 
 $(OUT)/test_correlator: tests/unit/test_correlator.c $(OUT)/correlator.o
 	$(CC) $(CFLAGS) $^ -o $@ -lcmocka
+
+$(OUT)/test_vmstats: tests/unit/test_vmstats.c $(OUT)/vmstats.o
+	$(CC) $(CFLAGS) $^ -o $@ -lcmocka
+
+$(OUT)/test_tpformat: tests/unit/test_tpformat.c $(OUT)/tpformat.o
+	$(CC) $(CFLAGS) $^ -o $@ -lcmocka
+
+$(OUT)/test_bpf_kvm: tests/bpf/test_bpf_kvm.c $(LIB_OBJS)
+	$(CC) $(CFLAGS) -pthread $^ -o $@ $(LDLIBS) -lcmocka
 
 $(OUT)/test_bpf_handlers: tests/bpf/test_bpf_handlers.c $(LIB_OBJS)
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) -lcmocka

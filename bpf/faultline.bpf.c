@@ -138,9 +138,12 @@ struct {
 	__type(value, __s32);	/* vcpu_id */
 } fl_vcpus SEC(".maps");
 
-/* KVM exits counted in the kernel: one record per exit would flood the ring. */
+/*
+ * KVM exits counted in the kernel: one record per exit would flood the ring.
+ * LRU, so threads that come and go cannot fill it and stop the counting.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, struct fl_exit_key);
 	__type(value, __u64);
@@ -169,8 +172,7 @@ struct {
 } fl_memslots SEC(".maps");
 
 struct fl_page_key {
-	__u32 tgid;
-	__u32 pad;
+	__u64 mm;	/* the address space the page belongs to (ctx->mm) */
 	__u64 page;	/* host address >> 12 */
 };
 
@@ -453,6 +455,7 @@ static __always_inline int on_process_exit(struct task_struct *p)
 	bpf_map_delete_elem(&fl_pf_last, &tid);
 	bpf_map_delete_elem(&fl_sc, &tid);
 	bpf_map_delete_elem(&fl_handlers, &tid);
+	bpf_map_delete_elem(&fl_vcpus, &tid);
 	if (tid != tgid)
 		return 0;
 	/* The group leader exits last: the process is gone. */
@@ -745,6 +748,24 @@ static __always_inline void *kvm_private_of_fd(__u32 fd)
 	return f ? BPF_CORE_READ(f, private_data) : NULL;
 }
 
+#define KVM_VCPU_NAME "kvm-vcpu:"
+
+/* struct kvm_vcpu * of a vCPU fd ("anon_inode:kvm-vcpu:N"), NULL for any other file. */
+static __always_inline struct kvm_vcpu *kvm_vcpu_of_fd(__u32 fd)
+{
+	struct file *f = file_of_fd(fd);
+	const char want[] = KVM_VCPU_NAME;
+	char name[sizeof(KVM_VCPU_NAME)] = {};
+
+	if (!f)
+		return NULL;
+	bpf_probe_read_kernel_str(name, sizeof(name), BPF_CORE_READ(f, f_path.dentry, d_name.name));
+	for (int i = 0; i < (int)sizeof(want) - 1; i++)
+		if (name[i] != want[i])
+			return NULL;
+	return BPF_CORE_READ(f, private_data);
+}
+
 static __always_inline int on_kvm_ioctl(__u64 fd, __u64 cmd, __u64 arg)
 {
 	__u64 id = bpf_get_current_pid_tgid();
@@ -757,7 +778,7 @@ static __always_inline int on_kvm_ioctl(__u64 fd, __u64 cmd, __u64 arg)
 
 		if (bpf_map_lookup_elem(&fl_vcpus, &tid))
 			return 0;
-		v = kvm_private_of_fd(fd);
+		v = kvm_vcpu_of_fd(fd);
 		if (v)
 			note_vcpu(tid, BPF_CORE_READ(v, vcpu_id), (__u64)BPF_CORE_READ(v, kvm), fd);
 		return 0;
@@ -851,9 +872,9 @@ static __always_inline void emit_uffd_new(long ret, __u32 flags, __u32 via_dev)
 	ev_submit(e);
 }
 
-static __always_inline void remember_poison(__u64 start, __u64 len)
+static __always_inline void remember_poison(__u64 mm, __u64 start, __u64 len)
 {
-	struct fl_page_key k = { .tgid = bpf_get_current_pid_tgid() >> 32 };
+	struct fl_page_key k = { .mm = mm };
 	__u8 one = 1;
 
 	for (int i = 0; i < FL_POISON_PAGES_MAX; i++) {
@@ -920,7 +941,8 @@ static __always_inline int on_ioctl_exit(long ret)
 	}
 	ev_submit(e);
 	if (op == FL_OP_POISON)
-		remember_poison(sc.words[0], ret == 0 ? sc.words[1] : (w[3] > 0 ? w[3] : 0));
+		remember_poison(sc.mm, sc.words[0],
+				ret == 0 ? sc.words[1] : ((__s64)w[3] > 0 ? w[3] : 0));
 	return 0;
 }
 
@@ -1230,7 +1252,7 @@ static __always_inline int on_kvm_mmio(__u32 type, __u32 len, __u64 gpa, __u64 v
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct slot_walk w = { .tgid = id >> 32, .gpa = gpa };
-	struct fl_page_key k = { .tgid = id >> 32 };
+	struct fl_page_key k = { .mm = (__u64)bpf_get_current_task_btf()->mm };
 	struct fl_event *e;
 
 	if (!current_tracked())

@@ -8,7 +8,10 @@ cd "$(dirname "$0")/.."
 pass=0 fail=0 skip=0
 suites=(
 	"unit: correlator|build/test_correlator"
+	"unit: vmstats|build/test_vmstats"
+	"unit: tpformat|build/test_tpformat"
 	"bpf: handlers via BPF_PROG_TEST_RUN|build/test_bpf_handlers"
+	"bpf: KVM, poison, machine errors via BPF_PROG_TEST_RUN|build/test_bpf_kvm"
 	"e2e: faultline trace|python3 tests/e2e/test_trace.py"
 	"e2e: workload variants (handler process, races)|python3 tests/e2e/test_workload_variants.py"
 	"e2e: VMs, vCPUs, KVM exits, poison|python3 tests/e2e/test_vm.py"

@@ -127,8 +127,9 @@ int fl_tp_symbols(const char *category, const char *event, int which, struct fl_
 
 const char *fl_sym_name(const struct fl_symtab *t, int64_t val)
 {
+	/* tables may spell a u32 code as -1: compare in 32 bits too */
 	for (int i = 0; i < t->n; i++)
-		if (t->e[i].val == val)
+		if (t->e[i].val == val || (uint32_t)t->e[i].val == (uint32_t)val)
 			return t->e[i].name;
 	return NULL;
 }

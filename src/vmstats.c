@@ -37,7 +37,7 @@ static struct fl_vm_stats *vm_get(struct fl_vmstats *s, uint32_t pid, const char
 		return NULL;
 	vm->pid = pid;
 	if (comm)
-		memcpy(vm->comm, comm, FL_COMM_LEN);
+		strncpy(vm->comm, comm, FL_COMM_LEN - 1);
 	s->vms[s->nvms++] = vm;
 	return vm;
 }
@@ -109,7 +109,7 @@ void fl_vms_add(struct fl_vmstats *s, uint32_t pid, const char *comm, uint32_t t
 	if (!vm || end < start)
 		return;
 	if (!vm->comm[0] && comm)
-		memcpy(vm->comm, comm, FL_COMM_LEN);
+		strncpy(vm->comm, comm, FL_COMM_LEN - 1);
 	i = vcpu >= 0 ? slot_of(vm, tid) : -1;
 	if (i < 0) {
 		lat_add(&vm->nonvcpu, end - start);
@@ -133,6 +133,7 @@ void fl_vms_add(struct fl_vmstats *s, uint32_t pid, const char *comm, uint32_t t
 struct edge {
 	uint64_t t;
 	int delta;	/* +1 a vCPU starts waiting, -1 it runs again */
+	uint32_t slot;
 };
 
 static int edge_cmp(const void *a, const void *b)
@@ -146,9 +147,10 @@ static int edge_cmp(const void *a, const void *b)
 
 uint64_t fl_vms_all_vcpu_blocked(const struct fl_vm_stats *vm)
 {
-	struct edge *ev;
+	uint32_t active[FL_MAX_VCPUS] = { 0 };
 	uint64_t total = 0, since = 0;
-	int blocked = 0;
+	struct edge *ev;
+	int blocked = 0;	/* distinct vCPUs with an open wait */
 
 	if (!vm->nvcpus || !vm->niv)
 		return 0;
@@ -156,17 +158,20 @@ uint64_t fl_vms_all_vcpu_blocked(const struct fl_vm_stats *vm)
 	if (!ev)
 		return 0;
 	for (size_t i = 0; i < vm->niv; i++) {
-		ev[2 * i] = (struct edge){ vm->iv[i].start, +1 };
-		ev[2 * i + 1] = (struct edge){ vm->iv[i].end, -1 };
+		ev[2 * i] = (struct edge){ vm->iv[i].start, +1, vm->iv[i].slot };
+		ev[2 * i + 1] = (struct edge){ vm->iv[i].end, -1, vm->iv[i].slot };
 	}
 	qsort(ev, 2 * vm->niv, sizeof(*ev), edge_cmp);
-	/* a vCPU waits on one fault at a time, so the count is of distinct vCPUs */
 	for (size_t i = 0; i < 2 * vm->niv; i++) {
-		if (ev[i].delta < 0 && blocked == vm->nvcpus)
-			total += ev[i].t - since;
-		blocked += ev[i].delta;
-		if (ev[i].delta > 0 && blocked == vm->nvcpus)
-			since = ev[i].t;
+		uint32_t *a = &active[ev[i].slot];
+
+		if (ev[i].delta > 0) {
+			if ((*a)++ == 0 && ++blocked == vm->nvcpus)
+				since = ev[i].t;
+		} else if (*a && --(*a) == 0) {
+			if (blocked-- == vm->nvcpus)
+				total += ev[i].t - since;
+		}
 	}
 	free(ev);
 	return total;
