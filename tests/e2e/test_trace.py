@@ -46,6 +46,7 @@ def check_against_workload(faults, wl, expect=None):
     assert sorted(keys) == sorted((r["tid"], r["addr"]) for r in ref), "fault sets differ"
     worst = 0.0
     preempted = 0
+    short = []
     for r in sorted(ref, key=lambda r: r["start_ns"]):
         f = by_key[(r["tid"], r["addr"])].pop(0)
         want = r["end_ns"] - r["start_ns"]
@@ -56,8 +57,14 @@ def check_against_workload(faults, wl, expect=None):
             preempted += 1
             assert got <= want + tol, f"{r['addr']}: latency {got} ns > workload {want} ns"
             continue
-        assert abs(got - want) <= tol, \
-            f"{r['addr']} tid {r['tid']}: latency {got} ns vs workload {want} ns"
+        # faultline's window lies inside the thread's own: never longer
+        assert got <= want + tol, \
+            f"{r['addr']} tid {r['tid']}: latency {got} ns > workload {want} ns"
+        if want - got > tol:
+            # shorter: the thread's clock also counted time it did not run without
+            # a context switch (hypervisor steal, interrupts); allowed only rarely
+            short.append((r["addr"], got, want))
+            continue
         worst = max(worst, abs(got - want))
         assert f["resolved_by"] == r["resolved_by"], \
             f"{r['addr']}: resolved_by {f['resolved_by']} vs workload {r['resolved_by']}"
@@ -66,6 +73,7 @@ def check_against_workload(faults, wl, expect=None):
         # the fault started before the thread's own clock stopped, and after it started
         assert r["start_ns"] <= f["start_ns"] + 1000 <= r["end_ns"] + 1000
     assert preempted <= len(ref) // 4, f"{preempted}/{len(ref)} measurements preempted: too noisy"
+    assert len(short) <= max(1, len(ref) // 20), f"latencies short of the thread's own: {short}"
     return worst
 
 
