@@ -110,6 +110,9 @@ static void print_raw(FILE *out, const struct fl_event *e)
 		[FL_EV_BLOCK] = "block", [FL_EV_WAKEUP] = "wakeup", [FL_EV_RUN] = "run",
 		[FL_EV_NOTIFY] = "notify", [FL_EV_IOCTL] = "ioctl", [FL_EV_MAPCHANGE] = "mapchange",
 		[FL_EV_UFFD_NEW] = "uffd_new", [FL_EV_PROC_EXIT] = "exit", [FL_EV_PROC_FORK] = "fork",
+		[FL_EV_VCPU] = "vcpu", [FL_EV_MEMSLOT] = "memslot", [FL_EV_SIGNAL] = "signal",
+		[FL_EV_POISON_HIT] = "poison_hit", [FL_EV_MEMFAIL] = "memory_failure",
+		[FL_EV_MCE] = "mce",
 	};
 	const char *name = e->type < FL_EV_TYPE_MAX && names[e->type] ? names[e->type] : "?";
 
@@ -143,6 +146,15 @@ static void print_raw(FILE *out, const struct fl_event *e)
 		break;
 	case FL_EV_PROC_FORK:
 		fprintf(out, ",\"child\":%u", e->proc.child_pid);
+		break;
+	case FL_EV_VCPU:
+		fprintf(out, ",\"vcpu\":%d,\"kvm\":\"0x%llx\"", e->vcpu.vcpu_id,
+			(unsigned long long)e->vcpu.kvm);
+		break;
+	case FL_EV_MEMSLOT:
+		fprintf(out, ",\"slot\":%u,\"gpa\":\"0x%llx\",\"size\":%llu,\"hva\":\"0x%llx\"",
+			e->memslot.slot, (unsigned long long)e->memslot.gpa,
+			(unsigned long long)e->memslot.size, (unsigned long long)e->memslot.hva);
 		break;
 	}
 	fputs("}\n", out);
