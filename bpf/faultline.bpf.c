@@ -135,7 +135,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
 	__type(key, __u32);	/* tid */
-	__type(value, __s32);	/* vcpu_id */
+	__type(value, struct fl_vcpu_info);
 } fl_vcpus SEC(".maps");
 
 /*
@@ -725,11 +725,13 @@ static __always_inline __u32 ioc_arg_size(__u64 cmd)
 #define KVM_SET_USER_MEMORY_REGION_CMD 0x4020ae46
 #define KVM_SET_USER_MEMORY_REGION2_CMD 0x40a0ae49
 
-static __always_inline void note_vcpu(__u32 tid, __s32 vcpu_id, __u64 kvm, __u32 fd)
+static __always_inline void note_vcpu(__u32 tid, __s32 vcpu_id, __u64 kvm, __u32 fd,
+				      __u64 vcpu)
 {
+	struct fl_vcpu_info info = { .vcpu_id = vcpu_id, .vcpu = vcpu };
 	struct fl_event *e;
 
-	if (bpf_map_update_elem(&fl_vcpus, &tid, &vcpu_id, BPF_NOEXIST))
+	if (bpf_map_update_elem(&fl_vcpus, &tid, &info, BPF_NOEXIST))
 		return;	/* known already (or table full) */
 	e = ev_current(FL_EV_VCPU);
 	if (!e)
@@ -780,7 +782,8 @@ static __always_inline int on_kvm_ioctl(__u64 fd, __u64 cmd, __u64 arg)
 			return 0;
 		v = kvm_vcpu_of_fd(fd);
 		if (v)
-			note_vcpu(tid, BPF_CORE_READ(v, vcpu_id), (__u64)BPF_CORE_READ(v, kvm), fd);
+			note_vcpu(tid, BPF_CORE_READ(v, vcpu_id), (__u64)BPF_CORE_READ(v, kvm), fd,
+				  (__u64)v);
 		return 0;
 	}
 	if (cmd != KVM_SET_USER_MEMORY_REGION_CMD && cmd != KVM_SET_USER_MEMORY_REGION2_CMD)
@@ -1207,14 +1210,45 @@ static __always_inline void count_exit(__u32 kind, __u32 reason)
 		bpf_map_update_elem(&fl_exits, &k, &one, BPF_NOEXIST);
 }
 
+#define KVM_EXIT_MEMORY_FAULT_ 39
+
+/*
+ * KVM_EXIT_MEMORY_FAULT is how guest_memfd / KVM-userfault postcopy reports
+ * a missing page: the gpa and flags live in the vCPU's kvm_run.
+ */
+static __always_inline void emit_memory_fault(void)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct fl_vcpu_info *vi = bpf_map_lookup_elem(&fl_vcpus, &tid);
+	struct kvm_vcpu *v;
+	struct kvm_run *run;
+	struct fl_event *e;
+
+	if (!vi || !vi->vcpu)
+		return;
+	v = (struct kvm_vcpu *)vi->vcpu;
+	run = BPF_CORE_READ(v, run);
+	e = ev_current(FL_EV_KVM_MEMFAULT);
+	if (!e)
+		return;
+	e->memfault.vcpu_id = vi->vcpu_id;
+	e->memfault.flags = BPF_CORE_READ(run, memory_fault.flags);
+	e->memfault.gpa = BPF_CORE_READ(run, memory_fault.gpa);
+	e->memfault.size = BPF_CORE_READ(run, memory_fault.size);
+	ev_submit(e);
+}
+
 static __always_inline int on_kvm_userspace_exit(__u32 reason, int err)
 {
 	if (!current_tracked())
 		return 0;
-	if (err < 0)
+	if (err < 0) {
 		count_exit(FL_EXIT_USERSPACE_ERR, -err);
-	else
-		count_exit(FL_EXIT_USERSPACE, reason);
+		return 0;
+	}
+	count_exit(FL_EXIT_USERSPACE, reason);
+	if (reason == KVM_EXIT_MEMORY_FAULT_)
+		emit_memory_fault();
 	return 0;
 }
 
@@ -1225,7 +1259,7 @@ static __always_inline int on_kvm_exit(__u32 isa, __u32 reason, __u32 vcpu_id)
 	if (!current_tracked())
 		return 0;
 	/* tracepoints in vCPU context name the vCPU even where KVM_RUN was not seen */
-	note_vcpu((__u32)bpf_get_current_pid_tgid(), vcpu_id, 0, (__u32)-1);
+	note_vcpu((__u32)bpf_get_current_pid_tgid(), vcpu_id, 0, (__u32)-1, 0);
 	if (isa == KVM_ISA_VMX)
 		count_exit(FL_EXIT_VMX, reason & 0xffff);
 	else
@@ -1299,7 +1333,7 @@ SEC("tracepoint/kvm/kvm_page_fault")
 int tp_kvm_page_fault(struct trace_event_raw_kvm_page_fault *ctx)
 {
 	if (current_tracked()) {
-		note_vcpu((__u32)bpf_get_current_pid_tgid(), ctx->vcpu_id, 0, (__u32)-1);
+		note_vcpu((__u32)bpf_get_current_pid_tgid(), ctx->vcpu_id, 0, (__u32)-1, 0);
 		count_exit(FL_EXIT_PAGE_FAULT, 0);
 	}
 	return 0;

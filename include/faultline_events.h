@@ -33,6 +33,7 @@ enum fl_event_type {
 	FL_EV_POISON_HIT = 13,	/* a vCPU's MMIO exit on a guest page known to be poisoned */
 	FL_EV_MEMFAIL = 14,	/* ras:memory_failure_event */
 	FL_EV_MCE = 15,		/* mce:mce_record */
+	FL_EV_KVM_MEMFAULT = 16,	/* KVM_EXIT_MEMORY_FAULT: gpa, size and flags from kvm_run */
 	FL_EV_TYPE_MAX,
 };
 
@@ -166,6 +167,21 @@ struct fl_ev_poison_hit {
 	__u32 len;
 };
 
+struct fl_ev_kvm_memfault {
+	__u64 flags;	/* KVM_MEMORY_EXIT_FLAG_* (PRIVATE, and USERFAULT where KVM has it) */
+	__u64 gpa;
+	__u64 size;
+	__s32 vcpu_id;
+	__u32 pad;
+};
+
+/* Value of the fl_vcpus map. */
+struct fl_vcpu_info {
+	__s32 vcpu_id;
+	__u32 pad;
+	__u64 vcpu;	/* struct kvm_vcpu *, 0 when learned from a tracepoint */
+};
+
 struct fl_ev_memfail {
 	__u64 pfn;
 	__s32 mf_type;
@@ -199,6 +215,7 @@ struct fl_event {
 		struct fl_ev_poison_hit hit;
 		struct fl_ev_memfail memfail;
 		struct fl_ev_mce mce;
+		struct fl_ev_kvm_memfault memfault;
 	};
 };
 

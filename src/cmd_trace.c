@@ -89,6 +89,13 @@ static void on_signal(void *arg, const struct fl_event *e, int32_t vcpu)
 	fl_out_signal(t->out, e, vcpu, t->o.json);
 }
 
+static void on_memfault(void *arg, const struct fl_event *e)
+{
+	struct trace_ctx *t = arg;
+
+	fl_out_kvm_memfault(t->out, e, t->o.json);
+}
+
 static void on_lost(void *arg, const char *where, uint64_t n, uint64_t ts)
 {
 	struct trace_ctx *t = arg;
@@ -223,7 +230,7 @@ static int run(struct trace_ctx *t)
 
 	t->s.ops = (struct fl_session_ops){
 		.episode = on_episode, .race = on_race, .record = on_record, .poison = on_poison,
-		.signal = on_signal, .lost = on_lost, .tick = on_tick, .arg = t,
+		.signal = on_signal, .memfault = on_memfault, .lost = on_lost, .tick = on_tick, .arg = t,
 	};
 	t->s.o.tick_ns = 50 * 1000000ULL;	/* flush output as it comes */
 	ret = fl_session_run(&t->s);

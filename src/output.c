@@ -283,3 +283,40 @@ void fl_out_signal(FILE *out, const struct fl_event *e, int32_t vcpu, bool json)
 		e->signal.code);
 	fl_out_line_done(out);
 }
+
+void fl_out_kvm_memfault(FILE *out, const struct fl_event *e, bool json)
+{
+	static const struct { uint64_t bit; const char *name; } flags[] = {
+		{ 1ULL << 3, "PRIVATE" },	/* KVM_MEMORY_EXIT_FLAG_PRIVATE */
+	};
+	uint64_t known = 0;
+	bool first = true;
+
+	for (unsigned i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
+		known |= flags[i].bit;
+	if (!json) {
+		fprintf(out, "%-16.6f KVM_EXIT_MEMORY_FAULT vcpu %d (%s[%u/%u]) gpa 0x%llx size 0x%llx "
+			"flags 0x%llx\n", e->ts / 1e9, e->memfault.vcpu_id, e->comm, e->pid, e->tid,
+			(unsigned long long)e->memfault.gpa, (unsigned long long)e->memfault.size,
+			(unsigned long long)e->memfault.flags);
+		fl_out_line_done(out);
+		return;
+	}
+	fprintf(out, "{\"event\":\"kvm_memory_fault\",\"ts_ns\":%llu,\"pid\":%u,\"tid\":%u,"
+		"\"vcpu\":%d,\"gpa\":\"0x%llx\",\"size\":%llu,\"flags\":[",
+		(unsigned long long)e->ts, e->pid, e->tid, e->memfault.vcpu_id,
+		(unsigned long long)e->memfault.gpa, (unsigned long long)e->memfault.size);
+	for (unsigned i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
+		if (e->memfault.flags & flags[i].bit) {
+			fprintf(out, "%s\"%s\"", first ? "" : ",", flags[i].name);
+			first = false;
+		}
+	/* bits this build has no name for, e.g. a KVM-userfault flag, as numbers */
+	for (int b = 0; b < 64; b++)
+		if ((e->memfault.flags & ~known) >> b & 1) {
+			fprintf(out, "%s\"0x%llx\"", first ? "" : ",", 1ULL << b);
+			first = false;
+		}
+	fputs("]}\n", out);
+	fl_out_line_done(out);
+}

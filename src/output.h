@@ -19,6 +19,7 @@ void fl_out_fault_header(FILE *out);
 void fl_out_fault(FILE *out, const struct fl_episode *ep, bool json);
 void fl_out_race(FILE *out, const struct fl_race *r, bool json);
 void fl_out_poison(FILE *out, const struct fl_poison_note *n, bool json);
+void fl_out_kvm_memfault(FILE *out, const struct fl_event *e, bool json);
 void fl_out_signal(FILE *out, const struct fl_event *e, int32_t vcpu, bool json);
 /* Records the kernel side dropped: where, how many since the last report. */
 void fl_out_lost(FILE *out, const char *where, uint64_t n, uint64_t ts, bool json);

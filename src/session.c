@@ -132,6 +132,10 @@ static int on_record(void *arg, void *data, size_t size)
 		n.vcpu = fl_vms_vcpu_of(&s->vms, e->pid, e->tid, e->comm);
 		poison(s, &n, e);
 		break;
+	case FL_EV_KVM_MEMFAULT:
+		if (s->ops.memfault && fl_session_selected(s, e->pid, e->comm))
+			s->ops.memfault(s->ops.arg, e);
+		break;
 	case FL_EV_MEMFAIL:
 		n.kind = FL_POISON_MEMORY_FAILURE;
 		n.pfn = e->memfail.pfn;
@@ -257,8 +261,25 @@ const char *fl_session_exit_name(struct fl_session *s, uint32_t kind, uint32_t r
 	static const char *const mmio[] = { "mmio_unsatisfied_read", "mmio_read", "mmio_write" };
 	const char *name = NULL;
 
+	/*
+	 * Newer KVM_EXIT_* codes than the kernel's own tracepoint table knows
+	 * (6.18's stops at X86_WRMSR): the uapi names.
+	 */
+	static const struct { uint32_t code; const char *name; } newer[] = {
+		{ 31, "KVM_EXIT_DIRTY_RING_FULL" }, { 32, "KVM_EXIT_AP_RESET_HOLD" },
+		{ 33, "KVM_EXIT_X86_BUS_LOCK" }, { 34, "KVM_EXIT_XEN" },
+		{ 35, "KVM_EXIT_RISCV_SBI" }, { 36, "KVM_EXIT_RISCV_CSR" },
+		{ 37, "KVM_EXIT_NOTIFY" }, { 38, "KVM_EXIT_LOONGARCH_IOCSR" },
+		{ 39, "KVM_EXIT_MEMORY_FAULT" }, { 40, "KVM_EXIT_TDX" },
+	};
+
 	switch (kind) {
-	case FL_EXIT_USERSPACE: name = fl_sym_name(&s->uexit, reason); break;
+	case FL_EXIT_USERSPACE:
+		name = fl_sym_name(&s->uexit, reason);
+		for (unsigned i = 0; !name && i < sizeof(newer) / sizeof(newer[0]); i++)
+			if (newer[i].code == reason)
+				name = newer[i].name;
+		break;
 	case FL_EXIT_USERSPACE_ERR:
 		snprintf(buf, len, "error_%s", reason == EINTR ? "EINTR" : "errno");
 		if (reason != EINTR)

@@ -62,6 +62,7 @@ struct fl_session_ops {
 	void (*record)(void *arg, const struct fl_event *e);		/* every raw record */
 	void (*poison)(void *arg, const struct fl_poison_note *n);
 	void (*signal)(void *arg, const struct fl_event *e, int32_t vcpu);	/* SIGSEGV */
+	void (*memfault)(void *arg, const struct fl_event *e);	/* KVM_EXIT_MEMORY_FAULT */
 	void (*lost)(void *arg, const char *where, uint64_t n, uint64_t ts);
 	void (*tick)(void *arg, uint64_t now);
 	void *arg;

@@ -40,6 +40,7 @@
 #include <asm/mce.h>
 #include <linux/kvm.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -212,10 +213,11 @@ static void assert_self(const struct fl_event *e, uint32_t type)
 /* The vCPU id fl_vcpus holds for t, or INT32_MIN if none. */
 static int32_t vcpus_get(struct fx *f, uint32_t t)
 {
-	int32_t v;
+	struct fl_vcpu_info v;
 
 	assert_int_equal(bpf_map__value_size(f->s->maps.fl_vcpus), sizeof(v));
-	return bpf_map_lookup_elem(bpf_map__fd(f->s->maps.fl_vcpus), &t, &v) ? INT32_MIN : v;
+	return bpf_map_lookup_elem(bpf_map__fd(f->s->maps.fl_vcpus), &t, &v) ? INT32_MIN
+									       : v.vcpu_id;
 }
 
 static uint64_t current_task(struct fx *f)
@@ -1277,6 +1279,47 @@ static int libbpf_warn_only(enum libbpf_print_level level, const char *fmt, va_l
 	return level == LIBBPF_WARN ? vfprintf(stderr, fmt, ap) : 0;
 }
 
+/*
+ * KVM_EXIT_MEMORY_FAULT (guest_memfd / KVM-userfault postcopy): the record
+ * carries the gpa, size and flags the vCPU's kvm_run holds. The test writes
+ * them into the mmap'd kvm_run itself, so the values are known.
+ */
+static void test_kvm_memory_fault(void **state)
+{
+	struct fx *f = *state;
+	struct kvm_run *run;
+	long size;
+	struct vm v;
+
+	VM_OPEN(&v, 5);
+	size = ioctl(v.kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
+	assert_true(size >= (long)sizeof(*run));
+	run = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, v.vcpu, 0);
+	assert_true(run != MAP_FAILED);
+	track_self(f);
+	vcpu_register(f, &v, 5);
+	/* memory_fault {flags, gpa, size} sits at the start of kvm_run's exit union */
+	{
+		uint64_t *mf = (uint64_t *)&run->mmio;
+
+		mf[0] = 1ULL << 3;	/* KVM_MEMORY_EXIT_FLAG_PRIVATE */
+		mf[1] = 0x123000;
+		mf[2] = 0x1000;
+	}
+	RUN(f->s->progs.test_kvm_userspace_exit, 39, 0);	/* KVM_EXIT_MEMORY_FAULT */
+	assert_int_equal(drain(f), 1);
+	assert_self(&f->recs[0], FL_EV_KVM_MEMFAULT);
+	assert_int_equal(f->recs[0].memfault.vcpu_id, 5);
+	assert_int_equal(f->recs[0].memfault.flags, 1ULL << 3);
+	assert_int_equal(f->recs[0].memfault.gpa, 0x123000);
+	assert_int_equal(f->recs[0].memfault.size, 0x1000);
+	/* other exits carry no record */
+	RUN(f->s->progs.test_kvm_userspace_exit, 6, 0);
+	assert_int_equal(drain(f), 0);
+	munmap(run, size);
+	vm_close(&v);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -1299,6 +1342,7 @@ int main(void)
 		T(test_mce_record),
 		T(test_signal_deliver),
 		T(test_vcpu_forgotten_on_exit),
+		T(test_kvm_memory_fault),
 	};
 	int fd;
 
