@@ -233,6 +233,8 @@ static int run(struct trace_ctx *t)
 		.signal = on_signal, .memfault = on_memfault, .lost = on_lost, .tick = on_tick, .arg = t,
 	};
 	t->s.o.tick_ns = 50 * 1000000ULL;	/* flush output as it comes */
+	if (!t->o.json)
+		fl_out_fault_header(t->out);
 	ret = fl_session_run(&t->s);
 	if (t->s.corr)
 		print_summary(t);
