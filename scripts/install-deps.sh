@@ -10,6 +10,11 @@ pkgs=(
 	libcmocka-dev                # unit tests
 	python3                      # end-to-end test harness
 	util-linux                   # setpriv (non-root error test)
+	libmicrohttpd-dev            # faultline exporter's HTTP server
+	prometheus                   # promtool and a real server for the exporter's e2e test
+	qemu-system-x86              # real postcopy migration e2e test (TCG guests)
+	busybox-static cpio          # that guest's initramfs
+	libc6-dev                    # gcc -static for the guest's memory-dirtying workload
 )
 
 missing=()

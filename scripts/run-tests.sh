@@ -15,6 +15,7 @@ suites=(
 	"e2e: faultline trace|python3 tests/e2e/test_trace.py"
 	"e2e: workload variants (handler process, races)|python3 tests/e2e/test_workload_variants.py"
 	"e2e: VMs, vCPUs, KVM exits, poison|python3 tests/e2e/test_vm.py"
+	"e2e: real QEMU postcopy|python3 tests/e2e/test_qemu_postcopy.py"
 )
 export CMOCKA_MESSAGE_OUTPUT=TAP
 

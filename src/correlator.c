@@ -39,6 +39,12 @@ struct mm_owner {
 };
 
 #define MM_OWNERS 256
+#define DONE_RING 1024	/* recently finished (tid, page): late reads of their message */
+
+struct done_fault {
+	uint32_t tid;
+	uint64_t mm, page, pf_ts;
+};
 
 struct fl_correlator {
 	struct fl_correlator_cfg cfg;
@@ -49,6 +55,9 @@ struct fl_correlator {
 	struct mm_owner owners[MM_OWNERS];	/* mm -> process, learned from blocks */
 	unsigned owner_next;
 	uint64_t dropped;
+	struct done_fault done[DONE_RING];
+	unsigned done_next;
+	uint64_t late_notifies;
 };
 
 static const char *const res_names[] = {
@@ -229,7 +238,42 @@ static void finalize(struct fl_correlator *c, struct fl_episode *ep)
 	unlink_ep(c, ep);
 	if (c->ops.episode)
 		c->ops.episode(c->ops.arg, ep);
+	if (ep->addr)
+		c->done[c->done_next++ % DONE_RING] =
+			(struct done_fault){ ep->tid, ep->mm, ep->addr, ep->pf_ts };
 	free(ep);
+}
+
+/*
+ * A handler's read() can take a fault's message off the queue and be
+ * preempted before returning; meanwhile the page arrives by another path
+ * and the thread runs on. The message then surfaces after its fault ended:
+ * it belongs to that finished fault, not to a new one.
+ */
+/* The range was zapped or re-protected: its pages may really fault again. */
+static void forget_done(struct fl_correlator *c, uint64_t mm, uint64_t start, uint64_t len)
+{
+	for (unsigned i = 0; i < DONE_RING; i++) {
+		struct done_fault *d = &c->done[i];
+
+		if (d->mm == mm && (len == UINT64_MAX ||
+				    (d->page >= (start & PAGE_MASK_) && d->page < start + len)))
+			d->tid = 0;
+	}
+}
+
+static bool finished_already(struct fl_correlator *c, uint32_t tid, uint64_t mm, uint64_t page,
+			     uint64_t pf_ts)
+{
+	for (unsigned i = 0; i < DONE_RING; i++) {
+		const struct done_fault *d = &c->done[i];
+
+		/* same thread, page and user fault (or no user fault to tell them apart) */
+		if (d->tid == tid && d->page == page && (!mm || !d->mm || d->mm == mm) &&
+		    (!pf_ts || pf_ts == d->pf_ts))
+			return true;
+	}
+	return false;
 }
 
 /*
@@ -443,6 +487,7 @@ static void on_notify(struct fl_correlator *c, const struct fl_event *e)
 			len = n->arg3;
 		if (n->event == UFFD_EVENT_FORK || !len)
 			return;
+		forget_done(c, n->mm, n->addr, len);
 		w = count_waiters(c, n->mm, n->addr, len, &one,
 				  n->event != UFFD_EVENT_REMOVE, e->ts);
 		if (!w)
@@ -498,6 +543,10 @@ static void on_notify(struct fl_correlator *c, const struct fl_event *e)
 
 		if (!n->ptid)
 			return;	/* nothing to attach to and no thread to key on */
+		if (finished_already(c, n->ptid, n->mm, addr, n->pf_ts)) {
+			c->late_notifies++;
+			return;
+		}
 		ep = ep_new(c, o ? o->pid : 0, n->ptid, o ? o->comm : NULL, n->mm);
 		if (!ep)
 			return;
@@ -539,8 +588,10 @@ static void on_ioctl(struct fl_correlator *c, const struct fl_event *e)
 		count_waiters(c, io->mm, io->start, io->len, NULL, true, e->ts);
 		return;
 	}
-	if (io->op == FL_OP_WRITEPROTECT && (io->mode & 1))
+	if (io->op == FL_OP_WRITEPROTECT && (io->mode & 1)) {
+		forget_done(c, io->mm, io->start, io->len);	/* may fault again */
 		return;	/* protecting, not resolving */
+	}
 	if (res == FL_RES_UNRESOLVED)
 		return;
 
@@ -599,6 +650,8 @@ static void on_mapchange(struct fl_correlator *c, const struct fl_event *e)
 
 	if (m->ret < 0 && m->ret > -4096)
 		return;	/* failed: nothing changed */
+	/* fallocate gives file offsets: forget the whole address space */
+	forget_done(c, m->mm, m->addr, m->op == FL_MAP_FALLOCATE ? UINT64_MAX : m->len);
 	switch (m->op) {
 	case FL_MAP_MUNMAP: what = "munmap"; removes_mapping = true; break;
 	case FL_MAP_MREMAP: what = "mremap"; removes_mapping = true; break;
@@ -703,6 +756,11 @@ unsigned fl_corr_active(const struct fl_correlator *c)
 uint64_t fl_corr_dropped(const struct fl_correlator *c)
 {
 	return c->dropped;
+}
+
+uint64_t fl_corr_late_notifies(const struct fl_correlator *c)
+{
+	return c->late_notifies;
 }
 
 void fl_corr_free(struct fl_correlator *c)

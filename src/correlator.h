@@ -125,6 +125,8 @@ void fl_corr_flush(struct fl_correlator *c, uint64_t now);
 unsigned fl_corr_active(const struct fl_correlator *c);
 /* Inferred blocks that turned out not to be userfaults (I/O or lock sleeps in a fault). */
 uint64_t fl_corr_dropped(const struct fl_correlator *c);
+/* Messages read after their fault had already ended (attached to nothing). */
+uint64_t fl_corr_late_notifies(const struct fl_correlator *c);
 
 const char *fl_resolution_name(enum fl_resolution r);
 const char *fl_mode_name(enum fl_mode m);

@@ -1913,6 +1913,32 @@ static void test_names(void **state)
 	assert_string_equal(fl_op_name(FL_OP_POISON), "POISON");
 }
 
+/*
+ * Regression (seen with QEMU): the handler's read() took the message, was
+ * preempted, and returned only after the page had arrived by the precopy
+ * stream and the thread had run on. The late message is not a new fault;
+ * after the range is zapped (MADV_DONTNEED), the same page can fault anew.
+ */
+static void test_late_notify_after_fault_ended(void **state)
+{
+	(void)state;
+	ev(block(T1, AT(10), A, AT(5), true));
+	ev(wakeup(T1, AT(30)));
+	ev(place(AT(25), AT(32), FL_OP_COPY, A, PG));
+	ev(run(T1, AT(40)));
+	assert_int_equal(cap.neps, 1);
+	ev(notify(HTID, AT(50), T1, A, 0));		/* the late read */
+	fl_corr_flush(corr, AT(60));
+	assert_int_equal(cap.neps, 1);
+	assert_int_equal(fl_corr_late_notifies(corr), 1);
+
+	ev(mapchange(AT(70), FL_MAP_MADVISE, A, PG, 0));
+	ev(notify(HTID, AT(80), T1, A, 0));		/* a real new fault's message */
+	fl_corr_flush(corr, AT(90));
+	assert_int_equal(cap.neps, 2);
+	assert_int_equal(fl_corr_late_notifies(corr), 1);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 #define TI(f) cmocka_unit_test_setup_teardown(f, setup_infer, teardown)
 
@@ -1920,6 +1946,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		T(test_simple_user_fault),
+		T(test_late_notify_after_fault_ended),
 		T(test_run_before_copy_record),
 		T(test_user_retry_after_wake_merged),
 		T(test_user_retry_renotify_before_reblock),
