@@ -12,21 +12,25 @@ ARCH     := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -Isrc -I$(OUT)
-LDLIBS   := -lbpf -lelf -lz
+LDLIBS   := -lbpf -lelf -lz -pthread -lmicrohttpd -lm
 BPFFLAGS := -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) -I. -Iinclude -Wall -Werror
 
 # The agent: everything in src/ but main.c also goes into the test binaries.
 LIB_SRCS := src/correlator.c src/probe.c src/kallsyms.c src/tracefs.c src/procscan.c \
             src/output.c src/hist.c src/vmstats.c src/tpformat.c src/session.c \
-            src/session_args.c src/vmreport.c
-CMD_SRCS := src/main.c src/cmd_trace.c src/cmd_features.c src/cmd_top.c
+            src/session_args.c src/vmreport.c src/metrics.c
+LIB_SRCS += src/stuck.c
+CMD_SRCS := src/main.c src/cmd_trace.c src/cmd_features.c src/cmd_top.c src/cmd_exporter.c
+CMD_SRCS += src/cmd_stuck.c
 LIB_OBJS := $(LIB_SRCS:src/%.c=$(OUT)/%.o)
 CMD_OBJS := $(CMD_SRCS:src/%.c=$(OUT)/%.o)
 SKELS    := $(OUT)/faultline.skel.h $(OUT)/empty.skel.h
 
 WORKLOADS := $(OUT)/uffd-workload $(OUT)/kvm-guest $(OUT)/syscall-loop
+WORKLOADS += $(OUT)/stuck-scenarios
 TESTS     := $(OUT)/test_correlator $(OUT)/test_vmstats $(OUT)/test_tpformat \
-             $(OUT)/test_bpf_handlers $(OUT)/test_bpf_kvm
+             $(OUT)/test_bpf_handlers $(OUT)/test_bpf_kvm $(OUT)/test_metrics
+TESTS     += $(OUT)/test_stuck
 BENCH     := $(OUT)/bench-floor
 
 .PHONY: all test bench clean vmlinux
@@ -57,6 +61,9 @@ $(OUT)/kvm-guest: tests/workloads/kvm_guest.c include/uffd_compat.h | $(OUT)
 $(OUT)/syscall-loop: tests/workloads/syscall_loop.c | $(OUT)
 	$(CC) $(CFLAGS) $< -o $@
 
+$(OUT)/stuck-scenarios: tests/workloads/stuck_scenarios.c include/uffd_compat.h | $(OUT)
+	$(CC) $(CFLAGS) -pthread $< -o $@
+
 $(OUT)/test_correlator: tests/unit/test_correlator.c $(OUT)/correlator.o
 	$(CC) $(CFLAGS) $^ -o $@ -lcmocka
 
@@ -65,6 +72,12 @@ $(OUT)/test_vmstats: tests/unit/test_vmstats.c $(OUT)/vmstats.o
 
 $(OUT)/test_tpformat: tests/unit/test_tpformat.c $(OUT)/tpformat.o
 	$(CC) $(CFLAGS) $^ -o $@ -lcmocka
+
+$(OUT)/test_stuck: tests/unit/test_stuck.c $(OUT)/stuck.o
+	$(CC) $(CFLAGS) $^ -o $@ -lcmocka
+
+$(OUT)/test_metrics: tests/unit/test_metrics.c $(OUT)/metrics.o
+	$(CC) $(CFLAGS) $^ -o $@ -lcmocka -lm
 
 $(OUT)/test_bpf_kvm: tests/bpf/test_bpf_kvm.c $(LIB_OBJS)
 	$(CC) $(CFLAGS) -pthread $^ -o $@ $(LDLIBS) -lcmocka

@@ -10,12 +10,16 @@ suites=(
 	"unit: correlator|build/test_correlator"
 	"unit: vmstats|build/test_vmstats"
 	"unit: tpformat|build/test_tpformat"
+	"unit: stuck (/proc parsers, verdicts)|build/test_stuck"
+	"unit: metrics (Prometheus text format)|build/test_metrics"
 	"bpf: handlers via BPF_PROG_TEST_RUN|build/test_bpf_handlers"
 	"bpf: KVM, poison, machine errors via BPF_PROG_TEST_RUN|build/test_bpf_kvm"
 	"e2e: faultline trace|python3 tests/e2e/test_trace.py"
 	"e2e: workload variants (handler process, races)|python3 tests/e2e/test_workload_variants.py"
 	"e2e: VMs, vCPUs, KVM exits, poison|python3 tests/e2e/test_vm.py"
 	"e2e: real QEMU postcopy|python3 tests/e2e/test_qemu_postcopy.py"
+	"e2e: faultline stuck|python3 tests/e2e/test_stuck.py"
+	"e2e: faultline exporter (promtool, real Prometheus)|python3 tests/e2e/test_exporter.py"
 )
 export CMOCKA_MESSAGE_OUTPUT=TAP
 

@@ -7,5 +7,7 @@ int fl_cmd_trace(int argc, char **argv);
 int fl_cmd_demo(int argc, char **argv);
 int fl_cmd_features(int argc, char **argv);
 int fl_cmd_top(int argc, char **argv);
+int fl_cmd_stuck(int argc, char **argv);
+int fl_cmd_exporter(int argc, char **argv);
 
 #endif

@@ -14,6 +14,8 @@ struct subcommand {
 static const struct subcommand cmds[] = {
 	{ "trace", fl_cmd_trace, "trace userfault episodes live (bcc-style columns or --json)" },
 	{ "top", fl_cmd_top, "live per-VM / per-vCPU blocking view (kvm_stat style; -b for batch)" },
+	{ "exporter", fl_cmd_exporter, "serve userfault metrics for Prometheus (/metrics)" },
+	{ "stuck", fl_cmd_stuck, "threads stuck in a userfault and why, one-shot from /proc" },
 	{ "features", fl_cmd_features, "what this kernel supports and what each gap disables" },
 	{ "demo", fl_cmd_demo, "trace the built-in userfaultfd workload (a first look)" },
 };
@@ -30,7 +32,9 @@ static void usage(FILE *out)
 		     "  sudo faultline demo\n"
 		     "  sudo faultline features\n"
 		     "  sudo faultline trace -p $(pidof qemu-system-x86_64) --hist\n"
-		     "  sudo faultline trace --json --duration 10 > faults.jsonl\n");
+		     "  sudo faultline stuck -p $(pidof qemu-system-x86_64)\n"
+		     "  sudo faultline trace --json --duration 10 > faults.jsonl\n"
+		     "  sudo faultline exporter --listen 127.0.0.1:9477\n");
 }
 
 int main(int argc, char **argv)

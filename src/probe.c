@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -316,8 +317,41 @@ int fl_probe_syscalls_attach(struct fl_probe *p, char *err, size_t errlen)
 	return 0;
 }
 
+struct doomed_links {
+	int n;
+	struct bpf_link *links[FL_MAX_SC_LINKS];
+};
+
+static void *destroy_links(void *arg)
+{
+	struct doomed_links *d = arg;
+
+	for (int i = 0; i < d->n; i++)
+		bpf_link__destroy(d->links[i]);
+	free(d);
+	return NULL;
+}
+
+/*
+ * Destroying a tracepoint link waits for an RCU grace period (~70 ms each
+ * here, over a second for all of them): done on a thread of its own so the
+ * event loop keeps reading the ring buffer meanwhile.
+ */
 void fl_probe_syscalls_detach(struct fl_probe *p)
 {
+	struct doomed_links *d = malloc(sizeof(*d));
+	pthread_t th;
+
+	if (d) {
+		d->n = p->nsc;
+		memcpy(d->links, p->sc_links, sizeof(d->links));
+		if (pthread_create(&th, NULL, destroy_links, d) == 0) {
+			pthread_detach(th);
+			p->nsc = 0;
+			return;
+		}
+		free(d);
+	}
 	for (int i = 0; i < p->nsc; i++)
 		bpf_link__destroy(p->sc_links[i]);
 	p->nsc = 0;
@@ -325,7 +359,9 @@ void fl_probe_syscalls_detach(struct fl_probe *p)
 
 void fl_probe_stop(struct fl_probe *p)
 {
-	fl_probe_syscalls_detach(p);
+	for (int i = 0; i < p->nsc; i++)
+		bpf_link__destroy(p->sc_links[i]);
+	p->nsc = 0;
 	for (int i = 0; i < p->nsched; i++)
 		bpf_link__destroy(p->sched_links[i]);
 	p->nsched = 0;

@@ -197,6 +197,8 @@ def main():
         bench_vm_throughput()
     else:
         print("\n5. skipped: /dev/kvm not available")
+    from bench_exporter import bench_exporter
+    bench_exporter()
 
 
 if __name__ == "__main__":

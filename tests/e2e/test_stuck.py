@@ -1,0 +1,373 @@
+#!/usr/bin/env python3
+"""End-to-end tests of `faultline stuck` (one-shot, /proc only) against real
+stuck states built by build/stuck-scenarios.
+
+The reference is always the scenario's own READY line: its pid, the waiter's
+thread id, the uffd fd, the handler process, the waiter's CLOCK_MONOTONIC
+right before its access, and the fdinfo counters it checked itself.
+"""
+import os
+import select
+import signal
+import subprocess
+import tempfile
+import time
+
+from tap import BUILD, FAULTLINE, Skip, jsonl, main, require_kvm, require_root
+
+SCENARIOS = os.path.join(BUILD, "stuck-scenarios")
+KVM_GUEST = os.path.join(BUILD, "kvm-guest")
+MS = 1_000_000
+
+
+class Scenario:
+    """Runs one scenario until its READY line; on exit releases it and checks it ended cleanly."""
+
+    def __init__(self, name, *extra):
+        self.name = name
+        self.extra = list(extra)
+
+    def __enter__(self):
+        self.p = subprocess.Popen([SCENARIOS, "--scenario", self.name, "--hold-ms", "60000",
+                                   *self.extra],
+                                  stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        deadline = time.monotonic() + 20
+        line = ""
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([self.p.stderr], [], [], 0.5)
+            if r:
+                line = self.p.stderr.readline()
+                if line.startswith("READY "):
+                    break
+                if not line and self.p.poll() is not None:
+                    break
+        if not line.startswith("READY "):
+            self.p.kill()
+            rest = self.p.stderr.read()
+            raise AssertionError(f"scenario {self.name}: no READY line: {line}{rest}")
+        self.ready = dict(kv.split("=", 1) for kv in line.split()[1:])
+        self.pid = int(self.ready["pid"])
+        self.tid = int(self.ready["waiter_tid"])
+        self.addr = int(self.ready["addr"], 16)
+        self.uffd_fd = int(self.ready["uffd_fd"])
+        self.handler_pid = int(self.ready["handler_pid"])
+        self.killed_handler_pid = int(self.ready["killed_handler_pid"])
+        self.blocked_since_ns = int(self.ready["blocked_since_ns"])
+        return self
+
+    def __exit__(self, *exc):
+        # SIGTERM makes it release every waiter (ZEROPAGE / WAKE) and exit 0
+        self.p.send_signal(signal.SIGTERM)
+        try:
+            rest = self.p.communicate(timeout=15)[1]
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.communicate()
+            raise AssertionError(f"scenario {self.name} hung on release")
+        if exc[0] is None:
+            assert self.p.returncode == 0, f"scenario {self.name} exited {self.p.returncode}: {rest}"
+            assert "RELEASED" in rest, rest
+        return False
+
+    def wait_age(self, ns):
+        """Sleeps until the waiter has been blocked for at least ns."""
+        left = self.blocked_since_ns + ns - time.monotonic_ns()
+        if left > 0:
+            time.sleep(left / 1e9)
+
+
+def stuck(*args, timeout=60):
+    p = subprocess.run([FAULTLINE, "stuck", *args], capture_output=True, text=True,
+                       timeout=timeout)
+    return p
+
+
+def stuck_json(*args):
+    before = time.monotonic_ns()
+    p = stuck("--json", *args)
+    after = time.monotonic_ns()
+    assert p.returncode == 0, f"faultline stuck exited {p.returncode}: {p.stderr}"
+    objs = jsonl(p.stdout)
+    assert objs and objs[-1]["event"] == "summary", p.stdout
+    assert all("event" in o for o in objs)
+    return [o for o in objs if o["event"] == "stuck"], objs[-1], before, after
+
+
+def one_for(sc, *args):
+    """The single stuck object faultline reports for the scenario's process."""
+    mine, summ, before, after = stuck_json("-p", str(sc.pid), *args)
+    assert len(mine) == 1, f"expected one stuck thread of {sc.pid}: {mine}"
+    o = mine[0]
+    assert o["pid"] == sc.pid and o["tid"] == sc.tid, o
+    assert o["thread"] == "stuck-waiter", o
+    assert summ["stuck"] == 1 and summ["by_verdict"][o["verdict"]] == 1, summ
+    check_common(o, sc, before, after)
+    return o, summ
+
+
+def check_common(o, sc, before, after):
+    # a user page fault; the address is not in /proc and must not be guessed
+    assert o["fault_path"] == "user", o
+    assert o["addr"] is None and o["syscall"] is None and o["pc"].startswith("0x"), o
+    assert o["found_by"] in ("wchan", "stack")
+    # waited: from the scheduler's clock; a few ms of clock jitter, never before the access
+    ref = sc.blocked_since_ns
+    since = o["blocked_since_ns"]
+    tol = 50 * MS + 0.05 * (after - ref)
+    assert ref - 20 * MS <= since <= ref + tol, \
+        f"blocked since {since}, the waiter's own clock says {ref} (diff {(since - ref) / 1e6:.1f} ms)"
+    assert before - ref - tol <= o["waited_ns"] <= after - ref + 20 * MS, \
+        f"waited {o['waited_ns']} ns, the waiter's own clock says {before - ref}..{after - ref}"
+    assert o["evidence"] and all(isinstance(e, str) and e for e in o["evidence"])
+    assert o["unstick"]
+
+
+def holders_of(o):
+    return {h["pid"]: h for h in o["uffd"]["holders"]}
+
+
+def check_range(o, sc):
+    assert o["ranges_total"] == 1, o["ranges"]
+    r = o["ranges"][0]
+    assert int(r["start"], 16) <= sc.addr < int(r["end"], 16) and r["mode"] == "missing", r
+
+
+def test_not_read():
+    require_root()
+    with Scenario("not_read") as sc:
+        sc.wait_age(300 * MS)
+        o, _ = one_for(sc, "--min-age", "200ms")
+        assert o["verdict"] == "not_read", o
+        assert o["uffd_attribution"] == "held"
+        u = o["uffd"]
+        assert (u["pending"], u["total"]) == (1, 1), u
+        h = holders_of(o)
+        # the VMM-side process and the handler process that never reads
+        assert set(h) == {sc.pid, sc.handler_pid}, h
+        assert sc.uffd_fd in h[sc.pid]["fds"]
+        assert h[sc.handler_pid]["comm"] == "stuck-handler"
+        assert not any(x["reading"] for x in h.values()), h
+        check_range(o, sc)
+        ev = " | ".join(o["evidence"])
+        assert "pending 1" in ev and "never read" in ev, ev
+        assert f"pid {sc.handler_pid} (stuck-handler" in ev and "in pause" in ev, ev
+        assert o["needs_history"] is None
+
+
+def test_not_read_handed_off_uffd():
+    """The faulting process gave its only uffd to the handler (CRIU lazy-pages style)."""
+    require_root()
+    with Scenario("not_read", "--handoff") as sc:
+        sc.wait_age(300 * MS)
+        o, _ = one_for(sc, "--min-age", "200ms")
+        assert o["verdict"] == "not_read", o
+        # found by elimination: the only uffd with waiters that no blocked process holds
+        assert o["uffd_attribution"] == "inferred", o
+        assert set(holders_of(o)) == {sc.handler_pid}, o["uffd"]
+        assert (o["uffd"]["pending"], o["uffd"]["total"]) == (1, 1)
+        ev = " | ".join(o["evidence"])
+        assert f"pid {sc.pid} holds no userfaultfd" in ev, ev
+        check_range(o, sc)
+
+
+def test_not_resolved():
+    require_root()
+    with Scenario("not_resolved") as sc:
+        sc.wait_age(300 * MS)
+        o, _ = one_for(sc, "--min-age", "200ms")
+        assert o["verdict"] == "not_resolved", o
+        u = o["uffd"]
+        assert (u["pending"], u["total"]) == (0, 1), u
+        h = holders_of(o)
+        assert set(h) == {sc.pid}, h
+        # the handler thread is back in poll on the uffd: alive, read it, never resolved it
+        assert h[sc.pid]["reading"] and h[sc.pid]["readers"], h
+        assert sc.tid not in h[sc.pid]["readers"]
+        check_range(o, sc)
+        ev = " | ".join(o["evidence"])
+        assert "pending 0" in ev and "never resolved" in ev and "in poll" in ev, ev
+        # a failed placement looks the same from /proc: said, not guessed
+        assert "placement_failed" in o["needs_history"], o
+
+
+def test_handler_wait_kinds_recognised():
+    """A handler waiting on the uffd in ppoll, select, epoll or a blocking read is a reader."""
+    require_root()
+    names = {"ppoll": {"ppoll"}, "select": {"select", "pselect6"},
+             "epoll": {"epoll_wait", "epoll_pwait", "epoll_pwait2"}, "read": {"read"}}
+    for kind, calls in names.items():
+        with Scenario("not_resolved", "--handler-wait", kind) as sc:
+            sc.wait_age(150 * MS)
+            o, _ = one_for(sc, "--min-age", "100ms")
+            assert o["verdict"] == "not_resolved", (kind, o)
+            h = holders_of(o)[sc.pid]
+            assert h["reading"] and len(h["readers"]) == 1 and sc.tid not in h["readers"], (kind, h)
+            how = [e for e in o["evidence"] if f"thread {h['readers'][0]} waits on it in " in e]
+            assert how and how[0].rsplit(" ", 1)[-1] in calls, (kind, o["evidence"])
+
+
+def test_munmap_failed_copy_is_range_unmapped():
+    require_root()
+    with Scenario("munmap_failed_copy") as sc:
+        sc.wait_age(300 * MS)
+        o, _ = one_for(sc, "--min-age", "200ms")
+        assert o["verdict"] == "range_unmapped", o
+        assert o["ranges"] == [] and o["ranges_total"] == 0, o
+        u = o["uffd"]
+        assert (u["pending"], u["total"]) == (0, 1), u
+        ev = " | ".join(o["evidence"])
+        assert "no userfaultfd-registered range left" in ev, ev
+        assert "ENOENT" in ev and "UFFDIO_WAKE" in ev, ev
+        # the scenario's uffd has no UNMAP/REMAP/REMOVE events: said so
+        assert "EVENT_UNMAP" in ev, ev
+        # the failed COPY itself is history: named as such
+        assert "placement_failed" in o["needs_history"], o
+        assert "UFFDIO_WAKE" in o["unstick"]
+
+
+def test_handler_gone():
+    require_root()
+    with Scenario("handler_gone") as sc:
+        assert sc.killed_handler_pid > 0
+        assert not os.path.exists(f"/proc/{sc.killed_handler_pid}"), "handler not reaped"
+        sc.wait_age(300 * MS)
+        o, _ = one_for(sc, "--min-age", "200ms")
+        assert o["verdict"] == "handler_gone", o
+        u = o["uffd"]
+        assert (u["pending"], u["total"]) == (1, 1), u
+        h = holders_of(o)
+        assert set(h) == {sc.pid}, h
+        assert not h[sc.pid]["reading"] and h[sc.pid]["maybe_reading"] == 0, h
+        check_range(o, sc)
+        ev = " | ".join(o["evidence"])
+        assert "held only by the waiter's own process" in ev and "no handler is left" in ev, ev
+        assert "pending 1" in ev, ev
+
+
+def test_kvm_vcpu_stuck_in_gup():
+    """A vCPU blocked in KVM_RUN on a fault its VMM's handler holds: found, path kvm."""
+    require_root()
+    require_kvm()
+    with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as out:
+        vm = subprocess.Popen([KVM_GUEST, "--vcpus", "1", "--pages", "1", "--mem-mb", "1",
+                               "--delay-us", "2500000", "--out", out.name],
+                              stderr=subprocess.PIPE, text=True)
+        line = vm.stderr.readline()
+        assert line.startswith("READY"), line
+        ready = dict(kv.split("=", 1) for kv in line.split()[1:])
+        pid, vcpu = int(ready["pid"]), int(ready["vcpu_tids"])
+        time.sleep(1.2)
+        try:
+            mine, summ, before, after = stuck_json("-p", str(pid), "--min-age", "500ms")
+        finally:
+            vm.communicate(timeout=30)
+        # (kvm-guest's own exit status is not checked: its end-of-run page check can
+        # race the handler's bookkeeping after a long --delay-us; its fault record is
+        # the reference here)
+        ref = [r for r in jsonl(out.read()) if r["event"] == "kvm_fault"]
+    assert [o["tid"] for o in mine] == [vcpu], mine
+    o = mine[0]
+    # the VMM's handler read the fault and sits in ppoll on the uffd while it "fetches"
+    assert o["verdict"] == "not_resolved", o
+    assert o["fault_path"] == "kvm" and o["syscall"] == "ioctl", o
+    assert holders_of(o)[pid]["reading"], o
+    assert len(ref) == 1 and ref[0]["tid"] == vcpu and ref[0]["resolved_by"] == "copy", ref
+    since, want = o["blocked_since_ns"], ref[0]["fault_ns"]
+    assert want - 20 * MS <= since <= want + 50 * MS + 0.05 * (after - want), \
+        f"blocked since {since}, the VMM saw the fault at {want}"
+
+
+def test_healthy_reports_nothing():
+    require_root()
+    with Scenario("healthy") as sc:
+        for _ in range(3):
+            mine, summ, _, _ = stuck_json("-p", str(sc.pid))
+            assert mine == [], mine
+            assert summ["stuck"] == 0 and summ["threads_scanned"] >= 3, summ
+            time.sleep(0.4)
+        # the whole system, default --min-age: the healthy process is not in it
+        mine, summ, _, _ = stuck_json()
+        assert sc.pid not in {o["pid"] for o in mine}, mine
+        assert summ["uffds"] >= 1
+        # human form says so in words
+        p = stuck("-p", str(sc.pid))
+        assert p.returncode == 0 and "No thread stuck in a userfault" in p.stdout, p.stdout
+        # and it was really faulting all along (the scenario counts its own faults)
+        assert sc.p.poll() is None
+
+
+def test_min_age_filters():
+    require_root()
+    with Scenario("not_read") as sc:
+        sc.wait_age(400 * MS)
+        mine, summ, _, _ = stuck_json("-p", str(sc.pid), "--min-age", "1m")
+        assert mine == [], mine
+        assert summ["blocked"] == 1 and summ["below_min_age"] == 1, summ
+        assert summ["min_age_ns"] == 60_000 * MS
+        mine, summ, _, _ = stuck_json("-p", str(sc.pid), "--min-age", "0.1s")
+        assert [o["tid"] for o in mine] == [sc.tid] and summ["below_min_age"] == 0, mine
+        # the waiter's own thread id works for -p too
+        mine, _, _, _ = stuck_json("-p", str(sc.tid), "--min-age", "100ms")
+        assert [o["tid"] for o in mine] == [sc.tid], mine
+        # human table: one row for the waiter with its verdict, evidence lines under it
+        p = stuck("-p", str(sc.pid), "--min-age", "100ms")
+        assert p.returncode == 0, p.stderr
+        rows = [l for l in p.stdout.splitlines() if l.split()[:2] == [str(sc.pid), str(sc.tid)]]
+        assert len(rows) == 1 and "not_read" in rows[0], p.stdout
+        assert "never read it" in p.stdout and "1 thread(s) stuck" in p.stdout, p.stdout
+
+
+def unused_pid():
+    with open("/proc/sys/kernel/pid_max") as f:
+        top = int(f.read())
+    for pid in range(top - 1, 1, -1):
+        if not os.path.exists(f"/proc/{pid}"):
+            return pid
+    raise Skip("no unused pid")
+
+
+def test_bad_input():
+    pid = unused_pid()
+    p = stuck("-p", str(pid))
+    assert p.returncode != 0 and p.stdout == "", p
+    assert f"no process with PID {pid}" in p.stderr, p.stderr
+    for bad in ("abc", "0", "-5", "12x", ""):
+        p = stuck("-p", bad)
+        assert p.returncode != 0 and "invalid PID" in p.stderr, (bad, p.stderr)
+    for bad in ("", "5", "5x", "-1s", "+1s", "1.5.2s", "ms", "1e3ms", " 1s", "1s ", "0x10s",
+                "1.s", ".5s", "inf", "nan", "1 s", "2sec", "1S"):
+        p = stuck("-p", str(os.getpid()), "--min-age", bad)
+        assert p.returncode != 0, (bad, p.stdout)
+        assert "--min-age" in p.stderr and "500ms" in p.stderr, (bad, p.stderr)
+        assert "Traceback" not in p.stderr and p.stdout == ""
+    p = stuck("--min-age", "99999999999h")
+    assert p.returncode != 0 and "too long" in p.stderr, p.stderr
+    p = stuck("1234")
+    assert p.returncode != 0 and "unexpected argument" in p.stderr, p.stderr
+    # every accepted form, on a process that is not stuck (ourselves)
+    for good in ("0", "500ms", "2s", "1.5m", "250us", "10ns", "1h"):
+        p = stuck("-p", str(os.getpid()), "--min-age", good, "--json")
+        assert p.returncode == 0, (good, p.stderr)
+        assert jsonl(p.stdout)[-1]["event"] == "summary"
+    if os.geteuid() == 0:
+        # a process we may not inspect is an error, not "nothing stuck"
+        p = subprocess.run([FAULTLINE, "stuck", "-p", "1"], capture_output=True, text=True,
+                           timeout=60, preexec_fn=lambda: (os.setgid(65534), os.setuid(65534)))
+        assert p.returncode != 0 and "run as root" in p.stderr and p.stdout == "", p
+    p = stuck("--help")
+    assert p.returncode == 0 and "EXAMPLES" in p.stdout and "--min-age" in p.stdout
+
+
+if __name__ == "__main__":
+    main([
+        test_not_read,
+        test_not_read_handed_off_uffd,
+        test_not_resolved,
+        test_handler_wait_kinds_recognised,
+        test_munmap_failed_copy_is_range_unmapped,
+        test_handler_gone,
+        test_kvm_vcpu_stuck_in_gup,
+        test_healthy_reports_nothing,
+        test_min_age_filters,
+        test_bad_input,
+    ])
