@@ -351,8 +351,10 @@ def test_bad_input():
         assert jsonl(p.stdout)[-1]["event"] == "summary"
     if os.geteuid() == 0:
         # a process we may not inspect is an error, not "nothing stuck"
-        p = subprocess.run([FAULTLINE, "stuck", "-p", "1"], capture_output=True, text=True,
-                           timeout=60, preexec_fn=lambda: (os.setgid(65534), os.setuid(65534)))
+        # setpriv, not a setuid preexec: the checkout may sit in a 0700 directory
+        p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                            FAULTLINE, "stuck", "-p", "1"], capture_output=True, text=True,
+                           timeout=60)
         assert p.returncode != 0 and "run as root" in p.stderr and p.stdout == "", p
     p = stuck("--help")
     assert p.returncode == 0 and "EXAMPLES" in p.stdout and "--min-age" in p.stdout
