@@ -73,7 +73,7 @@ $(OUT)/test_vmstats: tests/unit/test_vmstats.c $(OUT)/vmstats.o
 $(OUT)/test_tpformat: tests/unit/test_tpformat.c $(OUT)/tpformat.o
 	$(CC) $(CFLAGS) $^ -o $@ -lcmocka
 
-$(OUT)/test_stuck: tests/unit/test_stuck.c $(OUT)/stuck.o
+$(OUT)/test_stuck: tests/unit/test_stuck.c $(OUT)/stuck.o $(OUT)/procscan.o
 	$(CC) $(CFLAGS) $^ -o $@ -lcmocka
 
 $(OUT)/test_metrics: tests/unit/test_metrics.c $(OUT)/metrics.o

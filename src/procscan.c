@@ -11,7 +11,7 @@
 
 #define UFFD_LINK "anon_inode:[userfaultfd]"
 
-static bool numeric(const char *s)
+bool fl_proc_numeric(const char *s)
 {
 	if (!*s)
 		return false;
@@ -35,7 +35,7 @@ int fl_proc_count_uffds(pid_t pid)
 	while ((d = readdir(dir))) {
 		ssize_t len;
 
-		if (!numeric(d->d_name))
+		if (!fl_proc_numeric(d->d_name))
 			continue;
 		len = readlinkat(dirfd(dir), d->d_name, target, sizeof(target) - 1);
 		if (len <= 0)
@@ -60,7 +60,7 @@ static int each_pid(bool (*match)(pid_t pid, const void *want), const void *want
 	while ((d = readdir(proc))) {
 		pid_t pid;
 
-		if (!numeric(d->d_name))
+		if (!fl_proc_numeric(d->d_name))
 			continue;
 		pid = (pid_t)atoi(d->d_name);
 		if (pid == getpid() || !match(pid, want))

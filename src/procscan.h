@@ -12,6 +12,8 @@ int fl_proc_each_uffd_holder(void (*fn)(void *arg, pid_t pid), void *arg);
 /* Calls fn for every process whose comm equals comm. Returns how many. */
 int fl_proc_each_comm(const char *comm, void (*fn)(void *arg, pid_t pid), void *arg);
 bool fl_proc_exists(pid_t pid);
+/* A /proc directory entry that names a process or thread: all digits. */
+bool fl_proc_numeric(const char *s);
 /* Thread-group id of a tid, or -errno. */
 pid_t fl_proc_tgid(pid_t tid);
 int fl_proc_comm(pid_t pid, char *buf, size_t len);

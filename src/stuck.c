@@ -52,6 +52,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <linux/userfaultfd.h>
+#include "procscan.h"
 #include "stuck.h"
 
 #define UFFD_LINK "anon_inode:[userfaultfd]"
@@ -346,16 +347,6 @@ const char *fl_syscall_name(long nr)
 
 /* ---- small /proc readers ------------------------------------------------------ */
 
-static bool numeric(const char *s)
-{
-	if (!*s)
-		return false;
-	for (; *s; s++)
-		if (!isdigit((unsigned char)*s))
-			return false;
-	return true;
-}
-
 /* Reads a small /proc file into buf (NUL-terminated). 0 or -errno. */
 static int slurp(const char *path, char *buf, size_t len)
 {
@@ -597,7 +588,7 @@ static int scan_fds(struct fl_stuck_scan *s, pid_t pid)
 		struct stat st;
 		ssize_t len;
 
-		if (!numeric(d->d_name))
+		if (!fl_proc_numeric(d->d_name))
 			continue;
 		len = readlinkat(dirfd(dir), d->d_name, target, sizeof(target) - 1);
 		if (len <= 0)
@@ -776,7 +767,7 @@ static void scan_readers(struct fl_stuck_uffd *u, struct fl_stuck_holder *h)
 		pid_t tid;
 		bool maybe, by_stack;
 
-		if (!numeric(d->d_name))
+		if (!fl_proc_numeric(d->d_name))
 			continue;
 		tid = (pid_t)atoi(d->d_name);
 		if (in_userfault(h->pid, tid, &by_stack)) {
@@ -959,7 +950,7 @@ static int scan_threads(struct fl_stuck_scan *s, pid_t pid)
 		void *n;
 		int pi;
 
-		if (!numeric(d->d_name))
+		if (!fl_proc_numeric(d->d_name))
 			continue;
 		tid = (pid_t)atoi(d->d_name);
 		s->threads_scanned++;
@@ -1018,7 +1009,7 @@ static int each_pid(struct fl_stuck_scan *s, int (*fn)(struct fl_stuck_scan *s, 
 		pid_t pid;
 		int r;
 
-		if (!numeric(d->d_name))
+		if (!fl_proc_numeric(d->d_name))
 			continue;
 		pid = (pid_t)atoi(d->d_name);
 		if (pid == getpid())
