@@ -394,7 +394,12 @@ static void on_run(struct fl_correlator *c, const struct fl_event *e)
 	ep->end_ts = e->ts;
 	if (!ep->wake_ts)
 		ep->wake_ts = e->ts;
-	if (placed(ep))
+	/*
+	 * Placed and read: over. Placed but its message not (yet) seen read: a
+	 * handler's read() may have taken it and still be returning, so hold it
+	 * for the retry window and let that late read attach.
+	 */
+	if (placed(ep) && (ep->notify_ts || c->cfg.no_late_notify))
 		finalize(c, ep);
 	else
 		ep->state = ST_HELD;
@@ -527,6 +532,18 @@ static void on_notify(struct fl_correlator *c, const struct fl_event *e)
 			retire(c, ep);
 			ep = NULL;
 		}
+	} else if (ep && ep->state == ST_HELD && placed(ep) && !ep->notify_ts &&
+		   !(n->pf_ts && ep->pf_ts && n->pf_ts != ep->pf_ts)) {
+		/* the late read of a fault that already ended: attach it and close */
+		ep->notify_ts = e->ts;
+		ep->notifies++;
+		ep->ctx = n->ctx;
+		ep->uffd = (int32_t)n->fd;
+		ep->handler_pid = e->pid;
+		ep->confirmed = true;
+		c->late_notifies++;
+		finalize(c, ep);
+		return;
 	} else if (ep && ep->state == ST_HELD) {
 		if (n->pf_ts && ep->pf_ts && n->pf_ts != ep->pf_ts) {
 			/* same page, but a new user fault: not a retry */
@@ -622,7 +639,8 @@ static void on_ioctl(struct fl_correlator *c, const struct fl_event *e)
 				ep->uffd = (int32_t)io->fd;
 				ep->handler_pid = e->pid;
 			}
-			if ((ep->state == ST_HELD || ep->state == ST_LIMBO) && placed(ep))
+			if ((ep->state == ST_HELD || ep->state == ST_LIMBO) && placed(ep) &&
+			    (ep->notify_ts || c->cfg.no_late_notify || ep->state == ST_LIMBO))
 				finalize(c, ep);
 		} else if (placement && io->ret < 0 && waiting(ep) &&
 			   in_range(ep, io->mm, io->start + done_len, io->len - done_len)) {

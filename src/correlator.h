@@ -107,6 +107,8 @@ struct fl_correlator_cfg {
 	uint64_t unblocked_close_ns;
 	/* An inferred block with no notify or resolution after this long is checked by wchan. */
 	uint64_t confirm_after_ns;
+	/* Close placed faults at once even if their message was not seen read (lite mode). */
+	bool no_late_notify;
 };
 
 struct fl_correlator;

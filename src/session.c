@@ -322,7 +322,9 @@ int fl_session_run(struct fl_session *s)
 		.lite = s->o.lite, .track_new = !s->o.npids && !s->o.comm && !s->o.cmd,
 		.force_raw_tp = s->o.raw_tp, .ringbuf_bytes = s->o.ringbuf_bytes,
 	};
-	struct fl_correlator_cfg cc = { .strand_after_ns = s->o.strand_ms * 1000000ULL };
+	struct fl_correlator_cfg cc = { .strand_after_ns = s->o.strand_ms * 1000000ULL,
+					/* lite mode never sees reads: nothing to wait for */
+					.no_late_notify = s->o.lite };
 	struct fl_correlator_ops ops = { .episode = on_episode, .race = on_race,
 					 .in_userfault = in_userfault, .arg = s };
 	struct epoll_event ev = { .events = EPOLLIN };
