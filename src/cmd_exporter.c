@@ -29,6 +29,7 @@
 #include "metrics.h"
 #include "procscan.h"
 #include "session.h"
+#include "stuck.h"
 
 #ifndef FL_VERSION
 #define FL_VERSION "0.1.0"	/* make CFLAGS+=-DFL_VERSION=... for releases */
@@ -65,8 +66,7 @@ struct exit_seen {
 
 struct families {
 	struct fl_metric *latency, *faults, *resolutions, *pending, *vcpu_blocked, *all_blocked,
-		*exits, *poison, *races, *lost, *programs, *missing, *up, *build, *dropped;
-	/* faultline_stuck_waiters{verdict}: see refresh_stuck() */
+		*exits, *poison, *races, *lost, *programs, *missing, *up, *build, *dropped, *stuck;
 };
 
 /* Everything an exporter run mutates lives here. */
@@ -84,7 +84,7 @@ struct exporter {
 
 	/* Session thread only. */
 	bool health_done;
-	uint64_t dropped_seen, slow_at;
+	uint64_t dropped_seen, slow_at, stuck_at;
 	struct pid_name names[NAME_SLOTS];
 	struct exit_seen exits[EXIT_SLOTS];
 };
@@ -102,6 +102,7 @@ static int make_families(struct exporter *x)
 	static const char *const kind[] = { "kind", NULL };
 	static const char *const where[] = { "where", NULL };
 	static const char *const feature[] = { "feature", NULL };
+	static const char *const verdict[] = { "verdict", NULL };
 	static const char *const version[] = { "version", NULL };
 	struct fl_metrics_cfg cfg = { .limited_label = "process", .top_n = x->top_n };
 	struct families *f = &x->f;
@@ -143,6 +144,9 @@ static int make_families(struct exporter *x)
 	FAM(lost, "faultline_lost_records_total", FL_METRIC_COUNTER, where, NULL, 0,
 	    "Trace records lost, by where they were lost; episodes may be missing from "
 	    "the other metrics while this grows.");
+	FAM(stuck, "faultline_stuck_waiters", FL_METRIC_GAUGE, verdict, NULL, 0,
+	    "Threads asleep in a userfault for at least 1 s, by the verdict of "
+	    "`faultline stuck` (one-shot /proc analysis, refreshed every 5 s).");
 	FAM(programs, "faultline_programs_attached", FL_METRIC_GAUGE, NULL, NULL, 0,
 	    "BPF programs attached (syscall probes come and go with tracked processes).");
 	FAM(missing, "faultline_feature_missing", FL_METRIC_GAUGE, feature, NULL, 0,
@@ -332,6 +336,8 @@ struct exit_count {
 
 /* What the slow refresh reads from the session and the kernel, outside the lock. */
 struct slow_data {
+	bool stuck_valid;
+	unsigned stuck[FL_V_NR];	/* waiters per verdict */
 	struct exit_count *ex;
 	size_t nex, capex;
 	struct vcpu_ref *refs;
@@ -360,6 +366,27 @@ static void gather_exit(void *arg, uint32_t tid, uint32_t kind, uint32_t reason,
 		d->capex = cap;
 	}
 	d->ex[d->nex++] = (struct exit_count){ tid, kind, reason, count };
+}
+
+#define STUCK_REFRESH_NS (5 * 1000000000ULL)
+#define STUCK_MIN_AGE_NS 1000000000LL	/* as `faultline stuck`'s default --min-age */
+
+/* The /proc stuck analysis: reads every thread's wchan, so only every few seconds. */
+static void gather_stuck(struct exporter *x, struct slow_data *d, uint64_t now)
+{
+	struct fl_stuck_scan scan;
+
+	if (now < x->stuck_at)
+		return;
+	x->stuck_at = now + STUCK_REFRESH_NS;
+	if (fl_stuck_scan(&scan, x->s.o.pids, x->s.o.npids))
+		return;
+	for (int i = 0; i < scan.nthreads; i++)
+		if (scan.threads[i].waited_ns < 0 || scan.threads[i].waited_ns >= STUCK_MIN_AGE_NS)
+			if ((unsigned)scan.threads[i].v.verdict < FL_V_NR)
+				d->stuck[scan.threads[i].v.verdict]++;
+	d->stuck_valid = true;
+	fl_stuck_free(&scan);
 }
 
 static void gather_slow(struct exporter *x, struct slow_data *d)
@@ -444,18 +471,14 @@ static void set_health(struct exporter *x)
 	}
 }
 
-/*
- * Hook for faultline_stuck_waiters{verdict} (a gauge: waiters per verdict of
- * the stuck analysis, src/stuck.h). To add it: register the family in
- * make_families() next to faultline_pending_waiters; run the /proc scan
- * (fl_stuck_scan + fl_stuck_decide) in gather_slow(), outside the lock, since
- * it reads /proc for every thread (and maybe less often than every
- * SLOW_REFRESH_NS); then here, with x->mu held, fl_metric_clear() the family
- * and fl_metric_set() one series per verdict, zeros included.
- */
-static void refresh_stuck(struct exporter *x)
+/* Under x->mu: one series per verdict, zeros included, so alerts see them all. */
+static void refresh_stuck(struct exporter *x, const struct slow_data *d)
 {
-	(void)x;
+	if (!d->stuck_valid)
+		return;
+	fl_metric_clear(x->f.stuck);
+	for (int v = 0; v < FL_V_NR; v++)
+		fl_metric_set(x->f.stuck, d->stuck[v], fl_verdict_name(v));
 }
 
 static void refresh(void *arg, uint64_t now)
@@ -469,6 +492,7 @@ static void refresh(void *arg, uint64_t now)
 	if (slow) {
 		x->slow_at = now + SLOW_REFRESH_NS;
 		gather_slow(x, &d);
+		gather_stuck(x, &d, now);
 	}
 	pthread_mutex_lock(&x->mu);
 	if (!x->health_done) {
@@ -491,7 +515,7 @@ static void refresh(void *arg, uint64_t now)
 				      (double)(fl_metrics_dropped(x->reg) - x->dropped_seen));
 			x->dropped_seen = fl_metrics_dropped(x->reg);
 		}
-		refresh_stuck(x);
+		refresh_stuck(x, &d);
 	}
 	pthread_mutex_unlock(&x->mu);
 	free(d.ex);

@@ -449,6 +449,23 @@ def test_default_listen_is_loopback():
     assert "Serving metrics on http://127.0.0.1:9477/metrics" in p.stderr, p.stderr
 
 
+def test_stuck_waiters_by_verdict():
+    """faultline_stuck_waiters{verdict} against a real stuck state (a handler that never reads)."""
+    require_root()
+    from test_stuck import Scenario
+    with Scenario("not_read") as sc:
+        exp = Exporter("-p", sc.ready["pid"])
+        try:
+            # the scenario's waiter is >= 1 s old within the first two 5 s refreshes
+            s = settle(exp, lambda s: total(s, "faultline_stuck_waiters", verdict="not_read") >= 1,
+                       timeout=12.0)
+        finally:
+            exp.stop()
+    assert total(s, "faultline_stuck_waiters", verdict="not_read") == 1, s
+    for v in ("not_resolved", "placement_failed", "range_unmapped", "handler_gone"):
+        assert total(s, "faultline_stuck_waiters", verdict=v) == 0, v
+
+
 def test_help_has_examples():
     p = subprocess.run([FAULTLINE, "exporter", "--help"], capture_output=True, text=True)
     assert p.returncode == 0 and "EXAMPLES" in p.stdout and "--listen" in p.stdout, p.stdout
@@ -460,4 +477,4 @@ if __name__ == "__main__":
     main([test_scrape_during_workload_passes_promtool, test_prometheus_counts_every_fault,
           test_histogram_buckets_match_workload_latencies, test_vm_metrics_match_vmm,
           test_http_paths_and_clean_shutdown, test_port_in_use_and_bad_listen_are_clear,
-          test_default_listen_is_loopback, test_help_has_examples])
+          test_default_listen_is_loopback, test_stuck_waiters_by_verdict, test_help_has_examples])
