@@ -12,7 +12,7 @@ ARCH     := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -Isrc -I$(OUT)
-LDLIBS   := -lbpf -lelf -lz -pthread -lmicrohttpd -lm
+LDLIBS   := -lbpf -lelf -lz -pthread -lmicrohttpd -lm -lprotobuf-c
 BPFFLAGS := -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) -I. -Iinclude -Wall -Werror
 
 # The agent: everything in src/ but main.c also goes into the test binaries.
@@ -22,8 +22,17 @@ LIB_SRCS := src/correlator.c src/probe.c src/kallsyms.c src/tracefs.c src/procsc
 LIB_SRCS += src/stuck.c
 CMD_SRCS := src/main.c src/cmd_trace.c src/cmd_features.c src/cmd_top.c src/cmd_exporter.c
 CMD_SRCS += src/cmd_stuck.c
+# The migration pair.  libfaultline.a (public API: include/faultline/) holds
+# the wire protocol, the page-state map, the VMM handover and the router, so
+# a VMM can embed the router without the tracer.
+PROTO    := src/faultline.proto
+PB_GEN   := $(OUT)/faultline.pb-c.c $(OUT)/faultline.pb-c.h
+MIG_SRCS := src/wire.c src/statemap.c src/handover.c src/router.c src/journal.c
+CMD_SRCS += src/cmd_source.c src/cmd_target.c
+LIB_SRCS += src/source.c
 LIB_OBJS := $(LIB_SRCS:src/%.c=$(OUT)/%.o)
 CMD_OBJS := $(CMD_SRCS:src/%.c=$(OUT)/%.o)
+MIG_OBJS := $(MIG_SRCS:src/%.c=$(OUT)/%.o) $(OUT)/faultline.pb-c.o
 SKELS    := $(OUT)/faultline.skel.h $(OUT)/empty.skel.h
 
 WORKLOADS := $(OUT)/uffd-workload $(OUT)/kvm-guest $(OUT)/syscall-loop
@@ -35,7 +44,7 @@ BENCH     := $(OUT)/bench-floor
 
 .PHONY: all test bench clean vmlinux
 .SECONDARY:
-all: $(OUT)/faultline $(WORKLOADS)
+all: $(OUT)/faultline $(OUT)/libfaultline.a $(WORKLOADS)
 
 $(OUT):
 	mkdir -p $@
@@ -46,10 +55,19 @@ $(OUT)/%.bpf.o: bpf/%.bpf.c include/faultline_events.h vmlinux.h | $(OUT)
 $(OUT)/%.skel.h: $(OUT)/%.bpf.o
 	$(BPFTOOL) gen skeleton $< name $*_bpf > $@
 
-$(OUT)/%.o: src/%.c $(wildcard src/*.h include/*.h) $(SKELS) | $(OUT)
+$(PB_GEN) &: $(PROTO) | $(OUT)
+	protoc-c --proto_path=src --c_out=$(OUT) $(PROTO)
+
+$(OUT)/faultline.pb-c.o: $(OUT)/faultline.pb-c.c $(OUT)/faultline.pb-c.h
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(OUT)/faultline: $(CMD_OBJS) $(LIB_OBJS)
+$(OUT)/%.o: src/%.c $(wildcard src/*.h include/*.h include/faultline/*.h) $(SKELS) $(PB_GEN) | $(OUT)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(OUT)/libfaultline.a: $(MIG_OBJS)
+	rm -f $@ && ar rcs $@ $^
+
+$(OUT)/faultline: $(CMD_OBJS) $(LIB_OBJS) $(OUT)/libfaultline.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
 $(OUT)/uffd-workload: tests/workloads/uffd_workload.c include/uffd_compat.h | $(OUT)

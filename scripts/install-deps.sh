@@ -15,6 +15,9 @@ pkgs=(
 	qemu-system-x86              # real postcopy migration e2e test (TCG guests)
 	busybox-static cpio          # that guest's initramfs
 	libc6-dev                    # gcc -static for the guest's memory-dirtying workload
+	protobuf-c-compiler libprotobuf-c-dev  # migration wire protocol
+	libclang-rt-14-dev           # libFuzzer for the frame decoder's fuzz target
+	iproute2                     # network namespaces + veth for the two-host tests
 )
 
 missing=()

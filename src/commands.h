@@ -9,5 +9,7 @@ int fl_cmd_features(int argc, char **argv);
 int fl_cmd_top(int argc, char **argv);
 int fl_cmd_stuck(int argc, char **argv);
 int fl_cmd_exporter(int argc, char **argv);
+int fl_cmd_source(int argc, char **argv);
+int fl_cmd_target(int argc, char **argv);
 
 #endif

@@ -16,6 +16,8 @@ static const struct subcommand cmds[] = {
 	{ "top", fl_cmd_top, "live per-VM / per-vCPU blocking view (kvm_stat style; -b for batch)" },
 	{ "exporter", fl_cmd_exporter, "serve userfault metrics for Prometheus (/metrics)" },
 	{ "stuck", fl_cmd_stuck, "threads stuck in a userfault and why, one-shot from /proc" },
+	{ "source", fl_cmd_source, "serve a running VM's memory, dirty map and poison to a migration target" },
+	{ "target", fl_cmd_target, "route a migrating VM's userfaults to the source, replicating poison" },
 	{ "features", fl_cmd_features, "what this kernel supports and what each gap disables" },
 	{ "demo", fl_cmd_demo, "trace the built-in userfaultfd workload (a first look)" },
 };

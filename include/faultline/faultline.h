@@ -1,0 +1,111 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * libfaultline — the poison-replicating postcopy router, for VMMs.
+ *
+ * Two ways to use it:
+ *
+ *  1. Hand guest memory to a standalone `faultline target` (Firecracker's
+ *     handshake): the VMM keeps its userfaultfd and sends a copy of it plus
+ *     the region list over a Unix socket with fl_handover().  If the router
+ *     dies, the guest freezes on its next missing page instead of reading
+ *     zeros; a restarted router takes over again (send the handover anew).
+ *     The VMM calls fl_handover_serve() when the returned socket is
+ *     readable: the router asks it to zap pages that turn out poisoned after
+ *     they were mapped (MISSING mode, anonymous memory only the VMM can zap).
+ *
+ *  2. Embed the router: fl_router_create() + fl_router_run() (or
+ *     fl_router_step() from the VMM's own loop).
+ *
+ * Errors are negative errno values; functions taking `err` also write one
+ * sentence saying what failed.  Thread-safety: one router per thread;
+ * fl_router_stop() may be called from any thread or a signal handler.
+ */
+#ifndef FAULTLINE_FAULTLINE_H
+#define FAULTLINE_FAULTLINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum fl_uffd_mode {
+	FL_MODE_MISSING = 1,	/* anonymous memory: UFFDIO_COPY / ZEROPAGE */
+	FL_MODE_MINOR = 2,	/* memfd/shmem/hugetlbfs with precopied page cache: CONTINUE */
+};
+
+struct fl_region {
+	void *base;		/* guest memory in the VMM's address space */
+	uint64_t length;	/* bytes, multiple of the page size */
+	int memfd;		/* MINOR mode: the file backing it; -1 otherwise */
+	uint64_t offset;	/* offset of `base` within memfd */
+};
+
+/* ---- VMM side of the handover ------------------------------------------ */
+
+/*
+ * Connect to a router listening on `socket_path`, send a duplicate of `uffd`
+ * (and each region's memfd) with the region list.  Returns the connected
+ * socket (keep it open for the whole migration) or negative errno.
+ */
+int fl_handover(const char *socket_path, int uffd, enum fl_uffd_mode mode,
+		const struct fl_region *regions, unsigned nregions,
+		char *err, size_t errlen);
+/* Serve the router's pending zap requests on `sock`: 0, or -ECONNRESET once
+ * the router has gone (the guest stays frozen until one is back). */
+int fl_handover_serve(int sock, const struct fl_region *regions, unsigned nregions);
+
+/* ---- the router ---------------------------------------------------------- */
+
+struct fl_router;
+
+struct fl_router_config {
+	const char *source;		/* "HOST:PORT" of `faultline source` */
+	const char *journal;		/* poison journal file; NULL: none (not restart-safe) */
+	enum fl_uffd_mode mode;
+	int uffd;			/* registered over every region, API done */
+	const struct fl_region *regions;
+	unsigned nregions;
+	/* Zap [addr, addr+len) in the VMM so a late UFFDIO_POISON takes effect.
+	 * NULL: madvise(MADV_DONTNEED) in this process (embedded router). */
+	int (*zap)(void *ctx, void *addr, uint64_t len);
+	void *zap_ctx;
+	unsigned reconnect_ms;		/* retry interval after a lost source; 0: 200 */
+	int quiet;			/* no progress lines on stderr */
+};
+
+struct fl_router_stats {
+	uint64_t total_pages;
+	uint64_t faults;		/* uffd messages of type PAGEFAULT */
+	uint64_t copies, zeropages, continues, poisons, wakes;
+	uint64_t poisons_late;		/* poisoned after the page had been mapped */
+	uint64_t remote_requests;	/* pages asked of the source on a fault */
+	uint64_t state_queries;
+	uint64_t pages_received, bytes_received;
+	uint64_t map_pages_known;	/* pages whose state arrived in the map */
+	uint64_t eagain, enoent, eexist;
+	uint64_t events;		/* REMOVE/UNMAP/REMAP/FORK handled */
+	uint64_t reconnects;
+	uint64_t journal_loaded;	/* poisoned pages reloaded from the journal */
+	uint64_t refused_data;		/* page data refused for a poisoned page */
+	uint64_t pages_done;		/* placed, zero-filled or poisoned */
+	int finished;			/* every page placed or declared */
+};
+
+int fl_router_create(const struct fl_router_config *cfg, struct fl_router **out,
+		     char *err, size_t errlen);
+/* Route until the migration ends or fl_router_stop(): 0 or negative errno. */
+int fl_router_run(struct fl_router *r);
+/* One round of work, waiting at most timeout_ms: 1 finished, 0 not yet, <0 error. */
+int fl_router_step(struct fl_router *r, int timeout_ms);
+void fl_router_stop(struct fl_router *r);
+void fl_router_get_stats(const struct fl_router *r, struct fl_router_stats *st);
+/* Why the last call failed (one sentence), or "". */
+const char *fl_router_error(const struct fl_router *r);
+void fl_router_destroy(struct fl_router *r);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

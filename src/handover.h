@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * Router side of the VMM handover (the VMM side is fl_handover() in
+ * include/faultline/faultline.h).  On a Unix socket the VMM sends one framed
+ * Hello{role="vmm", mode, pid, page_size, regions} with SCM_RIGHTS carrying
+ * a duplicate of its userfaultfd followed by one memfd per region that has
+ * has_memfd set.  The connection then stays open: the router sends Zap
+ * requests, the VMM answers each with done=true (and err).
+ */
+#ifndef FAULTLINE_HANDOVER_H
+#define FAULTLINE_HANDOVER_H
+
+#include <sys/types.h>
+#include "faultline/faultline.h"
+#include "wire.h"
+
+struct fl_handover_recv {
+	int sock;			/* connected to the VMM; zap requests go here */
+	int uffd;
+	enum fl_uffd_mode mode;
+	pid_t pid;
+	uint32_t page_size;
+	unsigned nregions;
+	struct fl_region regions[FL_WIRE_MAX_REGIONS];	/* memfd: received fd or -1 */
+};
+
+/* Bind + listen on `path` (a stale socket file is replaced; mode 0600). */
+int fl_handover_listen(const char *path, char *err, size_t errlen);
+/* Accept one VMM and receive its handover; validates regions (page
+ * aligned, non-overlapping, memfd present in MINOR mode). */
+int fl_handover_accept(int lsock, struct fl_handover_recv *out, int timeout_ms,
+		       char *err, size_t errlen);
+/* Ask the VMM to zap pages [first, first+n) of region; waits for its answer. */
+int fl_handover_zap(const struct fl_handover_recv *h, unsigned region, uint64_t first_page,
+		    uint64_t npages, int timeout_ms);
+void fl_handover_close(struct fl_handover_recv *h);
+
+#endif
