@@ -1,2 +1,1414 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
-/* placeholder: being written */
+/*
+ * The target router (libfaultline): every userfault of the migrating guest
+ * is routed to its resolution —
+ *   poisoned on the source   -> UFFDIO_POISON (journaled first; a page that
+ *                               was already mapped is zapped, then poisoned)
+ *   zero on the source       -> UFFDIO_ZEROPAGE, no network round trip
+ *   clean (MINOR, precopied) -> UFFDIO_CONTINUE of the page cache copy
+ *   dirty / unknown          -> ask the source, then UFFDIO_COPY (MISSING)
+ *                               or write the page cache + CONTINUE (MINOR)
+ * Before the source's page-state map has arrived, pages past the map's
+ * frontier are unknown and each fault asks (StateQuery for a MINOR fault,
+ * PageRequest otherwise); afterwards decisions are local.
+ *
+ * Memory: the state map (2 bits a page), a bounded table of pages with
+ * waiting faults, and the connection's buffers.  No per-page side tables:
+ * whether a page is already present is the kernel's to say (EEXIST).
+ *
+ * The kernel's userfaultfd is the only source of truth for waiters, so every
+ * placement failure ends in a UFFDIO_WAKE or a retry: no waiter is left
+ * behind (ENOENT/ESRCH: range gone; EEXIST: present; EAGAIN: the mm is
+ * changing, retried once its UFFD events are read).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "faultline/faultline.h"
+#include "journal.h"
+#include "statemap.h"
+#include "uffd_compat.h"
+#include "wire.h"
+
+#define ST_CLEAN FAULTLINE__WIRE__PAGE_STATE__PAGE_CLEAN
+#define ST_DIRTY FAULTLINE__WIRE__PAGE_STATE__PAGE_DIRTY
+#define ST_POISONED FAULTLINE__WIRE__PAGE_STATE__PAGE_POISONED
+#define ST_ZERO FAULTLINE__WIRE__PAGE_STATE__PAGE_ZERO
+
+/* Pages with waiting faults; beyond this the router stops reading the uffd
+ * (the kernel keeps the rest queued) instead of growing. */
+#define PEND_CAP (1u << 16)
+#define PEND_MAX (PEND_CAP / 2)
+#define MAX_SPANS 256
+#define UFFD_BATCH 64
+
+enum {
+	P_FAULT_MINOR = 1 << 0,	/* the waiting fault is a MINOR one (page cache has a page) */
+	P_DATA_ASKED = 1 << 1,
+	P_STATE_ASKED = 1 << 2,
+	P_RETRY = 1 << 3,		/* placement got EAGAIN: decide again after events */
+	P_QUEUED = 1 << 4,		/* in an ask batch not yet sent */
+};
+
+struct pend {
+	uint64_t key;			/* page_key() + 1; 0: empty slot */
+	uint64_t since_ns;		/* first fault seen */
+	uint8_t flags;
+};
+
+/* Where the VMM has a region's pages mapped; mremap can split a region. */
+struct span {
+	uint64_t start, len;
+	uint32_t region;
+	uint64_t first_page;
+};
+
+struct rt_region {
+	uint64_t length, npages;
+	int memfd;
+	uint64_t memfd_offset;
+	struct fl_statemap map;		/* unknown pages read as DIRTY: ask the source */
+	uint64_t frontier;		/* [0, frontier) came from the source's map */
+	uint64_t *ask_data, *ask_state;	/* batches of pages to ask, FL_WIRE_MAX_PAGES each */
+	size_t n_data, n_state;
+};
+
+struct fl_router {
+	struct fl_router_config cfg;
+	int uffd;
+	uint32_t page_size;
+	unsigned nregions;
+	struct rt_region reg[FL_WIRE_MAX_REGIONS];
+	struct span spans[MAX_SPANS];
+	unsigned nspans;
+
+	struct fl_journal journal;
+
+	char host[256], port[16];
+	int sock;
+	bool connecting, hello_done, switchover, src_end, end_sent, unregistered;
+	uint64_t next_connect_ns;
+	uint64_t connects;
+	struct fl_wire_reader rd;
+	struct fl_wire_writer wr;
+	struct fl_wire_limits lim;
+	uint64_t seq;
+
+	struct pend *pend;
+	size_t npend;
+	bool retry_due;
+
+	int stop_efd;
+	uint8_t *zero_page;
+	struct fl_router_stats st;
+	char err[256];
+};
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void set_err(struct fl_router *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_err(struct fl_router *r, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(r->err, sizeof(r->err), fmt, ap);
+	va_end(ap);
+}
+
+/* ---- pages with waiting faults ------------------------------------------ */
+
+static uint64_t page_key(uint32_t region, uint64_t page)
+{
+	return ((uint64_t)region << 48 | page) + 1;
+}
+
+static size_t pend_slot(uint64_t key)
+{
+	uint64_t h = key * 0x9e3779b97f4a7c15ull;
+
+	return (size_t)(h >> 48) & (PEND_CAP - 1);
+}
+
+static struct pend *pend_find(struct fl_router *r, uint32_t region, uint64_t page)
+{
+	uint64_t key = page_key(region, page);
+
+	for (size_t i = pend_slot(key);; i = (i + 1) & (PEND_CAP - 1)) {
+		if (r->pend[i].key == key)
+			return &r->pend[i];
+		if (!r->pend[i].key)
+			return NULL;
+	}
+}
+
+static struct pend *pend_get(struct fl_router *r, uint32_t region, uint64_t page, bool *fresh)
+{
+	uint64_t key = page_key(region, page);
+	size_t i;
+
+	for (i = pend_slot(key); r->pend[i].key; i = (i + 1) & (PEND_CAP - 1)) {
+		if (r->pend[i].key == key) {
+			*fresh = false;
+			return &r->pend[i];
+		}
+	}
+	r->pend[i] = (struct pend){ .key = key, .since_ns = now_ns() };
+	r->npend++;
+	*fresh = true;
+	return &r->pend[i];
+}
+
+/* Backward-shift deletion keeps probe chains intact without tombstones. */
+static void pend_del(struct fl_router *r, struct pend *p)
+{
+	size_t i = (size_t)(p - r->pend), j = i;
+
+	r->pend[i].key = 0;
+	r->npend--;
+	for (;;) {
+		j = (j + 1) & (PEND_CAP - 1);
+		if (!r->pend[j].key)
+			return;
+		size_t home = pend_slot(r->pend[j].key);
+
+		/* can entry j move to the hole at i? only if i lies in [home, j) cyclically */
+		if (((j - home) & (PEND_CAP - 1)) >= ((j - i) & (PEND_CAP - 1))) {
+			r->pend[i] = r->pend[j];
+			r->pend[j].key = 0;
+			i = j;
+		}
+	}
+}
+
+static void pend_done(struct fl_router *r, struct pend *p)
+{
+	if (!p)
+		return;
+	r->st.latency_sum_ns += now_ns() - p->since_ns;
+	r->st.latency_n++;
+	pend_del(r, p);
+}
+
+/* ---- addresses ------------------------------------------------------------ */
+
+static bool addr_to_page(const struct fl_router *r, uint64_t addr, uint32_t *region, uint64_t *page)
+{
+	for (unsigned i = 0; i < r->nspans; i++) {
+		const struct span *s = &r->spans[i];
+
+		if (addr >= s->start && addr - s->start < s->len) {
+			*region = s->region;
+			*page = s->first_page + (addr - s->start) / r->page_size;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* 0 when the page is not mapped by the VMM any more (unmapped under us). */
+static uint64_t page_to_addr(const struct fl_router *r, uint32_t region, uint64_t page)
+{
+	for (unsigned i = 0; i < r->nspans; i++) {
+		const struct span *s = &r->spans[i];
+
+		if (s->region == region && page >= s->first_page &&
+		    (page - s->first_page) * r->page_size < s->len)
+			return s->start + (page - s->first_page) * r->page_size;
+	}
+	return 0;
+}
+
+/* ---- userfaultfd operations ---------------------------------------------- */
+
+static int uffd_wake(struct fl_router *r, uint64_t addr)
+{
+	struct uffdio_range range = { .start = addr, .len = r->page_size };
+
+	if (ioctl(r->uffd, UFFDIO_WAKE, &range) < 0)
+		return -errno;
+	r->st.wakes++;
+	return 0;
+}
+
+static int do_zap(struct fl_router *r, uint32_t region, uint64_t page, uint64_t addr)
+{
+	struct rt_region *g = &r->reg[region];
+
+	/* A shared file mapping is zapped in every process by punching the page
+	 * out of the file; that also drops the stale page-cache copy. */
+	if (g->memfd >= 0) {
+		if (fallocate(g->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			      (off_t)(g->memfd_offset + page * r->page_size), r->page_size) < 0)
+			return -errno;
+		return 0;
+	}
+	if (r->cfg.zap)
+		return r->cfg.zap(r->cfg.zap_ctx, (void *)(uintptr_t)addr, r->page_size);
+	if (madvise((void *)(uintptr_t)addr, r->page_size, MADV_DONTNEED) < 0)
+		return -errno;
+	return 0;
+}
+
+static int uffd_poison(struct fl_router *r, uint32_t region, uint64_t page)
+{
+	uint64_t addr = page_to_addr(r, region, page);
+	struct uffdio_poison p = { .range = { .start = addr, .len = r->page_size } };
+	bool zapped = false;
+
+	if (!addr)
+		return 0;	/* no longer mapped: nothing can read it */
+again:
+	if (ioctl(r->uffd, UFFDIO_POISON, &p) == 0) {
+		r->st.poisons++;
+		if (zapped)
+			r->st.poisons_late++;
+		return 0;
+	}
+	switch (errno) {
+	case EEXIST:
+		/* Mapped already (or carrying a marker): zap, then poison.  A
+		 * second EEXIST means a poison marker was there: done. */
+		if (zapped)
+			return 0;
+		if (do_zap(r, region, page, addr) < 0) {
+			set_err(r, "cannot zap page %llu of region %u before poisoning it: %s",
+				(unsigned long long)page, region, strerror(errno));
+			return -EIO;
+		}
+		zapped = true;
+		goto again;
+	case EAGAIN:
+		return -EAGAIN;
+	case ENOENT:
+	case ESRCH:
+		r->st.enoent++;
+		uffd_wake(r, addr);
+		return 0;
+	default:
+		set_err(r, "UFFDIO_POISON of page %llu of region %u failed: %s",
+			(unsigned long long)page, region, strerror(errno));
+		return -errno;
+	}
+}
+
+/* Map result of a placing ioctl: 0 placed / present / gone (waiters woken),
+ * -EAGAIN retry later, other negative errno fatal. */
+static int placed(struct fl_router *r, int ret_errno, uint64_t addr, uint64_t *counter)
+{
+	switch (ret_errno) {
+	case 0:
+		(*counter)++;
+		return 0;
+	case EEXIST:
+		r->st.eexist++;
+		uffd_wake(r, addr);
+		return 0;
+	case ENOENT:
+	case ESRCH:
+		r->st.enoent++;
+		uffd_wake(r, addr);
+		return 0;
+	case EAGAIN:
+		r->st.eagain++;
+		return -EAGAIN;
+	default:
+		return -ret_errno;
+	}
+}
+
+static int uffd_copy(struct fl_router *r, uint64_t addr, const void *data)
+{
+	struct uffdio_copy c = { .dst = addr, .src = (uint64_t)(uintptr_t)data, .len = r->page_size };
+
+	return placed(r, ioctl(r->uffd, UFFDIO_COPY, &c) < 0 ? errno : 0, addr, &r->st.copies);
+}
+
+static int uffd_zeropage(struct fl_router *r, uint64_t addr)
+{
+	struct uffdio_zeropage z = { .range = { .start = addr, .len = r->page_size } };
+
+	return placed(r, ioctl(r->uffd, UFFDIO_ZEROPAGE, &z) < 0 ? errno : 0, addr, &r->st.zeropages);
+}
+
+static int uffd_continue(struct fl_router *r, uint64_t addr)
+{
+	struct uffdio_continue c = { .range = { .start = addr, .len = r->page_size } };
+
+	return placed(r, ioctl(r->uffd, UFFDIO_CONTINUE, &c) < 0 ? errno : 0, addr, &r->st.continues);
+}
+
+static int cache_write(struct fl_router *r, uint32_t region, uint64_t page, const void *data)
+{
+	struct rt_region *g = &r->reg[region];
+	off_t off = (off_t)(g->memfd_offset + page * r->page_size);
+
+	if (pwrite(g->memfd, data, r->page_size, off) != (ssize_t)r->page_size) {
+		set_err(r, "cannot write page %llu of region %u into the guest's page cache: %s",
+			(unsigned long long)page, region, strerror(errno));
+		return -EIO;
+	}
+	return 0;
+}
+
+/* ---- poison -------------------------------------------------------------- */
+
+/* Once poisoned, never un-poisoned: journal (durably) before acting. */
+static int poison_page(struct fl_router *r, uint32_t region, uint64_t page)
+{
+	struct rt_region *g = &r->reg[region];
+	int ret;
+
+	if (fl_statemap_get(&g->map, page) != ST_POISONED) {
+		ret = fl_journal_append(&r->journal, region, page);
+		if (ret) {
+			set_err(r, "cannot journal poison of page %llu: %s", (unsigned long long)page,
+				strerror(-ret));
+			return ret;
+		}
+		fl_statemap_set(&g->map, page, ST_POISONED);
+	}
+	ret = uffd_poison(r, region, page);
+	if (ret == -EAGAIN) {
+		struct pend *p;
+		bool fresh;
+
+		if (r->npend >= PEND_MAX)
+			return ret;
+		p = pend_get(r, region, page, &fresh);
+		p->flags |= P_RETRY;
+		r->retry_due = true;
+		return 0;
+	}
+	if (!ret)
+		pend_done(r, pend_find(r, region, page));
+	return ret;
+}
+
+static int journal_replay_cb(void *ctx, uint32_t region, uint64_t page)
+{
+	struct fl_router *r = ctx;
+
+	fl_statemap_set(&r->reg[region].map, page, ST_POISONED);
+	r->st.journal_loaded++;
+	return 0;
+}
+
+/* ---- deciding ------------------------------------------------------------ */
+
+static bool state_known(const struct fl_router *r, uint32_t region, uint64_t page)
+{
+	const struct rt_region *g = &r->reg[region];
+
+	return page < g->frontier || fl_statemap_get(&g->map, page) == ST_POISONED;
+}
+
+static int send_asks(struct fl_router *r, uint32_t region, bool state);
+
+static void ask(struct fl_router *r, uint32_t region, uint64_t page, struct pend *p, bool state_only)
+{
+	struct rt_region *g = &r->reg[region];
+
+	if (p->flags & (P_DATA_ASKED | (state_only ? P_STATE_ASKED : 0)))
+		return;
+	/* Not connected: on_source_hello() decides every waiting page again. */
+	if (!r->hello_done)
+		return;
+	if ((state_only ? g->n_state : g->n_data) == FL_WIRE_MAX_PAGES)
+		send_asks(r, region, state_only);
+	if (state_only) {
+		p->flags |= P_STATE_ASKED;
+		g->ask_state[g->n_state++] = page;
+		r->st.state_queries++;
+	} else {
+		p->flags |= P_DATA_ASKED;
+		g->ask_data[g->n_data++] = page;
+		r->st.remote_requests++;
+	}
+	p->flags |= P_QUEUED;
+}
+
+
+/* Resolve what we can now for a page with a waiting fault; `st` is the
+ * state to act on (-1: look it up). */
+static int decide(struct fl_router *r, uint32_t region, uint64_t page, struct pend *p, int st)
+{
+	bool minor_fault = p->flags & P_FAULT_MINOR;
+	uint64_t addr = page_to_addr(r, region, page);
+	int ret;
+
+	p->flags &= (uint8_t)~P_RETRY;
+	if (!addr) {
+		pend_done(r, p);
+		return 0;
+	}
+	if (st < 0 && state_known(r, region, page))
+		st = (int)fl_statemap_get(&r->reg[region].map, page);
+	switch (st) {
+	case ST_POISONED:
+		return poison_page(r, region, page);
+	case ST_ZERO:
+		if (minor_fault) {
+			ret = cache_write(r, region, page, r->zero_page);
+			if (!ret)
+				ret = uffd_continue(r, addr);
+		} else {
+			ret = uffd_zeropage(r, addr);
+		}
+		break;
+	case ST_CLEAN:
+		if (minor_fault && r->cfg.mode == FL_MODE_MINOR) {
+			ret = uffd_continue(r, addr);
+			break;
+		}
+		/* the page has to come from the source */
+		__attribute__((fallthrough));
+	case ST_DIRTY:
+		ask(r, region, page, p, false);
+		return 0;
+	default:
+		ask(r, region, page, p, minor_fault && r->cfg.mode == FL_MODE_MINOR);
+		return 0;
+	}
+	if (ret == -EAGAIN) {
+		p->flags |= P_RETRY;
+		r->retry_due = true;
+		return 0;
+	}
+	if (!ret)
+		pend_done(r, p);
+	return ret;
+}
+
+/* ---- userfaultfd messages --------------------------------------------------- */
+
+static int on_pagefault(struct fl_router *r, const struct uffd_msg *m)
+{
+	uint64_t addr = m->arg.pagefault.address & ~((uint64_t)r->page_size - 1);
+	uint32_t region;
+	uint64_t page;
+	struct pend *p;
+	bool fresh;
+
+	r->st.faults++;
+	if (!addr_to_page(r, addr, &region, &page)) {
+		/* Not ours (a range the VMM registered and did not hand over):
+		 * waking lets it re-fault rather than hang silently. */
+		uffd_wake(r, addr);
+		return 0;
+	}
+	p = pend_get(r, region, page, &fresh);
+	if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_MINOR)
+		p->flags |= P_FAULT_MINOR;
+	if (!fresh && (p->flags & (P_DATA_ASKED | P_STATE_ASKED)))
+		return 0;	/* another thread on the same page: the answer wakes both */
+	return decide(r, region, page, p, -1);
+}
+
+static void span_remove(struct fl_router *r, uint64_t start, uint64_t end)
+{
+	struct span out[MAX_SPANS];
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < r->nspans && n < MAX_SPANS; i++) {
+		struct span s = r->spans[i];
+		uint64_t s_end = s.start + s.len;
+
+		if (end <= s.start || start >= s_end) {
+			out[n++] = s;
+			continue;
+		}
+		if (s.start < start)
+			out[n++] = (struct span){ s.start, start - s.start, s.region, s.first_page };
+		if (end < s_end && n < MAX_SPANS)
+			out[n++] = (struct span){ end, s_end - end, s.region,
+						  s.first_page + (end - s.start) / r->page_size };
+	}
+	memcpy(r->spans, out, n * sizeof(out[0]));
+	r->nspans = n;
+}
+
+static void on_remap(struct fl_router *r, uint64_t from, uint64_t to, uint64_t len)
+{
+	struct span moved[MAX_SPANS];
+	unsigned n = 0;
+
+	/* Collect the pieces of [from, from+len) we route, then re-add them at `to`. */
+	for (unsigned i = 0; i < r->nspans; i++) {
+		const struct span *s = &r->spans[i];
+		uint64_t lo = s->start > from ? s->start : from;
+		uint64_t hi = s->start + s->len < from + len ? s->start + s->len : from + len;
+
+		if (lo >= hi)
+			continue;
+		moved[n++] = (struct span){ to + (lo - from), hi - lo, s->region,
+					    s->first_page + (lo - s->start) / r->page_size };
+	}
+	span_remove(r, from, from + len);
+	span_remove(r, to, to + len);
+	for (unsigned i = 0; i < n && r->nspans < MAX_SPANS; i++)
+		r->spans[r->nspans++] = moved[i];
+}
+
+/* Pages dropped by the VMM (MADV_DONTNEED/REMOVE: balloon, discard) read as
+ * zero from now on — except poisoned ones, whose marker the zap removed. */
+static int on_remove(struct fl_router *r, uint64_t start, uint64_t end)
+{
+	for (uint64_t a = start; a < end; a += r->page_size) {
+		uint32_t region;
+		uint64_t page;
+
+		if (!addr_to_page(r, a, &region, &page))
+			continue;
+		if (fl_statemap_get(&r->reg[region].map, page) == ST_POISONED) {
+			int ret = poison_page(r, region, page);
+
+			if (ret)
+				return ret;
+			continue;
+		}
+		/* Late data for it is dropped (on_page_data).  A map chunk arriving
+		 * later could still call it DIRTY; the source sees no discard. */
+		fl_statemap_set(&r->reg[region].map, page, ST_ZERO);
+	}
+	return 0;
+}
+
+static int on_uffd_msg(struct fl_router *r, const struct uffd_msg *m)
+{
+	switch (m->event) {
+	case UFFD_EVENT_PAGEFAULT:
+		return on_pagefault(r, m);
+	case UFFD_EVENT_REMOVE:
+		r->st.events++;
+		return on_remove(r, m->arg.remove.start, m->arg.remove.end);
+	case UFFD_EVENT_UNMAP:
+		r->st.events++;
+		span_remove(r, m->arg.remove.start, m->arg.remove.end);
+		return 0;
+	case UFFD_EVENT_REMAP:
+		r->st.events++;
+		on_remap(r, m->arg.remap.from, m->arg.remap.to, m->arg.remap.len);
+		return 0;
+	case UFFD_EVENT_FORK:
+		/* A forked child's copy of guest memory is not migrated by us. */
+		r->st.events++;
+		close((int)m->arg.fork.ufd);
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+static int retry_pending(struct fl_router *r)
+{
+	r->retry_due = false;
+	for (size_t i = 0; i < PEND_CAP; i++) {
+		struct pend *p = &r->pend[i];
+
+		if (!p->key || !(p->flags & P_RETRY))
+			continue;
+		uint64_t k = p->key - 1;
+		uint32_t region = (uint32_t)(k >> 48);
+		uint64_t page = k & ((1ull << 48) - 1);
+		int ret;
+
+		p->flags &= (uint8_t)~(P_RETRY | P_DATA_ASKED | P_STATE_ASKED);
+		ret = decide(r, region, page, p, -1);
+		if (ret)
+			return ret;
+		/* pend_del may have shifted a later entry into slot i */
+		if (r->pend[i].key && r->pend[i].key != k + 1)
+			i--;
+	}
+	return 0;
+}
+
+static int read_uffd(struct fl_router *r)
+{
+	struct uffd_msg msgs[UFFD_BATCH];
+	ssize_t n = read(r->uffd, msgs, sizeof(msgs));
+	bool events = false;
+	int ret;
+
+	if (n < 0)
+		return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+	for (ssize_t i = 0; i < n / (ssize_t)sizeof(msgs[0]); i++) {
+		if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
+			events = true;
+		ret = on_uffd_msg(r, &msgs[i]);
+		if (ret)
+			return ret;
+	}
+	/* EAGAIN placements were waiting for exactly these events to be read. */
+	if (events || r->retry_due)
+		return retry_pending(r);
+	return 0;
+}
+
+/* ---- the source connection ---------------------------------------------- */
+
+static void put_frame(struct fl_router *r, fl_frame *f)
+{
+	int ret = fl_wire_put(&r->wr, f);
+
+	if (ret)
+		set_err(r, "cannot queue a frame for the source: %s", strerror(-ret));
+}
+
+static int send_asks(struct fl_router *r, uint32_t region, bool state)
+{
+	struct rt_region *g = &r->reg[region];
+	uint64_t *pages = state ? g->ask_state : g->ask_data;
+	size_t *n = state ? &g->n_state : &g->n_data;
+	fl_frame f = FAULTLINE__WIRE__FRAME__INIT;
+
+	if (!*n || !r->hello_done)
+		return 0;
+	if (state) {
+		Faultline__Wire__StateQuery q = FAULTLINE__WIRE__STATE_QUERY__INIT;
+
+		q.seq = ++r->seq;
+		q.region = region;
+		q.n_pages = *n;
+		q.pages = pages;
+		f.body_case = FAULTLINE__WIRE__FRAME__BODY_STATE_QUERY;
+		f.state_query = &q;
+		put_frame(r, &f);
+	} else {
+		Faultline__Wire__PageRequest q = FAULTLINE__WIRE__PAGE_REQUEST__INIT;
+
+		q.seq = ++r->seq;
+		q.region = region;
+		q.n_pages = *n;
+		q.pages = pages;
+		f.body_case = FAULTLINE__WIRE__FRAME__BODY_PAGE_REQUEST;
+		f.page_request = &q;
+		put_frame(r, &f);
+	}
+	for (size_t i = 0; i < *n; i++) {
+		struct pend *p = pend_find(r, region, pages[i]);
+
+		if (p)
+			p->flags &= (uint8_t)~P_QUEUED;
+	}
+	*n = 0;
+	return 0;
+}
+
+static int flush_asks(struct fl_router *r)
+{
+	for (unsigned i = 0; i < r->nregions; i++) {
+		send_asks(r, i, false);
+		send_asks(r, i, true);
+	}
+	return 0;
+}
+
+static void conn_close(struct fl_router *r)
+{
+	if (r->sock >= 0)
+		close(r->sock);
+	r->sock = -1;
+	r->connecting = r->hello_done = false;
+	r->st.connected = 0;
+	fl_wire_reader_free(&r->rd);
+	fl_wire_writer_free(&r->wr);
+	fl_wire_reader_init(&r->rd);
+	fl_wire_writer_init(&r->wr);
+	/* Whatever was asked is lost with the connection: ask again later. */
+	for (unsigned i = 0; i < r->nregions; i++)
+		r->reg[i].n_data = r->reg[i].n_state = 0;
+	for (size_t i = 0; i < PEND_CAP; i++)
+		if (r->pend[i].key)
+			r->pend[i].flags &= (uint8_t)~(P_DATA_ASKED | P_STATE_ASKED | P_QUEUED);
+	r->next_connect_ns = now_ns() + (uint64_t)(r->cfg.reconnect_ms ? r->cfg.reconnect_ms : 200) * 1000000ull;
+}
+
+static int conn_start(struct fl_router *r)
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *ai;
+	int ret = getaddrinfo(r->host, r->port, &hints, &ai);
+	int one = 1;
+
+	if (ret) {
+		set_err(r, "cannot resolve source %s:%s: %s", r->host, r->port, gai_strerror(ret));
+		return -EHOSTUNREACH;
+	}
+	r->sock = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (r->sock < 0) {
+		ret = -errno;
+		freeaddrinfo(ai);
+		return ret;
+	}
+	setsockopt(r->sock, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (connect(r->sock, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS) {
+		freeaddrinfo(ai);
+		conn_close(r);
+		return 0;	/* retried after reconnect_ms */
+	}
+	freeaddrinfo(ai);
+	r->connecting = true;
+	return 0;
+}
+
+static void send_hello(struct fl_router *r)
+{
+	Faultline__Wire__Hello h = FAULTLINE__WIRE__HELLO__INIT;
+	fl_frame f = FAULTLINE__WIRE__FRAME__INIT;
+
+	h.version = FL_WIRE_VERSION;
+	h.role = "target";
+	h.page_size = r->page_size;
+	/* Precopy only before the switchover: after it the page cache already
+	 * holds what precopy delivered and the dirty map says what is stale. */
+	h.want_precopy = r->cfg.mode == FL_MODE_MINOR && !r->switchover && r->connects == 0 &&
+			 !r->journal.session;
+	h.resume = r->connects > 0 || r->journal.session != 0;
+	f.body_case = FAULTLINE__WIRE__FRAME__BODY_HELLO;
+	f.hello = &h;
+	put_frame(r, &f);
+}
+
+static int on_source_hello(struct fl_router *r, const Faultline__Wire__Hello *h)
+{
+	char err[200] = "";
+	int ret;
+
+	if (strcmp(h->role, "source")) {
+		set_err(r, "peer at %s:%s is a \"%s\", not a faultline source", r->host, r->port, h->role);
+		return -EPROTO;
+	}
+	ret = fl_wire_limits_from_hello(&r->lim, h, err, sizeof(err));
+	if (ret) {
+		set_err(r, "source hello refused: %s", err);
+		return ret;
+	}
+	if (h->page_size != r->page_size || h->n_regions != r->nregions) {
+		set_err(r, "source serves %zu regions of %u-byte pages; the VMM handed over %u of %u",
+			h->n_regions, h->page_size, r->nregions, r->page_size);
+		return -EINVAL;
+	}
+	for (unsigned i = 0; i < r->nregions; i++) {
+		if (h->regions[i]->length != r->reg[i].length) {
+			set_err(r, "region %u is %llu bytes on the source but %llu on the target", i,
+				(unsigned long long)h->regions[i]->length,
+				(unsigned long long)r->reg[i].length);
+			return -EINVAL;
+		}
+	}
+	ret = fl_journal_session(&r->journal, h->session);
+	if (ret == -ESTALE) {
+		set_err(r, "the poison journal belongs to another migration (session %llx, source says %llx)",
+			(unsigned long long)r->journal.session, (unsigned long long)h->session);
+		return ret;
+	}
+	if (ret) {
+		set_err(r, "cannot journal the migration session: %s", strerror(-ret));
+		return ret;
+	}
+	r->hello_done = true;
+	r->st.connected = 1;
+	if (r->connects++)
+		r->st.reconnects++;
+	/* Re-ask for every page still waited on. */
+	for (size_t i = 0; i < PEND_CAP; i++) {
+		struct pend *p = &r->pend[i];
+
+		if (!p->key)
+			continue;
+		uint64_t k = p->key - 1;
+
+		ret = decide(r, (uint32_t)(k >> 48), k & ((1ull << 48) - 1), p, -1);
+		if (ret)
+			return ret;
+		if (r->pend[i].key && r->pend[i].key != k + 1)
+			i--;
+	}
+	return 0;
+}
+
+static int on_page_data(struct fl_router *r, const Faultline__Wire__PageData *d)
+{
+	const uint8_t *data = d->data.data;
+	uint32_t region = d->region;
+	struct rt_region *g = &r->reg[region];
+
+	for (size_t i = 0; i < d->n_pages; i++) {
+		uint64_t page = d->pages[i];
+		unsigned st = fl_wire_state_at(d->states.data, i);
+		const uint8_t *bytes = NULL;
+		struct pend *p = pend_find(r, region, page);
+		int ret = 0;
+
+		if (st == ST_CLEAN || st == ST_DIRTY) {
+			bytes = data;
+			data += r->page_size;
+			r->st.pages_received++;
+			r->st.bytes_received += r->page_size;
+		}
+		if (st == ST_POISONED || fl_statemap_get(&g->map, page) == ST_POISONED) {
+			if (bytes)
+				r->st.refused_data++;
+			ret = poison_page(r, region, page);
+			if (ret)
+				return ret;
+			continue;
+		}
+		if (p)
+			p->flags &= (uint8_t)~(P_DATA_ASKED | P_STATE_ASKED);
+		uint64_t addr = page_to_addr(r, region, page);
+
+		if (bytes && fl_statemap_get(&g->map, page) == ST_ZERO && page < g->frontier) {
+			/* the VMM discarded the page (REMOVE): late data must not revive it */
+			bytes = NULL;
+		}
+		if (!bytes) {	/* ZERO */
+			if (page >= g->frontier)
+				fl_statemap_set(&g->map, page, ST_ZERO);
+			if (p)
+				ret = decide(r, region, page, p, ST_ZERO);
+		} else if (r->cfg.mode == FL_MODE_MINOR) {
+			ret = cache_write(r, region, page, bytes);
+			if (!ret) {
+				/* the page cache now holds the final contents */
+				fl_statemap_set(&g->map, page, ST_CLEAN);
+				if (p)
+					ret = decide(r, region, page, p, ST_CLEAN);
+			}
+		} else if (d->precopy) {
+			continue;	/* MISSING mode never asked for precopy */
+		} else if (addr) {
+			ret = uffd_copy(r, addr, bytes);
+			if (ret == -EAGAIN) {
+				/* the data is not kept: ask again once the mm settles */
+				ret = 0;
+				if (p) {
+					p->flags |= P_RETRY;
+					r->retry_due = true;
+				}
+			} else if (!ret && p) {
+				pend_done(r, p);
+			}
+		} else if (p) {
+			pend_done(r, p);
+		}
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+static int on_state_answer(struct fl_router *r, const Faultline__Wire__StateAnswer *a)
+{
+	struct rt_region *g = &r->reg[a->region];
+
+	for (size_t i = 0; i < a->n_pages; i++) {
+		uint64_t page = a->pages[i];
+		unsigned st = fl_wire_state_at(a->states.data, i);
+		struct pend *p = pend_find(r, a->region, page);
+		int ret = 0;
+
+		if (st == ST_POISONED) {
+			ret = poison_page(r, a->region, page);
+		} else if (p) {
+			p->flags &= (uint8_t)~P_STATE_ASKED;
+			if (fl_statemap_get(&g->map, page) == ST_POISONED)
+				st = ST_POISONED;
+			ret = decide(r, a->region, page, p, (int)st);
+		}
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+/* Per byte of the map: which of its four pages are poisoned (lane == 2). */
+static uint8_t poison_lanes(uint8_t b)
+{
+	uint8_t m = 0;
+
+	for (int l = 0; l < 4; l++)
+		if (((b >> (2 * l)) & 3) == ST_POISONED)
+			m |= (uint8_t)(3u << (2 * l));
+	return m;
+}
+
+static int on_state_map(struct fl_router *r, const Faultline__Wire__StateMapChunk *c)
+{
+	struct rt_region *g = &r->reg[c->region];
+	struct fl_statemap chunk;
+	int ret;
+
+	if (c->first_page > g->frontier) {
+		set_err(r, "state map chunk of region %u starts at page %llu past the %llu received so far",
+			c->region, (unsigned long long)c->first_page, (unsigned long long)g->frontier);
+		return -EPROTO;
+	}
+	ret = fl_statemap_init(&chunk, c->npages, ST_DIRTY);
+	if (ret)
+		return ret;
+	ret = fl_statemap_decode(&chunk, 0, c->npages, c->zdata.data, c->zdata.len);
+	if (ret) {
+		set_err(r, "state map chunk of region %u at page %llu is corrupt", c->region,
+			(unsigned long long)c->first_page);
+		fl_statemap_free(&chunk);
+		return ret;
+	}
+	/* Poison (and journal) every page the chunk names before merging, so no
+	 * fault decided from the merged map can see it un-poisoned. */
+	for (size_t i = 0; i < (c->npages + 3) / 4; i++) {
+		if (!poison_lanes(chunk.bits[i]))
+			continue;
+		for (uint64_t pg = i * 4; pg < i * 4 + 4 && pg < c->npages; pg++) {
+			if (fl_statemap_get(&chunk, pg) != ST_POISONED)
+				continue;
+			ret = poison_page(r, c->region, c->first_page + pg);
+			if (ret) {
+				fl_statemap_free(&chunk);
+				return ret;
+			}
+		}
+	}
+	/* Merge byte-wise: poison already known here stays, whatever the chunk says. */
+	uint8_t *dst = &g->map.bits[c->first_page / 4];
+	size_t nbytes = (size_t)(c->npages / 4);
+
+	for (size_t i = 0; i < nbytes; i++) {
+		uint8_t keep = poison_lanes(dst[i]);
+
+		dst[i] = (uint8_t)((dst[i] & keep) | (chunk.bits[i] & ~keep));
+	}
+	for (uint64_t pg = nbytes * 4; pg < c->npages; pg++)
+		if (fl_statemap_get(&g->map, c->first_page + pg) != ST_POISONED)
+			fl_statemap_set(&g->map, c->first_page + pg, fl_statemap_get(&chunk, pg));
+	if (c->first_page + c->npages > g->frontier)
+		g->frontier = c->first_page + c->npages;
+	r->st.map_pages_known = 0;
+	for (unsigned i = 0; i < r->nregions; i++)
+		r->st.map_pages_known += r->reg[i].frontier;
+	fl_statemap_free(&chunk);
+	/* Waiting faults on pages that are now known can be decided locally. */
+	for (size_t i = 0; i < PEND_CAP; i++) {
+		struct pend *p = &r->pend[i];
+
+		if (!p->key || (p->flags & P_DATA_ASKED))
+			continue;
+		uint64_t k = p->key - 1;
+
+		if ((uint32_t)(k >> 48) != c->region || (k & ((1ull << 48) - 1)) < c->first_page ||
+		    (k & ((1ull << 48) - 1)) >= c->first_page + c->npages)
+			continue;
+		ret = decide(r, c->region, k & ((1ull << 48) - 1), p, -1);
+		if (ret)
+			return ret;
+		if (r->pend[i].key && r->pend[i].key != k + 1)
+			i--;
+	}
+	return 0;
+}
+
+static int on_frame(struct fl_router *r, const fl_frame *f)
+{
+	switch (f->body_case) {
+	case FAULTLINE__WIRE__FRAME__BODY_HELLO:
+		return on_source_hello(r, f->hello);
+	default:
+		break;
+	}
+	if (!r->hello_done) {
+		set_err(r, "source sent frame %d before its hello", f->body_case);
+		return -EPROTO;
+	}
+	switch (f->body_case) {
+	case FAULTLINE__WIRE__FRAME__BODY_PAGE_DATA:
+		return on_page_data(r, f->page_data);
+	case FAULTLINE__WIRE__FRAME__BODY_STATE_ANSWER:
+		return on_state_answer(r, f->state_answer);
+	case FAULTLINE__WIRE__FRAME__BODY_STATE_MAP:
+		return on_state_map(r, f->state_map);
+	case FAULTLINE__WIRE__FRAME__BODY_POISON:
+		for (size_t i = 0; i < f->poison->n_pages; i++) {
+			int ret = poison_page(r, f->poison->region, f->poison->pages[i]);
+
+			if (ret)
+				return ret;
+		}
+		return 0;
+	case FAULTLINE__WIRE__FRAME__BODY_PRECOPY_DONE:
+		return 0;
+	case FAULTLINE__WIRE__FRAME__BODY_SWITCHOVER:
+		r->switchover = true;
+		return 0;
+	case FAULTLINE__WIRE__FRAME__BODY_END:
+		r->src_end = true;
+		r->st.source_end = 1;
+		return 0;
+	case FAULTLINE__WIRE__FRAME__BODY_ERROR:
+		set_err(r, "source reported an error: %s (%s)", f->error->text, strerror((int)f->error->code));
+		return -ECONNABORTED;
+	default:
+		set_err(r, "unexpected frame %d from the source", f->body_case);
+		return -EPROTO;
+	}
+}
+
+static void send_error(struct fl_router *r, int code, const char *text)
+{
+	Faultline__Wire__Error e = FAULTLINE__WIRE__ERROR__INIT;
+	fl_frame f = FAULTLINE__WIRE__FRAME__INIT;
+
+	e.code = (uint32_t)code;
+	e.text = (char *)text;
+	f.body_case = FAULTLINE__WIRE__FRAME__BODY_ERROR;
+	f.error = &e;
+	if (!fl_wire_put(&r->wr, &f))
+		fl_wire_flush(&r->wr, r->sock);
+}
+
+/* <0 only for errors that end the migration; a broken connection just
+ * reconnects. */
+static int on_sock(struct fl_router *r, short revents)
+{
+	if (r->connecting) {
+		int soerr = 0;
+		socklen_t len = sizeof(soerr);
+
+		if (!(revents & (POLLOUT | POLLERR | POLLHUP)))
+			return 0;
+		getsockopt(r->sock, SOL_SOCKET, SO_ERROR, &soerr, &len);
+		if (soerr) {
+			conn_close(r);
+			return 0;
+		}
+		r->connecting = false;
+		send_hello(r);
+	}
+	if (revents & (POLLIN | POLLHUP | POLLERR)) {
+		ssize_t n = fl_wire_reader_fill(&r->rd, r->sock);
+		char err[200] = "";
+		fl_frame *f;
+		int ret;
+
+		while ((ret = fl_wire_next(&r->rd, r->hello_done ? &r->lim : NULL, &f, err, sizeof(err))) > 0) {
+			ret = on_frame(r, f);
+			fl_wire_free(f);
+			if (ret == -EPROTO) {
+				send_error(r, EPROTO, r->err);
+				conn_close(r);
+				return 0;
+			}
+			if (ret)
+				return ret;
+		}
+		if (ret < 0) {
+			/* A malformed frame: say why, drop the connection, reconnect;
+			 * everything accepted so far stays applied. */
+			set_err(r, "malformed frame from the source: %s", err);
+			send_error(r, -ret, err);
+			conn_close(r);
+			return 0;
+		}
+		if (n <= 0 && n != -EAGAIN) {
+			if (!r->src_end)
+				set_err(r, "lost the source connection (%s)", n ? strerror((int)-n) : "closed");
+			conn_close(r);
+			return 0;
+		}
+	}
+	return 0;
+}
+
+/* ---- finishing ------------------------------------------------------------- */
+
+/* Everything the source had is placed, cached or declared: unregister so
+ * the guest runs free of the router (zero pages fill themselves, poison
+ * markers stay in the page tables). */
+static int finish(struct fl_router *r)
+{
+	for (unsigned i = 0; i < r->nspans; i++) {
+		struct uffdio_range range = { .start = r->spans[i].start, .len = r->spans[i].len };
+
+		if (ioctl(r->uffd, UFFDIO_UNREGISTER, &range) < 0 && errno != EINVAL && errno != ENOMEM) {
+			set_err(r, "cannot unregister the guest memory at the end: %s", strerror(errno));
+			return -errno;
+		}
+	}
+	r->unregistered = true;
+	if (r->sock >= 0 && r->hello_done && !r->end_sent) {
+		Faultline__Wire__End e = FAULTLINE__WIRE__END__INIT;
+		fl_frame f = FAULTLINE__WIRE__FRAME__INIT;
+
+		e.pages_sent = r->st.pages_received;
+		e.pages_poisoned = r->st.poisons;
+		f.body_case = FAULTLINE__WIRE__FRAME__BODY_END;
+		f.end = &e;
+		put_frame(r, &f);
+		r->end_sent = true;
+	}
+	r->st.finished = 1;
+	return 1;
+}
+
+/* ---- public API ------------------------------------------------------------ */
+
+int fl_router_step(struct fl_router *r, int timeout_ms)
+{
+	struct pollfd pfd[3];
+	uint64_t now = now_ns();
+	int ret, n = 0, sock_i = -1;
+
+	if (r->st.finished) {
+		if (r->sock >= 0 && fl_wire_pending(&r->wr))
+			fl_wire_flush(&r->wr, r->sock);
+		return 1;
+	}
+	if (r->sock < 0 && !r->src_end && now >= r->next_connect_ns) {
+		ret = conn_start(r);
+		if (ret)
+			return ret;
+	}
+	if (r->sock < 0 && !r->src_end) {
+		int until = (int)((r->next_connect_ns - now) / 1000000ull) + 1;
+
+		if (timeout_ms < 0 || until < timeout_ms)
+			timeout_ms = until;
+	}
+	pfd[n++] = (struct pollfd){ .fd = r->stop_efd, .events = POLLIN };
+	pfd[n++] = (struct pollfd){ .fd = r->uffd, .events = r->npend < PEND_MAX ? POLLIN : 0 };
+	if (r->sock >= 0) {
+		sock_i = n;
+		pfd[n++] = (struct pollfd){ .fd = r->sock,
+					    .events = (short)(POLLIN | (r->connecting || fl_wire_pending(&r->wr) ? POLLOUT : 0)) };
+	}
+	ret = poll(pfd, (nfds_t)n, timeout_ms);
+	if (ret < 0)
+		return errno == EINTR ? 0 : -errno;
+	if (pfd[0].revents) {
+		set_err(r, "stopped");
+		return -ECANCELED;
+	}
+	if (pfd[1].revents & POLLIN) {
+		ret = read_uffd(r);
+		if (ret)
+			return ret;
+	}
+	if (sock_i >= 0 && pfd[sock_i].revents) {
+		ret = on_sock(r, pfd[sock_i].revents);
+		if (ret)
+			return ret;
+	}
+	if (r->retry_due) {
+		ret = retry_pending(r);
+		if (ret)
+			return ret;
+	}
+	flush_asks(r);
+	if (r->sock >= 0 && !r->connecting && fl_wire_pending(&r->wr)) {
+		ssize_t left = fl_wire_flush(&r->wr, r->sock);
+
+		if (left < 0 && left != -EAGAIN) {
+			set_err(r, "lost the source connection while sending (%s)", strerror((int)-left));
+			conn_close(r);
+		}
+	}
+	r->st.pending = r->npend;
+	if (r->src_end && r->npend == 0)
+		return finish(r);
+	return 0;
+}
+
+int fl_router_run(struct fl_router *r)
+{
+	int ret;
+
+	while ((ret = fl_router_step(r, 1000)) == 0)
+		;
+	if (ret == -ECANCELED)
+		return 0;
+	return ret < 0 ? ret : 0;
+}
+
+void fl_router_stop(struct fl_router *r)
+{
+	uint64_t one = 1;
+	ssize_t n = write(r->stop_efd, &one, sizeof(one));
+
+	(void)n;
+}
+
+void fl_router_get_stats(const struct fl_router *r, struct fl_router_stats *st)
+{
+	*st = r->st;
+	st->pending = r->npend;
+	st->pages_done = st->copies + st->zeropages + st->continues + st->poisons;
+}
+
+const char *fl_router_error(const struct fl_router *r)
+{
+	return r->err;
+}
+
+static int split_hostport(struct fl_router *r, const char *s)
+{
+	const char *colon = strrchr(s, ':');
+	size_t hl;
+
+	if (!colon || colon == s || !colon[1])
+		return -EINVAL;
+	hl = (size_t)(colon - s);
+	if (s[0] == '[' && colon[-1] == ']') {	/* [v6]:port */
+		s++;
+		hl -= 2;
+	}
+	if (hl >= sizeof(r->host) || strlen(colon + 1) >= sizeof(r->port))
+		return -EINVAL;
+	memcpy(r->host, s, hl);
+	r->host[hl] = 0;
+	strcpy(r->port, colon + 1);
+	return 0;
+}
+
+int fl_router_create(const struct fl_router_config *cfg, struct fl_router **out, char *err, size_t errlen)
+{
+	struct fl_router *r;
+	long ps = sysconf(_SC_PAGESIZE);
+	uint64_t pages[FL_WIRE_MAX_REGIONS];
+	int ret;
+
+	*out = NULL;
+	if (!cfg->nregions || cfg->nregions > FL_WIRE_MAX_REGIONS) {
+		snprintf(err, errlen, "%u regions handed over; between 1 and %u are supported",
+			 cfg->nregions, FL_WIRE_MAX_REGIONS);
+		return -EINVAL;
+	}
+	if (cfg->mode != FL_MODE_MISSING && cfg->mode != FL_MODE_MINOR) {
+		snprintf(err, errlen, "unknown userfaultfd mode %d", cfg->mode);
+		return -EINVAL;
+	}
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	r->cfg = *cfg;
+	r->uffd = cfg->uffd;
+	r->page_size = (uint32_t)ps;
+	r->sock = -1;
+	r->journal.fd = -1;
+	r->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	r->pend = calloc(PEND_CAP, sizeof(*r->pend));
+	r->zero_page = aligned_alloc((size_t)ps, (size_t)ps);
+	if (r->stop_efd < 0 || !r->pend || !r->zero_page) {
+		ret = -ENOMEM;
+		snprintf(err, errlen, "out of memory setting up the router");
+		goto fail;
+	}
+	memset(r->zero_page, 0, (size_t)ps);
+	ret = split_hostport(r, cfg->source ? cfg->source : "");
+	if (ret) {
+		snprintf(err, errlen, "source address \"%s\" is not HOST:PORT", cfg->source ? cfg->source : "");
+		goto fail;
+	}
+	fl_wire_reader_init(&r->rd);
+	fl_wire_writer_init(&r->wr);
+	/* The uffd is polled; a blocking read would stall the connection. */
+	fcntl(r->uffd, F_SETFL, fcntl(r->uffd, F_GETFL) | O_NONBLOCK);
+
+	r->nregions = cfg->nregions;
+	for (unsigned i = 0; i < cfg->nregions; i++) {
+		const struct fl_region *src = &cfg->regions[i];
+		struct rt_region *g = &r->reg[i];
+
+		if (!src->length || src->length % (uint64_t)ps || (uintptr_t)src->base % (uintptr_t)ps) {
+			snprintf(err, errlen, "region %u (%p, %llu bytes) is not page aligned", i, src->base,
+				 (unsigned long long)src->length);
+			ret = -EINVAL;
+			goto fail;
+		}
+		if (cfg->mode == FL_MODE_MINOR && src->memfd < 0) {
+			snprintf(err, errlen, "region %u has no memfd: MINOR mode needs the file backing guest memory", i);
+			ret = -EINVAL;
+			goto fail;
+		}
+		g->length = src->length;
+		g->npages = src->length / (uint64_t)ps;
+		g->memfd = src->memfd;
+		g->memfd_offset = src->offset;
+		g->ask_data = calloc(FL_WIRE_MAX_PAGES, sizeof(uint64_t));
+		g->ask_state = calloc(FL_WIRE_MAX_PAGES, sizeof(uint64_t));
+		ret = fl_statemap_init(&g->map, g->npages, ST_DIRTY);
+		if (ret || !g->ask_data || !g->ask_state) {
+			snprintf(err, errlen, "out of memory for region %u's page-state map", i);
+			ret = -ENOMEM;
+			goto fail;
+		}
+		r->spans[r->nspans++] = (struct span){ (uint64_t)(uintptr_t)src->base, src->length, i, 0 };
+		r->st.total_pages += g->npages;
+		pages[i] = g->npages;
+	}
+	if (cfg->journal) {
+		struct fl_journal_id id = { .nregions = cfg->nregions, .region_pages = pages };
+
+		ret = fl_journal_open(&r->journal, cfg->journal, &id, journal_replay_cb, r, err, errlen);
+		if (ret)
+			goto fail;
+		/* Pages poisoned before a restart are poisoned again before anything else. */
+		for (unsigned i = 0; i < r->nregions; i++) {
+			for (uint64_t pg = 0; pg < r->reg[i].npages && r->st.journal_loaded; pg++) {
+				if (fl_statemap_get(&r->reg[i].map, pg) != ST_POISONED)
+					continue;
+				ret = uffd_poison(r, i, pg);
+				if (ret && ret != -EAGAIN) {
+					snprintf(err, errlen, "%s", r->err);
+					goto fail;
+				}
+			}
+		}
+	}
+	*out = r;
+	return 0;
+fail:
+	fl_router_destroy(r);
+	return ret;
+}
+
+void fl_router_destroy(struct fl_router *r)
+{
+	if (!r)
+		return;
+	if (r->sock >= 0)
+		close(r->sock);
+	fl_wire_reader_free(&r->rd);
+	fl_wire_writer_free(&r->wr);
+	fl_journal_close(&r->journal);
+	for (unsigned i = 0; i < r->nregions; i++) {
+		fl_statemap_free(&r->reg[i].map);
+		free(r->reg[i].ask_data);
+		free(r->reg[i].ask_state);
+	}
+	if (r->stop_efd >= 0)
+		close(r->stop_efd);
+	free(r->pend);
+	free(r->zero_page);
+	free(r);
+}

@@ -72,7 +72,6 @@ struct fl_router_config {
 	int (*zap)(void *ctx, void *addr, uint64_t len);
 	void *zap_ctx;
 	unsigned reconnect_ms;		/* retry interval after a lost source; 0: 200 */
-	int quiet;			/* no progress lines on stderr */
 };
 
 struct fl_router_stats {
@@ -90,7 +89,12 @@ struct fl_router_stats {
 	uint64_t journal_loaded;	/* poisoned pages reloaded from the journal */
 	uint64_t refused_data;		/* page data refused for a poisoned page */
 	uint64_t pages_done;		/* placed, zero-filled or poisoned */
-	int finished;			/* every page placed or declared */
+	uint64_t pending;		/* pages with a waiting fault right now */
+	uint64_t connected;		/* 1 while the source connection is up */
+	uint64_t source_end;		/* the source has sent everything */
+	uint64_t latency_sum_ns;	/* fault read -> placed, summed over faults */
+	uint64_t latency_n;
+	int finished;			/* every page placed or declared, ranges unregistered */
 };
 
 int fl_router_create(const struct fl_router_config *cfg, struct fl_router **out,
