@@ -1,0 +1,1450 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * migrate-vm — the two ends of a postcopy migration test on /dev/kvm.
+ *
+ *   --role source   guest memory is a memfd filled with a known pattern and
+ *                   registered with a userfaultfd (MISSING) that this VMM
+ *                   never reads: `faultline source` duplicates it
+ *                   (pidfd_getfd) to inject poison — punch the page out of
+ *                   the memfd, then UFFDIO_POISON it.  A vCPU touching the
+ *                   page in between waits for that POISON.  The guest
+ *                   writes (dirties) the hot part of each vCPU's slice.
+ *                   The uffd also has WP_ASYNC: the tool can register WP
+ *                   through its duplicate and find written pages with
+ *                   PAGEMAP_SCAN (these kernels have no soft-dirty, and the
+ *                   guest's emulated writes do go through the WP check).
+ *   --role target   empty guest memory (anonymous: MISSING; memfd: MINOR),
+ *                   handed to a router with fl_handover(); the guest only
+ *                   reads, so every page must end up byte-identical to the
+ *                   source's (control pages aside).  After --run-ms a host
+ *                   thread touches every page, counts the SIGBUS (poisoned)
+ *                   ones and hashes the rest (--dump).
+ *
+ * Guest (the same code on both ends): 32-bit protected mode, flat segments
+ * set through KVM_SET_SREGS, no paging, as in kvm_guest.c.  Guest state
+ * that must survive the migration lives in guest memory: each vCPU's
+ * progress counter is a dword in its control page (data page = vCPU index).
+ * Per-run parameters (not migrated) sit in a block in the code slot.  A
+ * poisoned page reaches us as KVM_EXIT_MMIO (KVM emulates the guest here):
+ * reads get zeros, writes are dropped, every hit is counted.
+ *
+ * Timestamps are CLOCK_MONOTONIC nanoseconds.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <linux/kvm.h>
+#include "faultline/faultline.h"
+#include "uffd_compat.h"
+
+#define PAGE_SZ 4096UL
+#define MAX_VCPUS 16
+#define MAX_MEM_MIB 3072UL        /* data slot must stay below 4 GiB (32-bit guest) */
+#define MAX_POISON_GPAS 256       /* distinct poisoned GPAs remembered per vCPU */
+
+#define CODE_GPA 0x1000UL
+#define CODE_SLOT_LEN 0x10000UL
+#define PARAM_GPA 0x2000UL        /* 32-byte parameter block per vCPU */
+#define DATA_GPA 0x100000UL
+#define CONTROL_OFF 0x20          /* counter dword in a control page */
+#define HOT_OFF 0x40              /* dword a write-mode guest stores into hot pages */
+#define PORT_LOOP 0xF3            /* eax = counter, once per loop */
+#define PORT_PACE 0xF4            /* every --pace-pages pages */
+#define MODE_READ 1u              /* EDI bit */
+
+/*
+ * Guest code (as --32), entered with EBP = parameter block, EDI = mode.
+ * Block: +0 control dword GPA, +4 slice GPA, +8 hot pages, +12 slice
+ * pages, +20 pages between PORT_PACE exits.
+ *
+ *   00: 8b 5d 00           mov  ebx, [ebp+0]
+ *   03: 8b 55 14           mov  edx, [ebp+20]
+ * loop:
+ *   06: 8b 03              mov  eax, [ebx]        counter (in guest memory)
+ *   08: 40                 inc  eax
+ *   09: 89 03              mov  [ebx], eax
+ *   0b: e7 f3              out  0xf3, eax
+ *   0d: 8b 75 04           mov  esi, [ebp+4]
+ *   10: 8b 4d 08           mov  ecx, [ebp+8]
+ *   13: f7 c7 01 00 00 00  test edi, 1
+ *   19: 75 16              jnz  31 <rd>
+ * wr:                                             write mode: dirty hot pages
+ *   1b: 89 46 40           mov  [esi+0x40], eax
+ *   1e: 81 c6 00 10 00 00  add  esi, 4096
+ *   24: 4a                 dec  edx
+ *   25: 75 05              jnz  2c
+ *   27: e7 f4              out  0xf4, eax
+ *   29: 8b 55 14           mov  edx, [ebp+20]
+ *   2c: 49                 dec  ecx
+ *   2d: 75 ec              jnz  1b <wr>
+ *   2f: eb d5              jmp  06 <loop>
+ * rd:                                             read mode: hot part, then all
+ *   31: e8 0d 00 00 00     call 43 <readpass>
+ *   36: 8b 75 04           mov  esi, [ebp+4]
+ *   39: 8b 4d 0c           mov  ecx, [ebp+12]
+ *   3c: e8 02 00 00 00     call 43 <readpass>
+ *   41: eb c3              jmp  06 <loop>
+ * readpass:
+ *   43: 85 06              test [esi], eax
+ *   45: 81 c6 00 10 00 00  add  esi, 4096
+ *   4b: 4a                 dec  edx
+ *   4c: 75 05              jnz  53
+ *   4e: e7 f4              out  0xf4, eax
+ *   50: 8b 55 14           mov  edx, [ebp+20]
+ *   53: 49                 dec  ecx
+ *   54: 75 ed              jnz  43 <readpass>
+ *   56: c3                 ret
+ *
+ * One dword per page: KVM emulates every guest instruction here (~1 us
+ * each), so touching a page costs ~4 instructions instead of a 1024-dword
+ * `rep` that would make one pass over 64 MiB take seconds.
+ */
+static const uint8_t guest_code[] = {
+	0x8b, 0x5d, 0x00, 0x8b, 0x55, 0x14, 0x8b, 0x03, 0x40, 0x89, 0x03, 0xe7,
+	PORT_LOOP, 0x8b, 0x75, 0x04, 0x8b, 0x4d, 0x08, 0xf7, 0xc7, 0x01, 0x00, 0x00,
+	0x00, 0x75, 0x16, 0x89, 0x46, HOT_OFF, 0x81, 0xc6, 0x00, 0x10, 0x00, 0x00,
+	0x4a, 0x75, 0x05, 0xe7, PORT_PACE, 0x8b, 0x55, 0x14, 0x49, 0x75, 0xec, 0xeb,
+	0xd5, 0xe8, 0x0d, 0x00, 0x00, 0x00, 0x8b, 0x75, 0x04, 0x8b, 0x4d, 0x0c,
+	0xe8, 0x02, 0x00, 0x00, 0x00, 0xeb, 0xc3, 0x85, 0x06, 0x81, 0xc6, 0x00,
+	0x10, 0x00, 0x00, 0x4a, 0x75, 0x05, 0xe7, PORT_PACE, 0x8b, 0x55, 0x14, 0x49,
+	0x75, 0xed, 0xc3,
+};
+
+struct guest_params {
+	uint32_t control_gpa, slice_gpa, hot_pages, slice_pages, reserved, pace_pages;
+};
+_Static_assert(sizeof(struct guest_params) <= 32, "guest_params must fit its 32-byte slot");
+_Static_assert(PARAM_GPA + 32 * MAX_VCPUS <= CODE_SLOT_LEN - 0x100 &&
+	       PARAM_GPA >= CODE_GPA + sizeof(guest_code), "parameter blocks overlap code or stack");
+
+enum role { ROLE_SOURCE = 1, ROLE_TARGET = 2 };
+
+struct options {
+	enum role role;
+	unsigned vcpus;
+	unsigned long mem_mib;
+	unsigned long run_ms;           /* 0: until SIGTERM/SIGINT */
+	bool json;
+	double hot_fraction;
+	unsigned long pace_us;
+	unsigned long pace_pages;
+	uint64_t seed;
+	unsigned long zero_percent;
+	const char *router;
+	enum fl_uffd_mode mode;
+	bool reconnect;
+	const char *dump;
+	unsigned long connect_timeout_ms;
+	unsigned long start_delay_ms;
+	unsigned long verify_timeout_ms;
+};
+
+struct vcpu {
+	unsigned idx;
+	int fd;
+	struct kvm_run *run;
+	size_t run_size;
+	pthread_t thread;
+	bool started;
+	volatile pid_t tid;
+
+	uint64_t control_page;          /* data page index */
+	uint64_t slice_first, slice_pages, hot_pages;
+
+	/* written by this vCPU's thread; read after it stopped */
+	bool seen_counter;
+	uint32_t first_counter, last_counter;
+	uint64_t loops, pace_exits, kvm_runs;
+	uint64_t poison_reads, poison_writes;
+	uint64_t poison_gpa[MAX_POISON_GPAS];
+	unsigned npoison_gpa;
+	bool poison_gpa_overflow;
+	volatile sig_atomic_t sigbus;
+	void *volatile sigbus_addr;
+	bool failed;
+	char err[256];
+};
+
+/* The one piece of global mutable state (signal handlers reach it). */
+struct migrate_vm_ctx {
+	struct options opt;
+	pthread_mutex_t out_lock;       /* one JSON line at a time */
+
+	int kvm_fd, vm_fd;
+	uint8_t *code_mem;
+	uint8_t *mem;                   /* guest data memory, DATA_GPA.. */
+	size_t mem_len;
+	uint64_t pages;
+	int memfd;                      /* source; target MINOR; else -1 */
+	int uffd;
+	uint64_t uffd_features;         /* enabled */
+	uint64_t uffd_available;        /* what UFFDIO_API reported */
+	struct fl_region region;
+
+	struct vcpu vcpu[MAX_VCPUS];
+	volatile int stop;
+
+	/* target: handover */
+	int sock;
+	pthread_t serve_thread;
+	bool serve_started;
+	volatile int serve_quit;
+	uint64_t handovers, router_lost;
+
+	/* target: verification */
+	volatile pid_t verify_tid;
+	sigjmp_buf verify_jmp;
+	volatile int verify_code;
+	volatile uint64_t verify_page;
+	volatile int verify_done;
+};
+
+static struct migrate_vm_ctx migrate_vm_ctx = {
+	.kvm_fd = -1, .vm_fd = -1, .memfd = -1, .uffd = -1, .sock = -1,
+	.out_lock = PTHREAD_MUTEX_INITIALIZER,
+};
+
+/* ------------------------------------------------------------------ */
+/* helpers                                                             */
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static void sleep_us(uint64_t us)
+{
+	struct timespec ts = { .tv_sec = us / 1000000, .tv_nsec = (us % 1000000) * 1000 };
+
+	/* Not restarted on EINTR: the stop signal should cut a pace sleep short. */
+	clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, NULL);
+}
+
+__attribute__((format(printf, 1, 2), noreturn))
+static void die(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("migrate-vm: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(1);
+}
+
+__attribute__((format(printf, 2, 3)))
+static void set_err(char *buf, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, 256, fmt, ap);
+	va_end(ap);
+}
+
+/* One JSON line (already formatted) on stdout with --json; always flushed. */
+__attribute__((format(printf, 2, 3)))
+static void emit(struct migrate_vm_ctx *c, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!c->opt.json)
+		return;
+	pthread_mutex_lock(&c->out_lock);
+	va_start(ap, fmt);
+	vfprintf(stdout, fmt, ap);
+	va_end(ap);
+	fputc('\n', stdout);
+	fflush(stdout);
+	pthread_mutex_unlock(&c->out_lock);
+}
+
+static void json_str(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+		if (ch == '"' || ch == '\\')
+			fprintf(f, "\\%c", ch);
+		else if (ch < 0x20)
+			fprintf(f, "\\u%04x", ch);
+		else
+			fputc(ch, f);
+	}
+	fputc('"', f);
+}
+
+static void emit_error(struct migrate_vm_ctx *c, const char *what, const char *msg)
+{
+	fprintf(stderr, "migrate-vm: %s: %s\n", what, msg);
+	if (!c->opt.json)
+		return;
+	pthread_mutex_lock(&c->out_lock);
+	fprintf(stdout, "{\"event\":\"error\",\"what\":");
+	json_str(stdout, what);
+	fprintf(stdout, ",\"error\":");
+	json_str(stdout, msg);
+	fputs("}\n", stdout);
+	fflush(stdout);
+	pthread_mutex_unlock(&c->out_lock);
+}
+
+static uint64_t splitmix64(uint64_t *s)
+{
+	uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
+static uint64_t fnv1a64(const volatile uint8_t *p, size_t n)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+
+	for (size_t i = 0; i < n; i++) {
+		h ^= p[i];
+		h *= 0x100000001b3ULL;
+	}
+	return h;
+}
+
+/* ------------------------------------------------------------------ */
+/* options                                                             */
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"Usage: migrate-vm --role source|target [OPTIONS]\n"
+"\n"
+"Test VMM for postcopy migration with poison replication (faultline source /\n"
+"faultline target). Each vCPU owns a control page (its loop counter, in guest\n"
+"memory) and a slice of guest memory; the first --hot-fraction of the slice is\n"
+"hot. Source guests write the loop counter into every hot page each loop;\n"
+"target guests read the hot pages and then every page of the slice.\n"
+"\n"
+"Common options:\n"
+"  --role source|target\n"
+"  --vcpus N            vCPUs, 1..%d (default 4)\n"
+"  --mem-mib M          guest memory in MiB, 1..%lu (default 256)\n"
+"  --run-ms N           run the guest N ms, then stop (default: source until\n"
+"                       SIGTERM/SIGINT, target 3000)\n"
+"  --hot-fraction F     hot part of each slice, 0 < F <= 1 (default 0.125)\n"
+"  --pace-pages K       guest exits to the VMM every K pages (default 64)\n"
+"  --pace-us N          VMM sleeps N us at each such exit: the dirtying rate\n"
+"                       (default 1000: ~1 host CPU for 4 vCPUs here)\n"
+"  --json               JSON lines on stdout, each with \"event\"\n"
+"  --dump FILE          one line per page: \"INDEX FNV1A64-HEX\", or \"INDEX sigbus\"\n"
+"                       (target: poisoned), \"INDEX hole\" (source: punched out)\n"
+"\n"
+"Source options:\n"
+"  --seed N             pattern seed (default 1)\n"
+"  --zero-percent P     pages left all-zero, 0..100 (default 10)\n"
+"\n"
+"Target options:\n"
+"  --router SOCK        router's handover socket (required)\n"
+"  --mode missing|minor anonymous memory (MISSING) or a memfd (MISSING|MINOR)\n"
+"                       (default missing)\n"
+"  --reconnect          when the router goes away, keep the guest as it is\n"
+"                       (faults wait) and hand over again to the next router\n"
+"  --connect-timeout-ms N  wait this long for the router socket (default 10000)\n"
+"  --start-delay-ms N   after the handover, wait N ms before starting vCPUs\n"
+"  --verify-timeout-ms N   give up verifying after N ms (default 120000)\n"
+"\n"
+"Output (--json): source: {\"event\":\"vm\",\"role\":\"source\",\"pid\",\"addr\",\"length\",\n"
+"\"page_size\",\"vcpus\",\"control_pages\",\"uffd_fd\",\"memfd_fd\",\"tids\",...} once the\n"
+"guest runs; source_summary when stopped. Target: vm, handover, router_lost,\n"
+"vcpus_started, target_summary {\"pages\",\"sigbus_pages\",\"poison_mmio\",\n"
+"\"progress\":[[counter found in memory at start, counter at end],..],..}.\n"
+"Exit status: 0 ok, 1 failure, 2 bad usage.\n"
+"\n"
+"Examples:\n"
+"  migrate-vm --role source --json --vcpus 4 --mem-mib 256\n"
+"  migrate-vm --role target --router /run/fl.sock --mode minor --json --dump t.txt\n",
+		MAX_VCPUS, MAX_MEM_MIB);
+}
+
+__attribute__((noreturn))
+static void bad_usage(const char *fmt, const char *arg)
+{
+	fputs("migrate-vm: ", stderr);
+	fprintf(stderr, fmt, arg);
+	fputs("\nTry 'migrate-vm --help'.\n", stderr);
+	exit(2);
+}
+
+static unsigned long parse_ulong(const char *name, const char *s, unsigned long min,
+				 unsigned long max)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	if (!s || !*s || *s == '-')
+		bad_usage("%s needs a non-negative integer", name);
+	v = strtoul(s, &end, 0);
+	if (errno || *end || v < min || v > max) {
+		fprintf(stderr, "migrate-vm: %s: '%s' is not a number from %lu to %lu\n",
+			name, s, min, max);
+		exit(2);
+	}
+	return v;
+}
+
+static void parse_options(struct options *o, int argc, char **argv)
+{
+	enum { OPT_ROLE = 256, OPT_VCPUS, OPT_MEM, OPT_RUN, OPT_JSON, OPT_HOT, OPT_PACE_US,
+	       OPT_PACE_PAGES, OPT_SEED, OPT_ZERO, OPT_ROUTER, OPT_MODE, OPT_RECONNECT,
+	       OPT_DUMP, OPT_CONNECT, OPT_START, OPT_VERIFY };
+	static const struct option lo[] = {
+		{ "role", required_argument, 0, OPT_ROLE },
+		{ "vcpus", required_argument, 0, OPT_VCPUS },
+		{ "mem-mib", required_argument, 0, OPT_MEM },
+		{ "run-ms", required_argument, 0, OPT_RUN },
+		{ "json", no_argument, 0, OPT_JSON },
+		{ "hot-fraction", required_argument, 0, OPT_HOT },
+		{ "pace-us", required_argument, 0, OPT_PACE_US },
+		{ "pace-pages", required_argument, 0, OPT_PACE_PAGES },
+		{ "seed", required_argument, 0, OPT_SEED },
+		{ "zero-percent", required_argument, 0, OPT_ZERO },
+		{ "router", required_argument, 0, OPT_ROUTER },
+		{ "mode", required_argument, 0, OPT_MODE },
+		{ "reconnect", no_argument, 0, OPT_RECONNECT },
+		{ "dump", required_argument, 0, OPT_DUMP },
+		{ "connect-timeout-ms", required_argument, 0, OPT_CONNECT },
+		{ "start-delay-ms", required_argument, 0, OPT_START },
+		{ "verify-timeout-ms", required_argument, 0, OPT_VERIFY },
+		{ "help", no_argument, 0, 'h' },
+		{ 0, 0, 0, 0 },
+	};
+	bool run_given = false;
+	int ch;
+
+	*o = (struct options){ .vcpus = 4, .mem_mib = 256, .hot_fraction = 0.125,
+			       .pace_us = 1000, .pace_pages = 64, .seed = 1, .zero_percent = 10,
+			       .mode = FL_MODE_MISSING, .connect_timeout_ms = 10000,
+			       .verify_timeout_ms = 120000 };
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
+		switch (ch) {
+		case OPT_ROLE:
+			if (!strcmp(optarg, "source"))
+				o->role = ROLE_SOURCE;
+			else if (!strcmp(optarg, "target"))
+				o->role = ROLE_TARGET;
+			else
+				bad_usage("--role '%s': expected source or target", optarg);
+			break;
+		case OPT_VCPUS: o->vcpus = (unsigned)parse_ulong("--vcpus", optarg, 1, MAX_VCPUS); break;
+		case OPT_MEM: o->mem_mib = parse_ulong("--mem-mib", optarg, 1, MAX_MEM_MIB); break;
+		case OPT_RUN:
+			o->run_ms = parse_ulong("--run-ms", optarg, 0, 86400000);
+			run_given = true;
+			break;
+		case OPT_JSON: o->json = true; break;
+		case OPT_HOT: {
+			char *end;
+			errno = 0;
+			o->hot_fraction = strtod(optarg, &end);
+			if (errno || *end || !(o->hot_fraction > 0 && o->hot_fraction <= 1))
+				bad_usage("--hot-fraction '%s': expected a number in (0, 1]", optarg);
+			break;
+		}
+		case OPT_PACE_US: o->pace_us = parse_ulong("--pace-us", optarg, 0, 10000000); break;
+		case OPT_PACE_PAGES:
+			o->pace_pages = parse_ulong("--pace-pages", optarg, 1, 1UL << 20);
+			break;
+		case OPT_SEED: o->seed = parse_ulong("--seed", optarg, 0, ULONG_MAX); break;
+		case OPT_ZERO: o->zero_percent = parse_ulong("--zero-percent", optarg, 0, 100); break;
+		case OPT_ROUTER: o->router = optarg; break;
+		case OPT_MODE:
+			if (!strcmp(optarg, "missing"))
+				o->mode = FL_MODE_MISSING;
+			else if (!strcmp(optarg, "minor"))
+				o->mode = FL_MODE_MINOR;
+			else
+				bad_usage("--mode '%s': expected missing or minor", optarg);
+			break;
+		case OPT_RECONNECT: o->reconnect = true; break;
+		case OPT_DUMP: o->dump = optarg; break;
+		case OPT_CONNECT:
+			o->connect_timeout_ms = parse_ulong("--connect-timeout-ms", optarg, 0, 3600000);
+			break;
+		case OPT_START:
+			o->start_delay_ms = parse_ulong("--start-delay-ms", optarg, 0, 3600000);
+			break;
+		case OPT_VERIFY:
+			o->verify_timeout_ms = parse_ulong("--verify-timeout-ms", optarg, 1, 86400000);
+			break;
+		case 'h': usage(stdout); exit(0);
+		case ':': bad_usage("option %s needs an argument", argv[optind - 1]);
+		default: bad_usage("unknown option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		bad_usage("unexpected argument '%s'", argv[optind]);
+	if (!o->role)
+		bad_usage("%s", "--role source|target is required");
+	if (o->role == ROLE_TARGET && !o->router)
+		bad_usage("%s", "--role target needs --router SOCK (the router's handover socket)");
+	if (o->role == ROLE_SOURCE && (o->router || o->reconnect))
+		bad_usage("%s", "--router/--reconnect are target options");
+	if (o->role == ROLE_TARGET && !run_given)
+		o->run_ms = 3000;
+	uint64_t pages = (uint64_t)o->mem_mib * (1024 * 1024 / PAGE_SZ);
+	if (pages < 2ull * o->vcpus)
+		bad_usage("%s", "--mem-mib too small: each vCPU needs a control page and at least "
+			  "one page of slice");
+}
+
+/* ------------------------------------------------------------------ */
+/* memory, userfaultfd, VM                                             */
+
+static int uffd_open(void)
+{
+	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	int serr = errno;
+
+	if (fd >= 0)
+		return fd;
+	int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+	if (dev >= 0) {
+		fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+		close(dev);
+		if (fd >= 0)
+			return fd;
+	}
+	die("userfaultfd(): %s%s", strerror(serr),
+	    serr == EPERM ? " — needs root/CAP_SYS_PTRACE or vm.unprivileged_userfaultfd=1"
+	    : serr == ENOSYS ? " — kernel built without CONFIG_USERFAULTFD" : "");
+}
+
+static bool zero_page_of_pattern(const struct options *o, uint64_t i)
+{
+	uint64_t s = o->seed ^ (i * 0xd1b54a32d192ed03ULL);
+
+	return splitmix64(&s) % 100 < o->zero_percent;
+}
+
+/* Page i: {index, seed} header, then a stream only (seed, i) determines. */
+static void fill_page(const struct options *o, uint8_t *p, uint64_t i, bool control)
+{
+	uint64_t *q = (uint64_t *)p;
+
+	if (!control && zero_page_of_pattern(o, i)) {
+		memset(p, 0, PAGE_SZ);
+		return;
+	}
+	uint64_t s = (o->seed << 32) ^ i ^ 0x5eed5eed00000000ULL;
+	q[0] = i;
+	q[1] = o->seed;
+	for (size_t k = 2; k < PAGE_SZ / 8; k++)
+		q[k] = splitmix64(&s);
+	if (control)
+		memset(p + CONTROL_OFF, 0, 4); /* the counter starts at 0 */
+}
+
+static void memory_setup(struct migrate_vm_ctx *c)
+{
+	const struct options *o = &c->opt;
+
+	c->mem_len = o->mem_mib << 20;
+	c->pages = c->mem_len / PAGE_SZ;
+	if (o->role == ROLE_SOURCE || o->mode == FL_MODE_MINOR) {
+		c->memfd = memfd_create(o->role == ROLE_SOURCE ? "migrate-vm-source" : "migrate-vm-target",
+					MFD_CLOEXEC);
+		if (c->memfd < 0)
+			die("memfd_create: %s", strerror(errno));
+		if (o->role == ROLE_SOURCE) {
+			/* Every page exists in the page cache, so only pages a poison
+			 * injector punched out can fault. */
+			if (fallocate(c->memfd, 0, 0, (off_t)c->mem_len) < 0)
+				die("fallocate %zu bytes of guest memory: %s", c->mem_len, strerror(errno));
+		} else if (ftruncate(c->memfd, (off_t)c->mem_len) < 0) {
+			die("ftruncate memfd to %zu bytes: %s", c->mem_len, strerror(errno));
+		}
+		c->mem = mmap(NULL, c->mem_len, PROT_READ | PROT_WRITE, MAP_SHARED, c->memfd, 0);
+	} else {
+		c->mem = mmap(NULL, c->mem_len, PROT_READ | PROT_WRITE,
+			      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	}
+	if (c->mem == MAP_FAILED)
+		die("mmap %zu bytes of guest memory: %s", c->mem_len, strerror(errno));
+	/* One userfault per 4 KiB page: what the router and the tests count. */
+	if (madvise(c->mem, c->mem_len, MADV_NOHUGEPAGE) < 0 && errno != EINVAL)
+		fprintf(stderr, "migrate-vm: warning: MADV_NOHUGEPAGE: %s\n", strerror(errno));
+
+	if (o->role == ROLE_SOURCE)
+		for (uint64_t i = 0; i < c->pages; i++)
+			fill_page(o, c->mem + i * PAGE_SZ, i, i < o->vcpus);
+	c->region = (struct fl_region){ .base = c->mem, .length = c->mem_len,
+					.memfd = o->role == ROLE_TARGET ? c->memfd : -1, .offset = 0 };
+}
+
+static void uffd_setup(struct migrate_vm_ctx *c)
+{
+	const struct options *o = &c->opt;
+	uint64_t want = UFFD_FEATURE_POISON | UFFD_FEATURE_THREAD_ID;
+	uint64_t mode = UFFDIO_REGISTER_MODE_MISSING;
+
+	if (o->role == ROLE_SOURCE) {
+		/* WP_ASYNC: an outside tool may register WP through its duplicate
+		 * and track dirty pages with PAGEMAP_SCAN (no soft-dirty here). */
+		want |= UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_WP_HUGETLBFS_SHMEM |
+			UFFD_FEATURE_WP_ASYNC;
+	} else {
+		want |= UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP;
+		if (o->mode == FL_MODE_MINOR) {
+			want |= UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM;
+			mode |= UFFDIO_REGISTER_MODE_MINOR;
+		}
+	}
+	c->uffd = uffd_open();
+	struct uffdio_api api = { .api = UFFD_API, .features = want };
+	if (ioctl(c->uffd, UFFDIO_API, &api) < 0)
+		die("UFFDIO_API(features 0x%" PRIx64 "): %s — this kernel lacks some of them "
+		    "(POISON needs 6.6+)", want, strerror(errno));
+	c->uffd_features = want;
+	c->uffd_available = api.features;
+
+	struct uffdio_register reg = {
+		.range = { .start = (uint64_t)(uintptr_t)c->mem, .len = c->mem_len },
+		.mode = mode,
+	};
+	if (ioctl(c->uffd, UFFDIO_REGISTER, &reg) < 0)
+		die("UFFDIO_REGISTER(%s) of %zu bytes: %s", mode & UFFDIO_REGISTER_MODE_MINOR ?
+		    "MISSING|MINOR" : "MISSING", c->mem_len, strerror(errno));
+	if (!(reg.ioctls & (1ULL << _UFFDIO_POISON)))
+		die("UFFDIO_REGISTER: the range does not support UFFDIO_POISON");
+	if ((mode & UFFDIO_REGISTER_MODE_MINOR) && !(reg.ioctls & (1ULL << _UFFDIO_CONTINUE)))
+		die("UFFDIO_REGISTER: the range does not support UFFDIO_CONTINUE");
+}
+
+static void vm_setup(struct migrate_vm_ctx *c)
+{
+	const struct options *o = &c->opt;
+
+	c->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (c->kvm_fd < 0) {
+		int e = errno;
+		die("/dev/kvm: %s%s", strerror(e),
+		    e == ENOENT ? " — KVM not available (no kvm module, or not exposed to this "
+				  "machine/container)"
+		    : e == EACCES ? " — no permission (run as root or join group kvm)" : "");
+	}
+	int v = ioctl(c->kvm_fd, KVM_GET_API_VERSION, 0);
+	if (v != KVM_API_VERSION)
+		die("/dev/kvm: KVM_GET_API_VERSION returned %d, expected %d", v, KVM_API_VERSION);
+	c->vm_fd = ioctl(c->kvm_fd, KVM_CREATE_VM, 0UL);
+	if (c->vm_fd < 0)
+		die("KVM_CREATE_VM: %s", strerror(errno));
+	if (ioctl(c->vm_fd, KVM_SET_TSS_ADDR, 0xfffbd000UL) < 0 && errno != EINVAL)
+		fprintf(stderr, "migrate-vm: warning: KVM_SET_TSS_ADDR: %s\n", strerror(errno));
+
+	c->code_mem = mmap(NULL, CODE_SLOT_LEN, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (c->code_mem == MAP_FAILED)
+		die("mmap code slot: %s", strerror(errno));
+	memset(c->code_mem, 0xf4, CODE_SLOT_LEN); /* hlt: a stray jump stops the guest */
+	memcpy(c->code_mem + CODE_GPA, guest_code, sizeof(guest_code));
+	struct kvm_userspace_memory_region code = {
+		.slot = 0, .guest_phys_addr = 0, .memory_size = CODE_SLOT_LEN,
+		.userspace_addr = (uint64_t)(uintptr_t)c->code_mem,
+	};
+	if (ioctl(c->vm_fd, KVM_SET_USER_MEMORY_REGION, &code) < 0)
+		die("KVM_SET_USER_MEMORY_REGION (code slot): %s", strerror(errno));
+	struct kvm_userspace_memory_region data = {
+		.slot = 1, .guest_phys_addr = DATA_GPA, .memory_size = c->mem_len,
+		.userspace_addr = (uint64_t)(uintptr_t)c->mem,
+	};
+	if (ioctl(c->vm_fd, KVM_SET_USER_MEMORY_REGION, &data) < 0)
+		die("KVM_SET_USER_MEMORY_REGION (guest memory, %zu bytes): %s", c->mem_len,
+		    strerror(errno));
+
+	int mmap_sz = ioctl(c->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+	if (mmap_sz < (int)sizeof(struct kvm_run))
+		die("KVM_GET_VCPU_MMAP_SIZE: %s", mmap_sz < 0 ? strerror(errno) : "too small");
+
+	uint64_t slice = (c->pages - o->vcpus) / o->vcpus;
+	uint64_t hot = (uint64_t)((double)slice * o->hot_fraction);
+	if (hot < 1)
+		hot = 1;
+	for (unsigned i = 0; i < o->vcpus; i++) {
+		struct vcpu *vc = &c->vcpu[i];
+
+		vc->idx = i;
+		vc->control_page = i;
+		vc->slice_first = o->vcpus + (uint64_t)i * slice;
+		vc->slice_pages = slice;
+		vc->hot_pages = hot;
+		vc->fd = ioctl(c->vm_fd, KVM_CREATE_VCPU, (unsigned long)i);
+		if (vc->fd < 0)
+			die("KVM_CREATE_VCPU %u: %s", i, strerror(errno));
+		vc->run_size = (size_t)mmap_sz;
+		vc->run = mmap(NULL, vc->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, vc->fd, 0);
+		if (vc->run == MAP_FAILED)
+			die("mmap kvm_run of vCPU %u: %s", i, strerror(errno));
+
+		struct guest_params gp = {
+			.control_gpa = (uint32_t)(DATA_GPA + vc->control_page * PAGE_SZ + CONTROL_OFF),
+			.slice_gpa = (uint32_t)(DATA_GPA + vc->slice_first * PAGE_SZ),
+			.hot_pages = (uint32_t)hot,
+			.slice_pages = (uint32_t)slice,
+			.pace_pages = (uint32_t)o->pace_pages,
+		};
+		memcpy(c->code_mem + PARAM_GPA + 32 * i, &gp, sizeof(gp));
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* vCPUs                                                               */
+
+static void sig_kick(int sig)
+{
+	(void)sig; /* only there to make KVM_RUN / sleeps return EINTR */
+}
+
+static void sigbus_handler(int sig, siginfo_t *si, void *uc)
+{
+	struct migrate_vm_ctx *c = &migrate_vm_ctx;
+	pid_t me = gettid();
+
+	(void)sig;
+	(void)uc;
+	if (me == c->verify_tid) {
+		c->verify_code = si->si_code;
+		siglongjmp(c->verify_jmp, 1);
+	}
+	for (unsigned i = 0; i < c->opt.vcpus; i++) {
+		if (c->vcpu[i].tid == me) {
+			c->vcpu[i].sigbus_addr = si->si_addr;
+			c->vcpu[i].sigbus = 1;
+			return;
+		}
+	}
+	static const char msg[] = "migrate-vm: SIGBUS outside a vCPU or the verifier "
+				  "(host touched a poisoned page)\n";
+	if (write(2, msg, sizeof(msg) - 1) < 0) {
+		/* nothing more to do */
+	}
+	_exit(1);
+}
+
+static int vcpu_init_regs(struct migrate_vm_ctx *c, struct vcpu *v)
+{
+	struct kvm_sregs sregs;
+	struct kvm_regs regs;
+
+	if (ioctl(v->fd, KVM_GET_SREGS, &sregs) < 0) {
+		set_err(v->err, "KVM_GET_SREGS: %s", strerror(errno));
+		return -1;
+	}
+	struct kvm_segment code_seg = {
+		.base = 0, .limit = 0xffffffff, .selector = 0x08, .type = 11,
+		.present = 1, .dpl = 0, .db = 1, .s = 1, .l = 0, .g = 1,
+	};
+	struct kvm_segment data_seg = code_seg;
+	data_seg.selector = 0x10;
+	data_seg.type = 3;
+	sregs.cs = code_seg;
+	sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = data_seg;
+	sregs.cr0 |= 1;
+	sregs.cr0 &= ~(1UL << 31);
+	sregs.efer = 0;
+	if (ioctl(v->fd, KVM_SET_SREGS, &sregs) < 0) {
+		set_err(v->err, "KVM_SET_SREGS: %s", strerror(errno));
+		return -1;
+	}
+	memset(&regs, 0, sizeof(regs));
+	regs.rflags = 0x2;
+	regs.rip = CODE_GPA;
+	regs.rbp = PARAM_GPA + 32UL * v->idx;
+	regs.rdi = c->opt.role == ROLE_TARGET ? MODE_READ : 0;
+	/* Own stack per vCPU below the top of the code slot (for call/ret). */
+	regs.rsp = CODE_SLOT_LEN - 16 - 64UL * v->idx;
+	if (ioctl(v->fd, KVM_SET_REGS, &regs) < 0) {
+		set_err(v->err, "KVM_SET_REGS: %s", strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static void note_poison(struct vcpu *v, uint64_t gpa, bool write)
+{
+	uint64_t page = gpa & ~(uint64_t)(PAGE_SZ - 1);
+
+	if (write)
+		v->poison_writes++;
+	else
+		v->poison_reads++;
+	for (unsigned i = 0; i < v->npoison_gpa; i++)
+		if (v->poison_gpa[i] == page)
+			return;
+	if (v->npoison_gpa < MAX_POISON_GPAS)
+		v->poison_gpa[v->npoison_gpa++] = page;
+	else
+		v->poison_gpa_overflow = true;
+}
+
+static int vcpu_loop(struct migrate_vm_ctx *c, struct vcpu *v)
+{
+	struct kvm_run *run = v->run;
+
+	while (!__atomic_load_n(&c->stop, __ATOMIC_ACQUIRE)) {
+		int r = ioctl(v->fd, KVM_RUN, 0);
+		int e = errno;
+
+		v->kvm_runs++;
+		if (v->sigbus) {
+			set_err(v->err, "SIGBUS at %p inside KVM_RUN: the kernel reported a poisoned "
+				"page by signal, not as an emulated MMIO exit; this VMM cannot step "
+				"over that", v->sigbus_addr);
+			return -1;
+		}
+		if (r < 0) {
+			if (e == EINTR || e == EAGAIN)
+				continue;
+			set_err(v->err, "KVM_RUN: %s (exit reason %u)", strerror(e), run->exit_reason);
+			return -1;
+		}
+		switch (run->exit_reason) {
+		case KVM_EXIT_IO: {
+			uint32_t val = 0;
+			if (run->io.direction != KVM_EXIT_IO_OUT || run->io.size != 4 ||
+			    run->io.count != 1) {
+				set_err(v->err, "unexpected I/O on port 0x%x", run->io.port);
+				return -1;
+			}
+			memcpy(&val, (const uint8_t *)run + run->io.data_offset, 4);
+			if (run->io.port == PORT_LOOP) {
+				if (!v->seen_counter) {
+					v->first_counter = val;
+					v->seen_counter = true;
+				}
+				v->last_counter = val;
+				v->loops++;
+			} else if (run->io.port == PORT_PACE) {
+				v->pace_exits++;
+				if (c->opt.pace_us)
+					sleep_us(c->opt.pace_us);
+			} else {
+				set_err(v->err, "unexpected out to port 0x%x", run->io.port);
+				return -1;
+			}
+			break;
+		}
+		case KVM_EXIT_MMIO: {
+			uint64_t gpa = run->mmio.phys_addr;
+			if (gpa < DATA_GPA || gpa - DATA_GPA >= c->mem_len) {
+				set_err(v->err, "MMIO %s at GPA 0x%" PRIx64 " outside guest memory",
+					run->mmio.is_write ? "write" : "read", gpa);
+				return -1;
+			}
+			/* A poisoned page: the emulator could not access it. */
+			note_poison(v, gpa, run->mmio.is_write);
+			if (!run->mmio.is_write)
+				memset(run->mmio.data, 0, sizeof(run->mmio.data));
+			break;
+		}
+		case KVM_EXIT_INTR:
+			break;
+		case KVM_EXIT_HLT:
+			set_err(v->err, "guest halted (RIP left the code)");
+			return -1;
+		case KVM_EXIT_SHUTDOWN:
+			set_err(v->err, "KVM_EXIT_SHUTDOWN (guest triple fault)");
+			return -1;
+		case KVM_EXIT_INTERNAL_ERROR:
+			set_err(v->err, "KVM_EXIT_INTERNAL_ERROR: suberror %u", run->internal.suberror);
+			return -1;
+		case KVM_EXIT_FAIL_ENTRY:
+			set_err(v->err, "KVM_EXIT_FAIL_ENTRY: reason 0x%llx",
+				(unsigned long long)run->fail_entry.hardware_entry_failure_reason);
+			return -1;
+		default:
+			set_err(v->err, "unexpected exit reason %u", run->exit_reason);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static void *vcpu_thread(void *arg)
+{
+	struct vcpu *v = arg;
+	struct migrate_vm_ctx *c = &migrate_vm_ctx;
+
+	v->tid = gettid();
+	if (vcpu_init_regs(c, v) < 0 || vcpu_loop(c, v) < 0)
+		v->failed = true;
+	return NULL;
+}
+
+static void start_vcpus(struct migrate_vm_ctx *c)
+{
+	for (unsigned i = 0; i < c->opt.vcpus; i++) {
+		struct vcpu *v = &c->vcpu[i];
+		int r = pthread_create(&v->thread, NULL, vcpu_thread, v);
+		if (r)
+			die("pthread_create (vCPU %u): %s", i, strerror(r));
+		v->started = true;
+		char name[16];
+		snprintf(name, sizeof(name), "vcpu%u", i);
+		pthread_setname_np(v->thread, name);
+	}
+	for (unsigned i = 0; i < c->opt.vcpus; i++)
+		while (!c->vcpu[i].tid)
+			sleep_us(100);
+}
+
+/* Stop every vCPU; false if one could not be stopped (stuck in a fault). */
+static bool stop_vcpus(struct migrate_vm_ctx *c, unsigned timeout_ms)
+{
+	bool all = true;
+
+	__atomic_store_n(&c->stop, 1, __ATOMIC_RELEASE);
+	for (unsigned i = 0; i < c->opt.vcpus; i++) {
+		struct vcpu *v = &c->vcpu[i];
+		if (!v->started)
+			continue;
+		__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_RELEASE);
+		pthread_kill(v->thread, SIGUSR1);
+	}
+	for (unsigned i = 0; i < c->opt.vcpus; i++) {
+		struct vcpu *v = &c->vcpu[i];
+		if (!v->started)
+			continue;
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += timeout_ms / 1000;
+		ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		if (pthread_timedjoin_np(v->thread, NULL, &ts) == 0)
+			v->started = false;
+		else
+			all = false;
+	}
+	return all;
+}
+
+/* ------------------------------------------------------------------ */
+/* reporting                                                           */
+
+static void print_vm_line(struct migrate_vm_ctx *c)
+{
+	const struct options *o = &c->opt;
+
+	fprintf(stderr, "migrate-vm: %s pid %d: %u vCPUs, %lu MiB at %p, uffd %d, memfd %d\n",
+		o->role == ROLE_SOURCE ? "source" : "target", getpid(), o->vcpus, o->mem_mib,
+		(void *)c->mem, c->uffd, c->memfd);
+	if (!o->json)
+		return;
+	pthread_mutex_lock(&c->out_lock);
+	FILE *f = stdout;
+	fprintf(f, "{\"event\":\"vm\",\"role\":\"%s\",\"pid\":%d,\"addr\":\"0x%" PRIxPTR "\","
+		"\"length\":%zu,\"page_size\":%lu,\"vcpus\":%u,\"control_pages\":[",
+		o->role == ROLE_SOURCE ? "source" : "target", getpid(), (uintptr_t)c->mem,
+		c->mem_len, PAGE_SZ, o->vcpus);
+	for (unsigned i = 0; i < o->vcpus; i++)
+		fprintf(f, "%s%" PRIu64, i ? "," : "", c->vcpu[i].control_page);
+	fprintf(f, "],\"control_offset\":%d,\"uffd_fd\":%d,\"memfd_fd\":%d,\"uffd_features\":\"0x%"
+		PRIx64 "\",\"uffd_available\":\"0x%" PRIx64 "\",\"gpa\":\"0x%lx\",\"slices\":[",
+		CONTROL_OFF, c->uffd, c->memfd, c->uffd_features, c->uffd_available, DATA_GPA);
+	for (unsigned i = 0; i < o->vcpus; i++)
+		fprintf(f, "%s{\"first\":%" PRIu64 ",\"pages\":%" PRIu64 ",\"hot\":%" PRIu64 "}",
+			i ? "," : "", c->vcpu[i].slice_first, c->vcpu[i].slice_pages,
+			c->vcpu[i].hot_pages);
+	fprintf(f, "]");
+	if (o->role == ROLE_SOURCE) {
+		/* The source's vCPUs already run; a target's start after the handover. */
+		fprintf(f, ",\"tids\":[");
+		for (unsigned i = 0; i < o->vcpus; i++)
+			fprintf(f, "%s%d", i ? "," : "", c->vcpu[i].tid);
+		fprintf(f, "],\"seed\":%" PRIu64 ",\"zero_percent\":%lu,\"dirty_tracking\":"
+			"\"uffd-wp-async\"", o->seed, o->zero_percent);
+	} else
+		fprintf(f, ",\"mode\":\"%s\"", o->mode == FL_MODE_MINOR ? "minor" : "missing");
+	fputs("}\n", f);
+	fflush(f);
+	pthread_mutex_unlock(&c->out_lock);
+}
+
+/* "progress", "loops", "poison_mmio", "poison_gpas", "vcpu_errors" members. */
+static void print_vcpu_stats(struct migrate_vm_ctx *c, FILE *f)
+{
+	const unsigned n = c->opt.vcpus;
+
+	fputs(",\"progress\":[", f);
+	for (unsigned i = 0; i < n; i++) {
+		const struct vcpu *v = &c->vcpu[i];
+		if (v->seen_counter)
+			fprintf(f, "%s[%" PRIu32 ",%" PRIu32 "]", i ? "," : "",
+				v->first_counter - 1, v->last_counter);
+		else
+			fprintf(f, "%s[null,null]", i ? "," : "");
+	}
+	fputs("],\"loops\":[", f);
+	for (unsigned i = 0; i < n; i++)
+		fprintf(f, "%s%" PRIu64, i ? "," : "", c->vcpu[i].loops);
+	fputs("],\"poison_mmio\":{", f);
+	for (unsigned i = 0; i < n; i++)
+		fprintf(f, "%s\"%u\":%" PRIu64, i ? "," : "", i,
+			c->vcpu[i].poison_reads + c->vcpu[i].poison_writes);
+	fputs("},\"poison_gpas\":{", f);
+	for (unsigned i = 0; i < n; i++) {
+		const struct vcpu *v = &c->vcpu[i];
+		fprintf(f, "%s\"%u\":[", i ? "," : "", i);
+		for (unsigned k = 0; k < v->npoison_gpa; k++)
+			fprintf(f, "%s\"0x%" PRIx64 "\"", k ? "," : "", v->poison_gpa[k]);
+		fputs("]", f);
+	}
+	fputs("},\"poison_pages\":[", f);
+	bool first = true;
+	for (unsigned i = 0; i < n; i++)
+		for (unsigned k = 0; k < c->vcpu[i].npoison_gpa; k++) {
+			fprintf(f, "%s%" PRIu64, first ? "" : ",",
+				(c->vcpu[i].poison_gpa[k] - DATA_GPA) / PAGE_SZ);
+			first = false;
+		}
+	fputs("],\"vcpu_errors\":[", f);
+	first = true;
+	for (unsigned i = 0; i < n; i++) {
+		if (!c->vcpu[i].failed)
+			continue;
+		fprintf(f, "%s{\"vcpu\":%u,\"error\":", first ? "" : ",", i);
+		json_str(f, c->vcpu[i].err);
+		fputs("}", f);
+		first = false;
+	}
+	fputs("]", f);
+}
+
+static bool any_vcpu_failed(const struct migrate_vm_ctx *c)
+{
+	for (unsigned i = 0; i < c->opt.vcpus; i++)
+		if (c->vcpu[i].failed)
+			return true;
+	return false;
+}
+
+static void report_vcpu_errors(const struct migrate_vm_ctx *c)
+{
+	for (unsigned i = 0; i < c->opt.vcpus; i++)
+		if (c->vcpu[i].failed)
+			fprintf(stderr, "migrate-vm: vCPU %u (tid %d): %s\n", i, c->vcpu[i].tid,
+				c->vcpu[i].err);
+}
+
+/*
+ * Wait for --run-ms (0: forever) or SIGTERM/SIGINT, which main() keeps
+ * blocked in every thread so they arrive here.
+ */
+static int wait_run(const struct options *o)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	if (!o->run_ms) {
+		int sig;
+		sigwait(&set, &sig);
+		return sig;
+	}
+	uint64_t end = now_ns() + o->run_ms * 1000000ULL;
+	for (;;) {
+		uint64_t now = now_ns();
+		if (now >= end)
+			return 0;
+		struct timespec ts = { .tv_sec = (end - now) / 1000000000ULL,
+				       .tv_nsec = (long)((end - now) % 1000000000ULL) };
+		int sig = sigtimedwait(&set, NULL, &ts);
+		if (sig > 0)
+			return sig;
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* source                                                              */
+
+static int source_dump(struct migrate_vm_ctx *c, const char *path)
+{
+	unsigned char *res = malloc(c->pages);
+	uint8_t *buf = malloc(PAGE_SZ);
+	FILE *f = fopen(path, "w");
+
+	if (!f || !res || !buf) {
+		fprintf(stderr, "migrate-vm: --dump %s: %s\n", path, strerror(errno));
+		free(res);
+		free(buf);
+		if (f)
+			fclose(f);
+		return -1;
+	}
+	/* Residency in the memfd's page cache: a punched-out page is not there.
+	 * Read through the memfd, never the mapping: a hole there would fault
+	 * on a userfaultfd nobody serves. */
+	if (mincore(c->mem, c->mem_len, res) < 0) {
+		fprintf(stderr, "migrate-vm: mincore: %s\n", strerror(errno));
+		memset(res, 1, c->pages);
+	}
+	for (uint64_t i = 0; i < c->pages; i++) {
+		if (!(res[i] & 1)) {
+			fprintf(f, "%" PRIu64 " hole\n", i);
+			continue;
+		}
+		if (pread(c->memfd, buf, PAGE_SZ, (off_t)(i * PAGE_SZ)) != (ssize_t)PAGE_SZ) {
+			fprintf(f, "%" PRIu64 " error\n", i);
+			continue;
+		}
+		fprintf(f, "%" PRIu64 " %016" PRIx64 "\n", i, fnv1a64(buf, PAGE_SZ));
+	}
+	free(res);
+	free(buf);
+	if (fclose(f) != 0) {
+		fprintf(stderr, "migrate-vm: --dump %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static int run_source(struct migrate_vm_ctx *c)
+{
+	uint64_t t0 = now_ns();
+
+	start_vcpus(c);
+	print_vm_line(c);
+	int sig = wait_run(&c->opt);
+	bool stopped = stop_vcpus(c, 2000);
+	uint64_t ran = now_ns() - t0;
+	int rc = 0;
+
+	if (c->opt.dump && source_dump(c, c->opt.dump) < 0)
+		rc = 1;
+	if (any_vcpu_failed(c)) {
+		report_vcpu_errors(c);
+		rc = 1;
+	}
+	uint64_t loops = 0, hits = 0;
+	for (unsigned i = 0; i < c->opt.vcpus; i++) {
+		loops += c->vcpu[i].loops;
+		hits += c->vcpu[i].poison_reads + c->vcpu[i].poison_writes;
+	}
+	fprintf(stderr, "migrate-vm: source ran %.1f ms: %" PRIu64 " guest loops, %" PRIu64
+		" poison MMIO exits%s\n", ran / 1e6, loops, hits,
+		stopped ? "" : "; some vCPUs did not stop (blocked in a userfault)");
+	if (c->opt.json) {
+		pthread_mutex_lock(&c->out_lock);
+		fprintf(stdout, "{\"event\":\"source_summary\",\"run_ns\":%" PRIu64 ",\"signal\":%d,"
+			"\"stopped\":%s", ran, sig, stopped ? "true" : "false");
+		print_vcpu_stats(c, stdout);
+		fprintf(stdout, ",\"ok\":%s}\n", rc ? "false" : "true");
+		fflush(stdout);
+		pthread_mutex_unlock(&c->out_lock);
+	}
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* target                                                              */
+
+/* fl_handover(), retrying while nobody listens yet; timeout_ms 0: for ever. */
+static int handover(struct migrate_vm_ctx *c, uint64_t timeout_ms, char *err, size_t errlen)
+{
+	uint64_t end = now_ns() + timeout_ms * 1000000ULL;
+	unsigned attempts = 0;
+
+	for (;;) {
+		uint64_t t = now_ns();
+		int s = fl_handover(c->opt.router, c->uffd, c->opt.mode, &c->region, 1, err, errlen);
+		attempts++;
+		if (s >= 0) {
+			c->handovers++;
+			if (c->opt.json) {
+				pthread_mutex_lock(&c->out_lock);
+				fputs("{\"event\":\"handover\",\"socket\":", stdout);
+				json_str(stdout, c->opt.router);
+				printf(",\"attempts\":%u,\"handover_ns\":%" PRIu64 ",\"count\":%" PRIu64
+				       "}\n", attempts, now_ns() - t, c->handovers);
+				fflush(stdout);
+				pthread_mutex_unlock(&c->out_lock);
+			}
+			return s;
+		}
+		if (s != -ENOENT && s != -ECONNREFUSED)
+			return s;
+		if (c->serve_quit)
+			return -ECANCELED;
+		if (timeout_ms && now_ns() >= end) {
+			snprintf(err, errlen, "no router listening on %s after %.1f s; start "
+				 "`faultline target` with that socket first (or raise "
+				 "--connect-timeout-ms)", c->opt.router, timeout_ms / 1e3);
+			return -ETIMEDOUT;
+		}
+		sleep_us(100000);
+	}
+}
+
+static void *serve_thread(void *arg)
+{
+	struct migrate_vm_ctx *c = arg;
+
+	while (!c->serve_quit) {
+		if (c->sock < 0) {
+			char err[512];
+			int s = handover(c, 0, err, sizeof(err));
+			if (s == -ECANCELED)
+				break;
+			if (s < 0) {
+				emit_error(c, "handover", err);
+				sleep_us(1000000);
+				continue;
+			}
+			c->sock = s;
+		}
+		struct pollfd p = { .fd = c->sock, .events = POLLIN };
+		int r = poll(&p, 1, 200);
+		if (r <= 0)
+			continue;
+		r = fl_handover_serve(c->sock, &c->region, 1);
+		if (r == 0)
+			continue;
+		close(c->sock);
+		c->sock = -1;
+		c->router_lost++;
+		emit(c, "{\"event\":\"router_lost\",\"error\":\"%s\",\"reconnect\":%s,\"count\":%"
+		     PRIu64 "}", strerror(-r), c->opt.reconnect ? "true" : "false", c->router_lost);
+		fprintf(stderr, "migrate-vm: router connection lost (%s)%s\n", strerror(-r),
+			c->opt.reconnect ? "; guest waits, handing over again when a router listens" : "");
+		if (!c->opt.reconnect)
+			break;
+	}
+	return NULL;
+}
+
+/*
+ * Touch every page from a host thread.  The router places whatever is still
+ * missing; a poisoned page raises SIGBUS, which jumps back here.
+ */
+struct verify_result {
+	uint64_t *hash;
+	uint8_t *sigbus;
+	uint64_t nsigbus;
+	uint64_t ns;
+};
+
+static void verify_pages(struct migrate_vm_ctx *c, struct verify_result *vr)
+{
+	uint64_t t0 = now_ns();
+
+	c->verify_tid = gettid();
+	for (c->verify_page = 0; c->verify_page < c->pages; c->verify_page++) {
+		uint64_t i = c->verify_page;
+		if (sigsetjmp(c->verify_jmp, 1)) {
+			vr->sigbus[c->verify_page] = 1;
+			vr->nsigbus++;
+			continue;
+		}
+		vr->hash[i] = fnv1a64(c->mem + i * PAGE_SZ, PAGE_SZ);
+	}
+	c->verify_tid = 0;
+	vr->ns = now_ns() - t0;
+	__atomic_store_n(&c->verify_done, 1, __ATOMIC_RELEASE);
+}
+
+static void *verify_thread(void *arg)
+{
+	struct migrate_vm_ctx *c = &migrate_vm_ctx;
+
+	verify_pages(c, arg);
+	return NULL;
+}
+
+static int target_dump(struct migrate_vm_ctx *c, const struct verify_result *vr)
+{
+	FILE *f = fopen(c->opt.dump, "w");
+
+	if (!f) {
+		fprintf(stderr, "migrate-vm: --dump %s: %s\n", c->opt.dump, strerror(errno));
+		return -1;
+	}
+	for (uint64_t i = 0; i < c->pages; i++) {
+		if (vr->sigbus[i])
+			fprintf(f, "%" PRIu64 " sigbus\n", i);
+		else
+			fprintf(f, "%" PRIu64 " %016" PRIx64 "\n", i, vr->hash[i]);
+	}
+	if (fclose(f) != 0) {
+		fprintf(stderr, "migrate-vm: --dump %s: %s\n", c->opt.dump, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static int run_target(struct migrate_vm_ctx *c)
+{
+	char err[512];
+	int rc = 0;
+
+	print_vm_line(c);
+	int s = handover(c, c->opt.connect_timeout_ms ? c->opt.connect_timeout_ms : 1, err,
+			 sizeof(err));
+	if (s < 0) {
+		emit_error(c, "handover", err);
+		return 1;
+	}
+	c->sock = s;
+	fprintf(stderr, "migrate-vm: handed guest memory over to the router at %s\n", c->opt.router);
+	int r = pthread_create(&c->serve_thread, NULL, serve_thread, c);
+	if (r)
+		die("pthread_create (handover): %s", strerror(r));
+	c->serve_started = true;
+	pthread_setname_np(c->serve_thread, "handover");
+
+	if (c->opt.start_delay_ms)
+		sleep_us(c->opt.start_delay_ms * 1000ULL);
+	uint64_t t0 = now_ns();
+	start_vcpus(c);
+	if (c->opt.json) {
+		pthread_mutex_lock(&c->out_lock);
+		fprintf(stdout, "{\"event\":\"vcpus_started\",\"start_ns\":%" PRIu64 ",\"tids\":[", t0);
+		for (unsigned i = 0; i < c->opt.vcpus; i++)
+			fprintf(stdout, "%s%d", i ? "," : "", c->vcpu[i].tid);
+		fputs("]}\n", stdout);
+		fflush(stdout);
+		pthread_mutex_unlock(&c->out_lock);
+	}
+	int sig = wait_run(&c->opt);
+	bool stopped = stop_vcpus(c, 5000);
+	uint64_t ran = now_ns() - t0;
+	if (!stopped)
+		emit_error(c, "stop", "a vCPU did not stop within 5 s (blocked in a userfault "
+			   "nobody resolves?)");
+
+	/* Verify in its own thread so a page nobody places cannot hang us. */
+	struct verify_result vr = { .hash = calloc(c->pages, sizeof(uint64_t)),
+				    .sigbus = calloc(c->pages, 1) };
+	if (!vr.hash || !vr.sigbus)
+		die("out of memory");
+	pthread_t vt;
+	r = pthread_create(&vt, NULL, verify_thread, &vr);
+	if (r)
+		die("pthread_create (verify): %s", strerror(r));
+	uint64_t vend = now_ns() + c->opt.verify_timeout_ms * 1000000ULL;
+	while (!__atomic_load_n(&c->verify_done, __ATOMIC_ACQUIRE) && now_ns() < vend)
+		sleep_us(10000);
+	if (!__atomic_load_n(&c->verify_done, __ATOMIC_ACQUIRE)) {
+		snprintf(err, sizeof(err), "page %" PRIu64 " (0x%" PRIxPTR ") still not placed after "
+			 "%lu ms; is the router still running?", c->verify_page,
+			 (uintptr_t)(c->mem + c->verify_page * PAGE_SZ), c->opt.verify_timeout_ms);
+		emit_error(c, "verify", err);
+		fflush(NULL);
+		_exit(1);
+	}
+	pthread_join(vt, NULL);
+
+	if (c->opt.dump && target_dump(c, &vr) < 0)
+		rc = 1;
+	if (any_vcpu_failed(c)) {
+		report_vcpu_errors(c);
+		rc = 1;
+	}
+	uint64_t hits = 0;
+	for (unsigned i = 0; i < c->opt.vcpus; i++)
+		hits += c->vcpu[i].poison_reads + c->vcpu[i].poison_writes;
+	fprintf(stderr, "migrate-vm: target ran %.1f ms, verified %" PRIu64 " pages in %.1f ms: "
+		"%" PRIu64 " SIGBUS (poisoned), %" PRIu64 " poison MMIO exits\n", ran / 1e6,
+		c->pages, vr.ns / 1e6, vr.nsigbus, hits);
+	if (c->opt.json) {
+		pthread_mutex_lock(&c->out_lock);
+		FILE *f = stdout;
+		fprintf(f, "{\"event\":\"target_summary\",\"mode\":\"%s\",\"pages\":%" PRIu64
+			",\"sigbus_count\":%" PRIu64 ",\"sigbus_pages\":[",
+			c->opt.mode == FL_MODE_MINOR ? "minor" : "missing", c->pages, vr.nsigbus);
+		bool first = true;
+		for (uint64_t i = 0; i < c->pages; i++)
+			if (vr.sigbus[i]) {
+				fprintf(f, "%s%" PRIu64, first ? "" : ",", i);
+				first = false;
+			}
+		fprintf(f, "],\"run_ns\":%" PRIu64 ",\"verify_ns\":%" PRIu64 ",\"signal\":%d,"
+			"\"stopped\":%s,\"handovers\":%" PRIu64 ",\"router_lost\":%" PRIu64,
+			ran, vr.ns, sig, stopped ? "true" : "false", c->handovers, c->router_lost);
+		print_vcpu_stats(c, f);
+		fprintf(f, ",\"ok\":%s}\n", rc ? "false" : "true");
+		fflush(f);
+		pthread_mutex_unlock(&c->out_lock);
+	}
+	free(vr.hash);
+	free(vr.sigbus);
+
+	c->serve_quit = 1;
+	/* It may sit in a zap's madvise() whose REMOVE event nobody reads any
+	 * more (router gone): don't wait for it for ever. */
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 3;
+	if (pthread_timedjoin_np(c->serve_thread, NULL, &ts) == 0 && c->sock >= 0)
+		close(c->sock);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+
+int main(int argc, char **argv)
+{
+	struct migrate_vm_ctx *c = &migrate_vm_ctx;
+
+	parse_options(&c->opt, argc, argv);
+
+	struct sigaction sa = { .sa_sigaction = sigbus_handler, .sa_flags = SA_SIGINFO };
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGBUS, &sa, NULL) < 0)
+		die("sigaction(SIGBUS): %s", strerror(errno));
+	struct sigaction kick = { .sa_handler = sig_kick };
+	sigemptyset(&kick.sa_mask);
+	if (sigaction(SIGUSR1, &kick, NULL) < 0)
+		die("sigaction(SIGUSR1): %s", strerror(errno));
+	/* Every thread inherits this: the stop signals reach only wait_run(). */
+	sigset_t stopset;
+	sigemptyset(&stopset);
+	sigaddset(&stopset, SIGTERM);
+	sigaddset(&stopset, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &stopset, NULL);
+	/* A router that vanishes must not kill the VMM through SIGPIPE. */
+	signal(SIGPIPE, SIG_IGN);
+
+	memory_setup(c);
+	vm_setup(c);
+	uffd_setup(c);
+	return c->opt.role == ROLE_SOURCE ? run_source(c) : run_target(c);
+}
