@@ -114,6 +114,8 @@ static void on_signal(int sig)
 	target_stop_signal = sig;
 }
 
+/* The VMM zaps its own anonymous memory; the router keeps reading UFFD
+ * events while it waits (the VMM's madvise raises UFFD_EVENT_REMOVE). */
 static int zap_via_vmm(void *ctx, void *addr, uint64_t len)
 {
 	struct target_ctx *c = ctx;
@@ -123,10 +125,21 @@ static int zap_via_vmm(void *ctx, void *addr, uint64_t len)
 		uintptr_t a = (uintptr_t)addr, b = (uintptr_t)g->base;
 
 		if (a >= b && a - b < g->length)
-			return fl_handover_zap(&c->ho, i, (a - b) / c->ho.page_size,
-					       len / c->ho.page_size, 5000);
+			return fl_handover_zap_request(&c->ho, i, (a - b) / c->ho.page_size,
+						       len / c->ho.page_size);
 	}
 	return -ENOENT;
+}
+
+static int zap_finish(void *ctx)
+{
+	struct target_ctx *c = ctx;
+	struct fl_handover_zap_result res;
+	int ret = fl_handover_zap_reply(&c->ho, 0, &res);
+
+	if (ret <= 0)
+		return ret;
+	return res.err ? res.err : 1;
 }
 
 static void print_stats(struct target_ctx *c, const char *event, bool final)
@@ -206,6 +219,7 @@ static int run(struct target_ctx *c)
 		.source = c->source,
 		.journal = c->journal,
 		.zap = zap_via_vmm,
+		.zap_finish = zap_finish,
 		.zap_ctx = c,
 	};
 	uint64_t last = 0;
@@ -231,6 +245,7 @@ static int run(struct target_ctx *c)
 		fprintf(stderr, "faultline target: %s\n", err);
 		goto out_listen;
 	}
+	cfg.zap_wait_fd = c->ho.sock;
 	cfg.mode = c->ho.mode;
 	cfg.uffd = c->ho.uffd;
 	cfg.regions = c->ho.regions;

@@ -26,6 +26,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -49,6 +50,9 @@
 #define ST_DIRTY FAULTLINE__WIRE__PAGE_STATE__PAGE_DIRTY
 #define ST_POISONED FAULTLINE__WIRE__PAGE_STATE__PAGE_POISONED
 #define ST_ZERO FAULTLINE__WIRE__PAGE_STATE__PAGE_ZERO
+_Static_assert((int)FL_PAGE_POISONED == (int)ST_POISONED && (int)FL_PAGE_ZERO == (int)ST_ZERO &&
+	       (int)FL_PAGE_DIRTY == (int)ST_DIRTY && (int)FL_PAGE_CLEAN == (int)ST_CLEAN,
+	       "public page states are the wire's");
 
 /* Pages with waiting faults; beyond this the router stops reading the uffd
  * (the kernel keeps the rest queued) instead of growing. */
@@ -114,7 +118,10 @@ struct fl_router {
 	bool retry_due;
 
 	int stop_efd;
+	bool in_zap;			/* waiting for a zap: faults are deferred */
 	uint8_t *zero_page;
+	uint8_t *fetch_buf;		/* one page for the local provider */
+	int fetch_err;
 	struct fl_router_stats st;
 	char err[256];
 };
@@ -252,6 +259,97 @@ static int uffd_wake(struct fl_router *r, uint64_t addr)
 	return 0;
 }
 
+struct zap_job {
+	struct fl_router *r;
+	void *addr;
+	uint64_t len;
+	int efd;
+	int result;
+};
+
+static void *zap_thread(void *arg)
+{
+	struct zap_job *j = arg;
+	uint64_t one = 1;
+
+	if (j->r->cfg.zap)
+		j->result = j->r->cfg.zap(j->r->cfg.zap_ctx, j->addr, j->len);
+	else
+		j->result = madvise(j->addr, j->len, MADV_DONTNEED) < 0 ? -errno : 0;
+	if (write(j->efd, &one, sizeof(one)) < 0)
+		j->result = j->result ? j->result : -errno;
+	return NULL;
+}
+
+static int read_uffd(struct fl_router *r);
+
+/*
+ * Zap one page of anonymous guest memory and wait for it, reading UFFD
+ * events meanwhile: the VMM's madvise raises UFFD_EVENT_REMOVE and blocks
+ * until that is read, so waiting without reading would deadlock.
+ */
+static int zap_anon(struct fl_router *r, uint64_t addr)
+{
+	struct zap_job job = { .r = r, .addr = (void *)(uintptr_t)addr, .len = r->page_size, .efd = -1 };
+	bool async = r->cfg.zap_finish != NULL;
+	uint64_t deadline = now_ns() + 5000000000ull;
+	pthread_t thr;
+	int wait_fd, ret = 0;
+
+	if (async) {
+		ret = r->cfg.zap(r->cfg.zap_ctx, job.addr, job.len);
+		if (ret)
+			return ret;
+		wait_fd = r->cfg.zap_wait_fd;
+	} else {
+		job.efd = eventfd(0, EFD_CLOEXEC);
+		if (job.efd < 0)
+			return -errno;
+		if (pthread_create(&thr, NULL, zap_thread, &job)) {
+			close(job.efd);
+			return -EAGAIN;
+		}
+		wait_fd = job.efd;
+	}
+	r->in_zap = true;
+	for (;;) {
+		struct pollfd pfd[2] = { { .fd = wait_fd, .events = POLLIN }, { .fd = r->uffd, .events = POLLIN } };
+		uint64_t now = now_ns();
+
+		if (now >= deadline) {
+			ret = -ETIMEDOUT;
+			break;
+		}
+		if (poll(pfd, 2, (int)((deadline - now) / 1000000ull) + 1) < 0 && errno != EINTR) {
+			ret = -errno;
+			break;
+		}
+		if (pfd[1].revents & POLLIN) {
+			ret = read_uffd(r);
+			if (ret)
+				break;
+		}
+		if (pfd[0].revents & POLLIN) {
+			if (!async) {
+				ret = 1;
+				break;
+			}
+			ret = r->cfg.zap_finish(r->cfg.zap_ctx);
+			if (ret)
+				break;
+		}
+	}
+	r->in_zap = false;
+	r->retry_due = true;	/* faults that came in meanwhile */
+	if (!async) {
+		/* the helper always finishes: madvise returns once its event was read */
+		pthread_join(thr, NULL);
+		close(job.efd);
+		ret = ret == 1 ? job.result : ret;
+	}
+	return ret == 1 ? 0 : ret;
+}
+
 static int do_zap(struct fl_router *r, uint32_t region, uint64_t page, uint64_t addr)
 {
 	struct rt_region *g = &r->reg[region];
@@ -264,11 +362,7 @@ static int do_zap(struct fl_router *r, uint32_t region, uint64_t page, uint64_t 
 			return -errno;
 		return 0;
 	}
-	if (r->cfg.zap)
-		return r->cfg.zap(r->cfg.zap_ctx, (void *)(uintptr_t)addr, r->page_size);
-	if (madvise((void *)(uintptr_t)addr, r->page_size, MADV_DONTNEED) < 0)
-		return -errno;
-	return 0;
+	return zap_anon(r, addr);
 }
 
 static int uffd_poison(struct fl_router *r, uint32_t region, uint64_t page)
@@ -276,6 +370,7 @@ static int uffd_poison(struct fl_router *r, uint32_t region, uint64_t page)
 	uint64_t addr = page_to_addr(r, region, page);
 	struct uffdio_poison p = { .range = { .start = addr, .len = r->page_size } };
 	bool zapped = false;
+	int ret;
 
 	if (!addr)
 		return 0;	/* no longer mapped: nothing can read it */
@@ -292,9 +387,10 @@ again:
 		 * second EEXIST means a poison marker was there: done. */
 		if (zapped)
 			return 0;
-		if (do_zap(r, region, page, addr) < 0) {
+		ret = do_zap(r, region, page, addr);
+		if (ret < 0) {
 			set_err(r, "cannot zap page %llu of region %u before poisoning it: %s",
-				(unsigned long long)page, region, strerror(errno));
+				(unsigned long long)page, region, strerror(-ret));
 			return -EIO;
 		}
 		zapped = true;
@@ -425,6 +521,46 @@ static bool state_known(const struct fl_router *r, uint32_t region, uint64_t pag
 }
 
 static int send_asks(struct fl_router *r, uint32_t region, bool state);
+static int decide(struct fl_router *r, uint32_t region, uint64_t page, struct pend *p, int st);
+
+/* A local provider answers at once; its data is placed like the network's. */
+static void local_fetch(struct fl_router *r, uint32_t region, uint64_t page, struct pend *p)
+{
+	int st = r->cfg.fetch(r->cfg.fetch_ctx, region, page, r->fetch_buf);
+	uint64_t addr = page_to_addr(r, region, page);
+	int ret;
+
+	if (st < 0) {
+		set_err(r, "the local page provider failed for page %llu of region %u: %s",
+			(unsigned long long)page, region, strerror(-st));
+		r->fetch_err = st;
+		return;
+	}
+	if (st != ST_CLEAN && st != ST_DIRTY) {
+		fl_statemap_set(&r->reg[region].map, page, (unsigned)st);
+		r->fetch_err = decide(r, region, page, p, st);
+		return;
+	}
+	r->st.remote_requests++;
+	r->st.pages_received++;
+	r->st.bytes_received += r->page_size;
+	if (r->cfg.mode == FL_MODE_MINOR) {
+		ret = cache_write(r, region, page, r->fetch_buf);
+		if (!ret)
+			ret = decide(r, region, page, p, ST_CLEAN);
+	} else {
+		ret = uffd_copy(r, addr, r->fetch_buf);
+		if (ret == -EAGAIN) {
+			p->flags |= P_RETRY;
+			r->retry_due = true;
+			ret = 0;
+		} else if (!ret) {
+			pend_done(r, p);
+		}
+	}
+	if (ret)
+		r->fetch_err = ret;
+}
 
 static void ask(struct fl_router *r, uint32_t region, uint64_t page, struct pend *p, bool state_only)
 {
@@ -432,6 +568,10 @@ static void ask(struct fl_router *r, uint32_t region, uint64_t page, struct pend
 
 	if (p->flags & (P_DATA_ASKED | (state_only ? P_STATE_ASKED : 0)))
 		return;
+	if (r->cfg.fetch) {
+		local_fetch(r, region, page, p);
+		return;
+	}
 	/* Not connected: on_source_hello() decides every waiting page again. */
 	if (!r->hello_done)
 		return;
@@ -521,6 +661,10 @@ static int on_pagefault(struct fl_router *r, const struct uffd_msg *m)
 	p = pend_get(r, region, page, &fresh);
 	if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_MINOR)
 		p->flags |= P_FAULT_MINOR;
+	if (r->in_zap) {
+		p->flags |= P_RETRY;	/* decided once the zap is over */
+		return 0;
+	}
 	if (!fresh && (p->flags & (P_DATA_ASKED | P_STATE_ASKED)))
 		return 0;	/* another thread on the same page: the answer wakes both */
 	return decide(r, region, page, p, -1);
@@ -582,7 +726,17 @@ static int on_remove(struct fl_router *r, uint64_t start, uint64_t end)
 		if (!addr_to_page(r, a, &region, &page))
 			continue;
 		if (fl_statemap_get(&r->reg[region].map, page) == ST_POISONED) {
-			int ret = poison_page(r, region, page);
+			struct pend *p;
+			bool fresh;
+			int ret;
+
+			if (r->in_zap) {
+				/* re-poisoned when the zap in progress is over */
+				p = pend_get(r, region, page, &fresh);
+				p->flags |= P_RETRY;
+				continue;
+			}
+			ret = poison_page(r, region, page);
 
 			if (ret)
 				return ret;
@@ -623,6 +777,8 @@ static int on_uffd_msg(struct fl_router *r, const struct uffd_msg *m)
 
 static int retry_pending(struct fl_router *r)
 {
+	if (r->in_zap)
+		return 0;
 	r->retry_due = false;
 	for (size_t i = 0; i < PEND_CAP; i++) {
 		struct pend *p = &r->pend[i];
@@ -662,7 +818,7 @@ static int read_uffd(struct fl_router *r)
 			return ret;
 	}
 	/* EAGAIN placements were waiting for exactly these events to be read. */
-	if (events || r->retry_due)
+	if (!r->in_zap && (events || r->retry_due))
 		return retry_pending(r);
 	return 0;
 }
@@ -1184,12 +1340,14 @@ int fl_router_step(struct fl_router *r, int timeout_ms)
 			fl_wire_flush(&r->wr, r->sock);
 		return 1;
 	}
-	if (r->sock < 0 && !r->src_end && now >= r->next_connect_ns) {
+	if (r->cfg.fetch)
+		r->src_end = false;	/* a local provider never ends: run until stopped */
+	else if (r->sock < 0 && !r->src_end && now >= r->next_connect_ns) {
 		ret = conn_start(r);
 		if (ret)
 			return ret;
 	}
-	if (r->sock < 0 && !r->src_end) {
+	if (r->sock < 0 && !r->src_end && !r->cfg.fetch) {
 		int until = (int)((r->next_connect_ns - now) / 1000000ull) + 1;
 
 		if (timeout_ms < 0 || until < timeout_ms)
@@ -1211,6 +1369,8 @@ int fl_router_step(struct fl_router *r, int timeout_ms)
 	}
 	if (pfd[1].revents & POLLIN) {
 		ret = read_uffd(r);
+		if (!ret && r->fetch_err)
+			ret = r->fetch_err;
 		if (ret)
 			return ret;
 	}
@@ -1318,13 +1478,14 @@ int fl_router_create(const struct fl_router_config *cfg, struct fl_router **out,
 	r->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	r->pend = calloc(PEND_CAP, sizeof(*r->pend));
 	r->zero_page = aligned_alloc((size_t)ps, (size_t)ps);
-	if (r->stop_efd < 0 || !r->pend || !r->zero_page) {
+	r->fetch_buf = aligned_alloc((size_t)ps, (size_t)ps);
+	if (r->stop_efd < 0 || !r->pend || !r->zero_page || !r->fetch_buf) {
 		ret = -ENOMEM;
 		snprintf(err, errlen, "out of memory setting up the router");
 		goto fail;
 	}
 	memset(r->zero_page, 0, (size_t)ps);
-	ret = split_hostport(r, cfg->source ? cfg->source : "");
+	ret = cfg->fetch ? 0 : split_hostport(r, cfg->source ? cfg->source : "");
 	if (ret) {
 		snprintf(err, errlen, "source address \"%s\" is not HOST:PORT", cfg->source ? cfg->source : "");
 		goto fail;
@@ -1385,6 +1546,13 @@ int fl_router_create(const struct fl_router_config *cfg, struct fl_router **out,
 			}
 		}
 	}
+	/* Faults whose messages a previous router read and died with are
+	 * waiting for a wake nobody will send: wake them to fault again. */
+	for (unsigned i = 0; i < r->nspans; i++) {
+		struct uffdio_range range = { .start = r->spans[i].start, .len = r->spans[i].len };
+
+		ioctl(r->uffd, UFFDIO_WAKE, &range);
+	}
 	*out = r;
 	return 0;
 fail:
@@ -1410,5 +1578,6 @@ void fl_router_destroy(struct fl_router *r)
 		close(r->stop_efd);
 	free(r->pend);
 	free(r->zero_page);
+	free(r->fetch_buf);
 	free(r);
 }

@@ -60,6 +60,14 @@ int fl_handover_serve(int sock, const struct fl_region *regions, unsigned nregio
 
 struct fl_router;
 
+/* Page states, as the source's page-state map has them. */
+enum fl_page_state {
+	FL_PAGE_CLEAN = 0,	/* the target's precopied copy is good */
+	FL_PAGE_DIRTY = 1,	/* contents must be fetched */
+	FL_PAGE_POISONED = 2,	/* poisoned at the source: poison it here too */
+	FL_PAGE_ZERO = 3,	/* all zero */
+};
+
 struct fl_router_config {
 	const char *source;		/* "HOST:PORT" of `faultline source` */
 	const char *journal;		/* poison journal file; NULL: none (not restart-safe) */
@@ -68,10 +76,23 @@ struct fl_router_config {
 	const struct fl_region *regions;
 	unsigned nregions;
 	/* Zap [addr, addr+len) in the VMM so a late UFFDIO_POISON takes effect.
-	 * NULL: madvise(MADV_DONTNEED) in this process (embedded router). */
+	 * NULL: madvise(MADV_DONTNEED) in this process (embedded router; run
+	 * on a helper thread, since with UFFD_FEATURE_EVENT_REMOVE madvise
+	 * waits until the router has read the REMOVE event it raises).
+	 * With zap_finish set the zap is asynchronous: zap() only sends the
+	 * request; the router keeps reading UFFD events until zap_wait_fd is
+	 * readable, then zap_finish() says 1 (done), 0 (not yet) or -errno. */
 	int (*zap)(void *ctx, void *addr, uint64_t len);
+	int (*zap_finish)(void *ctx);
+	int zap_wait_fd;
 	void *zap_ctx;
 	unsigned reconnect_ms;		/* retry interval after a lost source; 0: 200 */
+	/* A local page provider instead of a network source (snapshot files,
+	 * benchmarks): returns the page's fl_page_state and fills `buf` (one
+	 * page) for CLEAN/DIRTY, or a negative errno.  When set, `source` is
+	 * ignored and the router runs until fl_router_stop(). */
+	int (*fetch)(void *ctx, unsigned region, uint64_t page, void *buf);
+	void *fetch_ctx;
 };
 
 struct fl_router_stats {

@@ -273,10 +273,10 @@ struct vmm {
 	bool minor;
 };
 
-static void vmm_init(struct vmm *v, bool minor)
+static void vmm_init_features(struct vmm *v, bool minor, uint64_t extra)
 {
 	struct uffdio_api api = { .api = UFFD_API,
-				  .features = UFFD_FEATURE_POISON | UFFD_FEATURE_THREAD_ID |
+				  .features = UFFD_FEATURE_POISON | UFFD_FEATURE_THREAD_ID | extra |
 					      (minor ? UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_MISSING_SHMEM : 0) };
 	struct uffdio_register reg;
 
@@ -297,6 +297,11 @@ static void vmm_init(struct vmm *v, bool minor)
 					.mode = UFFDIO_REGISTER_MODE_MISSING |
 						(minor ? UFFDIO_REGISTER_MODE_MINOR : 0) };
 	assert_int_equal(ioctl(v->uffd, UFFDIO_REGISTER, &reg), 0);
+}
+
+static void vmm_init(struct vmm *v, bool minor)
+{
+	vmm_init_features(v, minor, 0);
 }
 
 static void vmm_fini(struct vmm *v)
@@ -416,13 +421,14 @@ static void test_missing_per_fault(void **state)
 	pthread_create(&run.thr, NULL, router_main, &run);
 	check_all(&v, &p, &bus);
 	expect_poisoned(&p, bus);
+	/* the reader can run before the router counted its last ioctl: stop first */
+	fl_router_stop(run.r);
+	pthread_join(run.thr, NULL);
 	fl_router_get_stats(run.r, &st);
 	assert_true(st.remote_requests >= 1);
 	assert_int_equal(st.poisons, fl_statemap_count(&p.states, S_POISON));
 	assert_int_equal(st.zeropages, fl_statemap_count(&p.states, S_ZERO));
 	assert_int_equal(st.copies, fl_statemap_count(&p.states, S_DIRTY));
-	fl_router_stop(run.r);
-	pthread_join(run.thr, NULL);
 	assert_int_equal(run.ret, 0);
 	fl_router_destroy(run.r);	/* closes the connection: the peer returns */
 	peer_finish(&p);
@@ -464,7 +470,7 @@ static void test_missing_map_push_end(void **state)
 
 /* A page read (placed) first and poisoned on the source afterwards: zapped,
  * then poisoned; the next access gets SIGBUS. */
-static void test_late_poison(void **state)
+static void late_poison(uint64_t features)
 {
 	struct peer p;
 	struct vmm v;
@@ -472,12 +478,11 @@ static void test_late_poison(void **state)
 	struct fl_router_stats st;
 	uint8_t *buf = malloc(PS);
 
-	(void)state;
 	peer_init(&p);
 	p.poison_after_requests = 2;
 	p.poison_late_page = 1;		/* DIRTY in peer_init */
 	peer_start(&p);
-	vmm_init(&v, false);
+	vmm_init_features(&v, false, features);
 	run.r = router_new(&v, p.port, NULL);
 	pthread_create(&run.thr, NULL, router_main, &run);
 	assert_int_equal(read_page(v.mem + 1 * PS, buf), 0);
@@ -487,10 +492,26 @@ static void test_late_poison(void **state)
 	fl_router_get_stats(run.r, &st);
 	assert_int_equal(st.poisons_late, 1);
 	assert_int_equal(read_page(v.mem + 1 * PS, buf), 1);
+	if (features & UFFD_FEATURE_EVENT_REMOVE)
+		assert_true(st.events >= 1);	/* the zap's REMOVE was read, not deadlocked on */
 	fl_router_destroy(run.r);
 	peer_finish(&p);
 	vmm_fini(&v);
 	free(buf);
+}
+
+static void test_late_poison(void **state)
+{
+	(void)state;
+	late_poison(0);
+}
+
+/* With EVENT_REMOVE the zap's madvise waits for its REMOVE event to be
+ * read: the router must keep reading while it zaps. */
+static void test_late_poison_event_remove(void **state)
+{
+	(void)state;
+	late_poison(UFFD_FEATURE_EVENT_REMOVE);
 }
 
 /* MINOR: the page cache holds precopied contents (stale for DIRTY pages);
@@ -535,12 +556,12 @@ static void test_minor(void **state)
 	usleep(100000);		/* let the map arrive: decisions become local */
 	check_all(&v, &p, &bus);
 	expect_poisoned(&p, bus);
+	fl_router_stop(run.r);
+	pthread_join(run.thr, NULL);
 	fl_router_get_stats(run.r, &st);
 	assert_int_equal(st.continues, clean + dirty);
 	assert_int_equal(st.pages_received, dirty);
 	assert_int_equal(st.remote_requests, dirty);
-	fl_router_stop(run.r);
-	pthread_join(run.thr, NULL);
 	fl_router_destroy(run.r);	/* closes the connection: the peer returns */
 	peer_finish(&p);
 	vmm_fini(&v);
@@ -625,6 +646,7 @@ int main(void)
 		cmocka_unit_test(test_missing_per_fault),
 		cmocka_unit_test(test_missing_map_push_end),
 		cmocka_unit_test(test_late_poison),
+		cmocka_unit_test(test_late_poison_event_remove),
 		cmocka_unit_test(test_minor),
 		cmocka_unit_test(test_journal_reload),
 		cmocka_unit_test(test_bad_config),
