@@ -11,6 +11,11 @@
  * from the session or the kernel (pending waiters, KVM exits, all-vCPU
  * blocktime, attached programs) is refreshed on the session's tick, because
  * only the session thread may touch those structures.
+ *
+ * A third thread answers on the history socket (histsock.c): the session
+ * thread feeds every record to the recent-history store under x->hist_mu,
+ * the socket thread copies from it under the same lock.  A lock of its own,
+ * so a scrape and a `faultline stuck` never wait on each other.
  */
 #include <argp.h>
 #include <arpa/inet.h>
@@ -26,10 +31,13 @@
 #include <unistd.h>
 #include <microhttpd.h>
 #include "commands.h"
+#include "histsock.h"
+#include "history.h"
 #include "metrics.h"
 #include "procscan.h"
 #include "session.h"
 #include "stuck.h"
+#include "stuck_hist.h"
 
 #ifndef FL_VERSION
 #define FL_VERSION "0.1.0"	/* make CFLAGS+=-DFL_VERSION=... for releases */
@@ -81,6 +89,13 @@ struct exporter {
 	pthread_mutex_t mu;
 	struct fl_metrics *reg;
 	struct families f;
+
+	/* The recent fault history: written by the session thread, read by the socket's. */
+	pthread_mutex_t hist_mu;
+	struct fl_hist *hist;
+	struct fl_histsrv hsrv;
+	const char *hist_path;
+	bool hist_explicit, hist_off;
 
 	/* Session thread only. */
 	bool health_done;
@@ -218,6 +233,9 @@ static void on_episode(void *arg, const struct fl_episode *ep)
 	char vcpu[16];
 
 	snprintf(vcpu, sizeof(vcpu), "%d", ep->vcpu);
+	pthread_mutex_lock(&x->hist_mu);
+	fl_hist_episode(x->hist, ep);
+	pthread_mutex_unlock(&x->hist_mu);
 	pthread_mutex_lock(&x->mu);
 	fl_metric_observe(x->f.latency, lat, proc, res);
 	fl_metric_add(x->f.faults, 1, proc, fl_mode_name(ep->mode), res);
@@ -265,6 +283,9 @@ static void on_lost(void *arg, const char *where, uint64_t n, uint64_t ts)
 	const char *label = where;
 
 	(void)ts;
+	pthread_mutex_lock(&x->hist_mu);
+	fl_hist_lost(x->hist, n);
+	pthread_mutex_unlock(&x->hist_mu);
 	for (unsigned i = 0; i < sizeof(map) / sizeof(map[0]); i++)
 		if (!strcmp(where, map[i].says))
 			label = map[i].label;
@@ -283,6 +304,16 @@ static void on_record(void *arg, const struct fl_event *e)
 	char op[16], result[32];
 	const char *name;
 
+	/*
+	 * Unfiltered: a -p process's handler may be another process, and its
+	 * reads and ioctls are the history that matters.  BPF only sends records
+	 * of tracked processes anyway.
+	 */
+	if (fl_hist_wants(e->type)) {
+		pthread_mutex_lock(&x->hist_mu);
+		fl_hist_record(x->hist, e);
+		pthread_mutex_unlock(&x->hist_mu);
+	}
 	if (e->type == FL_EV_PROC_EXIT) {
 		for (unsigned i = 0; i < NAME_SLOTS; i++) {
 			struct pid_name *c = &x->names[(e->pid + i) % NAME_SLOTS];
@@ -371,6 +402,33 @@ static void gather_exit(void *arg, uint32_t tid, uint32_t kind, uint32_t reason,
 #define STUCK_REFRESH_NS (5 * 1000000000ULL)
 #define STUCK_MIN_AGE_NS 1000000000LL	/* as `faultline stuck`'s default --min-age */
 
+/*
+ * The gauge gets what `faultline stuck` gets from this daemon: the
+ * history settles placement_failed.  The session thread is the store's only
+ * writer, so it reads it without the lock.
+ */
+static void apply_history(struct exporter *x, struct fl_stuck_scan *scan, uint64_t now)
+{
+	pid_t pids[FL_HIST_MAX_PIDS];
+	struct fl_hist_answer a;
+	struct fl_stuck_hist h;
+	int npids = 0;
+
+	for (int i = 0; i < scan->nthreads && npids < FL_HIST_MAX_PIDS; i++) {
+		bool seen = false;
+
+		for (int j = 0; j < npids && !seen; j++)
+			seen = pids[j] == scan->threads[i].pid;
+		if (!seen)
+			pids[npids++] = scan->threads[i].pid;
+	}
+	if (!npids || fl_hist_query(x->hist, pids, npids, now, (uint32_t)getpid(), &a))
+		return;
+	for (int i = 0; i < scan->nthreads; i++)
+		fl_stuck_hist_apply(&a, scan, &scan->threads[i], &h);
+	fl_hist_answer_free(&a);
+}
+
 /* The /proc stuck analysis: reads every thread's wchan, so only every few seconds. */
 static void gather_stuck(struct exporter *x, struct slow_data *d, uint64_t now)
 {
@@ -381,6 +439,7 @@ static void gather_stuck(struct exporter *x, struct slow_data *d, uint64_t now)
 	x->stuck_at = now + STUCK_REFRESH_NS;
 	if (fl_stuck_scan(&scan, x->s.o.pids, x->s.o.npids))
 		return;
+	apply_history(x, &scan, now);
 	for (int i = 0; i < scan.nthreads; i++)
 		if (scan.threads[i].waited_ns < 0 || scan.threads[i].waited_ns >= STUCK_MIN_AGE_NS)
 			if ((unsigned)scan.threads[i].v.verdict < FL_V_NR)
@@ -756,6 +815,11 @@ static const struct argp_option exporter_options[] = {
 	{ "top-processes", 'N', "N", 0,
 	  "Processes with the most faults that get their own \"process\" label value; the "
 	  "rest are summed as \"other\" (default 10)", 0 },
+	{ "history-socket", 'H', "PATH", 0,
+	  "Serve the recent fault history to `faultline stuck` on this Unix socket (default "
+	  FL_HIST_SOCKET_DEFAULT "; mode 0600, root only). Given explicitly, a socket "
+	  "in use is an error; the default one in use only loses the history", 0 },
+	{ "no-history-socket", 'n', NULL, 0, "Serve no history socket", 0 },
 	{ 0 },
 };
 
@@ -777,6 +841,19 @@ static error_t exporter_parse(int key, char *arg, struct argp_state *state)
 		x->listen = arg;
 		break;
 	}
+	case 'H':
+		if (!*arg)
+			argp_error(state, "--history-socket needs a path (or --no-history-socket)");
+		x->hist_path = arg;
+		x->hist_explicit = true;
+		break;
+	case 'n':
+		x->hist_off = true;
+		break;
+	case ARGP_KEY_END:
+		if (x->hist_off && x->hist_explicit)
+			argp_error(state, "--no-history-socket contradicts --history-socket");
+		break;
 	case 'N':
 		if (fl_parse_num(arg, 0, 1000, &v) || v != (unsigned)v)
 			argp_error(state, "invalid --top-processes '%s' (0 to 1000)", arg);
@@ -785,6 +862,34 @@ static error_t exporter_parse(int key, char *arg, struct argp_state *state)
 	default:
 		return ARGP_ERR_UNKNOWN;
 	}
+	return 0;
+}
+
+/* After the HTTP listener: a busy port is reported before a busy socket. */
+static int start_history(struct exporter *x)
+{
+	char err[320];
+	int ret;
+
+	x->hist = fl_hist_new(fl_now_ns());
+	if (!x->hist) {
+		fprintf(stderr, "faultline: allocating the fault history failed: %s\n",
+			strerror(ENOMEM));
+		return -ENOMEM;
+	}
+	if (x->hist_off)
+		return 0;
+	ret = fl_histsrv_start(&x->hsrv, x->hist_path, x->hist, &x->hist_mu, err, sizeof(err));
+	if (!ret) {
+		fprintf(stderr, "Serving fault history on %s\n", x->hist_path);
+		return 0;
+	}
+	if (x->hist_explicit) {
+		fprintf(stderr, "faultline: %s\n", err);
+		return ret;
+	}
+	/* the default socket is a convenience: the metrics go on without it */
+	fprintf(stderr, "faultline: warning: %s; this exporter serves no fault history\n", err);
 	return 0;
 }
 
@@ -819,6 +924,12 @@ static int exporter_run(struct exporter *x)
 	if (ret)
 		return ret;
 	fprintf(stderr, "Serving metrics on http://%s/metrics\n", x->where);
+	ret = start_history(x);
+	if (ret) {
+		MHD_stop_daemon(x->mhd);
+		x->mhd = NULL;
+		return ret;
+	}
 	x->s.o.tick_ns = TICK_NS;
 	x->s.ops = (struct fl_session_ops){
 		.episode = on_episode, .race = on_race, .record = on_record, .poison = on_poison,
@@ -828,6 +939,7 @@ static int exporter_run(struct exporter *x)
 	/* stop serving before the registry and the session it reads go away */
 	MHD_stop_daemon(x->mhd);
 	x->mhd = NULL;
+	fl_histsrv_stop(&x->hsrv);
 	fl_session_close(&x->s);
 	return ret;
 }
@@ -842,11 +954,20 @@ int fl_cmd_exporter(int argc, char **argv)
 		"Metrics are at http://ADDR:PORT/metrics (text format 0.0.4). The listener is on "
 		"loopback unless --listen says otherwise: the metrics name processes.\n"
 		"\n"
+		"The exporter also keeps recent fault history (each thread's latest fault and "
+		"when its message was read, the userfaultfd ioctls and mapping changes that "
+		"touched it, recent faults) in fixed-size tables, and serves it on a local Unix "
+		"socket to `faultline stuck`, which then knows fault addresses and failed "
+		"placements (placement_failed). Protocol: one request line {\"pids\":[PID,...]}, "
+		"a JSON-lines answer.\n"
+		"\n"
 		"EXAMPLES:\n"
 		"  faultline exporter                       # every uffd user, on 127.0.0.1:9477\n"
 		"  faultline exporter --listen 0.0.0.0:9477 # reachable from other hosts\n"
 		"  faultline exporter -c qemu-system-x86 --top-processes 20\n"
 		"  faultline exporter --lite --listen [::1]:9477\n"
+		"  faultline exporter --history-socket /tmp/fl.sock  # then: faultline stuck "
+		"--history-socket /tmp/fl.sock\n"
 		"  curl -s localhost:9477/metrics | grep faultline_faults_total\n",
 		children, NULL, NULL,
 	};
@@ -856,6 +977,8 @@ int fl_cmd_exporter(int argc, char **argv)
 	if (!x)
 		return -ENOMEM;
 	pthread_mutex_init(&x->mu, NULL);
+	pthread_mutex_init(&x->hist_mu, NULL);
+	x->hist_path = FL_HIST_SOCKET_DEFAULT;
 	fl_session_opts_init(&x->s.o);
 	x->listen = DEFAULT_LISTEN;
 	x->top_n = DEFAULT_TOP;
@@ -865,6 +988,8 @@ int fl_cmd_exporter(int argc, char **argv)
 	else
 		ret = -ret;
 	fl_metrics_free(x->reg);
+	fl_hist_free(x->hist);
+	pthread_mutex_destroy(&x->hist_mu);
 	pthread_mutex_destroy(&x->mu);
 	free(x);
 	return ret;

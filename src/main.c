@@ -15,7 +15,7 @@ static const struct subcommand cmds[] = {
 	{ "trace", fl_cmd_trace, "trace userfault episodes live (bcc-style columns or --json)" },
 	{ "top", fl_cmd_top, "live per-VM / per-vCPU blocking view (kvm_stat style; -b for batch)" },
 	{ "exporter", fl_cmd_exporter, "serve userfault metrics for Prometheus (/metrics)" },
-	{ "stuck", fl_cmd_stuck, "threads stuck in a userfault and why, one-shot from /proc" },
+	{ "stuck", fl_cmd_stuck, "threads stuck in a userfault and why (/proc, plus the exporter's history)" },
 	{ "source", fl_cmd_source, "serve a running VM's memory, dirty map and poison to a migration target" },
 	{ "target", fl_cmd_target, "route a migrating VM's userfaults to the source, replicating poison" },
 	{ "features", fl_cmd_features, "what this kernel supports and what each gap disables" },

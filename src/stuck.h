@@ -22,7 +22,7 @@
 #define FL_STUCK_MAX_FDS 8	/* fds of one uffd listed per holder */
 #define FL_STUCK_MAX_READERS 4	/* reader threads listed per holder */
 #define FL_STUCK_MAX_CAND 4	/* candidate uffds listed per thread */
-#define FL_STUCK_MAX_EV 10	/* evidence sentences per verdict */
+#define FL_STUCK_MAX_EV 20	/* evidence sentences per verdict (with history: more) */
 #define FL_STUCK_EV_LEN 320
 
 enum fl_verdict {

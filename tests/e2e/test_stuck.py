@@ -1,17 +1,25 @@
 #!/usr/bin/env python3
-"""End-to-end tests of `faultline stuck` (one-shot, /proc only) against real
-stuck states built by build/stuck-scenarios.
+"""End-to-end tests of `faultline stuck` against real stuck states built by
+build/stuck-scenarios: one-shot from /proc alone, and with the exporter
+daemon's history (its Unix socket).
 
 The reference is always the scenario's own READY line: its pid, the waiter's
-thread id, the uffd fd, the handler process, the waiter's CLOCK_MONOTONIC
-right before its access, and the fdinfo counters it checked itself.
+thread id and address, the uffd fd, the handler process and thread, the
+waiter's CLOCK_MONOTONIC right before its access, when the handler's read()
+returned, when munmap returned and when the failing COPY ran, and the fdinfo
+counters it checked itself.
 """
+import atexit
 import os
+import re
 import select
 import signal
+import socket
 import subprocess
 import tempfile
+import threading
 import time
+import urllib.request
 
 from tap import BUILD, FAULTLINE, Skip, jsonl, main, require_kvm, require_root
 
@@ -23,9 +31,11 @@ MS = 1_000_000
 class Scenario:
     """Runs one scenario until its READY line; on exit releases it and checks it ended cleanly."""
 
-    def __init__(self, name, *extra):
+    def __init__(self, name, *extra, delay_ms=0):
         self.name = name
         self.extra = list(extra)
+        if delay_ms:
+            self.extra += ["--start-delay-ms", str(delay_ms)]
 
     def __enter__(self):
         self.p = subprocess.Popen([SCENARIOS, "--scenario", self.name, "--hold-ms", "60000",
@@ -53,6 +63,12 @@ class Scenario:
         self.handler_pid = int(self.ready["handler_pid"])
         self.killed_handler_pid = int(self.ready["killed_handler_pid"])
         self.blocked_since_ns = int(self.ready["blocked_since_ns"])
+        self.handler_tid = int(self.ready["handler_tid"])
+        self.read_ns = int(self.ready["read_ns"])
+        self.unmap_ns = int(self.ready["unmap_ns"])
+        self.copy_enter_ns = int(self.ready["copy_enter_ns"])
+        self.copy_exit_ns = int(self.ready["copy_exit_ns"])
+        self.copy_errno = int(self.ready["copy_errno"])
         return self
 
     def __exit__(self, *exc):
@@ -82,9 +98,10 @@ def stuck(*args, timeout=60):
     return p
 
 
-def stuck_json(*args):
+def stuck_json(*args, history=None):
+    """One-shot (--no-history) unless history names the daemon's socket."""
     before = time.monotonic_ns()
-    p = stuck("--json", *args)
+    p = stuck("--json", *args, *(["--history-socket", history] if history else ["--no-history"]))
     after = time.monotonic_ns()
     assert p.returncode == 0, f"faultline stuck exited {p.returncode}: {p.stderr}"
     objs = jsonl(p.stdout)
@@ -93,22 +110,24 @@ def stuck_json(*args):
     return [o for o in objs if o["event"] == "stuck"], objs[-1], before, after
 
 
-def one_for(sc, *args):
+def one_for(sc, *args, history=None):
     """The single stuck object faultline reports for the scenario's process."""
-    mine, summ, before, after = stuck_json("-p", str(sc.pid), *args)
+    mine, summ, before, after = stuck_json("-p", str(sc.pid), *args, history=history)
     assert len(mine) == 1, f"expected one stuck thread of {sc.pid}: {mine}"
     o = mine[0]
     assert o["pid"] == sc.pid and o["tid"] == sc.tid, o
     assert o["thread"] == "stuck-waiter", o
     assert summ["stuck"] == 1 and summ["by_verdict"][o["verdict"]] == 1, summ
-    check_common(o, sc, before, after)
+    check_common(o, sc, before, after, history=history is not None)
     return o, summ
 
 
-def check_common(o, sc, before, after):
-    # a user page fault; the address is not in /proc and must not be guessed
+def check_common(o, sc, before, after, history=False):
+    # a user page fault; the address is not in /proc: from the history, or never guessed
     assert o["fault_path"] == "user", o
-    assert o["addr"] is None and o["syscall"] is None and o["pc"].startswith("0x"), o
+    assert o["syscall"] is None and o["pc"].startswith("0x"), o
+    if not history:
+        assert o["addr"] is None and o["history"] is None, o
     assert o["found_by"] in ("wchan", "stack")
     # waited: from the scheduler's clock; a few ms of clock jitter, never before the access
     ref = sc.blocked_since_ns
@@ -360,6 +379,324 @@ def test_bad_input():
     assert p.returncode == 0 and "EXAMPLES" in p.stdout and "--min-age" in p.stdout
 
 
+# ---- with the daemon's history ---------------------------------------------------
+
+# Long enough for the daemon's /proc scan (every 250 ms) to track a new
+# scenario before its first fault.
+DELAY_MS = 1000
+_daemon = None
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Daemon:
+    """`faultline exporter` serving history on a private socket, up once it prints Tracing.
+
+    Traced by name (-c stuck-scenarios): the scenarios' records are then all the
+    ring buffer carries, whatever else this machine runs.  An idle process of that
+    name holding a userfaultfd keeps the syscall probes attached between scenarios
+    (with nothing tracked the daemon detaches them, and re-attaching takes time).
+    """
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="fl-stuck-")
+        self.sock = os.path.join(self.dir, "history.sock")
+        self.anchor = subprocess.Popen(
+            ["python3", "-c",
+             "import ctypes, sys, time\n"
+             "libc = ctypes.CDLL(None, use_errno=True)\n"
+             "libc.prctl(15, b'stuck-scenarios', 0, 0, 0)\n"
+             "fd = libc.syscall(323, 0o2000000)\n"
+             "print(fd, flush=True)\n"
+             "time.sleep(900)\n"], stdout=subprocess.PIPE, text=True)
+        assert int(self.anchor.stdout.readline()) >= 0, "userfaultfd() for the anchor failed"
+        self.addr = f"127.0.0.1:{free_port()}"
+        self.p = subprocess.Popen([FAULTLINE, "exporter", "--listen", self.addr,
+                                   "--history-socket", self.sock, "-c", "stuck-scenarios"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.lines = []
+        up = threading.Event()
+
+        def read():
+            for line in self.p.stderr:
+                self.lines.append(line)
+                if line.startswith("Tracing"):
+                    up.set()
+            up.set()
+        self.reader = threading.Thread(target=read, daemon=True)
+        self.reader.start()
+        if not up.wait(30) or self.p.poll() is not None:
+            self.stop(check=False)
+            raise AssertionError(f"exporter did not start: {''.join(self.lines)}")
+        assert f"Serving fault history on {self.sock}\n" in self.lines, self.lines
+        # the anchor tracked and the syscall probes attached (scan every 250 ms)
+        time.sleep(1.5)
+
+    def stop(self, check=True):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+        try:
+            rc = self.p.wait(timeout=20)
+        finally:
+            self.anchor.kill()
+            self.anchor.wait()
+        self.reader.join(timeout=5)
+        if check:
+            assert rc == 0, f"exporter exited {rc}: {''.join(self.lines)[-2000:]}"
+            # its socket goes with it
+            assert not os.path.exists(self.sock), os.listdir(self.dir)
+        if not os.path.exists(self.sock):
+            os.rmdir(self.dir)
+
+
+def _stop_leftover_daemon():
+    """A run cut short (an error outside the tests) leaves no exporter behind."""
+    if _daemon is not None:
+        for p in (_daemon.p, _daemon.anchor):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def daemon():
+    global _daemon
+    require_root()
+    if _daemon is None:
+        _daemon = Daemon()
+        atexit.register(_stop_leftover_daemon)
+    if _daemon.p.poll() is not None:
+        raise AssertionError(f"the exporter died: {''.join(_daemon.lines)[-2000:]}")
+    return _daemon
+
+
+def with_history(sc, d, verdict):
+    """The scenario's waiter with the daemon's history; checks what every verdict shares."""
+    sc.wait_age(300 * MS)
+    o, summ = one_for(sc, "--min-age", "200ms", history=d.sock)
+    assert summ["history"] == "daemon" and summ["one_shot"] is False, summ
+    assert summ["history_socket"] == d.sock and summ["history_error"] is None, summ
+    assert summ["needs_history"] is None and summ["history_since_ns"] > 0, summ
+    assert o["verdict"] == verdict, (verdict, o)
+    h = o["history"]
+    assert h and h["matched"], o
+    assert h["state"] == "blocked" and h["user_pf"], h
+    # the address the waiter faulted on, and when (the scenario's own clock)
+    assert o["addr"] == hex(sc.addr), (o["addr"], hex(sc.addr))
+    assert sc.blocked_since_ns <= h["fault_ns"] <= h["block_ns"] <= sc.blocked_since_ns + 50 * MS, \
+        (h, sc.blocked_since_ns)
+    assert o["needs_history"] is None, o
+    ev = " | ".join(o["evidence"])
+    assert f"faulted on {hex(sc.addr)}" in ev, ev
+    return o, h, ev
+
+
+def check_read(h, sc):
+    """The daemon saw the handler thread's read(), before the scenario saw it return."""
+    assert sc.read_ns > 0
+    assert h["read_ns"] is not None, h
+    assert sc.blocked_since_ns <= h["read_ns"] <= sc.read_ns, (h["read_ns"], sc.read_ns)
+    assert h["read_tid"] == sc.handler_tid and h["read_pid"] == sc.pid, h
+    assert h["read_fd"] == sc.uffd_fd, h
+
+
+def check_munmap(h, sc):
+    maps = [m for m in h["mapping_changes"] if m["op"] == "munmap"]
+    assert len(maps) == 1, h["mapping_changes"]
+    m = maps[0]
+    # the scenario munmaps its 4-page region from its main thread, page 1 is the waiter's
+    assert int(m["addr"], 16) == sc.addr - 4096 and m["len"] == 4 * 4096, m
+    assert m["pid"] == sc.pid and m["tid"] == sc.pid, m
+    assert sc.read_ns <= m["ns"] <= sc.unmap_ns, (m, sc.read_ns, sc.unmap_ns)
+
+
+def test_history_not_read():
+    d = daemon()
+    with Scenario("not_read", delay_ms=DELAY_MS) as sc:
+        o, h, ev = with_history(sc, d, "not_read")
+        assert h["read_ns"] is None and h["read_tid"] is None, h
+        assert h["ioctls"] == [] and not h["placement_failed"], h
+        assert "saw no read of its message" in ev and "never read it" in ev, ev
+        assert (o["uffd"]["pending"], o["uffd"]["total"]) == (1, 1), o["uffd"]
+
+
+def test_history_not_resolved():
+    d = daemon()
+    with Scenario("not_resolved", delay_ms=DELAY_MS) as sc:
+        o, h, ev = with_history(sc, d, "not_resolved")
+        check_read(h, sc)
+        assert h["ioctls"] == [] and h["failed_ioctl"] is None, h
+        assert f"by thread {sc.handler_tid} of pid {sc.pid}" in ev, ev
+        assert f"no userfaultfd ioctl touched page {hex(sc.addr)}" in ev, ev
+        assert "still in a registered range" in ev, ev
+
+
+def test_history_placement_failed():
+    """munmap under a reading handler, then its COPY fails with ENOENT and no WAKE follows."""
+    d = daemon()
+    with Scenario("munmap_failed_copy", delay_ms=DELAY_MS) as sc:
+        assert sc.copy_errno == 2  # ENOENT, as the scenario checked
+        o, h, ev = with_history(sc, d, "placement_failed")
+        check_read(h, sc)
+        check_munmap(h, sc)
+        assert h["placement_failed"], h
+        f = h["failed_ioctl"]
+        assert f["op"] == "COPY" and f["errno"] == "ENOENT" and f["ret"] == -2, f
+        assert int(f["start"], 16) == sc.addr and f["len"] == 4096, f
+        assert f["pid"] == sc.pid and f["tid"] == sc.handler_tid, f
+        assert sc.copy_enter_ns <= f["enter_ns"] <= f["ns"] <= sc.copy_exit_ns, \
+            (f, sc.copy_enter_ns, sc.copy_exit_ns)
+        assert [i["op"] for i in h["ioctls"]] == ["COPY"], h["ioctls"]
+        assert "failed with ENOENT" in ev and "no UFFDIO_WAKE" in ev, ev
+        assert "munmap of" in ev, ev
+        # the /proc facts are still there
+        assert o["ranges"] == [] and "no userfaultfd-registered range left" in ev, ev
+        assert "UFFDIO_WAKE" in o["unstick"], o
+        # the human form says where the history came from, and the address
+        p = stuck("-p", str(sc.pid), "--min-age", "200ms", "--history-socket", d.sock)
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.startswith(f"history: daemon at {d.sock}\n"), p.stdout
+        assert f"at {hex(sc.addr)} (daemon history)" in p.stdout, p.stdout
+        assert re.search(rf"^{sc.pid}\s+{sc.tid}\s+stuck-waiter\s+\S+\s+placement_failed",
+                         p.stdout, re.M), p.stdout
+        # the daemon's own gauge knows it too (its stuck analysis runs every 5 s)
+        deadline, seen = time.monotonic() + 12, None
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(f"http://{d.addr}/metrics", timeout=10) as r:
+                m = re.search(r'^faultline_stuck_waiters\{verdict="placement_failed"\} (\S+)$',
+                              r.read().decode(), re.M)
+            seen = float(m.group(1)) if m else None
+            if seen and seen >= 1:
+                break
+            time.sleep(0.5)
+        assert seen and seen >= 1, f"faultline_stuck_waiters{{verdict=placement_failed}} = {seen}"
+
+
+def test_history_range_unmapped():
+    """munmap under a reading handler that then tries nothing: the range is simply gone."""
+    d = daemon()
+    with Scenario("range_unmapped", delay_ms=DELAY_MS) as sc:
+        o, h, ev = with_history(sc, d, "range_unmapped")
+        check_read(h, sc)
+        check_munmap(h, sc)
+        assert h["ioctls"] == [] and not h["placement_failed"], h
+        assert "it took the waiter's page away" in ev, ev
+        assert f"no userfaultfd ioctl touched page {hex(sc.addr)}" in ev, ev
+        assert o["ranges"] == [], o
+    # one-shot it is range_unmapped too, asking for the history it lacks
+    with Scenario("range_unmapped") as sc:
+        sc.wait_age(300 * MS)
+        o, _ = one_for(sc, "--min-age", "200ms")
+        assert o["verdict"] == "range_unmapped" and "placement_failed" in o["needs_history"], o
+
+
+def test_history_handler_gone():
+    d = daemon()
+    with Scenario("handler_gone", delay_ms=DELAY_MS) as sc:
+        o, h, ev = with_history(sc, d, "handler_gone")
+        # the killed handler served page 0; the waiter's own message was never read
+        assert h["read_ns"] is None and h["ioctls"] == [], h
+        last = h["last_uffd_ioctl"]
+        assert last and last["op"] == "ZEROPAGE" and last["pid"] == sc.killed_handler_pid, h
+        assert int(last["start"], 16) == sc.addr - 4096 and last["errno"] is None, last
+        assert f"by pid {sc.killed_handler_pid}" in ev and "no longer holds the uffd" in ev, ev
+        assert "no handler is left" in ev, ev
+
+
+def test_history_healthy_reports_nothing():
+    d = daemon()
+    with Scenario("healthy", delay_ms=DELAY_MS) as sc:
+        for _ in range(3):
+            mine, summ, _, _ = stuck_json("-p", str(sc.pid), history=d.sock)
+            assert mine == [] and summ["stuck"] == 0, mine
+            assert summ["history"] == "daemon" and summ["history_error"] is None, summ
+            time.sleep(0.3)
+        # faults in flight are answered too, and none has waited long
+        mine, summ, _, _ = stuck_json("-p", str(sc.pid), "--min-age", "100ms", history=d.sock)
+        assert mine == [], mine
+        assert sc.p.poll() is None
+
+
+def test_daemon_not_running_is_clear():
+    require_root()
+    with tempfile.TemporaryDirectory() as tmp:
+        missing = os.path.join(tmp, "none.sock")
+        # asked for explicitly: an error naming the socket and what to start, no report
+        for args in (["--history-socket", missing], ["--history-socket", missing, "--json"],
+                     ["--require-history", "--history-socket", missing]):
+            p = stuck("-p", str(os.getpid()), *args)
+            assert p.returncode != 0 and p.stdout == "", (args, p)
+            assert f"daemon not running at {missing}" in p.stderr, p.stderr
+            assert "start `faultline exporter`" in p.stderr, p.stderr
+        # a stale socket file nobody listens on
+        stale = os.path.join(tmp, "stale.sock")
+        with socket.socket(socket.AF_UNIX) as s:
+            s.bind(stale)
+        p = stuck("-p", str(os.getpid()), "--history-socket", stale)
+        assert p.returncode != 0 and "stale socket" in p.stderr and stale in p.stderr, p.stderr
+        # not asked for: one-shot, and the output says so (the default socket may be
+        # served by an exporter on this machine: then the history is used)
+        default = "/run/faultline/history.sock"
+        p = stuck("-p", str(os.getpid()), "--json")
+        assert p.returncode == 0, p.stderr
+        summ = jsonl(p.stdout)[-1]
+        assert summ["history_socket"] == default
+        if summ["history"] == "none":
+            assert summ["one_shot"] is True and "faultline exporter" in summ["history_error"]
+            p = stuck("-p", str(os.getpid()))
+            assert p.returncode == 0 and p.stdout.startswith("history: none (daemon not running"), \
+                p.stdout
+            p = stuck("-p", str(os.getpid()), "--require-history")
+            assert p.returncode != 0 and default in p.stderr, p.stderr
+        # contradictory options
+        p = stuck("--no-history", "--require-history")
+        assert p.returncode != 0 and "--no-history" in p.stderr, p.stderr
+        # the history socket is root-only
+        if _daemon is not None:
+            p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                FAULTLINE, "stuck", "--history-socket", _daemon.sock],
+                               capture_output=True, text=True, timeout=60)
+            assert p.returncode != 0 and "run with sudo" in p.stderr, p.stderr
+
+
+def test_exporter_history_socket_errors():
+    d = daemon()
+    # in use by the running daemon: refused, naming it; that daemon is untouched
+    p = subprocess.run([FAULTLINE, "exporter", "--listen", "127.0.0.1:0", "--history-socket",
+                        d.sock], capture_output=True, text=True, timeout=30)
+    assert p.returncode != 0 and f"history socket {d.sock} is in use by pid {d.p.pid}" in p.stderr, \
+        p.stderr
+    assert "Tracing" not in p.stderr
+    assert os.path.exists(d.sock) and d.p.poll() is None
+    mine, summ, _, _ = stuck_json("-p", str(os.getpid()), history=d.sock)
+    assert summ["history"] == "daemon", summ
+    with tempfile.TemporaryDirectory() as tmp:
+        f = os.path.join(tmp, "file")
+        open(f, "w").close()
+        p = subprocess.run([FAULTLINE, "exporter", "--listen", "127.0.0.1:0", "--history-socket",
+                            f], capture_output=True, text=True, timeout=30)
+        assert p.returncode != 0 and "is not a socket" in p.stderr, p.stderr
+        assert os.path.isfile(f)
+        p = subprocess.run([FAULTLINE, "exporter", "--listen", "127.0.0.1:0", "--history-socket",
+                            os.path.join(tmp, "a", "b", "h.sock")], capture_output=True, text=True,
+                           timeout=30)
+        assert p.returncode != 0 and "directory" in p.stderr, p.stderr
+    p = subprocess.run([FAULTLINE, "exporter", "--help"], capture_output=True, text=True)
+    assert p.returncode == 0 and "--history-socket" in p.stdout and "history" in p.stdout
+
+
+def test_stop_daemon():
+    """Last: the daemon stops cleanly and removes its socket."""
+    global _daemon
+    if _daemon is None:
+        raise Skip("no daemon was started")
+    d, _daemon = _daemon, None
+    d.stop()
+
+
 if __name__ == "__main__":
     main([
         test_not_read,
@@ -372,4 +709,13 @@ if __name__ == "__main__":
         test_healthy_reports_nothing,
         test_min_age_filters,
         test_bad_input,
+        test_history_not_read,
+        test_history_not_resolved,
+        test_history_placement_failed,
+        test_history_range_unmapped,
+        test_history_handler_gone,
+        test_history_healthy_reports_nothing,
+        test_daemon_not_running_is_clear,
+        test_exporter_history_socket_errors,
+        test_stop_daemon,
     ])

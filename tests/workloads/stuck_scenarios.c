@@ -20,6 +20,9 @@
  *                       UFFDIO_COPY then fails with ENOENT and no UFFDIO_WAKE
  *                       follows (the QEMU resize race).  The waiter stays
  *                       blocked, no registered range is left.
+ *   range_unmapped      the same munmap under a waiter whose message was read,
+ *                       but the handler tries no placement at all: the range
+ *                       is simply gone (no COPY, no WAKE).
  *   handler_gone        a handler process (inherited fd) serves a first fault
  *                       on page 0, then is SIGKILLed and reaped; the waiter
  *                       then faults on page 1 while only this process holds
@@ -33,13 +36,22 @@
  * expected; COPY really failed with ENOENT) and then prints on stderr
  *
  *   READY pid=P waiter_tid=T addr=0xA uffd_fd=F handler_pid=H killed_handler_pid=K
- *         blocked_since_ns=N pending=N total=N
+ *         blocked_since_ns=N pending=N total=N handler_tid=T read_ns=N
+ *         unmap_ns=N copy_enter_ns=N copy_exit_ns=N copy_errno=E
  *
  * (on one line; handler_pid is 0 when the handler is a thread of P or gone,
  * killed_handler_pid the handler process handler_gone killed; blocked_since_ns
  * is the waiter's CLOCK_MONOTONIC right before its access, 0 for healthy;
  * pending/total are the uffd's fdinfo counters).  addr is the page the
- * waiter faulted on (for munmap_failed_copy, where it was).
+ * waiter faulted on (for munmap_failed_copy, where it was).  The rest is what
+ * a tracer with history should have seen, 0 where it did not happen:
+ * handler_tid the handler thread, read_ns when its read() of the fault
+ * message returned, unmap_ns when munmap returned, copy_enter_ns and
+ * copy_exit_ns bracket the failed UFFDIO_COPY, copy_errno its errno.
+ *
+ * --start-delay-ms N waits N ms after creating the uffd before building the
+ * state, so a tracer that finds uffd holders by scanning /proc is attached
+ * before the first fault.
  * It holds the state until SIGTERM/SIGINT or --hold-ms, then releases every
  * waiter (ZEROPAGE, or WAKE for the unmapped range, whose retried access
  * takes the SIGSEGV this program traps) and exits 0: nothing is left hanging.
@@ -83,7 +95,9 @@
 #define SC_WAIT_PAGE 1u		/* the page the waiter gets stuck on */
 #define SC_SETTLE_NS 5000000000ull	/* how long a state may take to appear */
 
-enum sc_kind { SC_NOT_READ, SC_NOT_RESOLVED, SC_MUNMAP, SC_HANDLER_GONE, SC_HEALTHY, SC_NR };
+enum sc_kind {
+	SC_NOT_READ, SC_NOT_RESOLVED, SC_MUNMAP, SC_UNMAPPED, SC_HANDLER_GONE, SC_HEALTHY, SC_NR
+};
 
 /* How the handler thread waits for a fault message (what faultline must recognise). */
 enum sc_wait { W_POLL, W_PPOLL, W_SELECT, W_EPOLL, W_READ, W_NR };
@@ -95,7 +109,8 @@ static const char *const sc_wait_names[W_NR] = {
 
 static const char *const sc_names[SC_NR] = {
 	[SC_NOT_READ] = "not_read", [SC_NOT_RESOLVED] = "not_resolved",
-	[SC_MUNMAP] = "munmap_failed_copy", [SC_HANDLER_GONE] = "handler_gone",
+	[SC_MUNMAP] = "munmap_failed_copy", [SC_UNMAPPED] = "range_unmapped",
+	[SC_HANDLER_GONE] = "handler_gone",
 	[SC_HEALTHY] = "healthy",
 };
 
@@ -120,6 +135,9 @@ struct sc_ctx {
 	_Atomic long faults;	/* healthy: accesses completed */
 	_Atomic int unmapped;	/* munmap_failed_copy: the region is gone, COPY now */
 	_Atomic int copy_errno;	/* munmap_failed_copy: the failed COPY's errno, -1 before */
+	/* what a tracer should have recorded (CLOCK_MONOTONIC ns, 0: did not happen) */
+	_Atomic pid_t handler_tid;
+	_Atomic uint64_t read_ns, unmap_ns, copy_enter_ns, copy_exit_ns;
 	_Atomic int waiter_signal;
 	pthread_t waiter, handler;
 	bool have_handler_thread;
@@ -353,6 +371,8 @@ static bool read_fault(struct sc_ctx *c, struct uffd_msg *msg)
 		}
 		if (msg->event != UFFD_EVENT_PAGEFAULT)
 			die("unexpected uffd event %u", msg->event);
+		if (!atomic_load(&c->read_ns))
+			atomic_store(&c->read_ns, now_ns());
 		atomic_fetch_add(&c->msgs_read, 1);
 		return true;
 	}
@@ -372,6 +392,7 @@ static void *handler_main(void *arg)
 	if (!src)
 		die("out of memory");
 	memset(src, 0x5a, c->ps);
+	atomic_store(&c->handler_tid, (pid_t)syscall(SYS_gettid));
 	if (c->wait == W_READ) {
 		sigset_t usr1;
 
@@ -389,6 +410,7 @@ static void *handler_main(void *arg)
 			zeropage(c, (unsigned)((addr - (uintptr_t)c->base) / c->ps));
 			break;
 		case SC_NOT_RESOLVED:
+		case SC_UNMAPPED:
 			/* read, then back to polling: the fault is forgotten */
 			break;
 		case SC_MUNMAP: {
@@ -396,8 +418,12 @@ static void *handler_main(void *arg)
 			while (!atomic_load(&c->unmapped))
 				usleep(1000);
 			struct uffdio_copy cp = { .dst = addr, .src = (uintptr_t)src, .len = c->ps };
+			int err;
 
-			atomic_store(&c->copy_errno, ioctl(c->uffd, UFFDIO_COPY, &cp) ? errno : 0);
+			atomic_store(&c->copy_enter_ns, now_ns());
+			err = ioctl(c->uffd, UFFDIO_COPY, &cp) ? errno : 0;
+			atomic_store(&c->copy_exit_ns, now_ns());
+			atomic_store(&c->copy_errno, err);
 			break;	/* and no UFFDIO_WAKE */
 		}
 		default:
@@ -527,6 +553,7 @@ static void build(struct sc_ctx *c)
 			usleep(1000);
 		break;
 	case SC_MUNMAP:
+	case SC_UNMAPPED:
 		start_thread(&c->handler, handler_main, c, "stuck-handler");
 		c->have_handler_thread = true;
 		start_thread(&c->waiter, waiter_main, c, "stuck-waiter");
@@ -536,7 +563,12 @@ static void build(struct sc_ctx *c)
 		/* nothing is mapped from here on: the hole must stay a hole */
 		if (munmap(c->base, SC_PAGES * c->ps))
 			die("munmap of the registered region: %s", strerror(errno));
+		atomic_store(&c->unmap_ns, now_ns());
 		atomic_store(&c->unmapped, 1);
+		if (c->kind == SC_UNMAPPED) {
+			settle(c, 0, 1);
+			break;
+		}
 		while (atomic_load(&c->copy_errno) < 0)
 			usleep(1000);
 		if (atomic_load(&c->copy_errno) != ENOENT)
@@ -582,10 +614,16 @@ static void build(struct sc_ctx *c)
 	}
 	uffd_counts(c, &pending, &total);
 	fprintf(stderr, "READY pid=%d waiter_tid=%d addr=0x%" PRIxPTR " uffd_fd=%d handler_pid=%d "
-		"killed_handler_pid=%d blocked_since_ns=%" PRIu64 " pending=%ld total=%ld\n", c->pid,
+		"killed_handler_pid=%d blocked_since_ns=%" PRIu64 " pending=%ld total=%ld "
+		"handler_tid=%d read_ns=%" PRIu64 " unmap_ns=%" PRIu64 " copy_enter_ns=%" PRIu64
+		" copy_exit_ns=%" PRIu64 " copy_errno=%d\n", c->pid,
 		atomic_load(&c->waiter_tid), (uintptr_t)(c->base + SC_WAIT_PAGE * c->ps), c->uffd,
 		c->handler_pid, c->killed_handler_pid,
-		c->kind == SC_HEALTHY ? 0 : atomic_load(&c->blocked_since_ns), pending, total);
+		c->kind == SC_HEALTHY ? 0 : atomic_load(&c->blocked_since_ns), pending, total,
+		atomic_load(&c->handler_tid), c->kind == SC_HEALTHY ? 0 : atomic_load(&c->read_ns),
+		atomic_load(&c->unmap_ns), atomic_load(&c->copy_enter_ns),
+		atomic_load(&c->copy_exit_ns),
+		atomic_load(&c->copy_errno) < 0 ? 0 : atomic_load(&c->copy_errno));
 }
 
 /* Lets every waiter go and reaps every helper. */
@@ -603,7 +641,7 @@ static void release(struct sc_ctx *c)
 		kill(c->handler_pid, SIGKILL);
 		waitpid(c->handler_pid, NULL, 0);
 		c->handler_pid = 0;
-	} else if (c->kind == SC_MUNMAP) {
+	} else if (c->kind == SC_MUNMAP || c->kind == SC_UNMAPPED) {
 		/* the range is gone: only a WAKE releases the waiter (it then takes SIGSEGV) */
 		struct uffdio_range r = { .start = (uintptr_t)c->base, .len = SC_PAGES * c->ps };
 
@@ -612,7 +650,8 @@ static void release(struct sc_ctx *c)
 		zeropage(c, SC_WAIT_PAGE);
 	}
 	pthread_join(c->waiter, NULL);
-	if (c->kind == SC_MUNMAP && atomic_load(&c->waiter_signal) != SIGSEGV)
+	if ((c->kind == SC_MUNMAP || c->kind == SC_UNMAPPED) &&
+	    atomic_load(&c->waiter_signal) != SIGSEGV)
 		die("the woken waiter of the unmapped range did not take SIGSEGV");
 	if (c->have_handler_thread) {
 		if (write(c->stop_fd, &one, sizeof(one)) != sizeof(one))
@@ -633,13 +672,15 @@ static void release(struct sc_ctx *c)
 
 static void usage(FILE *out)
 {
-	fputs("Usage: " SC_PROG " --scenario NAME [--hold-ms N]\n"
+	fputs("Usage: " SC_PROG " --scenario NAME [--hold-ms N] [--start-delay-ms N]\n"
 	      "Builds a real stuck-userfault state and holds it for `faultline stuck`.\n\n"
 	      "  --scenario NAME  not_read | not_resolved | munmap_failed_copy |\n"
-	      "                   handler_gone | healthy\n"
+	      "                   range_unmapped | handler_gone | healthy\n"
 	      "  --hold-ms N      release after N ms (default: until SIGTERM/SIGINT)\n"
+	      "  --start-delay-ms N  wait N ms between creating the uffd and the first\n"
+	      "                   fault (lets a tracer that scans /proc attach first)\n"
 	      "  --handler-wait W how the handler thread (not_resolved, munmap_failed_copy,\n"
-	      "                   healthy) waits for faults: poll (default), ppoll,\n"
+	      "                   range_unmapped, healthy) waits for faults: poll (default), ppoll,\n"
 	      "                   select, epoll or a blocking read\n"
 	      "  --handoff        not_read: this process closes its uffd after the fork\n"
 	      "                   (the handler holds the only copy, CRIU lazy-pages style)\n\n"
@@ -658,10 +699,12 @@ int main(int argc, char **argv)
 		{ "hold-ms", required_argument, NULL, 'H' },
 		{ "handler-wait", required_argument, NULL, 'W' },
 		{ "handoff", no_argument, NULL, 'O' },
+		{ "start-delay-ms", required_argument, NULL, 'D' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
 	struct sc_ctx c = { .kind = SC_NR, .hold_ms = -1 };
+	long delay_ms = 0;
 	sigset_t set;
 	int opt, sig;
 
@@ -690,6 +733,15 @@ int main(int argc, char **argv)
 			if (c.wait == W_NR) {
 				fprintf(stderr, SC_PROG ": unknown --handler-wait '%s'\n", optarg);
 				usage(stderr);
+				return 2;
+			}
+			break;
+		case 'D':
+			errno = 0;
+			delay_ms = strtol(optarg, &end, 10);
+			if (errno || *end || end == optarg || delay_ms < 0) {
+				fprintf(stderr, SC_PROG ": --start-delay-ms '%s' is not a number of ms\n",
+					optarg);
 				return 2;
 			}
 			break;
@@ -725,6 +777,7 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 
 	setup(&c);
+	sleep_ms(delay_ms);
 	build(&c);
 	if (c.hold_ms >= 0) {
 		struct timespec ts = { .tv_sec = c.hold_ms / 1000,
