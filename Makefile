@@ -20,6 +20,7 @@ LIB_SRCS := src/correlator.c src/probe.c src/kallsyms.c src/tracefs.c src/procsc
             src/output.c src/hist.c src/vmstats.c src/tpformat.c src/session.c \
             src/session_args.c src/vmreport.c src/metrics.c
 LIB_SRCS += src/stuck.c
+LIB_SRCS += src/history.c src/histsock.c src/stuck_hist.c
 CMD_SRCS := src/main.c src/cmd_trace.c src/cmd_features.c src/cmd_top.c src/cmd_exporter.c
 CMD_SRCS += src/cmd_stuck.c
 # The migration pair.  libfaultline.a (public API: include/faultline/) holds
@@ -37,10 +38,20 @@ SKELS    := $(OUT)/faultline.skel.h $(OUT)/empty.skel.h
 
 WORKLOADS := $(OUT)/uffd-workload $(OUT)/kvm-guest $(OUT)/syscall-loop
 WORKLOADS += $(OUT)/stuck-scenarios
+WORKLOADS += $(OUT)/migrate-vm
 TESTS     := $(OUT)/test_correlator $(OUT)/test_vmstats $(OUT)/test_tpformat \
              $(OUT)/test_bpf_handlers $(OUT)/test_bpf_kvm $(OUT)/test_metrics
 TESTS     += $(OUT)/test_stuck
+TESTS     += $(OUT)/test_history
+TESTS     += $(OUT)/test_handover
+TESTS     += $(OUT)/test_router
+TESTS     += $(OUT)/test_wire $(OUT)/test_statemap
+# libFuzzer target of the wire decoder and its seed corpus (clang, ASan+UBSan)
+FUZZ      := $(OUT)/fuzz-frame $(OUT)/fuzz-corpus.stamp
+TESTS     += $(FUZZ)
 BENCH     := $(OUT)/bench-floor
+BENCH     += $(OUT)/bench-statemap $(FUZZ)
+BENCH     += $(OUT)/bench-router
 
 .PHONY: all test bench clean vmlinux
 .SECONDARY:
@@ -82,6 +93,12 @@ $(OUT)/syscall-loop: tests/workloads/syscall_loop.c | $(OUT)
 $(OUT)/stuck-scenarios: tests/workloads/stuck_scenarios.c include/uffd_compat.h | $(OUT)
 	$(CC) $(CFLAGS) -pthread $< -o $@
 
+$(OUT)/migrate-vm: tests/workloads/migrate_vm.c include/uffd_compat.h $(OUT)/libfaultline.a | $(OUT)
+	$(CC) $(CFLAGS) -pthread $< -o $@ $(OUT)/libfaultline.a -lprotobuf-c -lz
+
+$(OUT)/test_handover: tests/unit/test_handover.c $(OUT)/libfaultline.a include/uffd_compat.h
+	$(CC) $(CFLAGS) -pthread $< -o $@ $(OUT)/libfaultline.a -lprotobuf-c -lz -lcmocka
+
 $(OUT)/test_correlator: tests/unit/test_correlator.c $(OUT)/correlator.o
 	$(CC) $(CFLAGS) $^ -o $@ -lcmocka
 
@@ -94,14 +111,51 @@ $(OUT)/test_tpformat: tests/unit/test_tpformat.c $(OUT)/tpformat.o
 $(OUT)/test_stuck: tests/unit/test_stuck.c $(OUT)/stuck.o $(OUT)/procscan.o
 	$(CC) $(CFLAGS) $^ -o $@ -lcmocka
 
+$(OUT)/test_history: tests/unit/test_history.c $(OUT)/history.o $(OUT)/histsock.o \
+		     $(OUT)/stuck_hist.o $(OUT)/stuck.o $(OUT)/procscan.o $(OUT)/output.o \
+		     $(OUT)/correlator.o
+	$(CC) $(CFLAGS) -pthread $^ -o $@ -lcmocka
+
+$(OUT)/test_router: tests/unit/test_router.c $(OUT)/libfaultline.a
+	$(CC) $(CFLAGS) -pthread $^ -o $@ -lprotobuf-c -lz -lcmocka
+
 $(OUT)/test_metrics: tests/unit/test_metrics.c $(OUT)/metrics.o
 	$(CC) $(CFLAGS) $^ -o $@ -lcmocka -lm
+
+WIRE_OBJS := $(OUT)/wire.o $(OUT)/statemap.o $(OUT)/faultline.pb-c.o
+
+$(OUT)/test_wire: tests/unit/test_wire.c $(WIRE_OBJS)
+	$(CC) $(CFLAGS) -pthread $^ -o $@ -lprotobuf-c -lz -lcmocka
+
+$(OUT)/test_statemap: tests/unit/test_statemap.c $(WIRE_OBJS)
+	$(CC) $(CFLAGS) $^ -o $@ -lprotobuf-c -lz -lcmocka
+
+# Sanitizers need every line of the code under test instrumented: the
+# sources are compiled here by clang, not taken from the gcc objects.
+$(OUT)/fuzz-frame: tests/fuzz/fuzz_frame.c tests/fuzz/fuzz_common.h src/wire.c src/statemap.c \
+		src/wire.h src/statemap.h $(PB_GEN)
+	$(CLANG) -g -O1 -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -Isrc -I$(OUT) \
+		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+		tests/fuzz/fuzz_frame.c src/wire.c src/statemap.c $(OUT)/faultline.pb-c.c \
+		-o $@ -lprotobuf-c -lz
+
+$(OUT)/fuzz-make-corpus: tests/fuzz/make_corpus.c tests/fuzz/fuzz_common.h $(WIRE_OBJS)
+	$(CC) $(CFLAGS) $(filter-out %.h,$^) -o $@ -lprotobuf-c -lz
+
+$(OUT)/fuzz-corpus.stamp: $(OUT)/fuzz-make-corpus
+	rm -rf $(OUT)/fuzz-corpus && $(OUT)/fuzz-make-corpus $(OUT)/fuzz-corpus && touch $@
+
+$(OUT)/bench-statemap: tests/bench/bench_statemap.c $(WIRE_OBJS)
+	$(CC) $(CFLAGS) -pthread $^ -o $@ -lprotobuf-c -lz
 
 $(OUT)/test_bpf_kvm: tests/bpf/test_bpf_kvm.c $(LIB_OBJS)
 	$(CC) $(CFLAGS) -pthread $^ -o $@ $(LDLIBS) -lcmocka
 
 $(OUT)/test_bpf_handlers: tests/bpf/test_bpf_handlers.c $(LIB_OBJS)
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) -lcmocka
+
+$(OUT)/bench-router: tests/bench/bench_router.c $(OUT)/libfaultline.a
+	$(CC) $(CFLAGS) -pthread $^ -o $@ -lprotobuf-c -lz
 
 $(OUT)/bench-floor: tests/bench/floor.c $(OUT)/empty.skel.h
 	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
@@ -111,6 +165,10 @@ test: all $(TESTS)
 
 bench: all $(BENCH)
 	python3 tests/bench/bench.py
+	$(OUT)/bench-statemap
+	$(OUT)/bench-router
+	$(OUT)/bench-router --threads 4
+	tests/fuzz/run_fuzz.sh 300
 
 vmlinux:
 	scripts/gen-vmlinux.sh

@@ -257,7 +257,7 @@ static int run(struct target_ctx *c)
 	}
 	c->start_ns = mono_ns();
 	if (c->json)
-		printf("{\"event\":\"target_start\",\"vmm_pid\":%d,\"mode\":\"%s\",\"regions\":%u,\"source\":\"%s\"}\n",
+		printf("{\"event\":\"router_start\",\"vmm_pid\":%d,\"mode\":\"%s\",\"regions\":%u,\"source\":\"%s\"}\n",
 		       c->ho.pid, c->ho.mode == FL_MODE_MINOR ? "minor" : "missing", c->ho.nregions, c->source);
 	else
 		fprintf(stderr, "Routing VMM pid %d (%s mode, %u region(s)) to source %s\n", c->ho.pid,
@@ -277,10 +277,10 @@ static int run(struct target_ctx *c)
 		}
 		if (mono_ns() - last >= 1000000000ull) {
 			last = mono_ns();
-			print_stats(c, "target_progress", false);
+			print_stats(c, "router_progress", false);
 		}
 	}
-	print_stats(c, "target_summary", true);
+	print_stats(c, "router_summary", true);
 	if (ret == 1) {
 		ret = 0;
 	} else if (ret == -EINTR) {

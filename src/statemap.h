@@ -40,10 +40,10 @@ uint64_t fl_statemap_count(const struct fl_statemap *m, unsigned s);
 int fl_statemap_encode(const struct fl_statemap *m, uint64_t first, uint64_t n,
 		       uint8_t **zdata, size_t *zlen);
 /*
- * Inflate a chunk into pages [first, first+n).  Refuses (-EINVAL/-EBADMSG,
- * map untouched) a chunk that is out of range, does not inflate to exactly
- * ceil(n/4) bytes, or would overwrite a POISONED page with another state:
- * poison is sticky.
+ * Inflate a chunk into pages [first, first+n).  Refuses, map untouched, a
+ * chunk that is out of range (-EINVAL), does not inflate to exactly
+ * ceil(n/4) bytes (-EBADMSG), or would overwrite a POISONED page with
+ * another state (-EPERM): poison is sticky.
  */
 int fl_statemap_decode(struct fl_statemap *m, uint64_t first, uint64_t n,
 		       const uint8_t *zdata, size_t zlen);

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "faultline.pb-c.h"
 
@@ -50,8 +51,9 @@ struct fl_wire_writer {
 
 int fl_wire_reader_init(struct fl_wire_reader *r);
 void fl_wire_reader_free(struct fl_wire_reader *r);
-/* read() whatever the fd has (EAGAIN is not an error): bytes read, 0 on EOF,
- * negative errno on failure. */
+/* One read() of whatever the fd has: bytes read, 0 on EOF, -EAGAIN when a
+ * non-blocking fd has nothing (not a failure), -ENOBUFS when the buffer is
+ * full of complete frames (drain with fl_wire_next first), else -errno. */
 ssize_t fl_wire_reader_fill(struct fl_wire_reader *r, int fd);
 /*
  * Next complete frame: 1 and *out (free with fl_wire_free), 0 when more
@@ -78,7 +80,10 @@ ssize_t fl_wire_flush(struct fl_wire_writer *w, int fd);
 static inline size_t fl_wire_pending(const struct fl_wire_writer *w) { return w->len - w->off; }
 
 /* Blocking helpers for simple peers (handover, tests): send one frame /
- * receive one frame, waiting at most timeout_ms (-1: forever). */
+ * receive one frame, waiting at most timeout_ms (-1: forever).  Both return
+ * 0 on success (recv: *out, free with fl_wire_free) or negative errno; recv
+ * reads exactly one frame's bytes and fails with -ETIMEDOUT, -EPIPE (peer
+ * closed between frames) or -ECONNRESET (peer closed inside a frame). */
 int fl_wire_send(int fd, const fl_frame *f);
 int fl_wire_recv(int fd, const struct fl_wire_limits *lim, int timeout_ms,
 		 fl_frame **out, char *err, size_t errlen);

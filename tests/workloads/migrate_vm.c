@@ -157,6 +157,7 @@ struct options {
 	enum fl_uffd_mode mode;
 	bool reconnect;
 	const char *dump;
+	const char *image;
 	unsigned long connect_timeout_ms;
 	unsigned long start_delay_ms;
 	unsigned long verify_timeout_ms;
@@ -361,6 +362,8 @@ static void usage(FILE *f)
 "  --pace-us N          VMM sleeps N us at each such exit: the dirtying rate\n"
 "                       (default 1000: ~1 host CPU for 4 vCPUs here)\n"
 "  --json               JSON lines on stdout, each with \"event\"\n"
+"  --image FILE         target: raw image of guest memory as verified (poisoned\n"
+"                       pages left as holes), for byte-for-byte comparison\n"
 "  --dump FILE          one line per page: \"INDEX FNV1A64-HEX\", or \"INDEX sigbus\"\n"
 "                       (target: poisoned), \"INDEX hole\" (source: punched out)\n"
 "\n"
@@ -422,7 +425,7 @@ static void parse_options(struct options *o, int argc, char **argv)
 {
 	enum { OPT_ROLE = 256, OPT_VCPUS, OPT_MEM, OPT_RUN, OPT_JSON, OPT_HOT, OPT_PACE_US,
 	       OPT_PACE_PAGES, OPT_SEED, OPT_ZERO, OPT_ROUTER, OPT_MODE, OPT_RECONNECT,
-	       OPT_DUMP, OPT_CONNECT, OPT_START, OPT_VERIFY };
+	       OPT_DUMP, OPT_CONNECT, OPT_START, OPT_VERIFY, OPT_IMAGE };
 	static const struct option lo[] = {
 		{ "role", required_argument, 0, OPT_ROLE },
 		{ "vcpus", required_argument, 0, OPT_VCPUS },
@@ -438,6 +441,7 @@ static void parse_options(struct options *o, int argc, char **argv)
 		{ "mode", required_argument, 0, OPT_MODE },
 		{ "reconnect", no_argument, 0, OPT_RECONNECT },
 		{ "dump", required_argument, 0, OPT_DUMP },
+		{ "image", required_argument, 0, OPT_IMAGE },
 		{ "connect-timeout-ms", required_argument, 0, OPT_CONNECT },
 		{ "start-delay-ms", required_argument, 0, OPT_START },
 		{ "verify-timeout-ms", required_argument, 0, OPT_VERIFY },
@@ -494,6 +498,7 @@ static void parse_options(struct options *o, int argc, char **argv)
 			break;
 		case OPT_RECONNECT: o->reconnect = true; break;
 		case OPT_DUMP: o->dump = optarg; break;
+		case OPT_IMAGE: o->image = optarg; break;
 		case OPT_CONNECT:
 			o->connect_timeout_ms = parse_ulong("--connect-timeout-ms", optarg, 0, 3600000);
 			break;
@@ -1310,6 +1315,30 @@ static int target_dump(struct migrate_vm_ctx *c, const struct verify_result *vr)
 	return 0;
 }
 
+/* A sparse file: page i at offset i * PAGE_SZ, poisoned pages left as holes. */
+static int target_image(struct migrate_vm_ctx *c, const struct verify_result *vr)
+{
+	int fd = open(c->opt.image, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	int ret = 0;
+
+	if (fd < 0 || ftruncate(fd, (off_t)(c->pages * PAGE_SZ)) < 0) {
+		fprintf(stderr, "migrate-vm: --image %s: %s\n", c->opt.image, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	for (uint64_t i = 0; i < c->pages && !ret; i++) {
+		if (vr->sigbus[i])
+			continue;
+		if (pwrite(fd, c->mem + i * PAGE_SZ, PAGE_SZ, (off_t)(i * PAGE_SZ)) != PAGE_SZ) {
+			fprintf(stderr, "migrate-vm: --image %s: %s\n", c->opt.image, strerror(errno));
+			ret = -1;
+		}
+	}
+	close(fd);
+	return ret;
+}
+
 static int run_target(struct migrate_vm_ctx *c)
 {
 	char err[512];
@@ -1373,6 +1402,8 @@ static int run_target(struct migrate_vm_ctx *c)
 	pthread_join(vt, NULL);
 
 	if (c->opt.dump && target_dump(c, &vr) < 0)
+		rc = 1;
+	if (c->opt.image && target_image(c, &vr) < 0)
 		rc = 1;
 	if (any_vcpu_failed(c)) {
 		report_vcpu_errors(c);

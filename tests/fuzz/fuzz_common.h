@@ -1,0 +1,23 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/* Session facts shared by the fuzz target and its seed corpus, so that
+ * seeds pass the region and page checks and reach the code behind them. */
+#ifndef FAULTLINE_FUZZ_COMMON_H
+#define FAULTLINE_FUZZ_COMMON_H
+
+#include "wire.h"
+
+#define FUZZ_PAGE_SIZE 4096u
+#define FUZZ_NREGIONS 3u
+/* small, a page count that is not a multiple of 4, and one in between */
+static const uint64_t fuzz_region_pages[FUZZ_NREGIONS] = { 64, 1000, 4099 };
+
+static inline struct fl_wire_limits fuzz_limits(void)
+{
+	struct fl_wire_limits lim = { .page_size = FUZZ_PAGE_SIZE, .nregions = FUZZ_NREGIONS };
+
+	for (unsigned i = 0; i < FUZZ_NREGIONS; i++)
+		lim.region_pages[i] = fuzz_region_pages[i];
+	return lim;
+}
+
+#endif
