@@ -21,7 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -329,6 +328,50 @@ static void test_split_stream(void **state)
 		close(sv[1]);
 	}
 	fl_wire_writer_free(&w);
+}
+
+/* A long stream of small frames in pieces that straddle frame boundaries:
+ * the reader compacts and never grows past its first allocation. */
+static void test_reader_compacts(void **state)
+{
+	struct fl_wire_limits lim = sample_limits();
+	struct fl_wire_writer w;
+	struct fl_wire_reader r;
+	struct samples s;
+	size_t cap0, off = 0;
+	int sv[2], n = 0, want = 0;
+
+	(void)state;
+	make_samples(&s);
+	s.pd.n_pages = 2, s.pd.data.len = 4096;
+	fl_wire_state_set(s.states, 1, POISONED);
+	fl_wire_writer_init(&w);
+	for (; w.len < (4u << 20); want++)
+		assert_int_equal(fl_wire_put(&w, &s.f[want % NTYPES]), 0);
+	sockpair(sv);
+	fl_wire_reader_init(&r);
+	cap0 = r.cap;
+	while (off < w.len) {
+		size_t piece = w.len - off < 3001 ? w.len - off : 3001;
+		fl_frame *got;
+		int rc;
+
+		write_all(sv[0], w.buf + off, piece);
+		off += piece;
+		assert_int_equal(fl_wire_reader_fill(&r, sv[1]), (ssize_t)piece);
+		while ((rc = fl_wire_next(&r, &lim, &got, NULL, 0)) == 1) {
+			assert_int_equal(got->body_case, s.f[n % NTYPES].body_case);
+			fl_wire_free(got);
+			n++;
+		}
+		assert_int_equal(rc, 0);
+		assert_int_equal(r.cap, cap0);
+	}
+	assert_int_equal(n, want);
+	fl_wire_reader_free(&r);
+	fl_wire_writer_free(&w);
+	close(sv[0]);
+	close(sv[1]);
 }
 
 struct big_sender {
@@ -794,43 +837,47 @@ static void test_recv_timeout_and_eof(void **state)
 	free(body);
 }
 
-static void on_alarm(int sig)
+static void on_signal(int sig)
 {
 	(void)sig;
 }
 
 struct slow_reader {
 	int fd;
-	size_t total;
+	pthread_t sender;
 	fl_frame *f;
 	int rc;
 };
 
-/* Reads in small bites with pauses so the sender sees partial writes. */
+/* Interrupts the sender now and then and reads in small bites with pauses,
+ * so the sender sees both EINTR and short writes.  The signals come from
+ * here, a bounded number of them, so even a slow machine (valgrind) makes
+ * progress between them. */
 static void *slow_read(void *arg)
 {
+	const struct timespec pause = { 0, 2000000 }, bite = { 0, 200000 };
 	struct slow_reader *sr = arg;
 	struct fl_wire_reader r;
 	char err[256];
 	int n = 0;
 
 	fl_wire_reader_init(&r);
-	/* the sender fills the socket and blocks: the alarms now hit a send()
-	 * that has written nothing, which fails with EINTR */
-	struct timespec first = { 0, 30000000 };
-	nanosleep(&first, NULL);
-	while (!n) {
-		/* one fill at most reads what the socket has, so pace it */
-		struct timespec d = { 0, 200000 };
-
-		nanosleep(&d, NULL);
+	/* the sender has filled the socket and blocks: a signal now hits a
+	 * send() that has written nothing, which fails with EINTR */
+	for (int i = 0; i < 15; i++) {
+		nanosleep(&pause, NULL);
+		pthread_kill(sr->sender, SIGUSR1);
+	}
+	for (int reads = 0; !n; reads++) {
+		if (reads < 40)
+			pthread_kill(sr->sender, SIGUSR1);
+		nanosleep(&bite, NULL);
 		ssize_t k = fl_wire_reader_fill(&r, sr->fd);
 
 		if (k <= 0) {
 			sr->rc = k ? (int)k : -ECONNRESET;
 			break;
 		}
-		sr->total += (size_t)k;
 		n = fl_wire_next(&r, NULL, &sr->f, err, sizeof(err));
 		if (n < 0) {
 			sr->rc = n;
@@ -843,15 +890,13 @@ static void *slow_read(void *arg)
 
 static void test_send_partial_writes_and_eintr(void **state)
 {
-	struct sigaction sa = { .sa_handler = on_alarm }, old;
-	struct itimerval it = { { 0, 500 }, { 0, 500 } }, off = { { 0, 0 }, { 0, 0 } };
+	struct sigaction sa = { .sa_handler = on_signal }, old;
 	struct slow_reader sr = { 0 };
 	struct samples s;
 	uint8_t *data, states[250] = { 0 };
 	static uint64_t pages[1000];
 	int sv[2], sz = 4096;
 	pthread_t th;
-	sigset_t block;
 
 	(void)state;
 	make_samples(&s);
@@ -867,21 +912,15 @@ static void test_send_partial_writes_and_eintr(void **state)
 	sockpair(sv);
 	setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
 	setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
-	/* the alarm must interrupt the sender (this thread), not the reader */
-	sigemptyset(&block);
-	sigaddset(&block, SIGALRM);
-	pthread_sigmask(SIG_BLOCK, &block, NULL);
-	sr.fd = sv[1];
-	assert_int_equal(pthread_create(&th, NULL, slow_read, &sr), 0);
-	pthread_sigmask(SIG_UNBLOCK, &block, NULL);
 	/* no SA_RESTART: blocked send()s return EINTR or a short count */
-	sigaction(SIGALRM, &sa, &old);
-	setitimer(ITIMER_REAL, &it, NULL);
+	sigaction(SIGUSR1, &sa, &old);
+	sr.fd = sv[1];
+	sr.sender = pthread_self();
+	assert_int_equal(pthread_create(&th, NULL, slow_read, &sr), 0);
 	int rc = fl_wire_send(sv[0], &s.f[4]);
-	setitimer(ITIMER_REAL, &off, NULL);
-	sigaction(SIGALRM, &old, NULL);
-	assert_int_equal(rc, 0);
 	pthread_join(th, NULL);
+	sigaction(SIGUSR1, &old, NULL);
+	assert_int_equal(rc, 0);
 	assert_int_equal(sr.rc, 0);
 	assert_non_null(sr.f);
 	assert_same_frame(&s.f[4], sr.f);
@@ -960,6 +999,7 @@ int main(void)
 		cmocka_unit_test(test_limits_from_hello),
 		cmocka_unit_test(test_coalesced_stream),
 		cmocka_unit_test(test_split_stream),
+		cmocka_unit_test(test_reader_compacts),
 		cmocka_unit_test(test_big_frames_bounded_reader),
 		cmocka_unit_test(test_reject_framing),
 		cmocka_unit_test(test_reject_hello),
