@@ -212,6 +212,35 @@ static bool vmm_gone(const struct target_ctx *c)
 	return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
 }
 
+/* Wait for the handover in short slices, so a signal or a launched VMM
+ * that died first ends the wait with a clear message. */
+static int accept_vmm(struct target_ctx *c, int lsock, char *err, size_t errlen)
+{
+	uint64_t deadline = c->accept_timeout_ms ? mono_ns() + (uint64_t)c->accept_timeout_ms * 1000000ull : 0;
+
+	for (;;) {
+		int status, ret = fl_handover_accept(lsock, &c->ho, 250, err, errlen);
+
+		if (ret != -ETIMEDOUT && ret != -EINTR)
+			return ret;
+		if (target_stop_signal) {
+			snprintf(err, errlen, "interrupted while waiting for a VMM handover on %s", c->vmm_socket);
+			return -EINTR;
+		}
+		if (c->child > 0 && waitpid(c->child, &status, WNOHANG) == c->child) {
+			snprintf(err, errlen, "the VMM (%s, pid %d) exited with status %d before handing over",
+				 c->launch[0], c->child, WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+			c->child = 0;
+			return -ECHILD;
+		}
+		if (deadline && mono_ns() >= deadline) {
+			snprintf(err, errlen, "no VMM handed over on %s within %.1f s", c->vmm_socket,
+				 c->accept_timeout_ms / 1e3);
+			return -ETIMEDOUT;
+		}
+	}
+}
+
 static int run(struct target_ctx *c)
 {
 	char err[256] = "";
@@ -239,8 +268,7 @@ static int run(struct target_ctx *c)
 	}
 	if (!c->json)
 		fprintf(stderr, "Waiting for a VMM handover on %s\n", c->vmm_socket);
-	ret = fl_handover_accept(lsock, &c->ho, c->accept_timeout_ms ? c->accept_timeout_ms : -1,
-				 err, sizeof(err));
+	ret = accept_vmm(c, lsock, err, sizeof(err));
 	if (ret) {
 		fprintf(stderr, "faultline target: %s\n", err);
 		goto out_listen;

@@ -10,7 +10,10 @@
  *                               or write the page cache + CONTINUE (MINOR)
  * Before the source's page-state map has arrived, pages past the map's
  * frontier are unknown and each fault asks (StateQuery for a MINOR fault,
- * PageRequest otherwise); afterwards decisions are local.
+ * PageRequest otherwise); afterwards decisions are local.  POISONED and
+ * ZERO are known wherever they stand and stay through map merges: poison
+ * is never undone, and a page the VMM discarded (UFFD_EVENT_REMOVE) reads
+ * zero from then on, whatever the source still holds for it.
  *
  * Memory: the state map (2 bits a page), a bounded table of pages with
  * waiting faults, and the connection's buffers.  No per-page side tables:
@@ -62,7 +65,7 @@ _Static_assert((int)FL_PAGE_POISONED == (int)ST_POISONED && (int)FL_PAGE_ZERO ==
 #define UFFD_BATCH 64
 
 enum {
-	P_FAULT_MINOR = 1 << 0,	/* the waiting fault is a MINOR one (page cache has a page) */
+	P_FAULT_MINOR = 1 << 0,	/* the page cache has a page: CONTINUE resolves the fault */
 	P_DATA_ASKED = 1 << 1,
 	P_STATE_ASKED = 1 << 2,
 	P_RETRY = 1 << 3,		/* placement got EAGAIN: decide again after events */
@@ -106,6 +109,7 @@ struct fl_router {
 	char host[256], port[16];
 	int sock;
 	bool connecting, hello_done, switchover, src_end, end_sent, unregistered;
+	bool ever_switched;		/* a Switchover was seen: precopy is over for good */
 	uint64_t next_connect_ns;
 	uint64_t connects;
 	struct fl_wire_reader rd;
@@ -396,6 +400,7 @@ again:
 		zapped = true;
 		goto again;
 	case EAGAIN:
+		r->st.eagain++;
 		return -EAGAIN;
 	case ENOENT:
 	case ESRCH:
@@ -470,13 +475,21 @@ static int cache_write(struct fl_router *r, uint32_t region, uint64_t page, cons
 
 /* ---- poison -------------------------------------------------------------- */
 
-/* Once poisoned, never un-poisoned: journal (durably) before acting. */
-static int poison_page(struct fl_router *r, uint32_t region, uint64_t page)
+/*
+ * Once poisoned, never un-poisoned: journal (durably) before acting.
+ * `replace`: place the marker even if this page is already known poisoned
+ * (a fault on it, or a discard that zapped the marker); otherwise a page
+ * already handled is left alone, so repeated news of it costs nothing.
+ */
+static int poison_page(struct fl_router *r, uint32_t region, uint64_t page, bool replace)
 {
 	struct rt_region *g = &r->reg[region];
 	int ret;
 
-	if (fl_statemap_get(&g->map, page) != ST_POISONED) {
+	if (fl_statemap_get(&g->map, page) == ST_POISONED) {
+		if (!replace && !pend_find(r, region, page))
+			return 0;
+	} else {
 		ret = fl_journal_append(&r->journal, region, page);
 		if (ret) {
 			set_err(r, "cannot journal poison of page %llu: %s", (unsigned long long)page,
@@ -513,11 +526,16 @@ static int journal_replay_cb(void *ctx, uint32_t region, uint64_t page)
 
 /* ---- deciding ------------------------------------------------------------ */
 
+/* Past the frontier the map holds DIRTY (unknown), CLEAN for precopied
+ * contents that may have gone stale since, and only knowledge otherwise:
+ * POISONED, or ZERO (a discard, or the source's answer after switchover;
+ * precopy never writes ZERO there). */
 static bool state_known(const struct fl_router *r, uint32_t region, uint64_t page)
 {
 	const struct rt_region *g = &r->reg[region];
+	unsigned st = fl_statemap_get(&g->map, page);
 
-	return page < g->frontier || fl_statemap_get(&g->map, page) == ST_POISONED;
+	return page < g->frontier || st == ST_POISONED || st == ST_ZERO;
 }
 
 static int send_asks(struct fl_router *r, uint32_t region, bool state);
@@ -546,8 +564,10 @@ static void local_fetch(struct fl_router *r, uint32_t region, uint64_t page, str
 	r->st.bytes_received += r->page_size;
 	if (r->cfg.mode == FL_MODE_MINOR) {
 		ret = cache_write(r, region, page, r->fetch_buf);
-		if (!ret)
+		if (!ret) {
+			p->flags |= P_FAULT_MINOR;	/* even if it faulted as MISSING */
 			ret = decide(r, region, page, p, ST_CLEAN);
+		}
 	} else {
 		ret = uffd_copy(r, addr, r->fetch_buf);
 		if (ret == -EAGAIN) {
@@ -572,8 +592,9 @@ static void ask(struct fl_router *r, uint32_t region, uint64_t page, struct pend
 		local_fetch(r, region, page, p);
 		return;
 	}
-	/* Not connected: on_source_hello() decides every waiting page again. */
-	if (!r->hello_done)
+	/* Not connected, or the source VM still running (its pages still
+	 * changing): redecide_all() asks once the Switchover arrives. */
+	if (!r->hello_done || !r->switchover)
 		return;
 	if ((state_only ? g->n_state : g->n_data) == FL_WIRE_MAX_PAGES)
 		send_asks(r, region, state_only);
@@ -607,7 +628,7 @@ static int decide(struct fl_router *r, uint32_t region, uint64_t page, struct pe
 		st = (int)fl_statemap_get(&r->reg[region].map, page);
 	switch (st) {
 	case ST_POISONED:
-		return poison_page(r, region, page);
+		return poison_page(r, region, page, true);
 	case ST_ZERO:
 		if (minor_fault) {
 			ret = cache_write(r, region, page, r->zero_page);
@@ -722,11 +743,11 @@ static int on_remove(struct fl_router *r, uint64_t start, uint64_t end)
 	for (uint64_t a = start; a < end; a += r->page_size) {
 		uint32_t region;
 		uint64_t page;
+		struct pend *p;
 
 		if (!addr_to_page(r, a, &region, &page))
 			continue;
 		if (fl_statemap_get(&r->reg[region].map, page) == ST_POISONED) {
-			struct pend *p;
 			bool fresh;
 			int ret;
 
@@ -736,17 +757,38 @@ static int on_remove(struct fl_router *r, uint64_t start, uint64_t end)
 				p->flags |= P_RETRY;
 				continue;
 			}
-			ret = poison_page(r, region, page);
+			ret = poison_page(r, region, page, true);
 
 			if (ret)
 				return ret;
 			continue;
 		}
-		/* Late data for it is dropped (on_page_data).  A map chunk arriving
-		 * later could still call it DIRTY; the source sees no discard. */
+		/* ZERO is sticky (state_known, on_state_map): later faults are
+		 * zero-filled without asking, late data and a map chunk calling
+		 * the page DIRTY are ignored.  The source never hears of it. */
 		fl_statemap_set(&r->reg[region].map, page, ST_ZERO);
+		/* A fault waiting on the source for it need not wait any more. */
+		p = pend_find(r, region, page);
+		if (p) {
+			p->flags |= P_RETRY;
+			r->retry_due = true;
+		}
 	}
 	return 0;
+}
+
+/*
+ * Threads blocked on a range that was unmapped or moved away are not woken
+ * by the kernel, and nothing the router places later wakes them (the range
+ * is gone, or the pages land at the new address): wake them now, so they
+ * fault again and see what the VMM did (SIGSEGV if nothing is mapped there).
+ */
+static void wake_range(struct fl_router *r, uint64_t start, uint64_t end)
+{
+	struct uffdio_range range = { .start = start, .len = end - start };
+
+	if (end > start && ioctl(r->uffd, UFFDIO_WAKE, &range) == 0)
+		r->st.wakes++;
 }
 
 static int on_uffd_msg(struct fl_router *r, const struct uffd_msg *m)
@@ -760,13 +802,20 @@ static int on_uffd_msg(struct fl_router *r, const struct uffd_msg *m)
 	case UFFD_EVENT_UNMAP:
 		r->st.events++;
 		span_remove(r, m->arg.remove.start, m->arg.remove.end);
+		wake_range(r, m->arg.remove.start, m->arg.remove.end);
 		return 0;
 	case UFFD_EVENT_REMAP:
 		r->st.events++;
 		on_remap(r, m->arg.remap.from, m->arg.remap.to, m->arg.remap.len);
+		wake_range(r, m->arg.remap.from, m->arg.remap.from + m->arg.remap.len);
 		return 0;
 	case UFFD_EVENT_FORK:
-		/* A forked child's copy of guest memory is not migrated by us. */
+		/* A forked child's copy of guest memory is not migrated by us:
+		 * closing its uffd unregisters it, and wakes it if it waits.
+		 * (An embedded router cannot serve a VMM forking with glibc's
+		 * fork(): that holds the malloc locks until this event is read,
+		 * and the router may be inside malloc().  posix_spawn/vfork raise
+		 * no FORK event.) */
 		r->st.events++;
 		close((int)m->arg.fork.ufd);
 		return 0;
@@ -939,7 +988,7 @@ static void send_hello(struct fl_router *r)
 	h.page_size = r->page_size;
 	/* Precopy only before the switchover: after it the page cache already
 	 * holds what precopy delivered and the dirty map says what is stale. */
-	h.want_precopy = r->cfg.mode == FL_MODE_MINOR && !r->switchover && r->connects == 0 &&
+	h.want_precopy = r->cfg.mode == FL_MODE_MINOR && !r->ever_switched && r->connects == 0 &&
 			 !r->journal.session;
 	h.resume = r->connects > 0 || r->journal.session != 0;
 	f.body_case = FAULTLINE__WIRE__FRAME__BODY_HELLO;
@@ -988,15 +1037,22 @@ static int on_source_hello(struct fl_router *r, const Faultline__Wire__Hello *h)
 	r->st.connected = 1;
 	if (r->connects++)
 		r->st.reconnects++;
-	/* Re-ask for every page still waited on. */
+	/* Every connection announces its own Switchover (also on resume). */
+	r->switchover = false;
+	return 0;
+}
+
+/* Decide every waiting page again: after a (re)connection's Switchover. */
+static int redecide_all(struct fl_router *r)
+{
 	for (size_t i = 0; i < PEND_CAP; i++) {
 		struct pend *p = &r->pend[i];
 
 		if (!p->key)
 			continue;
 		uint64_t k = p->key - 1;
+		int ret = decide(r, (uint32_t)(k >> 48), k & ((1ull << 48) - 1), p, -1);
 
-		ret = decide(r, (uint32_t)(k >> 48), k & ((1ull << 48) - 1), p, -1);
 		if (ret)
 			return ret;
 		if (r->pend[i].key && r->pend[i].key != k + 1)
@@ -1027,7 +1083,7 @@ static int on_page_data(struct fl_router *r, const Faultline__Wire__PageData *d)
 		if (st == ST_POISONED || fl_statemap_get(&g->map, page) == ST_POISONED) {
 			if (bytes)
 				r->st.refused_data++;
-			ret = poison_page(r, region, page);
+			ret = poison_page(r, region, page, false);
 			if (ret)
 				return ret;
 			continue;
@@ -1036,22 +1092,27 @@ static int on_page_data(struct fl_router *r, const Faultline__Wire__PageData *d)
 			p->flags &= (uint8_t)~(P_DATA_ASKED | P_STATE_ASKED);
 		uint64_t addr = page_to_addr(r, region, page);
 
-		if (bytes && fl_statemap_get(&g->map, page) == ST_ZERO && page < g->frontier) {
-			/* the VMM discarded the page (REMOVE): late data must not revive it */
+		if (bytes && fl_statemap_get(&g->map, page) == ST_ZERO) {
+			/* discarded by the VMM (REMOVE): late data must not revive it */
 			bytes = NULL;
 		}
 		if (!bytes) {	/* ZERO */
-			if (page >= g->frontier)
+			/* precopy's word is not final: the map may call it DIRTY later */
+			if (page >= g->frontier && !d->precopy)
 				fl_statemap_set(&g->map, page, ST_ZERO);
 			if (p)
 				ret = decide(r, region, page, p, ST_ZERO);
 		} else if (r->cfg.mode == FL_MODE_MINOR) {
 			ret = cache_write(r, region, page, bytes);
 			if (!ret) {
-				/* the page cache now holds the final contents */
+				/* The page cache now holds the final contents: CONTINUE
+				 * resolves the fault, also a MISSING one (the page was not
+				 * cached); asking again would loop. */
 				fl_statemap_set(&g->map, page, ST_CLEAN);
-				if (p)
+				if (p) {
+					p->flags |= P_FAULT_MINOR;
 					ret = decide(r, region, page, p, ST_CLEAN);
+				}
 			}
 		} else if (d->precopy) {
 			continue;	/* MISSING mode never asked for precopy */
@@ -1087,11 +1148,14 @@ static int on_state_answer(struct fl_router *r, const Faultline__Wire__StateAnsw
 		int ret = 0;
 
 		if (st == ST_POISONED) {
-			ret = poison_page(r, a->region, page);
+			ret = poison_page(r, a->region, page, false);
 		} else if (p) {
+			unsigned known = fl_statemap_get(&g->map, page);
+
 			p->flags &= (uint8_t)~P_STATE_ASKED;
-			if (fl_statemap_get(&g->map, page) == ST_POISONED)
-				st = ST_POISONED;
+			/* poisoned or discarded meanwhile */
+			if (known == ST_POISONED || known == ST_ZERO)
+				st = known;
 			ret = decide(r, a->region, page, p, (int)st);
 		}
 		if (ret)
@@ -1100,13 +1164,13 @@ static int on_state_answer(struct fl_router *r, const Faultline__Wire__StateAnsw
 	return 0;
 }
 
-/* Per byte of the map: which of its four pages are poisoned (lane == 2). */
-static uint8_t poison_lanes(uint8_t b)
+/* Per byte of the map: which of its four pages are in state `st`. */
+static uint8_t state_lanes(uint8_t b, unsigned st)
 {
 	uint8_t m = 0;
 
 	for (int l = 0; l < 4; l++)
-		if (((b >> (2 * l)) & 3) == ST_POISONED)
+		if (((b >> (2 * l)) & 3) == st)
 			m |= (uint8_t)(3u << (2 * l));
 	return m;
 }
@@ -1135,30 +1199,34 @@ static int on_state_map(struct fl_router *r, const Faultline__Wire__StateMapChun
 	/* Poison (and journal) every page the chunk names before merging, so no
 	 * fault decided from the merged map can see it un-poisoned. */
 	for (size_t i = 0; i < (c->npages + 3) / 4; i++) {
-		if (!poison_lanes(chunk.bits[i]))
+		if (!state_lanes(chunk.bits[i], ST_POISONED))
 			continue;
 		for (uint64_t pg = i * 4; pg < i * 4 + 4 && pg < c->npages; pg++) {
 			if (fl_statemap_get(&chunk, pg) != ST_POISONED)
 				continue;
-			ret = poison_page(r, c->region, c->first_page + pg);
+			ret = poison_page(r, c->region, c->first_page + pg, false);
 			if (ret) {
 				fl_statemap_free(&chunk);
 				return ret;
 			}
 		}
 	}
-	/* Merge byte-wise: poison already known here stays, whatever the chunk says. */
+	/* Merge byte-wise: poison and zero already known here stay, whatever the
+	 * chunk says (the source knows nothing of the VMM's discards). */
 	uint8_t *dst = &g->map.bits[c->first_page / 4];
 	size_t nbytes = (size_t)(c->npages / 4);
 
 	for (size_t i = 0; i < nbytes; i++) {
-		uint8_t keep = poison_lanes(dst[i]);
+		uint8_t keep = state_lanes(dst[i], ST_POISONED) | state_lanes(dst[i], ST_ZERO);
 
 		dst[i] = (uint8_t)((dst[i] & keep) | (chunk.bits[i] & ~keep));
 	}
-	for (uint64_t pg = nbytes * 4; pg < c->npages; pg++)
-		if (fl_statemap_get(&g->map, c->first_page + pg) != ST_POISONED)
+	for (uint64_t pg = nbytes * 4; pg < c->npages; pg++) {
+		unsigned cur = fl_statemap_get(&g->map, c->first_page + pg);
+
+		if (cur != ST_POISONED && cur != ST_ZERO)
 			fl_statemap_set(&g->map, c->first_page + pg, fl_statemap_get(&chunk, pg));
+	}
 	if (c->first_page + c->npages > g->frontier)
 		g->frontier = c->first_page + c->npages;
 	r->st.map_pages_known = 0;
@@ -1206,7 +1274,7 @@ static int on_frame(struct fl_router *r, const fl_frame *f)
 		return on_state_map(r, f->state_map);
 	case FAULTLINE__WIRE__FRAME__BODY_POISON:
 		for (size_t i = 0; i < f->poison->n_pages; i++) {
-			int ret = poison_page(r, f->poison->region, f->poison->pages[i]);
+			int ret = poison_page(r, f->poison->region, f->poison->pages[i], false);
 
 			if (ret)
 				return ret;
@@ -1216,7 +1284,8 @@ static int on_frame(struct fl_router *r, const fl_frame *f)
 		return 0;
 	case FAULTLINE__WIRE__FRAME__BODY_SWITCHOVER:
 		r->switchover = true;
-		return 0;
+		r->ever_switched = true;
+		return redecide_all(r);
 	case FAULTLINE__WIRE__FRAME__BODY_END:
 		r->src_end = true;
 		r->st.source_end = 1;
@@ -1353,6 +1422,10 @@ int fl_router_step(struct fl_router *r, int timeout_ms)
 		if (timeout_ms < 0 || until < timeout_ms)
 			timeout_ms = until;
 	}
+	/* EAGAIN lasts until the event's raiser runs again, microseconds after
+	 * the event was read; nothing else would end the poll for it. */
+	if (r->retry_due && !r->in_zap && (timeout_ms < 0 || timeout_ms > 1))
+		timeout_ms = 1;
 	pfd[n++] = (struct pollfd){ .fd = r->stop_efd, .events = POLLIN };
 	pfd[n++] = (struct pollfd){ .fd = r->uffd, .events = r->npend < PEND_MAX ? POLLIN : 0 };
 	if (r->sock >= 0) {
@@ -1564,8 +1637,23 @@ void fl_router_destroy(struct fl_router *r)
 {
 	if (!r)
 		return;
-	if (r->sock >= 0)
+	if (r->sock >= 0) {
+		/* The End frame (and anything else queued) must reach the source,
+		 * which otherwise waits for a reconnect: give it a moment. */
+		uint64_t deadline = now_ns() + 2000000000ull;
+
+		while (!r->connecting && fl_wire_pending(&r->wr) && now_ns() < deadline) {
+			struct pollfd p = { .fd = r->sock, .events = POLLOUT };
+			ssize_t left;
+
+			if (poll(&p, 1, 100) < 0 && errno != EINTR)
+				break;
+			left = fl_wire_flush(&r->wr, r->sock);
+			if (left < 0 && left != -EAGAIN)
+				break;
+		}
 		close(r->sock);
+	}
 	fl_wire_reader_free(&r->rd);
 	fl_wire_writer_free(&r->wr);
 	fl_journal_close(&r->journal);
