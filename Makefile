@@ -39,6 +39,7 @@ SKELS    := $(OUT)/faultline.skel.h $(OUT)/empty.skel.h
 WORKLOADS := $(OUT)/uffd-workload $(OUT)/kvm-guest $(OUT)/syscall-loop
 WORKLOADS += $(OUT)/stuck-scenarios
 WORKLOADS += $(OUT)/migrate-vm
+WORKLOADS += $(OUT)/wire-client
 TESTS     := $(OUT)/test_correlator $(OUT)/test_vmstats $(OUT)/test_tpformat \
              $(OUT)/test_bpf_handlers $(OUT)/test_bpf_kvm $(OUT)/test_metrics
 TESTS     += $(OUT)/test_stuck
@@ -46,6 +47,7 @@ TESTS     += $(OUT)/test_history
 TESTS     += $(OUT)/test_handover
 TESTS     += $(OUT)/test_router
 TESTS     += $(OUT)/test_wire $(OUT)/test_statemap
+TESTS     += $(OUT)/test_source
 # libFuzzer target of the wire decoder and its seed corpus (clang, ASan+UBSan)
 FUZZ      := $(OUT)/fuzz-frame $(OUT)/fuzz-corpus.stamp
 TESTS     += $(FUZZ)
@@ -93,6 +95,9 @@ $(OUT)/syscall-loop: tests/workloads/syscall_loop.c | $(OUT)
 $(OUT)/stuck-scenarios: tests/workloads/stuck_scenarios.c include/uffd_compat.h | $(OUT)
 	$(CC) $(CFLAGS) -pthread $< -o $@
 
+$(OUT)/wire-client: tests/workloads/wire_client.c include/uffd_compat.h $(OUT)/libfaultline.a | $(OUT)
+	$(CC) $(CFLAGS) $< -o $@ $(OUT)/libfaultline.a -lprotobuf-c -lz
+
 $(OUT)/migrate-vm: tests/workloads/migrate_vm.c include/uffd_compat.h $(OUT)/libfaultline.a | $(OUT)
 	$(CC) $(CFLAGS) -pthread $< -o $@ $(OUT)/libfaultline.a -lprotobuf-c -lz
 
@@ -130,6 +135,10 @@ $(OUT)/test_wire: tests/unit/test_wire.c $(WIRE_OBJS)
 $(OUT)/test_statemap: tests/unit/test_statemap.c $(WIRE_OBJS)
 	$(CC) $(CFLAGS) $^ -o $@ -lprotobuf-c -lz -lcmocka
 
+$(OUT)/test_source: tests/unit/test_source.c $(OUT)/source.o $(OUT)/output.o $(OUT)/correlator.o \
+		   $(OUT)/libfaultline.a
+	$(CC) $(CFLAGS) $^ -o $@ -lprotobuf-c -lz -lcmocka
+
 # Sanitizers need every line of the code under test instrumented: the
 # sources are compiled here by clang, not taken from the gcc objects.
 $(OUT)/fuzz-frame: tests/fuzz/fuzz_frame.c tests/fuzz/fuzz_common.h src/wire.c src/statemap.c \
@@ -148,10 +157,10 @@ $(OUT)/fuzz-corpus.stamp: $(OUT)/fuzz-make-corpus
 $(OUT)/bench-statemap: tests/bench/bench_statemap.c $(WIRE_OBJS)
 	$(CC) $(CFLAGS) -pthread $^ -o $@ -lprotobuf-c -lz
 
-$(OUT)/test_bpf_kvm: tests/bpf/test_bpf_kvm.c $(LIB_OBJS)
+$(OUT)/test_bpf_kvm: tests/bpf/test_bpf_kvm.c $(LIB_OBJS) $(OUT)/libfaultline.a
 	$(CC) $(CFLAGS) -pthread $^ -o $@ $(LDLIBS) -lcmocka
 
-$(OUT)/test_bpf_handlers: tests/bpf/test_bpf_handlers.c $(LIB_OBJS)
+$(OUT)/test_bpf_handlers: tests/bpf/test_bpf_handlers.c $(LIB_OBJS) $(OUT)/libfaultline.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) -lcmocka
 
 $(OUT)/bench-router: tests/bench/bench_router.c $(OUT)/libfaultline.a

@@ -16,6 +16,7 @@ suites=(
 	"router: libfaultline on a real userfaultfd, scripted source|build/test_router"
 	"unit: wire protocol framing and validation|build/test_wire"
 	"unit: page-state map (zlib chunks, sticky poison)|build/test_statemap"
+	"unit: source (CLI parsers, dirty-tracking page hash)|build/test_source"
 	"unit: VMM handover (real uffd + memfd over a Unix socket, zaps, refusals)|build/test_handover"
 	"fuzz: wire frame decoder (libFuzzer, 20 s)|tests/fuzz/run_fuzz.sh 20"
 	"bpf: handlers via BPF_PROG_TEST_RUN|build/test_bpf_handlers"
@@ -25,6 +26,7 @@ suites=(
 	"e2e: VMs, vCPUs, KVM exits, poison|python3 tests/e2e/test_vm.py"
 	"e2e: real QEMU postcopy|python3 tests/e2e/test_qemu_postcopy.py"
 	"e2e: faultline stuck|python3 tests/e2e/test_stuck.py"
+	"e2e: faultline source (precopy, dirty map, poison injection, resume)|python3 tests/e2e/test_source.py"
 	"e2e: faultline exporter (promtool, real Prometheus)|python3 tests/e2e/test_exporter.py"
 )
 export CMOCKA_MESSAGE_OUTPUT=TAP
