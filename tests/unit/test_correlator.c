@@ -1948,6 +1948,181 @@ static void test_late_notify_after_fault_ended(void **state)
 	assert_int_equal(fl_corr_late_notifies(corr), 2);
 }
 
+/* ======================================================================= */
+/* The kernel side folds a block's first wakeup into its RUN record         */
+/* ======================================================================= */
+
+/* As the BPF side sends it: WAKEUP records gone, the first since a block in its RUN. */
+static int fold_wakeups(const struct fl_event *in, int n, struct fl_event *out)
+{
+	struct { uint32_t tid; struct fl_event wake; bool seen; } w[8] = { 0 };
+	int nw = 0, m = 0;
+
+	for (int i = 0; i < n; i++) {
+		const struct fl_event *e = &in[i];
+		int k;
+
+		for (k = 0; k < nw && w[k].tid != e->tid; k++)
+			;
+		if (k == nw && (e->type == FL_EV_BLOCK || e->type == FL_EV_WAKEUP ||
+				e->type == FL_EV_RUN)) {
+			assert_true(nw < 8);
+			w[nw++].tid = e->tid;
+		}
+		switch (e->type) {
+		case FL_EV_BLOCK:
+			w[k].seen = false;
+			out[m++] = *e;
+			break;
+		case FL_EV_WAKEUP:
+			if (!w[k].seen)
+				w[k].wake = *e;
+			w[k].seen = true;
+			break;
+		case FL_EV_RUN:
+			out[m] = *e;
+			if (w[k].seen) {
+				out[m].wake.wake_ts = w[k].wake.ts;
+				out[m].wake.waker_tid = w[k].wake.wake.waker_tid;
+				out[m].wake.waker_pid = w[k].wake.wake.waker_pid;
+			}
+			w[k].seen = false;
+			m++;
+			break;
+		default:
+			out[m++] = *e;
+		}
+	}
+	return m;
+}
+
+static void replay(const struct fl_event *evs, int n, uint64_t end)
+{
+	memset(&cap, 0, sizeof(cap));
+	for (int i = 0; i < n; i++)
+		fl_corr_event(corr, &evs[i]);
+	fl_corr_tick(corr, end);
+	fl_corr_flush(corr, end + 1);
+}
+
+static void same_episodes(const struct fl_event *evs, int n, uint64_t end)
+{
+	struct fl_event folded[64];
+	struct fl_episode a[MAX_CAP];
+	int na, nf = fold_wakeups(evs, n, folded);
+
+	assert_true(n <= 64);
+	replay(evs, n, end);
+	na = cap.neps;
+	memcpy(a, cap.eps, sizeof(a));
+	teardown(NULL);
+	assert_int_equal(setup(NULL), 0);
+	replay(folded, nf, end);
+	assert_int_equal(cap.neps, na);
+	assert_true(na > 0);
+	for (int i = 0; i < na; i++) {
+		const struct fl_episode *x = &a[i], *y = &cap.eps[i];
+
+		assert_int_equal(x->tid, y->tid);
+		assert_int_equal(x->pid, y->pid);
+		assert_memory_equal(x->comm, y->comm, FL_COMM_LEN);
+		assert_int_equal(x->mm, y->mm);
+		assert_int_equal(x->addr, y->addr);
+		assert_int_equal(x->start_ts, y->start_ts);
+		assert_int_equal(x->block_ts, y->block_ts);
+		assert_int_equal(x->notify_ts, y->notify_ts);
+		assert_int_equal(x->resolve_ts, y->resolve_ts);
+		assert_int_equal(x->wake_ts, y->wake_ts);
+		assert_int_equal(x->run_ts, y->run_ts);
+		assert_int_equal(x->end_ts, y->end_ts);
+		assert_int_equal(x->pf_ts, y->pf_ts);
+		assert_int_equal(x->ctx, y->ctx);
+		assert_int_equal(x->uffd, y->uffd);
+		assert_int_equal(x->handler_pid, y->handler_pid);
+		assert_int_equal(x->retries, y->retries);
+		assert_int_equal(x->notifies, y->notifies);
+		assert_int_equal(x->mode, y->mode);
+		assert_int_equal(x->resolved_by, y->resolved_by);
+		assert_int_equal(x->place_errno, y->place_errno);
+		assert_int_equal(x->blocked, y->blocked);
+		assert_int_equal(x->user_pf, y->user_pf);
+		assert_int_equal(x->unfinished, y->unfinished);
+	}
+}
+
+#define SAME_EPISODES(end, ...)                                                   \
+	do {                                                                      \
+		const struct fl_event evs_[] = { __VA_ARGS__ };                   \
+		same_episodes(evs_, (int)(sizeof(evs_) / sizeof(evs_[0])), end); \
+	} while (0)
+
+/*
+ * The sequences of the tests above, with their WAKEUP records and with
+ * them folded into the RUN: the same episodes, field by field.
+ */
+static void test_wakeup_folded_into_run(void **state)
+{
+	(void)state;
+	/* simple user fault, woken inside the COPY */
+	SAME_EPISODES(AT(1000),
+		block(T1, AT(10), A + 0x123, AT(0), true),
+		notify(HTID, AT(20), T1, A, UFFD_PAGEFAULT_FLAG_WRITE),
+		wakeup(T1, AT(40)),
+		place(AT(30), AT(45), FL_OP_COPY, A, PG),
+		run(T1, AT(50)));
+	/* retry after a WAKE, merged */
+	SAME_EPISODES(AT(1000),
+		block(T1, AT(10), A + 0x10, AT(0), true),
+		notify(HTID, AT(20), T1, A, 0),
+		wakeup(T1, AT(33)),
+		ioctl(AT(30), AT(35), FL_OP_WAKE, A, PG, 0, 0, 0),
+		run(T1, AT(40)),
+		block(T1, AT(50), A + 0x10, AT(0), true),
+		notify(HTID, AT(60), T1, A, 0),
+		wakeup(T1, AT(75)),
+		place(AT(70), AT(78), FL_OP_COPY, A, PG),
+		run(T1, AT(90)));
+	/* woken twice, and twice per block (the second wakeup of a block is not the one kept) */
+	SAME_EPISODES(AT(70) + RETRY_WINDOW + 1,
+		block(T1, AT(10), A, AT(0), true),
+		notify(HTID, AT(20), T1, A, 0),
+		wakeup(T1, AT(33)),
+		ioctl(AT(30), AT(35), FL_OP_WAKE, A, PG, 0, 0, 0),
+		run(T1, AT(40)),
+		block(T1, AT(50), A, AT(0), true),
+		wakeup(T1, AT(62)),
+		ioctl(AT(60), AT(63), FL_OP_WAKE, A, PG, 0, 0, 0),
+		run(T1, AT(70)));
+	/* RUN before the WAKE's record, re-notify before the re-block */
+	SAME_EPISODES(AT(1000),
+		block(T1, AT(10), A + 0x10, AT(0), true),
+		notify(HTID, AT(20), T1, A, 0),
+		wakeup(T1, AT(33)),
+		run(T1, AT(34)),
+		ioctl(AT(30), AT(35), FL_OP_WAKE, A, PG, 0, 0, 0),
+		notify(HTID, AT(45), T1, A, 0),
+		block(T1, AT(50), A + 0x10, AT(0), true),
+		wakeup(T1, AT(75)),
+		place(AT(70), AT(78), FL_OP_COPY, A, PG),
+		run(T1, AT(90)));
+	/* GUP faults back to back, two threads interleaved */
+	SAME_EPISODES(AT(1000),
+		gup_block(T1, AT(10)),
+		block(T1 + 1, AT(12), B, AT(11), true),
+		notify(HTID, AT(20), T1, A, 0),
+		notify(HTID, AT(21), T1 + 1, B, 0),
+		wakeup(T1, AT(35)),
+		place(AT(30), AT(38), FL_OP_COPY, A, PG),
+		wakeup(T1 + 1, AT(39)),
+		run(T1, AT(40)),
+		place(AT(36), AT(41), FL_OP_COPY, B, PG),
+		run(T1 + 1, AT(42)),
+		gup_block(T1, AT(50)),
+		notify(HTID, AT(60), T1, B + PG, 0),
+		place(AT(70), AT(78), FL_OP_COPY, B + PG, PG),
+		run(T1, AT(80)));	/* no wakeup seen: woken at the run */
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 #define TI(f) cmocka_unit_test_setup_teardown(f, setup_infer, teardown)
 
@@ -2005,6 +2180,7 @@ int main(void)
 		T(test_inferred_no_wchan_op),			/* ops.in_userfault NULL */
 		TI(test_inferred_confirmed_by_walked_reblock),
 		T(test_names),
+		T(test_wakeup_folded_into_run),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
