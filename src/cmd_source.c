@@ -23,6 +23,7 @@ enum {
 	OPT_INJECT,
 	OPT_STATUS,
 	OPT_SWITCH_NOW,
+	OPT_BANDWIDTH,
 };
 
 struct source_cli {
@@ -103,6 +104,9 @@ static const struct argp_option source_options[] = {
 	  "After the target finished, keep serving (reconnects, injection) until SIGINT", 1 },
 	{ "dirty", OPT_DIRTY, "auto|soft-dirty|hash", 0,
 	  "Dirty tracking (default auto: soft-dirty where it works, else hashes)", 1 },
+	{ "max-bandwidth", OPT_BANDWIDTH, "MIB/S", 0,
+	  "Cap precopy and background pushes at MIB/S MiB/s (answers to page requests are "
+	  "never held back; default: no cap)", 1 },
 	{ "json", 'j', NULL, 0, "JSON lines on stdout instead of progress text", 1 },
 	{ NULL, 0, NULL, 0, "Client of a running source's control socket (with --control):", 2 },
 	{ "inject", OPT_INJECT, "REGION:PAGE[,PAGE...]", 0,
@@ -165,6 +169,14 @@ static error_t source_parse(int key, char *arg, struct argp_state *state)
 	case OPT_KEEP:
 		c->cfg.keep_serving = true;
 		break;
+	case OPT_BANDWIDTH: {
+		double mib = strtod(arg, &end);
+
+		if (end == arg || *end || !(mib > 0) || mib > 1e6)
+			argp_error(state, "invalid --max-bandwidth '%s' (MiB/s, > 0)", arg);
+		c->cfg.max_bandwidth = (uint64_t)(mib * 1048576.0);
+		break;
+	}
 	case OPT_DIRTY:
 		if (!strcmp(arg, "auto"))
 			c->cfg.dirty = FL_DIRTY_AUTO;

@@ -150,7 +150,7 @@ static void print_stats(struct target_ctx *c, const char *event, bool final)
 	fl_router_get_stats(c->router, &st);
 	if (c->json) {
 		printf("{\"event\":\"%s\",\"elapsed_s\":%.3f,\"total_pages\":%" PRIu64
-		       ",\"faults\":%" PRIu64 ",\"remote_requests\":%" PRIu64 ",\"state_queries\":%" PRIu64
+		       ",\"faults\":%" PRIu64 ",\"fault_messages\":%" PRIu64 ",\"remote_requests\":%" PRIu64 ",\"state_queries\":%" PRIu64
 		       ",\"copies\":%" PRIu64 ",\"zeropages\":%" PRIu64 ",\"continues\":%" PRIu64
 		       ",\"poisons\":%" PRIu64 ",\"poisons_late\":%" PRIu64 ",\"wakes\":%" PRIu64
 		       ",\"pages_received\":%" PRIu64 ",\"bytes_received\":%" PRIu64
@@ -158,7 +158,7 @@ static void print_stats(struct target_ctx *c, const char *event, bool final)
 		       ",\"eexist\":%" PRIu64 ",\"events\":%" PRIu64 ",\"reconnects\":%" PRIu64
 		       ",\"journal_loaded\":%" PRIu64 ",\"refused_data\":%" PRIu64 ",\"pending\":%" PRIu64
 		       ",\"connected\":%s,\"source_end\":%s,\"finished\":%s,\"avg_fault_ns\":%" PRIu64 "}\n",
-		       event, secs, st.total_pages, st.faults, st.remote_requests, st.state_queries,
+		       event, secs, st.total_pages, st.faults, st.fault_messages, st.remote_requests, st.state_queries,
 		       st.copies, st.zeropages, st.continues, st.poisons, st.poisons_late, st.wakes,
 		       st.pages_received, st.bytes_received, st.map_pages_known, st.eagain, st.enoent,
 		       st.eexist, st.events, st.reconnects, st.journal_loaded, st.refused_data,

@@ -672,7 +672,7 @@ static int on_pagefault(struct fl_router *r, const struct uffd_msg *m)
 	struct pend *p;
 	bool fresh;
 
-	r->st.faults++;
+	r->st.fault_messages++;
 	if (!addr_to_page(r, addr, &region, &page)) {
 		/* Not ours (a range the VMM registered and did not hand over):
 		 * waking lets it re-fault rather than hang silently. */
@@ -680,6 +680,8 @@ static int on_pagefault(struct fl_router *r, const struct uffd_msg *m)
 		return 0;
 	}
 	p = pend_get(r, region, page, &fresh);
+	if (fresh)
+		r->st.faults++;
 	if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_MINOR)
 		p->flags |= P_FAULT_MINOR;
 	if (r->in_zap) {
@@ -1100,7 +1102,7 @@ static int on_page_data(struct fl_router *r, const Faultline__Wire__PageData *d)
 			/* precopy's word is not final: the map may call it DIRTY later */
 			if (page >= g->frontier && !d->precopy)
 				fl_statemap_set(&g->map, page, ST_ZERO);
-			if (p)
+			if (p && !d->precopy)
 				ret = decide(r, region, page, p, ST_ZERO);
 		} else if (r->cfg.mode == FL_MODE_MINOR) {
 			ret = cache_write(r, region, page, bytes);
@@ -1109,7 +1111,9 @@ static int on_page_data(struct fl_router *r, const Faultline__Wire__PageData *d)
 				 * resolves the fault, also a MISSING one (the page was not
 				 * cached); asking again would loop. */
 				fl_statemap_set(&g->map, page, ST_CLEAN);
-				if (p) {
+				/* ...unless it is precopy: that may go stale before the
+				 * switchover, a waiter is decided by the map or a query. */
+				if (p && !d->precopy) {
 					p->flags |= P_FAULT_MINOR;
 					ret = decide(r, region, page, p, ST_CLEAN);
 				}

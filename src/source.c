@@ -163,6 +163,8 @@ struct src {
 	uint64_t n_clean, n_dirty, n_zero, n_poisoned_map;
 	uint64_t last_sent, last_scanned;
 	int64_t last_rate_ns;
+	int64_t bw_t0;			/* --max-bandwidth: when background sending began */
+	uint64_t bw_bytes;		/* page bytes sent in background since bw_t0 */
 	double rate;		/* pages per second, smoothed */
 	int64_t switch_ms;
 	bool tty;
@@ -1647,25 +1649,44 @@ static int push_step(struct src *s, struct conn *c)
 	return 0;
 }
 
+/* --max-bandwidth: ns until the next background page may go, 0 now. */
+static int64_t bw_wait_ns(struct src *s)
+{
+	int64_t t = now_ns(), allowed_ns;
+
+	if (!s->cfg->max_bandwidth)
+		return 0;
+	if (!s->bw_t0)
+		s->bw_t0 = t;
+	allowed_ns = (int64_t)((double)s->bw_bytes * 1e9 / (double)s->cfg->max_bandwidth);
+	return s->bw_t0 + allowed_ns > t ? s->bw_t0 + allowed_ns - t : 0;
+}
+
 /* Background frames while the writer is short; poison first. */
 static int produce(struct src *s, struct conn *c)
 {
 	int ret = 0;
 
 	while (!ret && c->fd >= 0 && fl_wire_pending(&c->wr) < BG_LOW) {
+		uint64_t before = s->data_bytes;
+
 		if (c->nowed) {
 			ret = put_poison_updates(s, c);
 			continue;
 		}
+		if ((c->phase == CP_PRECOPY || c->phase == CP_PUSH) && bw_wait_ns(s))
+			return 0;
 		switch (c->phase) {
 		case CP_PRECOPY:
 			ret = precopy_step(s, c);
+			s->bw_bytes += s->data_bytes - before;
 			break;
 		case CP_MAP:
 			ret = map_step(s, c);
 			break;
 		case CP_PUSH:
 			ret = push_step(s, c);
+			s->bw_bytes += s->data_bytes - before;
 			break;
 		default:
 			return 0;
@@ -2632,8 +2653,15 @@ static int serve(struct src *s)
 			}
 		c = active_conn(s);
 		timeout = wake > t ? (int)((wake - t) / 1000000) + 1 : 0;
-		if (c && fl_wire_pending(&c->wr) < BG_LOW && has_background(c))
-			timeout = 0;
+		if (c && fl_wire_pending(&c->wr) < BG_LOW && has_background(c)) {
+			int64_t bw = (c->phase == CP_PRECOPY || c->phase == CP_PUSH) && !c->nowed ?
+				     bw_wait_ns(s) : 0;
+
+			if (!bw)
+				timeout = 0;
+			else if (bw / 1000000 + 1 < timeout)
+				timeout = (int)(bw / 1000000) + 1;
+		}
 		if (c && !s->switched && c->phase == CP_WAIT && !s->cfg->switchover_on_command &&
 		    s->switch_at > t && (s->switch_at - t) / 1000000 < timeout)
 			timeout = (int)((s->switch_at - t) / 1000000) + 1;

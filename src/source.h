@@ -48,6 +48,7 @@ struct fl_source_config {
 	bool json;			/* JSON lines on `out` instead of human text */
 	enum fl_source_dirty dirty;
 	unsigned progress_ms;		/* progress interval, 0: 1000 */
+	uint64_t max_bandwidth;		/* bytes/s for precopy + pushes, 0: no cap */
 	FILE *out;			/* JSON lines and the summary; NULL: stdout */
 };
 

@@ -97,7 +97,9 @@ struct fl_router_config {
 
 struct fl_router_stats {
 	uint64_t total_pages;
-	uint64_t faults;		/* uffd messages of type PAGEFAULT */
+	uint64_t faults;		/* pages a thread started waiting for */
+	uint64_t fault_messages;	/* PAGEFAULT messages read (a waiting thread
+					 * the kernel retries sends another) */
 	uint64_t copies, zeropages, continues, poisons, wakes;
 	uint64_t poisons_late;		/* poisoned after the page had been mapped */
 	uint64_t remote_requests;	/* pages asked of the source on a fault */

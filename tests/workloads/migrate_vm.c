@@ -18,7 +18,10 @@
  *                   reads, so every page must end up byte-identical to the
  *                   source's (control pages aside).  After --run-ms a host
  *                   thread touches every page, counts the SIGBUS (poisoned)
- *                   ones and hashes the rest (--dump).
+ *                   ones and hashes the rest (--dump).  --discard drops
+ *                   guest pages while the guest runs, as a balloon does
+ *                   (a mapping change the router sees as UFFD_EVENT_REMOVE):
+ *                   they must then read zero unless poisoned.
  *
  * Guest (the same code on both ends): 32-bit protected mode, flat segments
  * set through KVM_SET_SREGS, no paging, as in kvm_guest.c.  Guest state
@@ -64,6 +67,7 @@
 #define MAX_VCPUS 16
 #define MAX_MEM_MIB 3072UL        /* data slot must stay below 4 GiB (32-bit guest) */
 #define MAX_POISON_GPAS 256       /* distinct poisoned GPAs remembered per vCPU */
+#define MAX_DISCARDS 16
 
 #define CODE_GPA 0x1000UL
 #define CODE_SLOT_LEN 0x10000UL
@@ -142,6 +146,12 @@ _Static_assert(PARAM_GPA + 32 * MAX_VCPUS <= CODE_SLOT_LEN - 0x100 &&
 
 enum role { ROLE_SOURCE = 1, ROLE_TARGET = 2 };
 
+/* --discard FIRST:COUNT@MS */
+struct discard {
+	uint64_t first, count;
+	unsigned long at_ms;            /* after the vCPUs started */
+};
+
 struct options {
 	enum role role;
 	unsigned vcpus;
@@ -161,6 +171,9 @@ struct options {
 	unsigned long connect_timeout_ms;
 	unsigned long start_delay_ms;
 	unsigned long verify_timeout_ms;
+	bool until_router_done;
+	struct discard discard[MAX_DISCARDS];
+	unsigned ndiscard;
 };
 
 struct vcpu {
@@ -214,6 +227,14 @@ struct migrate_vm_ctx {
 	bool serve_started;
 	volatile int serve_quit;
 	uint64_t handovers, router_lost;
+
+	/* target: --discard, done by their own thread (madvise waits for the
+	 * router to read the REMOVE event it raises) */
+	pthread_t discard_thread;
+	bool discard_started;
+	volatile int discard_quit;
+	uint64_t vcpus_start_ns;
+	bool discard_done[MAX_DISCARDS];        /* written by that thread, read after it ended */
 
 	/* target: verification */
 	volatile pid_t verify_tid;
@@ -380,18 +401,30 @@ static void usage(FILE *f)
 "  --connect-timeout-ms N  wait this long for the router socket (default 10000)\n"
 "  --start-delay-ms N   after the handover, wait N ms before starting vCPUs\n"
 "  --verify-timeout-ms N   give up verifying after N ms (default 120000)\n"
+"  --until-router-done  keep the guest running past --run-ms until the router\n"
+"                       has finished and gone (at most --verify-timeout-ms), so\n"
+"                       verification sees the migration's final state\n"
+"  --discard FIRST:COUNT@MS\n"
+"                       MS ms after the vCPUs start, discard guest pages\n"
+"                       [FIRST, FIRST+COUNT) as a balloon does: MADV_DONTNEED\n"
+"                       (missing mode) or MADV_REMOVE of the memfd (minor); the\n"
+"                       router sees UFFD_EVENT_REMOVE and the pages must read\n"
+"                       zero from then on, unless poisoned. Repeatable (up to\n"
+"                       %d); FIRST >= --vcpus (control pages hold guest state)\n"
 "\n"
 "Output (--json): source: {\"event\":\"vm\",\"role\":\"source\",\"pid\",\"addr\",\"length\",\n"
 "\"page_size\",\"vcpus\",\"control_pages\",\"uffd_fd\",\"memfd_fd\",\"tids\",...} once the\n"
 "guest runs; source_summary when stopped. Target: vm, handover, router_lost,\n"
-"vcpus_started, target_summary {\"pages\",\"sigbus_pages\",\"poison_mmio\",\n"
-"\"progress\":[[counter found in memory at start, counter at end],..],..}.\n"
+"vcpus_started, discard {\"first\",\"count\",\"ns\",\"took_ns\",\"ok\"}, target_summary\n"
+"{\"pages\",\"sigbus_pages\",\"poison_mmio\",\"discarded\":[[first,count],..] (the ones\n"
+"done), \"progress\":[[counter found in memory at start, counter at end],..],..}.\n"
 "Exit status: 0 ok, 1 failure, 2 bad usage.\n"
 "\n"
 "Examples:\n"
 "  migrate-vm --role source --json --vcpus 4 --mem-mib 256\n"
-"  migrate-vm --role target --router /run/fl.sock --mode minor --json --dump t.txt\n",
-		MAX_VCPUS, MAX_MEM_MIB);
+"  migrate-vm --role target --router /run/fl.sock --mode minor --json --dump t.txt\n"
+"  migrate-vm --role target --router /run/fl.sock --discard 4096:512@500 --dump t.txt\n",
+		MAX_VCPUS, MAX_MEM_MIB, MAX_DISCARDS);
 }
 
 __attribute__((noreturn))
@@ -421,11 +454,35 @@ static unsigned long parse_ulong(const char *name, const char *s, unsigned long 
 	return v;
 }
 
+/* FIRST:COUNT@MS, each a non-negative integer, COUNT at least 1. */
+static struct discard parse_discard(const char *s)
+{
+	struct discard d;
+	char *end;
+
+	errno = 0;
+	if (*s < '0' || *s > '9')
+		goto bad;
+	d.first = strtoull(s, &end, 10);
+	if (errno || *end != ':' || end[1] < '0' || end[1] > '9')
+		goto bad;
+	d.count = strtoull(end + 1, &end, 10);
+	if (errno || *end != '@' || end[1] < '0' || end[1] > '9' || !d.count)
+		goto bad;
+	d.at_ms = strtoul(end + 1, &end, 10);
+	if (errno || *end || d.at_ms > 86400000)
+		goto bad;
+	return d;
+bad:
+	bad_usage("--discard '%s': expected FIRST:COUNT@MS (page index, pages >= 1, ms)", s);
+}
+
 static void parse_options(struct options *o, int argc, char **argv)
 {
 	enum { OPT_ROLE = 256, OPT_VCPUS, OPT_MEM, OPT_RUN, OPT_JSON, OPT_HOT, OPT_PACE_US,
 	       OPT_PACE_PAGES, OPT_SEED, OPT_ZERO, OPT_ROUTER, OPT_MODE, OPT_RECONNECT,
-	       OPT_DUMP, OPT_CONNECT, OPT_START, OPT_VERIFY, OPT_IMAGE };
+	       OPT_DUMP, OPT_CONNECT, OPT_START, OPT_VERIFY, OPT_IMAGE, OPT_DISCARD,
+	       OPT_UNTIL_ROUTER };
 	static const struct option lo[] = {
 		{ "role", required_argument, 0, OPT_ROLE },
 		{ "vcpus", required_argument, 0, OPT_VCPUS },
@@ -445,6 +502,8 @@ static void parse_options(struct options *o, int argc, char **argv)
 		{ "connect-timeout-ms", required_argument, 0, OPT_CONNECT },
 		{ "start-delay-ms", required_argument, 0, OPT_START },
 		{ "verify-timeout-ms", required_argument, 0, OPT_VERIFY },
+		{ "until-router-done", no_argument, 0, OPT_UNTIL_ROUTER },
+		{ "discard", required_argument, 0, OPT_DISCARD },
 		{ "help", no_argument, 0, 'h' },
 		{ 0, 0, 0, 0 },
 	};
@@ -508,6 +567,16 @@ static void parse_options(struct options *o, int argc, char **argv)
 		case OPT_VERIFY:
 			o->verify_timeout_ms = parse_ulong("--verify-timeout-ms", optarg, 1, 86400000);
 			break;
+		case OPT_UNTIL_ROUTER:
+			o->until_router_done = true;
+			break;
+		case OPT_DISCARD:
+			if (o->ndiscard == MAX_DISCARDS) {
+				fprintf(stderr, "migrate-vm: --discard: at most %d of them\n", MAX_DISCARDS);
+				exit(2);
+			}
+			o->discard[o->ndiscard++] = parse_discard(optarg);
+			break;
 		case 'h': usage(stdout); exit(0);
 		case ':': bad_usage("option %s needs an argument", argv[optind - 1]);
 		default: bad_usage("unknown option '%s'", argv[optind - 1]);
@@ -519,14 +588,24 @@ static void parse_options(struct options *o, int argc, char **argv)
 		bad_usage("%s", "--role source|target is required");
 	if (o->role == ROLE_TARGET && !o->router)
 		bad_usage("%s", "--role target needs --router SOCK (the router's handover socket)");
-	if (o->role == ROLE_SOURCE && (o->router || o->reconnect))
-		bad_usage("%s", "--router/--reconnect are target options");
+	if (o->role == ROLE_SOURCE && (o->router || o->reconnect || o->ndiscard))
+		bad_usage("%s", "--router/--reconnect/--discard are target options");
 	if (o->role == ROLE_TARGET && !run_given)
 		o->run_ms = 3000;
 	uint64_t pages = (uint64_t)o->mem_mib * (1024 * 1024 / PAGE_SZ);
 	if (pages < 2ull * o->vcpus)
 		bad_usage("%s", "--mem-mib too small: each vCPU needs a control page and at least "
 			  "one page of slice");
+	for (unsigned i = 0; i < o->ndiscard; i++) {
+		const struct discard *d = &o->discard[i];
+
+		if (d->first < o->vcpus || d->first >= pages || d->count > pages - d->first) {
+			fprintf(stderr, "migrate-vm: --discard %" PRIu64 ":%" PRIu64 ": pages %u..%" PRIu64
+				" can be discarded (the first %u are vCPU control pages)\n", d->first,
+				d->count, o->vcpus, pages - 1, o->vcpus);
+			exit(2);
+		}
+	}
 }
 
 /* ------------------------------------------------------------------ */
@@ -1245,7 +1324,7 @@ static void *serve_thread(void *arg)
 			continue;
 		close(c->sock);
 		c->sock = -1;
-		c->router_lost++;
+		__atomic_add_fetch(&c->router_lost, 1, __ATOMIC_RELEASE);
 		emit(c, "{\"event\":\"router_lost\",\"error\":\"%s\",\"reconnect\":%s,\"count\":%"
 		     PRIu64 "}", strerror(-r), c->opt.reconnect ? "true" : "false", c->router_lost);
 		fprintf(stderr, "migrate-vm: router connection lost (%s)%s\n", strerror(-r),
@@ -1339,6 +1418,81 @@ static int target_image(struct migrate_vm_ctx *c, const struct verify_result *vr
 	return ret;
 }
 
+/*
+ * --discard: each range at its time, in time order.  A range whose time
+ * has not come when the run ends is not discarded (not reported either).
+ */
+static void *discard_thread(void *arg)
+{
+	struct migrate_vm_ctx *c = arg;
+	const struct options *o = &c->opt;
+	bool done[MAX_DISCARDS] = { false };
+
+	for (unsigned n = 0; n < o->ndiscard; n++) {
+		unsigned k = MAX_DISCARDS;
+
+		for (unsigned i = 0; i < o->ndiscard; i++)
+			if (!done[i] && (k == MAX_DISCARDS || o->discard[i].at_ms < o->discard[k].at_ms))
+				k = i;
+		done[k] = true;
+		const struct discard *d = &o->discard[k];
+		uint64_t at = c->vcpus_start_ns + d->at_ms * 1000000ULL;
+
+		while (!c->discard_quit && now_ns() < at) {
+			uint64_t left_us = (at - now_ns()) / 1000;
+
+			sleep_us(left_us < 10000 ? left_us + 1 : 10000);
+		}
+		if (c->discard_quit)
+			break;
+		/* Anonymous memory: the pages go, the next access faults as missing.
+		 * The memfd: punched out of the page cache, so the precopied copy
+		 * goes too (MADV_DONTNEED would keep it). */
+		int advice = o->mode == FL_MODE_MINOR ? MADV_REMOVE : MADV_DONTNEED;
+		uint64_t t = now_ns();
+		int ret = madvise(c->mem + d->first * PAGE_SZ, d->count * PAGE_SZ, advice);
+		int err = errno;
+		uint64_t took = now_ns() - t;
+
+		c->discard_done[k] = ret == 0;
+		if (ret) {
+			char msg[160];
+
+			snprintf(msg, sizeof(msg), "pages %" PRIu64 "..%" PRIu64 ": %s: %s", d->first,
+				 d->first + d->count - 1, advice == MADV_REMOVE ? "MADV_REMOVE" :
+				 "MADV_DONTNEED", strerror(err));
+			emit_error(c, "discard", msg);
+			continue;
+		}
+		fprintf(stderr, "migrate-vm: discarded pages %" PRIu64 "..%" PRIu64 " at %.1f ms (%.2f ms)\n",
+			d->first, d->first + d->count - 1, (t - c->vcpus_start_ns) / 1e6, took / 1e6);
+		emit(c, "{\"event\":\"discard\",\"first\":%" PRIu64 ",\"count\":%" PRIu64 ",\"ns\":%"
+		     PRIu64 ",\"took_ns\":%" PRIu64 ",\"advice\":\"%s\",\"ok\":true}", d->first, d->count,
+		     t, took, advice == MADV_REMOVE ? "remove" : "dontneed");
+	}
+	return NULL;
+}
+
+/* Stop the discard thread; false if it is stuck in madvise (no router reads
+ * the REMOVE event): then it is left behind, like the handover thread. */
+static bool stop_discards(struct migrate_vm_ctx *c)
+{
+	struct timespec ts;
+
+	if (!c->discard_started)
+		return true;
+	c->discard_quit = 1;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 3;
+	if (pthread_timedjoin_np(c->discard_thread, NULL, &ts) != 0) {
+		emit_error(c, "discard", "a discard is still waiting in madvise() after the run "
+			   "(is the router reading UFFD events?)");
+		return false;
+	}
+	c->discard_started = false;
+	return true;
+}
+
 static int run_target(struct migrate_vm_ctx *c)
 {
 	char err[512];
@@ -1362,7 +1516,15 @@ static int run_target(struct migrate_vm_ctx *c)
 	if (c->opt.start_delay_ms)
 		sleep_us(c->opt.start_delay_ms * 1000ULL);
 	uint64_t t0 = now_ns();
+	c->vcpus_start_ns = t0;
 	start_vcpus(c);
+	if (c->opt.ndiscard) {
+		r = pthread_create(&c->discard_thread, NULL, discard_thread, c);
+		if (r)
+			die("pthread_create (discard): %s", strerror(r));
+		c->discard_started = true;
+		pthread_setname_np(c->discard_thread, "discard");
+	}
 	if (c->opt.json) {
 		pthread_mutex_lock(&c->out_lock);
 		fprintf(stdout, "{\"event\":\"vcpus_started\",\"start_ns\":%" PRIu64 ",\"tids\":[", t0);
@@ -1373,8 +1535,16 @@ static int run_target(struct migrate_vm_ctx *c)
 		pthread_mutex_unlock(&c->out_lock);
 	}
 	int sig = wait_run(&c->opt);
+	if (c->opt.until_router_done) {
+		uint64_t until = now_ns() + c->opt.verify_timeout_ms * 1000000ULL;
+
+		while (!__atomic_load_n(&c->router_lost, __ATOMIC_ACQUIRE) && now_ns() < until)
+			sleep_us(20000);
+	}
 	bool stopped = stop_vcpus(c, 5000);
 	uint64_t ran = now_ns() - t0;
+	if (!stop_discards(c))
+		rc = 1;
 	if (!stopped)
 		emit_error(c, "stop", "a vCPU did not stop within 5 s (blocked in a userfault "
 			   "nobody resolves?)");
@@ -1430,6 +1600,16 @@ static int run_target(struct migrate_vm_ctx *c)
 		fprintf(f, "],\"run_ns\":%" PRIu64 ",\"verify_ns\":%" PRIu64 ",\"signal\":%d,"
 			"\"stopped\":%s,\"handovers\":%" PRIu64 ",\"router_lost\":%" PRIu64,
 			ran, vr.ns, sig, stopped ? "true" : "false", c->handovers, c->router_lost);
+		fputs(",\"discarded\":[", f);
+		first = true;
+		for (unsigned i = 0; i < c->opt.ndiscard; i++) {
+			if (c->discard_started || !c->discard_done[i])
+				continue;	/* not done, or its thread still runs */
+			fprintf(f, "%s[%" PRIu64 ",%" PRIu64 "]", first ? "" : ",",
+				c->opt.discard[i].first, c->opt.discard[i].count);
+			first = false;
+		}
+		fputs("]", f);
 		print_vcpu_stats(c, f);
 		fprintf(f, ",\"ok\":%s}\n", rc ? "false" : "true");
 		fflush(f);
