@@ -916,6 +916,20 @@ static __always_inline int on_kvm_ioctl(__u64 fd, __u64 cmd, __u64 arg)
 	return 0;
 }
 
+static __always_inline void track_current(__u32 why)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u32 *old = bpf_map_lookup_elem(&fl_tracked, &tgid);
+	__u32 v = why;
+
+	if (tgid == self_tgid)
+		return;
+	if (old)
+		*old |= why;	/* racy but idempotent */
+	else
+		bpf_map_update_elem(&fl_tracked, &tgid, &v, BPF_NOEXIST);
+}
+
 static __always_inline int on_ioctl_enter(__u64 fd, __u64 cmd, __u64 arg)
 {
 	__u64 args[3] = { fd, cmd, arg };
@@ -929,9 +943,16 @@ static __always_inline int on_ioctl_enter(__u64 fd, __u64 cmd, __u64 arg)
 		return 0;
 	th = current_thread(true);
 	if (!th) {
-		/* /dev/userfaultfd: an untracked process about to hold a userfaultfd */
-		if (!track_new || cmd != USERFAULTFD_IOC_NEW_CMD)
+		if (!track_new)
 			return 0;
+		/* A UFFDIO_* on a userfaultfd this process was handed (SCM_RIGHTS,
+		 * pidfd_getfd: a migration router) makes it a holder from now on;
+		 * /dev/userfaultfd: it is about to hold one. */
+		if (cmd != USERFAULTFD_IOC_NEW_CMD) {
+			if (!uffd_ctx_of(fd))
+				return 0;
+			track_current(FL_TRACK_HOLDER);
+		}
 		th = thread_get(bpf_get_current_task_btf(), (__u32)bpf_get_current_pid_tgid());
 		if (!th)
 			return 0;
@@ -951,19 +972,6 @@ static __always_inline int on_ioctl_enter(__u64 fd, __u64 cmd, __u64 arg)
 	return 0;
 }
 
-static __always_inline void track_current(__u32 why)
-{
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	__u32 *old = bpf_map_lookup_elem(&fl_tracked, &tgid);
-	__u32 v = why;
-
-	if (tgid == self_tgid)
-		return;
-	if (old)
-		*old |= why;	/* racy but idempotent */
-	else
-		bpf_map_update_elem(&fl_tracked, &tgid, &v, BPF_NOEXIST);
-}
 
 static __always_inline void emit_uffd_new(long ret, __u32 flags, __u32 via_dev)
 {
