@@ -27,6 +27,7 @@ suites=(
 	"e2e: real QEMU postcopy|python3 tests/e2e/test_qemu_postcopy.py"
 	"e2e: faultline stuck|python3 tests/e2e/test_stuck.py"
 	"e2e: faultline source (precopy, dirty map, poison injection, resume)|python3 tests/e2e/test_source.py"
+	"e2e: two-host migration with poison (netns + veth; MISSING, MINOR, faults injected)|python3 tests/e2e/test_migration.py"
 	"e2e: faultline exporter (promtool, real Prometheus)|python3 tests/e2e/test_exporter.py"
 )
 export CMOCKA_MESSAGE_OUTPUT=TAP
