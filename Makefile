@@ -177,6 +177,7 @@ bench: all $(BENCH)
 	$(OUT)/bench-statemap
 	$(OUT)/bench-router
 	$(OUT)/bench-router --threads 4
+	$(OUT)/bench-router --spin-us 1
 	tests/fuzz/run_fuzz.sh 300
 
 vmlinux:

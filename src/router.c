@@ -123,6 +123,8 @@ struct fl_router {
 
 	int stop_efd;
 	bool in_zap;			/* waiting for a zap: faults are deferred */
+	bool got_msgs;			/* the last read_uffd() returned messages */
+	uint64_t last_msg_ns, spin_ns;
 	uint8_t *zero_page;
 	uint8_t *fetch_buf;		/* one page for the local provider */
 	int fetch_err;
@@ -859,8 +861,10 @@ static int read_uffd(struct fl_router *r)
 	bool events = false;
 	int ret;
 
+	r->got_msgs = n > 0;
 	if (n < 0)
 		return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+	r->last_msg_ns = now_ns();
 	for (ssize_t i = 0; i < n / (ssize_t)sizeof(msgs[0]); i++) {
 		if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
 			events = true;
@@ -1430,6 +1434,20 @@ int fl_router_step(struct fl_router *r, int timeout_ms)
 	 * the event was read; nothing else would end the poll for it. */
 	if (r->retry_due && !r->in_zap && (timeout_ms < 0 || timeout_ms > 1))
 		timeout_ms = 1;
+	/* Faults come in bursts: a thread just woken faults again within
+	 * microseconds.  Looking for its message for a short while costs less
+	 * than sleeping in poll() and being woken for it. */
+	if (r->npend < PEND_MAX && now - r->last_msg_ns < r->spin_ns) {
+		ret = read_uffd(r);
+		if (ret)
+			return ret;
+		if (r->got_msgs) {
+			flush_asks(r);
+			return 0;
+		}
+		if (r->sock < 0 || !fl_wire_pending(&r->wr))
+			return 0;
+	}
 	pfd[n++] = (struct pollfd){ .fd = r->stop_efd, .events = POLLIN };
 	pfd[n++] = (struct pollfd){ .fd = r->uffd, .events = r->npend < PEND_MAX ? POLLIN : 0 };
 	if (r->sock >= 0) {
@@ -1553,6 +1571,7 @@ int fl_router_create(const struct fl_router_config *cfg, struct fl_router **out,
 	r->sock = -1;
 	r->journal.fd = -1;
 	r->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	r->spin_ns = cfg->spin_us ? (uint64_t)cfg->spin_us * 1000ull : 20000ull;
 	r->pend = calloc(PEND_CAP, sizeof(*r->pend));
 	r->zero_page = aligned_alloc((size_t)ps, (size_t)ps);
 	r->fetch_buf = aligned_alloc((size_t)ps, (size_t)ps);

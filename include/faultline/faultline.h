@@ -87,6 +87,9 @@ struct fl_router_config {
 	int zap_wait_fd;
 	void *zap_ctx;
 	unsigned reconnect_ms;		/* retry interval after a lost source; 0: 200 */
+	/* After a fault message, look for the next one this long before
+	 * sleeping in poll() (faults come in bursts); 0: 20 us. */
+	unsigned spin_us;
 	/* A local page provider instead of a network source (snapshot files,
 	 * benchmarks): returns the page's fl_page_state and fills `buf` (one
 	 * page) for CLEAN/DIRTY, or a negative errno.  When set, `source` is

@@ -30,6 +30,7 @@ struct bench {
 	uint64_t pages;
 	unsigned threads;
 	unsigned rounds;
+	unsigned spin_us;		/* router's spin window; 1 ~ none */
 	long ps;
 	uint8_t *src;			/* the page source both handlers copy from */
 };
@@ -169,7 +170,8 @@ static int run_router(struct bench *b, uint64_t *ns)
 	struct area a;
 	struct fl_router *r;
 	struct fl_region reg;
-	struct fl_router_config cfg = { .mode = FL_MODE_MISSING, .fetch = fetch_local, .fetch_ctx = &a };
+	struct fl_router_config cfg = { .mode = FL_MODE_MISSING, .fetch = fetch_local, .fetch_ctx = &a,
+					.spin_us = b->spin_us };
 	char err[256] = "";
 	pthread_t h;
 	void *rv;
@@ -210,18 +212,21 @@ int main(int argc, char **argv)
 		{ "pages", required_argument, NULL, 'p' },
 		{ "threads", required_argument, NULL, 't' },
 		{ "rounds", required_argument, NULL, 'r' },
+		{ "spin-us", required_argument, NULL, 's' },
 		{ 0 }
 	};
 	uint64_t ref[64], rt[64];
 	int c;
 
-	while ((c = getopt_long(argc, argv, "p:t:r:", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "p:t:r:s:", opts, NULL)) != -1) {
 		switch (c) {
 		case 'p': b.pages = strtoull(optarg, NULL, 0); break;
 		case 't': b.threads = (unsigned)atoi(optarg); break;
 		case 'r': b.rounds = (unsigned)atoi(optarg); break;
+		case 's': b.spin_us = (unsigned)atoi(optarg); break;
 		default:
-			fprintf(stderr, "usage: %s [--pages N] [--threads T (1-64)] [--rounds R (1-64)]\n", argv[0]);
+			fprintf(stderr, "usage: %s [--pages N] [--threads T (1-64)] [--rounds R (1-64)] "
+				"[--spin-us US (router's spin window; 1: about none)]\n", argv[0]);
 			return 2;
 		}
 	}
@@ -251,8 +256,9 @@ int main(int argc, char **argv)
 	double ref_rate = (double)b.pages / ((double)ref[b.rounds / 2] / 1e9);
 	double rt_rate = (double)b.pages / ((double)rt[b.rounds / 2] / 1e9);
 
-	printf("router throughput, local page source (%llu pages of %ld B, %u faulting thread(s), %u rounds, medians)\n",
-	       (unsigned long long)b.pages, b.ps, b.threads, b.rounds);
+	printf("router throughput, local page source (%llu pages of %ld B, %u faulting thread(s), "
+	       "router spin %s, %u rounds, medians)\n", (unsigned long long)b.pages, b.ps, b.threads,
+	       b.spin_us == 1 ? "off" : b.spin_us ? "custom" : "20 us (default)", b.rounds);
 	printf("  reference loop (read + UFFDIO_COPY): %9.0f faults/s  (%.2f us/fault)\n", ref_rate,
 	       (double)ref[b.rounds / 2] / 1e3 / (double)b.pages);
 	printf("  faultline router (libfaultline):     %9.0f faults/s  (%.2f us/fault)\n", rt_rate,
