@@ -53,7 +53,7 @@ FUZZ      := $(OUT)/fuzz-frame $(OUT)/fuzz-corpus.stamp
 TESTS     += $(FUZZ)
 BENCH     := $(OUT)/bench-floor
 BENCH     += $(OUT)/bench-statemap $(FUZZ)
-BENCH     += $(OUT)/bench-router
+BENCH     += $(OUT)/bench-router $(OUT)/remote-touch
 
 .PHONY: all test bench clean vmlinux
 .SECONDARY:
@@ -166,6 +166,9 @@ $(OUT)/test_bpf_handlers: tests/bpf/test_bpf_handlers.c $(LIB_OBJS) $(OUT)/libfa
 $(OUT)/bench-router: tests/bench/bench_router.c $(OUT)/libfaultline.a
 	$(CC) $(CFLAGS) -pthread $^ -o $@ -lprotobuf-c -lz
 
+$(OUT)/remote-touch: tests/bench/remote_touch.c $(OUT)/libfaultline.a
+	$(CC) $(CFLAGS) $^ -o $@ -lprotobuf-c -lz
+
 $(OUT)/bench-floor: tests/bench/floor.c $(OUT)/empty.skel.h
 	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
 
@@ -178,6 +181,7 @@ bench: all $(BENCH)
 	$(OUT)/bench-router
 	$(OUT)/bench-router --threads 4
 	$(OUT)/bench-router --spin-us 1
+	python3 tests/bench/bench_migration.py
 	tests/fuzz/run_fuzz.sh 300
 
 vmlinux:
