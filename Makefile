@@ -30,7 +30,7 @@ PROTO    := src/faultline.proto
 PB_GEN   := $(OUT)/faultline.pb-c.c $(OUT)/faultline.pb-c.h
 MIG_SRCS := src/wire.c src/statemap.c src/handover.c src/router.c src/journal.c
 CMD_SRCS += src/cmd_source.c src/cmd_target.c
-LIB_SRCS += src/source.c
+LIB_SRCS += src/source.c src/netaddr.c
 LIB_OBJS := $(LIB_SRCS:src/%.c=$(OUT)/%.o)
 CMD_OBJS := $(CMD_SRCS:src/%.c=$(OUT)/%.o)
 MIG_OBJS := $(MIG_SRCS:src/%.c=$(OUT)/%.o) $(OUT)/faultline.pb-c.o
@@ -86,8 +86,11 @@ $(OUT)/faultline: $(CMD_OBJS) $(LIB_OBJS) $(OUT)/libfaultline.a
 $(OUT)/uffd-workload: tests/workloads/uffd_workload.c include/uffd_compat.h | $(OUT)
 	$(CC) $(CFLAGS) -pthread $< -o $@
 
-$(OUT)/kvm-guest: tests/workloads/kvm_guest.c include/uffd_compat.h | $(OUT)
-	$(CC) $(CFLAGS) -pthread $< -o $@
+# The test VMMs share their VM plumbing (tests/workloads/kvm_vm.c).
+KVM_VM := tests/workloads/kvm_vm.c tests/workloads/kvm_vm.h
+
+$(OUT)/kvm-guest: tests/workloads/kvm_guest.c $(KVM_VM) include/uffd_compat.h | $(OUT)
+	$(CC) $(CFLAGS) -pthread $(filter %.c,$^) -o $@
 
 $(OUT)/syscall-loop: tests/workloads/syscall_loop.c | $(OUT)
 	$(CC) $(CFLAGS) $< -o $@
@@ -98,8 +101,9 @@ $(OUT)/stuck-scenarios: tests/workloads/stuck_scenarios.c include/uffd_compat.h 
 $(OUT)/wire-client: tests/workloads/wire_client.c include/uffd_compat.h $(OUT)/libfaultline.a | $(OUT)
 	$(CC) $(CFLAGS) $< -o $@ $(OUT)/libfaultline.a -lprotobuf-c -lz
 
-$(OUT)/migrate-vm: tests/workloads/migrate_vm.c include/uffd_compat.h $(OUT)/libfaultline.a | $(OUT)
-	$(CC) $(CFLAGS) -pthread $< -o $@ $(OUT)/libfaultline.a -lprotobuf-c -lz
+$(OUT)/migrate-vm: tests/workloads/migrate_vm.c $(KVM_VM) include/uffd_compat.h \
+		  $(OUT)/libfaultline.a | $(OUT)
+	$(CC) $(CFLAGS) -pthread $(filter %.c,$^) -o $@ $(OUT)/libfaultline.a -lprotobuf-c -lz
 
 $(OUT)/test_handover: tests/unit/test_handover.c $(OUT)/libfaultline.a include/uffd_compat.h
 	$(CC) $(CFLAGS) -pthread $< -o $@ $(OUT)/libfaultline.a -lprotobuf-c -lz -lcmocka
@@ -135,8 +139,8 @@ $(OUT)/test_wire: tests/unit/test_wire.c $(WIRE_OBJS)
 $(OUT)/test_statemap: tests/unit/test_statemap.c $(WIRE_OBJS)
 	$(CC) $(CFLAGS) $^ -o $@ -lprotobuf-c -lz -lcmocka
 
-$(OUT)/test_source: tests/unit/test_source.c $(OUT)/source.o $(OUT)/output.o $(OUT)/correlator.o \
-		   $(OUT)/libfaultline.a
+$(OUT)/test_source: tests/unit/test_source.c $(OUT)/source.o $(OUT)/netaddr.o $(OUT)/output.o \
+		   $(OUT)/correlator.o $(OUT)/libfaultline.a
 	$(CC) $(CFLAGS) $^ -o $@ -lprotobuf-c -lz -lcmocka
 
 # Sanitizers need every line of the code under test instrumented: the

@@ -34,6 +34,7 @@
 #include "histsock.h"
 #include "history.h"
 #include "metrics.h"
+#include "netaddr.h"
 #include "procscan.h"
 #include "session.h"
 #include "stuck.h"
@@ -44,6 +45,7 @@
 #endif
 
 #define DEFAULT_LISTEN "127.0.0.1:9477"
+#define DEFAULT_PORT 9477	/* DEFAULT_LISTEN's, quoted in --listen errors */
 #define DEFAULT_TOP 10
 /* Cheap gauges every tick (so faultline_up is 1 within a tick of the Tracing line);
  * the KVM exit map walk and the all-vCPU sweep every SLOW_REFRESH_NS. */
@@ -665,54 +667,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 
 /* --- --listen --- */
 
-/* "HOST:PORT" or "[V6]:PORT" into host and port; a message in err when it is neither. */
-static int split_listen(const char *arg, char *host, size_t hlen, char *port, size_t plen,
-			char *err, size_t errlen)
-{
-	const char *colon, *h = arg;
-	size_t n;
-	char *end;
-	long p;
-
-	if (*arg == '[') {
-		const char *rb = strchr(arg, ']');
-
-		if (!rb || rb[1] != ':') {
-			snprintf(err, errlen, "expected [IPV6]:PORT, e.g. [::1]:9477");
-			return -EINVAL;
-		}
-		h = arg + 1;
-		n = (size_t)(rb - h);
-		colon = rb + 1;
-	} else {
-		colon = strrchr(arg, ':');
-		if (!colon) {
-			snprintf(err, errlen, "expected ADDR:PORT, e.g. 127.0.0.1:9477");
-			return -EINVAL;
-		}
-		n = (size_t)(colon - arg);
-		if (memchr(arg, ':', n)) {
-			snprintf(err, errlen, "an IPv6 address goes in brackets: [::1]:9477");
-			return -EINVAL;
-		}
-	}
-	if (!n || n >= hlen) {
-		snprintf(err, errlen, "%s; to listen on every address say so: 0.0.0.0:PORT or [::]:PORT",
-			 n ? "address too long" : "no address before the port");
-		return -EINVAL;
-	}
-	memcpy(host, h, n);
-	host[n] = 0;
-	errno = 0;
-	p = strtol(colon + 1, &end, 10);
-	if (!colon[1] || *end || errno || p < 0 || p > 65535 || colon[1] == '-' || colon[1] == '+') {
-		snprintf(err, errlen, "port '%s' is not a number from 0 to 65535", colon + 1);
-		return -EINVAL;
-	}
-	snprintf(port, plen, "%ld", p);
-	return 0;
-}
-
 /*
  * Binds and listens ourselves, then hands the socket to MHD: MHD's own bind
  * failure only says "failed", and the user needs to know it was the port.
@@ -727,7 +681,8 @@ static int open_listener(struct exporter *x, int *fdp)
 	char host[256], port[8], err[160], addr[INET6_ADDRSTRLEN];
 	int fd, ret, one = 1;
 
-	ret = split_listen(x->listen, host, sizeof(host), port, sizeof(port), err, sizeof(err));
+	ret = fl_netaddr_split(x->listen, DEFAULT_PORT, host, sizeof(host), port, sizeof(port), err,
+			       sizeof(err));
 	if (ret) {
 		fprintf(stderr, "faultline: invalid --listen '%s': %s\n", x->listen, err);
 		return ret;
@@ -836,7 +791,8 @@ static error_t exporter_parse(int key, char *arg, struct argp_state *state)
 		char host[256], port[8], err[160];
 
 		/* syntax now, so a typo is reported before anything starts */
-		if (split_listen(arg, host, sizeof(host), port, sizeof(port), err, sizeof(err)))
+		if (fl_netaddr_split(arg, DEFAULT_PORT, host, sizeof(host), port, sizeof(port), err,
+				     sizeof(err)))
 			argp_error(state, "invalid --listen '%s': %s", arg, err);
 		x->listen = arg;
 		break;

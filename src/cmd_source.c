@@ -24,6 +24,7 @@ enum {
 	OPT_STATUS,
 	OPT_SWITCH_NOW,
 	OPT_BANDWIDTH,
+	OPT_VMM_SOCKET,
 };
 
 struct source_cli {
@@ -37,8 +38,10 @@ static const char source_doc[] =
 	"Serve a running process's memory to a `faultline target`, replicating poison.\n"
 	"\v"
 	"The source side of poison-preserving postcopy. It serves the memory of a\n"
-	"running process or VMM (--pid and one --range per guest memory region) to\n"
-	"one target at a time over TCP (loopback unless --listen says otherwise; a\n"
+	"running process or VMM (--pid and one --range per guest memory region, or\n"
+	"--vmm-socket PATH where a VMM hands over its userfaultfd and one memfd per\n"
+	"region with fl_handover(), include/faultline/faultline.h) to one target\n"
+	"at a time over TCP (loopback unless --listen says otherwise; a\n"
 	"target that lost its connection reconnects and resumes). The conversation:\n"
 	"precopy of every non-zero page if the target asks for it (MINOR mode), the\n"
 	"switchover (the process is stopped with SIGSTOP and stays stopped: it has\n"
@@ -79,6 +82,8 @@ static const char source_doc[] =
 	"      --listen 0.0.0.0:7411 --control /run/fl-src.sock --precopy-ms 2000\n"
 	"  faultline source --pid 4242 --range 0x7f1200000000:1G --control /run/fl-src.sock \\\n"
 	"      --switchover-on-command --json > source.jsonl\n"
+	"  faultline source --vmm-socket /run/fl-vmm.sock --control /run/fl-src.sock\n"
+	"      # VMM side: fl_handover(\"/run/fl-vmm.sock\", uffd, FL_MODE_MISSING, rg, n, ..)\n"
 	"  faultline source --control /run/fl-src.sock --inject 0:17,40-43   # poison pages\n"
 	"  faultline source --control /run/fl-src.sock --switchover-now\n"
 	"  faultline source --control /run/fl-src.sock --status\n";
@@ -89,6 +94,10 @@ static const struct argp_option source_options[] = {
 	{ "range", 'r', "ADDR:LEN", 0,
 	  "One guest memory region in that process: ADDR hex (0x...) or decimal, LEN in bytes "
 	  "or with K, M, G; page aligned, mapped (repeatable; region ids in this order)", 1 },
+	{ "vmm-socket", OPT_VMM_SOCKET, "PATH", 0,
+	  "Instead of --pid/--range: wait on this Unix socket for one VMM's fl_handover() and "
+	  "serve its regions (in its order) from the memfds it passes; every region needs one; "
+	  "the VMM is stopped at switchover and keeps the connection open", 1 },
 	{ "listen", 'L', "ADDR:PORT", 0,
 	  "Where the target connects (default " FL_SOURCE_DEFAULT_LISTEN "; [::1]:PORT for IPv6, "
 	  "port 0 picks a free one)", 1 },
@@ -148,6 +157,11 @@ static error_t source_parse(int key, char *arg, struct argp_state *state)
 		c->cfg.listen = arg;
 		break;
 	}
+	case OPT_VMM_SOCKET:
+		if (!*arg)
+			argp_error(state, "--vmm-socket needs a path");
+		c->cfg.vmm_socket = arg;
+		break;
 	case 'C':
 		if (!*arg)
 			argp_error(state, "--control needs a path");
@@ -211,14 +225,18 @@ static error_t source_parse(int key, char *arg, struct argp_state *state)
 			if (!c->cfg.control)
 				argp_error(state, "--inject/--status/--switchover-now talk to a running "
 					   "source: say where with --control PATH");
-			if (c->have_pid || c->cfg.nranges)
-				argp_error(state, "--pid/--range start a source; --inject/--status/"
-					   "--switchover-now talk to one already running");
+			if (c->have_pid || c->cfg.nranges || c->cfg.vmm_socket)
+				argp_error(state, "--pid/--range/--vmm-socket start a source; --inject/"
+					   "--status/--switchover-now talk to one already running");
 			break;
 		}
-		if (!c->have_pid)
-			argp_error(state, "--pid PID is required (the process whose memory is served)");
-		if (!c->cfg.nranges)
+		if (c->cfg.vmm_socket && (c->have_pid || c->cfg.nranges))
+			argp_error(state, "--vmm-socket and --pid/--range exclude each other: the VMM's "
+				   "handover names its pid and regions");
+		if (!c->cfg.vmm_socket && !c->have_pid)
+			argp_error(state, "--pid PID is required (the process whose memory is served), "
+				   "or --vmm-socket PATH for a VMM that hands it over");
+		if (!c->cfg.vmm_socket && !c->cfg.nranges)
 			argp_error(state, "at least one --range ADDR:LEN is required (guest memory "
 				   "in process %d; see /proc/%d/maps)", c->cfg.pid, c->cfg.pid);
 		if (c->cfg.switchover_on_command && !c->cfg.control)

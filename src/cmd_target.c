@@ -35,6 +35,7 @@ struct target_ctx {
 	const char *journal;
 	bool json;
 	int accept_timeout_ms;
+	unsigned interval_ms;		/* progress every this many ms */
 	char **launch;			/* argv of a VMM to start, or NULL */
 	pid_t child;
 	struct fl_handover_recv ho;
@@ -62,6 +63,7 @@ static const struct argp_option options[] = {
 	{ "journal", 'j', "FILE", 0, "poison journal: reloaded on restart (default: none, not restart-safe)", 0 },
 	{ "json", 'J', NULL, 0, "JSON lines on stdout instead of the progress line", 0 },
 	{ "accept-timeout", 't', "SECONDS", 0, "give up if no VMM hands over within this time (default: wait)", 0 },
+	{ "interval", 'i', "MS", 0, "progress every MS milliseconds (default 1000)", 0 },
 	{ 0 }
 };
 
@@ -89,6 +91,14 @@ static error_t parse_opt(int key, char *arg, struct argp_state *state)
 		if (end == arg || *end || s <= 0 || s > 86400)
 			argp_error(state, "--accept-timeout wants seconds (0 < s <= 86400), not \"%s\"", arg);
 		c->accept_timeout_ms = (int)(s * 1000);
+		break;
+	}
+	case 'i': {
+		long ms = strtol(arg, &end, 10);
+
+		if (end == arg || *end || ms < 10 || ms > 3600000)
+			argp_error(state, "--interval wants milliseconds (10..3600000), not \"%s\"", arg);
+		c->interval_ms = (unsigned)ms;
 		break;
 	}
 	case ARGP_KEY_ARG:
@@ -292,7 +302,7 @@ static int run(struct target_ctx *c)
 			c->ho.mode == FL_MODE_MINOR ? "minor" : "missing", c->ho.nregions, c->source);
 	fflush(stdout);
 	for (;;) {
-		ret = fl_router_step(c->router, 200);
+		ret = fl_router_step(c->router, c->interval_ms < 200 ? (int)c->interval_ms : 200);
 		if (ret)
 			break;
 		if (target_stop_signal) {
@@ -303,7 +313,7 @@ static int run(struct target_ctx *c)
 			ret = -ESRCH;
 			break;
 		}
-		if (mono_ns() - last >= 1000000000ull) {
+		if (mono_ns() - last >= (uint64_t)c->interval_ms * 1000000ull) {
 			last = mono_ns();
 			print_stats(c, "router_progress", false);
 		}
@@ -345,6 +355,7 @@ int fl_cmd_target(int argc, char **argv)
 	struct target_ctx c = {
 		.source = DEFAULT_SOURCE,
 		.vmm_socket = DEFAULT_VMM_SOCKET,
+		.interval_ms = 1000,
 		.ho = { .sock = -1, .uffd = -1 },
 	};
 	const struct argp argp = { options, parse_opt, "[-- VMM-COMMAND [ARGS...]]", doc, NULL, NULL, NULL };

@@ -707,7 +707,7 @@ static int fd_link(int fd, char *buf, size_t len)
 
 /* Check the VMM's Hello and its descriptors; fill `out` (which then owns the fds). */
 static int take_hello(const fl_frame *f, struct fd_bag *bag, struct fl_handover_recv *out,
-		      char *err, size_t errlen)
+		      unsigned flags, char *err, size_t errlen)
 {
 	if (f->body_case != FAULTLINE__WIRE__FRAME__BODY_HELLO) {
 		seterr(err, errlen, "the VMM's first frame must be a Hello, got frame type %d",
@@ -741,6 +741,11 @@ static int take_hello(const fl_frame *f, struct fd_bag *bag, struct fl_handover_
 		       ps, sys, MAX_PAGE_SIZE);
 		return -EINVAL;
 	}
+	if ((flags & FL_HANDOVER_BASE_PAGES) && ps != (uint64_t)sys) {
+		seterr(err, errlen, "page size %" PRIu64 ": this peer serves %ld-byte pages only "
+		       "(hugetlbfs-backed guest memory is not supported here)", ps, sys);
+		return -EOPNOTSUPP;
+	}
 	if (h->n_regions == 0 || h->n_regions > FL_WIRE_MAX_REGIONS) {
 		seterr(err, errlen, "%zu regions; a handover carries 1 to %d", h->n_regions,
 		       FL_WIRE_MAX_REGIONS);
@@ -771,6 +776,12 @@ static int take_hello(const fl_frame *f, struct fd_bag *bag, struct fl_handover_
 		if (mode == FL_MODE_MINOR && !rg->has_memfd) {
 			seterr(err, errlen, "region %zu comes without a memfd; MINOR mode needs one per "
 			       "region (the router fills the page cache through it)", i);
+			return -EINVAL;
+		}
+		if ((flags & FL_HANDOVER_NEED_MEMFD) && !rg->has_memfd) {
+			seterr(err, errlen, "region %zu comes without a memfd; this peer reads guest "
+			       "memory through the memfds, so every region needs one (back guest "
+			       "memory with a shared memfd and pass it in fl_region.memfd)", i);
 			return -EINVAL;
 		}
 		start[i] = rg->addr;
@@ -857,6 +868,12 @@ static void recv_reset(struct fl_handover_recv *h)
 int fl_handover_accept(int lsock, struct fl_handover_recv *out, int timeout_ms,
 		       char *err, size_t errlen)
 {
+	return fl_handover_accept_flags(lsock, out, 0, timeout_ms, err, errlen);
+}
+
+int fl_handover_accept_flags(int lsock, struct fl_handover_recv *out, unsigned flags,
+			     int timeout_ms, char *err, size_t errlen)
+{
 	struct fd_bag bag = { .n = 0 };
 	fl_frame *f = NULL;
 	int sock = -1, r;
@@ -890,7 +907,7 @@ int fl_handover_accept(int lsock, struct fl_handover_recv *out, int timeout_ms,
 			seterr(err, errlen, "bad handover from the VMM: %s", why);
 		goto fail;
 	}
-	r = take_hello(f, &bag, out, err, errlen);
+	r = take_hello(f, &bag, out, flags, err, errlen);
 	if (r < 0)
 		goto fail;
 

@@ -34,6 +34,16 @@ int fl_handover_listen(const char *path, char *err, size_t errlen);
  * aligned, non-overlapping, memfd present in MINOR mode). */
 int fl_handover_accept(int lsock, struct fl_handover_recv *out, int timeout_ms,
 		       char *err, size_t errlen);
+/* A consumer that reads guest memory through the memfds (`faultline source
+ * --vmm-socket`) can't work from a region without one: with this flag such
+ * a handover is refused on the VMM's error path (its fl_handover() fails
+ * with the reason) instead of being accepted. */
+#define FL_HANDOVER_NEED_MEMFD 1u
+/* Likewise for a consumer that only handles the system's page size (no
+ * hugetlbfs-backed guest memory). */
+#define FL_HANDOVER_BASE_PAGES 2u
+int fl_handover_accept_flags(int lsock, struct fl_handover_recv *out, unsigned flags,
+			     int timeout_ms, char *err, size_t errlen);
 /* Ask the VMM to zap pages [first, first+n) of region; waits for its answer
  * (0 or the VMM's -errno; -ETIMEDOUT, -ECONNRESET).  Caution: if the uffd has
  * UFFD_FEATURE_EVENT_REMOVE, the VMM's madvise() blocks until the REMOVE

@@ -6,13 +6,13 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include "correlator.h"
+#include "jsonstr.h"
 #include "session.h"
 
 /* No record line is longer than this. */
 #define FL_OUT_MAX_LINE 1024
 /* Call after each line: flushes whole lines, at most PIPE_BUF bytes at a time. */
 void fl_out_line_done(FILE *out);
-void fl_json_str(FILE *out, const char *s, size_t maxlen);
 const char *fl_errno_name(int err);
 
 void fl_out_fault_header(FILE *out);

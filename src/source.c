@@ -13,6 +13,15 @@
  * marker (a swap-type PTE marker) is poison without touching it.  A read
  * that still fails with EFAULT/EIO while the mapping exists is poison too.
  *
+ * Or the VMM hands its memory over (--vmm-socket, fl_handover()): a memfd
+ * per region and a duplicate of its userfaultfd.  Each region then is one
+ * shared-file segment on the received memfd, so the same read path applies
+ * (pread: a hole reads as zero, nothing faults) and injection is the same
+ * punch + UFFDIO_POISON, with the received fds instead of ones taken from
+ * /proc.  The VMM's pagemap is used only where it provably maps those
+ * memfds (markers, kpageflags, soft-dirty); without it a punched + poisoned
+ * page just reads as a hole, so the injected set is what remembers it.
+ *
  * Dirty tracking: the pagemap soft-dirty bit after `clear_refs 4` where the
  * kernel has CONFIG_MEM_SOFT_DIRTY (probed on ourselves at start), else a
  * 64-bit keyed hash of every page as sent in precopy, compared at
@@ -51,7 +60,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "output.h"
+#include "handover.h"
+#include "jsonstr.h"
+#include "netaddr.h"
 #include "source.h"
 #include "statemap.h"
 #include "uffd_compat.h"
@@ -142,8 +153,10 @@ struct src {
 	struct region reg[FL_WIRE_MAX_REGIONS];
 	struct fl_wire_limits lim;
 	uint64_t pages_total, session, hash_seed;
-	int pagemap_fd, kpf_fd, pidfd;
+	int pagemap_fd, kpf_fd, pidfd;	/* pagemap_fd -1: no pagemap (a VMM's memfds only) */
 	char pidfd_err[160];
+	struct fl_handover_recv ho;	/* --vmm-socket: sock and uffd kept; memfds moved to segs */
+	int vmm_lfd;
 	int lfd, cfd;
 	char where[96];
 	bool ctl_created;
@@ -255,48 +268,8 @@ static void json_str_field(FILE *out, const char *key, const char *v)
 int fl_source_split_hostport(const char *arg, char *host, size_t hlen, char *port, size_t plen,
 			     char *err, size_t errlen)
 {
-	const char *colon, *h = arg;
-	size_t n;
-	char *end;
-	long p;
-
-	if (*arg == '[') {
-		const char *rb = strchr(arg, ']');
-
-		if (!rb || rb[1] != ':') {
-			snprintf(err, errlen, "expected [IPV6]:PORT, e.g. [::1]:7411");
-			return -EINVAL;
-		}
-		h = arg + 1;
-		n = (size_t)(rb - h);
-		colon = rb + 1;
-	} else {
-		colon = strrchr(arg, ':');
-		if (!colon) {
-			snprintf(err, errlen, "expected ADDR:PORT, e.g. 127.0.0.1:7411");
-			return -EINVAL;
-		}
-		n = (size_t)(colon - arg);
-		if (memchr(arg, ':', n)) {
-			snprintf(err, errlen, "an IPv6 address goes in brackets: [::1]:7411");
-			return -EINVAL;
-		}
-	}
-	if (!n || n >= hlen) {
-		snprintf(err, errlen, "%s", n ? "address too long" :
-			 "no address before the port (to listen everywhere say 0.0.0.0:PORT or [::]:PORT)");
-		return -EINVAL;
-	}
-	memcpy(host, h, n);
-	host[n] = 0;
-	errno = 0;
-	p = strtol(colon + 1, &end, 10);
-	if (!colon[1] || *end || errno || p < 0 || p > 65535 || !isdigit((unsigned char)colon[1])) {
-		snprintf(err, errlen, "port '%s' is not a number from 0 to 65535", colon + 1);
-		return -EINVAL;
-	}
-	snprintf(port, plen, "%ld", p);
-	return 0;
+	/* 7411: the port of FL_SOURCE_DEFAULT_LISTEN, for the examples */
+	return fl_netaddr_split(arg, 7411, host, hlen, port, plen, err, errlen);
 }
 
 /* Decimal, or hex with 0x (a leading 0 is not octal here). */
@@ -593,6 +566,11 @@ static bool pme_poison_marker(uint64_t e)
 /* pagemap entries of the listed pages of r (runs of consecutive pages are one pread). */
 static int read_pme(struct src *s, struct region *r, const uint64_t *idx, unsigned n, uint64_t *pme)
 {
+	if (s->pagemap_fd < 0) {
+		/* "not mapped": every read then goes to the region's memfd */
+		memset(pme, 0, n * sizeof(*pme));
+		return 0;
+	}
 	for (unsigned i = 0; i < n;) {
 		unsigned k = 1;
 		ssize_t got;
@@ -804,6 +782,8 @@ static int scan_poison(struct src *s)
 {
 	uint64_t budget = SCAN_BUDGET;
 
+	if (s->pagemap_fd < 0)
+		return 0;
 	while (budget) {
 		struct region *r = &s->reg[s->scan_r];
 		unsigned n = (unsigned)(r->npages - s->scan_p < SCAN_PAGES ? r->npages - s->scan_p :
@@ -919,6 +899,7 @@ static int inject_poison(struct src *s, unsigned ri, uint64_t p, char *err, size
 	uint64_t addr = r->addr + p * s->ps;
 	struct seg *g = find_seg(r, addr);
 	int fds[16], n, ret = -ENOENT, hit = -1;
+	bool own_fds = s->ho.uffd < 0;
 
 	if (bit_get(r->poison, p))
 		return 0;
@@ -934,13 +915,23 @@ static int inject_poison(struct src *s, unsigned ri, uint64_t p, char *err, size
 		return -EOPNOTSUPP;
 	}
 	if (g->fd < 0 || !g->writable_fd) {
-		snprintf(err, errlen, "cannot open the file behind 0x%" PRIx64 " (%s) for writing "
-			 "through /proc/%d/map_files", addr, g->name, s->pid);
+		if (!own_fds)
+			snprintf(err, errlen, "the VMM handed over the memfd of region %u (%s) "
+				 "read-only: it can't be punched; pass a descriptor opened O_RDWR", ri,
+				 g->name);
+		else
+			snprintf(err, errlen, "cannot open the file behind 0x%" PRIx64 " (%s) for "
+				 "writing through /proc/%d/map_files", addr, g->name, s->pid);
 		return -EACCES;
 	}
-	n = take_uffds(s, fds, 16, err, errlen);
-	if (n < 0)
-		return n;
+	if (own_fds) {
+		n = take_uffds(s, fds, 16, err, errlen);
+		if (n < 0)
+			return n;
+	} else {
+		fds[0] = s->ho.uffd;
+		n = 1;
+	}
 	for (int i = 0; i < n && hit < 0; i++) {
 		for (int tries = 0; tries < 8; tries++) {
 			struct uffdio_poison up = { .range = { addr, s->ps } };
@@ -979,6 +970,10 @@ static int inject_poison(struct src *s, unsigned ri, uint64_t p, char *err, size
 			snprintf(err, errlen, "marker placed but fallocate(PUNCH_HOLE) failed: %s",
 				 strerror(-ret));
 		ret = 0;
+	} else if ((ret == -ENOENT || ret == -EINVAL) && !own_fds) {
+		snprintf(err, errlen, "the userfaultfd the VMM handed over does not cover 0x%" PRIx64
+			 " (region %u) or lacks UFFD_FEATURE_POISON: register guest memory with it so "
+			 "it can be poisoned", addr, ri);
 	} else if (ret == -ENOENT || ret == -EINVAL) {
 		snprintf(err, errlen, "none of the %d userfaultfd(s) of process %d covers 0x%" PRIx64
 			 ": register guest memory with a userfaultfd so it can be poisoned", n, s->pid,
@@ -986,7 +981,7 @@ static int inject_poison(struct src *s, unsigned ri, uint64_t p, char *err, size
 	} else if (!err[0]) {
 		snprintf(err, errlen, "UFFDIO_POISON at 0x%" PRIx64 ": %s", addr, strerror(-ret));
 	}
-	for (int i = 0; i < n; i++)
+	for (int i = 0; own_fds && i < n; i++)
 		close(fds[i]);
 	if (!ret)
 		note_poison(s, ri, p, "injected");
@@ -2226,13 +2221,13 @@ static bool probe_soft_dirty(void)
 	return ok;
 }
 
-static int setup(struct src *s)
+/* Regions from --pid + --range: every byte must be mapped in the process. */
+static int regions_from_pid(struct src *s)
 {
 	const struct fl_source_config *cfg = s->cfg;
 	char path[64];
 	struct vma *v = NULL;
 	unsigned nv = 0;
-	long ps = sysconf(_SC_PAGESIZE);
 	int ret;
 
 	if (geteuid()) {
@@ -2241,7 +2236,6 @@ static int setup(struct src *s)
 		    cfg->pid, cfg->pid);
 		return -EPERM;
 	}
-	s->ps = (uint32_t)ps;
 	ret = read_maps(cfg->pid, &v, &nv);
 	if (ret == -ESRCH || (!ret && kill(cfg->pid, 0) && errno == ESRCH)) {
 		free(v);
@@ -2254,8 +2248,6 @@ static int setup(struct src *s)
 		return ret;
 	}
 	s->nreg = cfg->nranges;
-	s->lim.page_size = s->ps;
-	s->lim.nregions = s->nreg;
 	for (unsigned i = 0; i < s->nreg; i++) {
 		struct region *r = &s->reg[i];
 
@@ -2274,19 +2266,10 @@ static int setup(struct src *s)
 				free(v);
 				return -EINVAL;
 			}
-		r->npages = r->len / s->ps;
-		s->lim.region_pages[i] = r->npages;
-		s->pages_total += r->npages;
 		ret = build_segments(s, r, i, v, nv);
 		if (ret) {
 			free(v);
 			return ret;
-		}
-		r->poison = bits_alloc(r->npages);
-		r->psent = bits_alloc(r->npages);
-		if (!r->poison || !r->psent) {
-			free(v);
-			return -ENOMEM;
 		}
 	}
 	free(v);
@@ -2297,12 +2280,228 @@ static int setup(struct src *s)
 		say(s, "cannot open %s: %s", path, strerror(-ret));
 		return ret;
 	}
+	s->pidfd = (int)syscall(SYS_pidfd_open, s->pid, 0);
+	if (s->pidfd < 0)
+		snprintf(s->pidfd_err, sizeof(s->pidfd_err), "pidfd_open(%d): %s: poison cannot be "
+			 "injected", s->pid, strerror(errno));
+	return 0;
+}
+
+/* Wait for one acceptable handover on --vmm-socket (SIGINT/SIGTERM end the wait). */
+static int accept_vmm(struct src *s)
+{
+	const char *path = s->cfg->vmm_socket;
+	char err[512];
+	int ret = fl_handover_listen(path, err, sizeof(err));
+
+	if (ret < 0) {
+		say(s, "--vmm-socket %s: %s", path, err);
+		return ret;
+	}
+	s->vmm_lfd = ret;
+	if (s->cfg->json) {
+		fprintf(s->out, "{\"event\":\"vmm_wait\",\"ts_ns\":%" PRId64 ",\"listen\":\"%s\"",
+			now_ns(), s->where);
+		json_str_field(s->out, "vmm_socket", path);
+		fputs("}\n", s->out);
+		fflush(s->out);
+	} else {
+		say(s, "waiting for a VMM to hand over its memory on %s (targets connect to %s)", path,
+		    s->where);
+	}
+	for (;;) {
+		struct pollfd p = { .fd = s->vmm_lfd, .events = POLLIN };
+
+		if (stop_flag)
+			return -EINTR;
+		if (poll(&p, 1, 500) < 0 && errno != EINTR) {
+			ret = -errno;
+			say(s, "waiting for a VMM on %s: %s", path, strerror(-ret));
+			return ret;
+		}
+		if (!(p.revents & POLLIN))
+			continue;
+		ret = fl_handover_accept_flags(s->vmm_lfd, &s->ho, FL_HANDOVER_NEED_MEMFD |
+					       FL_HANDOVER_BASE_PAGES, 0, err, sizeof(err));
+		if (!ret)
+			break;
+		if (ret == -EMFILE || ret == -ENFILE || ret == -ENOMEM) {
+			say(s, "cannot take a handover on %s: %s", path, err);
+			return ret;
+		}
+		/* a refused VMM got the same sentence and may try again; a hang-up
+		 * without a handover is another listener's liveness probe */
+		if (ret != -ECONNRESET)
+			say(s, "refused a handover on %s: %s", path, err);
+	}
+	/* one VMM per run: a second one gets a clear "no router socket" */
+	close(s->vmm_lfd);
+	s->vmm_lfd = -1;
+	unlink(path);
+	return 0;
+}
+
+/*
+ * Does the VMM map every region from its memfd, at the offsets handed over?
+ * Only then do its pagemap entries describe the pages served (a pid from
+ * another namespace, or a region list that isn't what it maps, would read
+ * somebody else's page table).
+ */
+static bool vmm_maps_memfds(struct src *s, char *why, size_t len)
+{
+	struct vma *v;
+	unsigned n;
+	bool ok = true;
+
+	if (s->pid <= 0) {
+		snprintf(why, len, "the VMM's pid is unknown");
+		return false;
+	}
+	if (read_maps(s->pid, &v, &n)) {
+		snprintf(why, len, "cannot read /proc/%d/maps", s->pid);
+		return false;
+	}
+	for (unsigned i = 0; i < s->nreg && ok; i++) {
+		struct region *r = &s->reg[i];
+		struct seg *g = &r->segs[0];
+		uint64_t at = r->addr, end = r->addr + r->len;
+		struct stat st;
+
+		if (fstat(g->fd, &st)) {
+			ok = false;
+			break;
+		}
+		for (unsigned j = 0; j < n && at < end; j++) {
+			if (v[j].end <= at)
+				continue;
+			if (v[j].start > at || v[j].perms[3] != 's' || v[j].inode != st.st_ino ||
+			    v[j].off + (at - v[j].start) != g->file_off + (at - r->addr))
+				break;
+			at = v[j].end;
+		}
+		if (at < end) {
+			snprintf(why, len, "process %d does not map region %u's memfd at 0x%" PRIx64,
+				 s->pid, i, at);
+			ok = false;
+		}
+	}
+	free(v);
+	return ok;
+}
+
+/* Regions from the handover: region i is the VMM's region i, read through its memfd. */
+static int regions_from_handover(struct src *s)
+{
+	char why[160] = "", path[64];
+	int ret = accept_vmm(s);
+
+	if (ret)
+		return ret;
+	s->pid = s->ho.pid;
+	if (s->pid <= 0 && !s->cfg->no_stop) {
+		say(s, "the VMM that handed over on %s has no pid this source can see, so it can't "
+		    "be stopped at switchover; use --no-stop to serve it anyway", s->cfg->vmm_socket);
+		return -ESRCH;
+	}
+	s->nreg = s->ho.nregions;
+	for (unsigned i = 0; i < s->nreg; i++) {
+		struct region *r = &s->reg[i];
+		struct fl_region *h = &s->ho.regions[i];
+		struct seg *g;
+		int fl;
+		ssize_t k;
+
+		r->addr = (uint64_t)(uintptr_t)h->base;
+		r->len = h->length;
+		r->segs = calloc(1, sizeof(*r->segs));
+		if (!r->segs)
+			return -ENOMEM;
+		g = &r->segs[0];
+		r->nsegs = 1;
+		g->start = r->addr;
+		g->end = r->addr + r->len;
+		g->file_off = h->offset;
+		g->fd = h->memfd;
+		h->memfd = -1;	/* the segment owns it now */
+		g->shared = g->file = true;
+		fl = fcntl(g->fd, F_GETFL);
+		g->writable_fd = fl >= 0 && (fl & O_ACCMODE) == O_RDWR;
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", g->fd);
+		k = readlink(path, g->name, sizeof(g->name) - 1);
+		snprintf(g->name + (k > 0 ? k : 0), sizeof(g->name) - (size_t)(k > 0 ? k : 0), "%s",
+			 k > 0 ? "" : "memfd");
+	}
+	if (vmm_maps_memfds(s, why, sizeof(why))) {
+		snprintf(path, sizeof(path), "/proc/%d/pagemap", s->pid);
+		s->pagemap_fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (s->pagemap_fd < 0)
+			snprintf(why, sizeof(why), "cannot open %s: %s", path, strerror(errno));
+	}
+	if (s->pagemap_fd < 0)
+		say(s, "note: %s: UFFDIO_POISON markers placed by others and hardware poison of "
+		    "mapped frames are not watched (injected poison and unreadable pages still are)",
+		    why);
+	return 0;
+}
+
+/* What both inputs share, once regions and their segments are known. */
+static int finish_regions(struct src *s)
+{
+	s->lim.page_size = s->ps;
+	s->lim.nregions = s->nreg;
+	for (unsigned i = 0; i < s->nreg; i++) {
+		struct region *r = &s->reg[i];
+
+		r->npages = r->len / s->ps;
+		s->lim.region_pages[i] = r->npages;
+		s->pages_total += r->npages;
+		r->poison = bits_alloc(r->npages);
+		r->psent = bits_alloc(r->npages);
+		if (!r->poison || !r->psent)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+static int setup(struct src *s)
+{
+	const struct fl_source_config *cfg = s->cfg;
+	int ret;
+
+	s->ps = (uint32_t)sysconf(_SC_PAGESIZE);
+	if (cfg->vmm_socket) {
+		/* a busy port or control socket shows before anyone waits on the VMM */
+		ret = tcp_listen(s);
+		if (!ret && cfg->control)
+			ret = ctl_listen(s, cfg->control);
+		if (!ret)
+			ret = regions_from_handover(s);
+	} else {
+		ret = regions_from_pid(s);
+	}
+	if (!ret)
+		ret = finish_regions(s);
+	if (ret)
+		return ret;
 	/* the memory_failure_* sysctls exist exactly when the kernel can mark
 	 * pages hardware-poisoned: without them there is nothing to watch */
 	s->memory_failure = !access("/proc/sys/vm/memory_failure_recovery", F_OK);
 	if (s->memory_failure)
 		s->kpf_fd = open("/proc/kpageflags", O_RDONLY | O_CLOEXEC);
-	s->softdirty = cfg->dirty == FL_DIRTY_SOFT || (cfg->dirty == FL_DIRTY_AUTO && probe_soft_dirty());
+	if (cfg->vmm_socket) {
+		/* auto means hashes here: they compare the memfd's contents, so writes
+		 * through other mappings of it (vhost-user backends, write(2)) count
+		 * too, which the VMM's soft-dirty bits never see */
+		if (cfg->dirty == FL_DIRTY_SOFT && s->pagemap_fd < 0) {
+			say(s, "--dirty soft-dirty needs the VMM's pagemap, which is not usable here "
+			    "(see above); use --dirty hash");
+			return -EINVAL;
+		}
+		s->softdirty = cfg->dirty == FL_DIRTY_SOFT;
+	} else {
+		s->softdirty = cfg->dirty == FL_DIRTY_SOFT ||
+			       (cfg->dirty == FL_DIRTY_AUTO && probe_soft_dirty());
+	}
 	if (cfg->dirty == FL_DIRTY_SOFT && !probe_soft_dirty())
 		say(s, "warning: --dirty soft-dirty, but this kernel's soft-dirty bits did not work on "
 		    "a test page (CONFIG_MEM_SOFT_DIRTY off?): writes may be missed");
@@ -2315,25 +2514,24 @@ static int setup(struct src *s)
 	if (getrandom(&s->session, sizeof(s->session), 0) != sizeof(s->session) ||
 	    getrandom(&s->hash_seed, sizeof(s->hash_seed), 0) != sizeof(s->hash_seed))
 		s->session = (uint64_t)now_ns() ^ ((uint64_t)getpid() << 32);
-	s->pidfd = (int)syscall(SYS_pidfd_open, s->pid, 0);
-	if (s->pidfd < 0)
-		snprintf(s->pidfd_err, sizeof(s->pidfd_err), "pidfd_open(%d): %s: poison cannot be "
-			 "injected", s->pid, strerror(errno));
 	s->buf = aligned_alloc(4096, (size_t)SCAN_PAGES * s->ps);
 	if (!s->buf)
 		return -ENOMEM;
-	ret = tcp_listen(s);
-	if (!ret && cfg->control)
-		ret = ctl_listen(s, cfg->control);
+	if (!cfg->vmm_socket) {
+		ret = tcp_listen(s);
+		if (!ret && cfg->control)
+			ret = ctl_listen(s, cfg->control);
+	}
 	return ret;
 }
-
 static void print_ready(struct src *s)
 {
 	if (s->cfg->json) {
 		fprintf(s->out, "{\"event\":\"source_ready\",\"ts_ns\":%" PRId64 ",\"pid\":%d,"
 			"\"listen\":\"%s\"", now_ns(), s->pid, s->where);
 		json_str_field(s->out, "control", s->cfg->control);
+		json_str_field(s->out, "vmm_socket", s->cfg->vmm_socket);
+		fprintf(s->out, ",\"pagemap\":%s", s->pagemap_fd >= 0 ? "true" : "false");
 		fprintf(s->out, ",\"page_size\":%u,\"pages_total\":%" PRIu64 ",\"session\":\"%016"
 			PRIx64 "\",\"dirty_tracking\":\"%s\",\"kpageflags\":%s,\"memory_failure\":%s,\"regions\":[",
 			s->ps, s->pages_total, s->session, s->softdirty ? "soft-dirty" : "hash",
@@ -2352,11 +2550,14 @@ static void print_ready(struct src *s)
 		fflush(s->out);
 		return;
 	}
-	say(s, "serving process %d: %u region(s), %" PRIu64 " pages (%.1f MiB) on %s%s%s", s->pid,
+	say(s, "serving %s %d: %u region(s), %" PRIu64 " pages (%.1f MiB) on %s%s%s",
+	    s->cfg->vmm_socket ? "the memfds handed over by VMM process" : "process", s->pid,
 	    s->nreg, s->pages_total, s->pages_total * (double)s->ps / (1 << 20), s->where,
 	    s->cfg->control ? "; control socket " : "", s->cfg->control ? s->cfg->control : "");
 	say(s, "dirty tracking: %s; hardware poison: %s", s->softdirty ? "soft-dirty bits" :
+	    s->cfg->vmm_socket ? "page hashes of the memfds' contents" :
 	    "page hashes (this kernel's soft-dirty bits don't work)",
+	    s->cfg->vmm_socket && s->pagemap_fd < 0 ? "seen only when a memfd read fails" :
 	    s->kpf_fd >= 0 ? "kpageflags HWPOISON checked every second" :
 	    !s->memory_failure ? "none possible (kernel without CONFIG_MEMORY_FAILURE); "
 	    "UFFDIO_POISON markers checked every second" :
@@ -2724,6 +2925,11 @@ static void cleanup(struct src *s)
 		close(s->cfd);
 	if (s->ctl_created)
 		unlink(s->cfg->control);
+	if (s->vmm_lfd >= 0) {
+		close(s->vmm_lfd);
+		unlink(s->cfg->vmm_socket);
+	}
+	fl_handover_close(&s->ho);
 	for (unsigned i = 0; i < FL_WIRE_MAX_REGIONS; i++) {
 		struct region *r = &s->reg[i];
 
@@ -2756,7 +2962,8 @@ int fl_source_run(const struct fl_source_config *cfg)
 	s->cfg = cfg;
 	s->out = cfg->out ? cfg->out : stdout;
 	s->pid = cfg->pid;
-	s->pagemap_fd = s->kpf_fd = s->pidfd = s->lfd = s->cfd = -1;
+	s->pagemap_fd = s->kpf_fd = s->pidfd = s->lfd = s->cfd = s->vmm_lfd = -1;
+	s->ho.sock = s->ho.uffd = -1;
 	s->tty = !cfg->json && isatty(STDERR_FILENO);
 	s->t0 = now_ns();
 	for (int i = 0; i < MAX_CONNS; i++)

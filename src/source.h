@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
 /*
  * The source side of poison-preserving postcopy (`faultline source`): serves
- * the memory of a running process (pid + address ranges) to one migration
+ * the memory of a running process (pid + address ranges, or the memfds and
+ * userfaultfd a VMM hands over with fl_handover()) to one migration
  * target at a time over the wire protocol (src/faultline.proto), tracks the
  * pages written since precopy, learns poison (injected through the control
  * socket, kpageflags HWPOISON, UFFDIO_POISON markers, unreadable pages) and
@@ -39,6 +40,9 @@ struct fl_source_config {
 	pid_t pid;
 	unsigned nranges;
 	struct fl_source_range ranges[FL_WIRE_MAX_REGIONS];
+	/* Instead of pid + ranges: a Unix socket path where one VMM hands over
+	 * its userfaultfd and a memfd per region (fl_handover()). */
+	const char *vmm_socket;
 	const char *listen;		/* "ADDR:PORT", "[V6]:PORT"; NULL: default */
 	const char *control;		/* Unix socket path, or NULL */
 	int64_t precopy_ms;		/* < 0: switch over as soon as allowed */

@@ -1159,10 +1159,7 @@ void fl_stuck_attribute(struct fl_stuck_scan *s)
 
 /* ---- the verdict (pure) -------------------------------------------------------------- */
 
-static void ev(struct fl_stuck_verdict *v, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-
-static void ev(struct fl_stuck_verdict *v, const char *fmt, ...)
+void fl_stuck_ev(struct fl_stuck_verdict *v, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -1208,16 +1205,17 @@ static void holder_evidence(struct fl_stuck_verdict *v, const struct fl_stuck_uf
 			snprintf(reading, sizeof(reading), "no thread of it reads or polls it%s%s%s",
 				 h->doing[0] ? " (main thread " : "", h->doing,
 				 h->doing[0] ? ")" : "");
-		ev(v, "uffd ino %" PRIu64 " is held by pid %d (%s%s, state %c) as fd %s: %s",
-		   u->ino, h->pid, h->comm, h->pid == self ? ", the waiter's process" : "",
-		   h->state, fds, reading);
+		fl_stuck_ev(v, "uffd ino %" PRIu64 " is held by pid %d (%s%s, state %c) as "
+			    "fd %s: %s", u->ino, h->pid, h->comm,
+			    h->pid == self ? ", the waiter's process" : "", h->state, fds, reading);
 		if (h->pid != self && (h->state == 'T' || h->state == 't'))
-			ev(v, "pid %d is stopped (state %c): it cannot read or resolve anything until "
-			      "it is continued (SIGCONT, or the tracer lets go)", h->pid, h->state);
+			fl_stuck_ev(v, "pid %d is stopped (state %c): it cannot read or resolve "
+				    "anything until it is continued (SIGCONT, or the tracer "
+				    "lets go)", h->pid, h->state);
 	}
 	if (u->nholders > SHOWN_HOLDERS)
-		ev(v, "uffd ino %" PRIu64 " has %d more holder(s)", u->ino,
-		   u->nholders - SHOWN_HOLDERS);
+		fl_stuck_ev(v, "uffd ino %" PRIu64 " has %d more holder(s)", u->ino,
+			    u->nholders - SHOWN_HOLDERS);
 }
 
 /*
@@ -1240,25 +1238,26 @@ void fl_stuck_decide(const struct fl_stuck_scan *s, struct fl_stuck_thread *t)
 	/* 1. no registered range left: the waiter's range went away under it */
 	if (!p->err && !p->nranges) {
 		v->verdict = FL_V_RANGE_UNMAPPED;
-		ev(v, "pid %d (%s) has no userfaultfd-registered range left (no um/uw/ui in "
-		      "/proc/%d/smaps VmFlags), yet the thread sleeps in handle_userfault: the range "
-		      "it faulted on was unmapped, remapped or resized under it", p->pid, p->comm,
-		   p->pid);
+		fl_stuck_ev(v, "pid %d (%s) has no userfaultfd-registered range left (no um/uw/ui "
+			    "in /proc/%d/smaps VmFlags), yet the thread sleeps in "
+			    "handle_userfault: the range it faulted on was unmapped, remapped or "
+			    "resized under it", p->pid, p->comm, p->pid);
 		if (u1 && t->ncand == 1) {
-			ev(v, "uffd ino %" PRIu64 ": fdinfo pending %ld, total %ld", u1->ino,
-			   u1->pending, u1->total);
+			fl_stuck_ev(v, "uffd ino %" PRIu64 ": fdinfo pending %ld, total %ld",
+				    u1->ino, u1->pending, u1->total);
 			if (!(u1->features & (UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP |
 					      UFFD_FEATURE_EVENT_REMOVE)))
-				ev(v, "the uffd has none of UFFD_FEATURE_EVENT_UNMAP/REMAP/REMOVE "
-				      "(features 0x%" PRIx64 "): its handler was not told of the "
-				      "change", u1->features);
+				fl_stuck_ev(v, "the uffd has none of UFFD_FEATURE_EVENT_UNMAP/"
+					    "REMAP/REMOVE (features 0x%" PRIx64 "): its handler "
+					    "was not told of the change", u1->features);
 		}
-		ev(v, "%s; only UFFDIO_WAKE on the old range releases the thread (its retried "
-		      "access then takes SIGSEGV, or runs on in whatever is mapped there now)",
-		   pending ? "the fault message is still queued, but a COPY/CONTINUE into the gone "
-			     "range would fail with ENOENT and wake nobody"
-			   : "the fault was read (pending 0); a COPY/CONTINUE into the gone range "
-			     "fails with ENOENT and wakes nobody");
+		fl_stuck_ev(v, "%s; only UFFDIO_WAKE on the old range releases the thread (its "
+			    "retried access then takes SIGSEGV, or runs on in whatever is mapped "
+			    "there now)",
+			    pending ? "the fault message is still queued, but a COPY/CONTINUE "
+				      "into the gone range would fail with ENOENT and wake nobody"
+				    : "the fault was read (pending 0); a COPY/CONTINUE into the "
+				      "gone range fails with ENOENT and wakes nobody");
 		v->needs_history = "whether a COPY/CONTINUE failed there with no WAKE after it "
 				   "(placement_failed), and which call changed the mapping, needs "
 				   "the daemon's history";
@@ -1270,12 +1269,12 @@ void fl_stuck_decide(const struct fl_stuck_scan *s, struct fl_stuck_thread *t)
 	decide_by_handler(s, t);
 	/* last: what one-shot cannot tell about the range */
 	if (!p->err)
-		ev(v, "pid %d still has %d registered range(s), so whether the waiter's own range "
-		      "went away needs its fault address (not in /proc; the daemon has it)",
-		   p->pid, p->nranges);
+		fl_stuck_ev(v, "pid %d still has %d registered range(s), so whether the waiter's "
+			    "own range went away needs its fault address (not in /proc; the daemon "
+			    "has it)", p->pid, p->nranges);
 	else
-		ev(v, "the registered ranges of pid %d are unknown (smaps: %s)", p->pid,
-		   strerror(-p->err));
+		fl_stuck_ev(v, "the registered ranges of pid %d are unknown (smaps: %s)", p->pid,
+			    strerror(-p->err));
 }
 
 static void decide_by_handler(const struct fl_stuck_scan *s, struct fl_stuck_thread *t)
@@ -1302,24 +1301,24 @@ static void decide_by_handler(const struct fl_stuck_scan *s, struct fl_stuck_thr
 	/* 2. no uffd with waiters anywhere: referenced only from inside the kernel */
 	if (t->attrib == FL_ATTR_NONE) {
 		v->verdict = FL_V_HANDLER_GONE;
-		ev(v, "no process holds a userfaultfd with waiters that this thread could be waiting "
-		      "on (pid %d holds %d uffd fd(s), none with waiters): the uffd lives on only "
-		      "inside the kernel (e.g. an SCM_RIGHTS message never received), so nobody "
-		      "can read it", t->pid, p->nuffd_fds);
+		fl_stuck_ev(v, "no process holds a userfaultfd with waiters that this thread could "
+			    "be waiting on (pid %d holds %d uffd fd(s), none with waiters): the "
+			    "uffd lives on only inside the kernel (e.g. an SCM_RIGHTS message "
+			    "never received), so nobody can read it", t->pid, p->nuffd_fds);
 		if (s->unreadable)
-			ev(v, "%d process(es) could not be inspected (not root?): a holder may be "
-			      "among them", s->unreadable);
+			fl_stuck_ev(v, "%d process(es) could not be inspected (not root?): a "
+				    "holder may be among them", s->unreadable);
 		if (s->key_unique == 0)
-			ev(v, "this kernel gives every userfaultfd the same inode: uffds cannot be "
-			      "told apart across processes");
+			fl_stuck_ev(v, "this kernel gives every userfaultfd the same inode: uffds "
+				    "cannot be told apart across processes");
 		v->unstick = "nothing outside the kernel can resolve it; killing the process "
 			     "(or delivering the pending SCM_RIGHTS message) ends the wait";
 		return;
 	}
 	if (t->attrib == FL_ATTR_INFERRED)
-		ev(v, "pid %d holds no userfaultfd; uffd ino %" PRIu64 " is the only one with "
-		      "waiters that no blocked process holds, so it is taken as this thread's",
-		   t->pid, u1->ino);
+		fl_stuck_ev(v, "pid %d holds no userfaultfd; uffd ino %" PRIu64 " is the only one "
+			    "with waiters that no blocked process holds, so it is taken as this "
+			    "thread's", t->pid, u1->ino);
 	if (t->attrib == FL_ATTR_AMBIGUOUS) {
 		char inos[96] = "";
 		size_t off = 0;
@@ -1327,8 +1326,8 @@ static void decide_by_handler(const struct fl_stuck_scan *s, struct fl_stuck_thr
 		for (int c = 0; c < t->ncand && off < sizeof(inos); c++)
 			off += (size_t)snprintf(inos + off, sizeof(inos) - off, "%s%" PRIu64,
 						c ? ", " : "", s->uffds[t->cand[c]].ino);
-		ev(v, "%d userfaultfds with waiters could be this thread's (ino %s): their "
-		      "counters are summed", t->ncand, inos);
+		fl_stuck_ev(v, "%d userfaultfds with waiters could be this thread's (ino %s): "
+			    "their counters are summed", t->ncand, inos);
 	}
 
 	/* 3. read or not: fdinfo pending, and for a mix, the kernel's oldest-first order */
@@ -1338,28 +1337,30 @@ static void decide_by_handler(const struct fl_stuck_scan *s, struct fl_stuck_thr
 		unread = true;
 	} else if (t->attrib != FL_ATTR_AMBIGUOUS && t->rank >= 0 && u1->nwaiters == total) {
 		unread = t->rank >= total - pending;
-		ev(v, "%ld of its %ld waiters are unread; the kernel hands faults out oldest first "
-		      "and this thread is number %d by time waited, so it is taken as %s", pending,
-		   total, t->rank + 1, unread ? "unread" : "read");
+		fl_stuck_ev(v, "%ld of its %ld waiters are unread; the kernel hands faults out "
+			    "oldest first and this thread is number %d by time waited, so it is "
+			    "taken as %s", pending, total, t->rank + 1, unread ? "unread" : "read");
 	} else {
 		unread = true;
-		ev(v, "%ld of %ld waiters are unread and which ones cannot be told (%d waiter(s) "
-		      "found): taken as unread", pending, total, u1 ? u1->nwaiters : 0);
+		fl_stuck_ev(v, "%ld of %ld waiters are unread and which ones cannot be told (%d "
+			    "waiter(s) found): taken as unread", pending, total,
+			    u1 ? u1->nwaiters : 0);
 	}
 
 	/* 4. who could read it */
 	if (!others && !readers && !maybe) {
 		v->verdict = FL_V_HANDLER_GONE;
-		ev(v, "uffd ino %" PRIu64 " is held only by the waiter's own process %d and no "
-		      "thread of it reads or polls it (read/poll/select/epoll): no handler is left",
-		   u1->ino, t->pid);
+		fl_stuck_ev(v, "uffd ino %" PRIu64 " is held only by the waiter's own process %d "
+			    "and no thread of it reads or polls it (read/poll/select/epoll): no "
+			    "handler is left", u1->ino, t->pid);
 		if (unread)
-			ev(v, "the fault message is still queued (fdinfo pending %ld, total %ld): "
-			      "nobody has read it", pending, total);
+			fl_stuck_ev(v, "the fault message is still queued (fdinfo pending %ld, "
+				    "total %ld): nobody has read it", pending, total);
 		else {
-			ev(v, "the fault was read (fdinfo pending 0, total %ld) but nothing reads the "
-			      "uffd any more; if a thread of %d is still fetching the page, this is "
-			      "not_resolved instead", total, t->pid);
+			fl_stuck_ev(v, "the fault was read (fdinfo pending 0, total %ld) but "
+				    "nothing reads the uffd any more; if a thread of %d is still "
+				    "fetching the page, this is not_resolved instead", total,
+				    t->pid);
 			v->needs_history = "whether the handler died after reading the fault, or a "
 					   "placement failed (placement_failed), needs the daemon's "
 					   "history";
@@ -1370,14 +1371,15 @@ static void decide_by_handler(const struct fl_stuck_scan *s, struct fl_stuck_thr
 	}
 	if (unread) {
 		v->verdict = FL_V_NOT_READ;
-		ev(v, "fdinfo pending %ld, total %ld: the fault message is still queued: the handler "
-		      "never read it", pending, total);
+		fl_stuck_ev(v, "fdinfo pending %ld, total %ld: the fault message is still queued: "
+			    "the handler never read it", pending, total);
 		v->unstick = "the handler must read the uffd: is it polling this fd for POLLIN, "
 			     "is it wedged or stopped elsewhere?";
 	} else {
 		v->verdict = FL_V_NOT_RESOLVED;
-		ev(v, "fdinfo pending 0, total %ld: the handler read the fault and never resolved it "
-		      "(no COPY/ZEROPAGE/CONTINUE/WAKE has reached this thread)", total);
+		fl_stuck_ev(v, "fdinfo pending 0, total %ld: the handler read the fault and never "
+			    "resolved it (no COPY/ZEROPAGE/CONTINUE/WAKE has reached this thread)",
+			    total);
 		v->needs_history = "a COPY/CONTINUE that failed (ENOENT, EEXIST, EAGAIN) with no "
 				   "WAKE after it looks the same from /proc: placement_failed needs "
 				   "the daemon's history";
@@ -1387,6 +1389,6 @@ static void decide_by_handler(const struct fl_stuck_scan *s, struct fl_stuck_thr
 	for (int c = 0; c < t->ncand; c++)
 		holder_evidence(v, &s->uffds[t->cand[c]], t->pid);
 	if (unread && readers)
-		ev(v, "a thread waits on the uffd yet the message stays unread: it may be busy "
-		      "elsewhere between polls, or polling for the wrong events");
+		fl_stuck_ev(v, "a thread waits on the uffd yet the message stays unread: it may be "
+			    "busy elsewhere between polls, or polling for the wrong events");
 }

@@ -173,6 +173,14 @@ void fl_stuck_decide(const struct fl_stuck_scan *s, struct fl_stuck_thread *t);
  */
 void fl_stuck_attribute(struct fl_stuck_scan *s);
 
+/*
+ * Adds one evidence sentence to v (dropped once FL_STUCK_MAX_EV are there,
+ * cut at FL_STUCK_EV_LEN); the history merge (stuck_hist.c) adds its own
+ * to the same verdict.
+ */
+void fl_stuck_ev(struct fl_stuck_verdict *v, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
 const char *fl_verdict_name(enum fl_verdict v);
 const char *fl_fault_path_name(enum fl_fault_path p);
 const char *fl_attrib_name(enum fl_attrib a);

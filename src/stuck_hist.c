@@ -11,7 +11,6 @@
  * stale history must never decide a verdict.
  */
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,20 +22,6 @@
 #define MATCH_SLACK_NS (100 * 1000000LL)
 #define SHOWN_IOCTLS 5		/* evidence sentences about ioctls */
 #define SHOWN_MAPS 3
-
-static void ev(struct fl_stuck_verdict *v, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-
-static void ev(struct fl_stuck_verdict *v, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (v->nev == FL_STUCK_MAX_EV)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(v->ev[v->nev++], FL_STUCK_EV_LEN, fmt, ap);
-	va_end(ap);
-}
 
 static bool covers(uint64_t start, uint64_t len, uint64_t page)
 {
@@ -272,37 +257,43 @@ static void history_evidence(const struct fl_hist_answer *a, struct fl_stuck_thr
 	int from;
 
 	if (f->addr)
-		ev(v, "daemon history: thread %d faulted on 0x%" PRIx64 "%s %s ago%s", t->tid,
-		   f->addr, f->user_pf ? " (a user page fault)" : "",
-		   dur(d1, sizeof(d1), (int64_t)(a->now_ns - f->start_ts)),
-		   f->retries ? " and re-blocked on it after waking" : "");
+		fl_stuck_ev(v, "daemon history: thread %d faulted on 0x%" PRIx64 "%s %s ago%s",
+			    t->tid, f->addr, f->user_pf ? " (a user page fault)" : "",
+			    dur(d1, sizeof(d1), (int64_t)(a->now_ns - f->start_ts)),
+			    f->retries ? " and re-blocked on it after waking" : "");
 	else
-		ev(v, "daemon history: thread %d fell asleep in a userfault %s ago; its address "
-		      "is unknown (not a user page fault, and no read of its message seen)", t->tid,
-		   dur(d1, sizeof(d1), (int64_t)(a->now_ns - f->start_ts)));
+		fl_stuck_ev(v, "daemon history: thread %d fell asleep in a userfault %s ago; its "
+			    "address is unknown (not a user page fault, and no read of its message "
+			    "seen)", t->tid,
+			    dur(d1, sizeof(d1), (int64_t)(a->now_ns - f->start_ts)));
 	if (f->read_ts)
-		ev(v, "its message was read %s after the fault by thread %u of pid %u (fd %d)%s",
-		   dur(d1, sizeof(d1), (int64_t)(f->read_ts - f->start_ts)), f->read_tid,
-		   f->read_pid, f->read_fd, f->reads > 1 ? " (and read again after a retry)" : "");
+		fl_stuck_ev(v, "its message was read %s after the fault by thread %u of pid %u "
+			    "(fd %d)%s", dur(d1, sizeof(d1), (int64_t)(f->read_ts - f->start_ts)),
+			    f->read_tid, f->read_pid, f->read_fd,
+			    f->reads > 1 ? " (and read again after a retry)" : "");
 	else
-		ev(v, "the daemon saw no read of its message in the %s since the fault",
-		   dur(d1, sizeof(d1), (int64_t)(a->now_ns - f->start_ts)));
+		fl_stuck_ev(v, "the daemon saw no read of its message in the %s since the fault",
+			    dur(d1, sizeof(d1), (int64_t)(a->now_ns - f->start_ts)));
 	for (int i = 0; i < h->nmaps && i < SHOWN_MAPS; i++) {
 		const struct fl_hist_map *m = &h->maps[h->nmaps - 1 - i];
 
 		if (m->op >= FL_HIST_MAP_EV_REMOVE)
-			ev(v, "%s over 0x%" PRIx64 "+0x%" PRIx64 " read by thread %u of pid %u (%s), %s "
-			      "after the fault", fl_hist_map_op_name(m->op), m->addr, m->len, m->tid,
-			   m->pid, m->comm, dur(d1, sizeof(d1), (int64_t)(m->ts - f->start_ts)));
+			fl_stuck_ev(v, "%s over 0x%" PRIx64 "+0x%" PRIx64 " read by thread %u of "
+				    "pid %u (%s), %s after the fault", fl_hist_map_op_name(m->op),
+				    m->addr, m->len, m->tid, m->pid, m->comm,
+				    dur(d1, sizeof(d1), (int64_t)(m->ts - f->start_ts)));
 		else
-			ev(v, "%s of 0x%" PRIx64 "+0x%" PRIx64 " by thread %u of pid %u (%s), %s after "
-			      "the fault%s", fl_hist_map_op_name(m->op), m->addr, m->len, m->tid,
-			   m->pid, m->comm, dur(d1, sizeof(d1), (int64_t)(m->ts - f->start_ts)),
-			   m->op == FL_MAP_MUNMAP || m->op == FL_MAP_MREMAP ||
-			   m->op == FL_MAP_MMAP_FIXED ? ": it took the waiter's page away" : "");
+			fl_stuck_ev(v, "%s of 0x%" PRIx64 "+0x%" PRIx64 " by thread %u of pid %u "
+				    "(%s), %s after the fault%s", fl_hist_map_op_name(m->op),
+				    m->addr, m->len, m->tid, m->pid, m->comm,
+				    dur(d1, sizeof(d1), (int64_t)(m->ts - f->start_ts)),
+				    m->op == FL_MAP_MUNMAP || m->op == FL_MAP_MREMAP ||
+				    m->op == FL_MAP_MMAP_FIXED ?
+					    ": it took the waiter's page away" : "");
 	}
 	if (!h->nio && f->addr)
-		ev(v, "no userfaultfd ioctl touched page 0x%" PRIx64 " since the fault", f->addr);
+		fl_stuck_ev(v, "no userfaultfd ioctl touched page 0x%" PRIx64 " since the fault",
+			    f->addr);
 	/* the newest few, and the failed one whatever its age */
 	from = h->nio > SHOWN_IOCTLS ? h->nio - SHOWN_IOCTLS : 0;
 	for (int i = 0; i < h->nio; i++) {
@@ -311,33 +302,34 @@ static void history_evidence(const struct fl_hist_answer *a, struct fl_stuck_thr
 		if (i < from && i != h->failed)
 			continue;
 		if (x->ret < 0)
-			ev(v, "UFFDIO_%s of 0x%" PRIx64 "+0x%" PRIx64 " by thread %u of pid %u (%s), "
-			      "%s after the fault, failed with %s", fl_op_name(x->op), x->start, x->len,
-			   x->tid, x->pid, x->comm,
-			   dur(d1, sizeof(d1), (int64_t)(x->enter_ts - f->start_ts)),
-			   errno_name(x->ret));
+			fl_stuck_ev(v, "UFFDIO_%s of 0x%" PRIx64 "+0x%" PRIx64 " by thread %u of "
+				    "pid %u (%s), %s after the fault, failed with %s",
+				    fl_op_name(x->op), x->start, x->len, x->tid, x->pid, x->comm,
+				    dur(d1, sizeof(d1), (int64_t)(x->enter_ts - f->start_ts)),
+				    errno_name(x->ret));
 		else
-			ev(v, "UFFDIO_%s of 0x%" PRIx64 "+0x%" PRIx64 " by thread %u of pid %u (%s), "
-			      "%s after the fault, succeeded%s", fl_op_name(x->op), x->start, x->len,
-			   x->tid, x->pid, x->comm,
-			   dur(d1, sizeof(d1), (int64_t)(x->enter_ts - f->start_ts)),
-			   fl_hist_is_placement(x->op) && (x->mode & DONTWAKE) ?
-				   " with DONTWAKE (it wakes nobody)" : "");
+			fl_stuck_ev(v, "UFFDIO_%s of 0x%" PRIx64 "+0x%" PRIx64 " by thread %u of "
+				    "pid %u (%s), %s after the fault, succeeded%s",
+				    fl_op_name(x->op), x->start, x->len, x->tid, x->pid, x->comm,
+				    dur(d1, sizeof(d1), (int64_t)(x->enter_ts - f->start_ts)),
+				    fl_hist_is_placement(x->op) && (x->mode & DONTWAKE) ?
+					    " with DONTWAKE (it wakes nobody)" : "");
 	}
 	if (h->failed >= 0)
-		ev(v, "no UFFDIO_WAKE and no successful placement reached page 0x%" PRIx64 " after "
-		      "that failed UFFDIO_%s (%s ago): nothing will wake the thread", f->addr,
-		   fl_op_name(h->io[h->failed].op),
-		   dur(d2, sizeof(d2), (int64_t)(a->now_ns - h->io[h->failed].ts)));
+		fl_stuck_ev(v, "no UFFDIO_WAKE and no successful placement reached page 0x%" PRIx64
+			    " after that failed UFFDIO_%s (%s ago): nothing will wake the thread",
+			    f->addr, fl_op_name(h->io[h->failed].op),
+			    dur(d2, sizeof(d2), (int64_t)(a->now_ns - h->io[h->failed].ts)));
 	if (h->have_last && (!h->nio || !same_ioctl(&h->last, &h->io[h->nio - 1])))
-		ev(v, "the latest ioctl on its userfaultfd was UFFDIO_%s of 0x%" PRIx64 " by pid %u "
-		      "(%s), %s ago%s", fl_op_name(h->last.op), h->last.start, h->last.pid,
-		   h->last.comm, dur(d1, sizeof(d1), (int64_t)(a->now_ns - h->last.ts)),
-		   h->last_by_holder ? "" : t->ncand == 1 ? "; that process no longer holds the uffd"
-							  : "");
+		fl_stuck_ev(v, "the latest ioctl on its userfaultfd was UFFDIO_%s of 0x%" PRIx64
+			    " by pid %u (%s), %s ago%s", fl_op_name(h->last.op), h->last.start,
+			    h->last.pid, h->last.comm,
+			    dur(d1, sizeof(d1), (int64_t)(a->now_ns - h->last.ts)),
+			    h->last_by_holder ? "" : t->ncand == 1 ?
+					"; that process no longer holds the uffd" : "");
 	if (a->lost)
-		ev(v, "the daemon lost %" PRIu64 " trace record(s) since it started: its history "
-		      "may miss calls", a->lost);
+		fl_stuck_ev(v, "the daemon lost %" PRIu64 " trace record(s) since it started: its "
+			    "history may miss calls", a->lost);
 }
 
 void fl_stuck_hist_apply(const struct fl_hist_answer *a, const struct fl_stuck_scan *s,
@@ -351,7 +343,7 @@ void fl_stuck_hist_apply(const struct fl_hist_answer *a, const struct fl_stuck_s
 	memset(h, 0, sizeof(*h));
 	h->failed = -1;
 	if (!match(a, t, h)) {
-		ev(v, "history: %s", h->why);
+		fl_stuck_ev(v, "history: %s", h->why);
 		return;
 	}
 	h->matched = true;
@@ -383,22 +375,23 @@ void fl_stuck_hist_apply(const struct fl_hist_answer *a, const struct fl_stuck_s
 	}
 	history_evidence(a, t, h, v);
 	if (v->verdict == FL_V_RANGE_UNMAPPED && old.verdict != FL_V_RANGE_UNMAPPED)
-		ev(v, "fault address 0x%" PRIx64 " lies in none of pid %d's %d registered range(s): "
-		      "its range was unmapped, remapped or resized under it", h->f.addr, p->pid,
-		   p->nranges);
+		fl_stuck_ev(v, "fault address 0x%" PRIx64 " lies in none of pid %d's %d registered "
+			    "range(s): its range was unmapped, remapped or resized under it",
+			    h->f.addr, p->pid, p->nranges);
 	if (v->verdict == FL_V_NOT_RESOLVED && old.verdict == FL_V_NOT_READ)
-		ev(v, "fdinfo counts %ld of %ld waiters unread, and this thread's message is not "
-		      "among them (the daemon saw it read)", pending, total);
+		fl_stuck_ev(v, "fdinfo counts %ld of %ld waiters unread, and this thread's message "
+			    "is not among them (the daemon saw it read)", pending, total);
 	if (v->verdict == FL_V_NOT_READ && h->f.read_ts)
-		ev(v, "the daemon saw its message read %s ago, yet fdinfo has it pending: the fault "
-		      "was retried and queued again", dur(d, sizeof(d),
-							 (int64_t)(a->now_ns - h->f.read_ts)));
+		fl_stuck_ev(v, "the daemon saw its message read %s ago, yet fdinfo has it pending: "
+			    "the fault was retried and queued again",
+			    dur(d, sizeof(d), (int64_t)(a->now_ns - h->f.read_ts)));
 	for (int i = 0; i < old.nev; i++) {
 		/* what the address now settles, one-shot could only ask */
 		if (h->f.addr && strstr(old.ev[i], "needs its fault address"))
 			continue;
-		ev(v, "%s", old.ev[i]);
+		fl_stuck_ev(v, "%s", old.ev[i]);
 	}
 	if (h->f.addr && !p->err && p->nranges && in_ranges(p, h->f.addr))
-		ev(v, "fault address 0x%" PRIx64 " is still in a registered range", h->f.addr);
+		fl_stuck_ev(v, "fault address 0x%" PRIx64 " is still in a registered range",
+			    h->f.addr);
 }

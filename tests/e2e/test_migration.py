@@ -205,7 +205,7 @@ def migrate(mode, kill_router=False, traced=False, cut_source=False, discard=Non
             first, count = discard
             tgt_vm_cmd += ["--discard", f"{first}:{count}@1500"]
         router_cmd = [tap.FAULTLINE, "target", "--source", f"{net.src_ip}:{PORT}",
-                      "--vmm-socket", vsock, "--journal", journal, "--json"]
+                      "--vmm-socket", vsock, "--journal", journal, "--json", "--interval", "100"]
         tgt = net.popen("tgt", router_cmd + ["--", *tgt_vm_cmd], stdout=subprocess.PIPE, text=True)
         tgt_out = Lines(tgt, "faultline target")
         vm_out = tgt_out                    # the target VM shares its launcher's stdout
@@ -220,7 +220,7 @@ def migrate(mode, kill_router=False, traced=False, cut_source=False, discard=Non
         # Poison during the migration: hot pages the target guest has mapped
         # by now (late poison: zap, then poison) and a cold one.
         tgt_out.wait_for(lambda o: o.get("event") == "router_progress" and
-                         o.get("copies", 0) + o.get("continues", 0) > 1000,
+                         o.get("copies", 0) + o.get("continues", 0) > 300,
                          60, "target progress with pages mapped")
         inject(net, ctrl, during_hot + during_cold)
 

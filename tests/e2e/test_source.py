@@ -201,6 +201,38 @@ def events(evs, name):
     return [e for e in evs if e.get("event") == name]
 
 
+class VmmSource(Source):
+    """faultline source --vmm-socket: waits for the handover, which `wire-client mem
+    --handover` makes like a VMM (fl_handover() with its uffd and memfd)."""
+
+    def __init__(self, *args, mem_args=(), refused=()):
+        self.dir = tempfile.mkdtemp(prefix="fl-src-")
+        weakref.finalize(self, shutil.rmtree, self.dir, True)
+        self.ctl = os.path.join(self.dir, "ctl")
+        self.vmm = os.path.join(self.dir, "vmm")
+        self.p = subprocess.Popen([FAULTLINE, "source", "--vmm-socket", self.vmm,
+                                   "--listen", "127.0.0.1:0", "--control", self.ctl, "--json",
+                                   *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True)
+        self.out = Lines(self.p.stdout)
+        self.err = Lines(self.p.stderr)
+        self.wait_ev = self.out.next_event(lambda e: e["event"] == "vmm_wait", timeout=20)
+        self.refusals = []
+        for bad in refused:  # each is turned away; the source keeps waiting
+            with Mem("--handover", self.vmm, *bad) as m:
+                self.refusals.append(m.info.get("handover_error"))
+        self.mem = Mem("--handover", self.vmm, *mem_args)
+        assert self.mem.info.get("handover") is True, self.mem.info
+        self.ready = self.out.next_event(lambda e: e["event"] == "source_ready", timeout=20)
+        self.port = int(self.ready["listen"].rsplit(":", 1)[1])
+        self.addr = f"127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc):
+        super().__exit__(*exc)
+        self.mem.__exit__(*exc)
+        return False
+
+
 def setup():
     require_root()
     if not os.path.exists(CLIENT):
@@ -434,8 +466,107 @@ def test_status_and_progress():
             assert k in prog[0], k
 
 
+def test_vmm_usage_errors():
+    run_source_expect_error(["--vmm-socket", "/tmp/x.sock", "--pid", "1"],
+                            "--vmm-socket and --pid/--range exclude each other")
+    run_source_expect_error(["--vmm-socket", "/tmp/x.sock", "--range", "0x1000:4096"],
+                            "--vmm-socket and --pid/--range exclude each other")
+    run_source_expect_error(["--vmm-socket", "/tmp/x.sock", "--control", "/tmp/c", "--status"],
+                            "talk to one already running")
+    p = subprocess.run([FAULTLINE, "source", "--help"], capture_output=True, text=True)
+    assert "--vmm-socket" in p.stdout and "fl_handover(" in p.stdout, p.stdout
+
+
+def test_vmm_handover_contents_and_dirty():
+    """Served from the memfd a VMM handed over: the target's image equals the memfd
+    byte for byte, written pages are DIRTY (hashes), the VMM is stopped at switchover."""
+    setup()
+    with VmmSource("--switchover-on-command", mem_args=("--pages", "512")) as src:
+        m = src.mem
+        assert src.ready["pid"] == m.pid and src.ready["vmm_socket"] == src.vmm, src.ready
+        assert src.ready["dirty_tracking"] == "hash", src.ready
+        assert src.ready["regions"][0]["addr"] == m.info["addr"], src.ready
+        assert src.ready["regions"][0]["length"] == m.info["length"], src.ready
+        assert not os.path.exists(src.vmm), "the handover socket should be gone once taken"
+        t = Target(src, "--precopy", "--request", "0:1,15", "--pause-at", "precopy_done")
+        pre = t.out.next_event(lambda e: e["event"] == "precopy_done")
+        assert pre["pages"] == 512 - 64, pre
+        t.wait_paused("precopy_done")
+        written = [3, 7, 200, 511]
+        assert m.cmd("dirty " + ",".join(map(str, written))) == "ok"
+        t.resume()
+        # the answers may come before or after precopy_done
+        seen = [e for e in t.out.all if isinstance(e, dict) and e["event"] == "answer"]
+        while len(seen) < 2:
+            seen.append(t.out.next_event(lambda e: e["event"] == "answer"))
+        ans = dict((e["page"], e) for e in seen)
+        assert int(ans[1]["fnv"], 16) == fnv1a(m.page(1)) and ans[15]["state"] == "zero", ans
+        r = src.control("--switchover-now")
+        assert r.returncode == 0, r
+        rc, evs, summ = t.finish()
+        assert rc == 0, evs[-5:]
+        assert summ["dirty"] == len(written) and summ["missing"] == 0, summ
+        assert summ["clean_without_precopy"] == 0, summ
+        assert m.state() == "T", "the VMM should be stopped after switchover"
+        assert t.image() == m.memfd(), "target image differs from the handed-over memfd"
+        s = events(src.wait(), "source_summary")[0]
+        assert src.p.returncode == 0 and s["completed"] and s["vm_stopped"], s
+
+
+def test_vmm_handover_inject_poison():
+    """Injection through the handed-over fds: punch the memfd + UFFDIO_POISON through
+    the VMM's uffd; the VMM gets SIGBUS there and the target a PoisonUpdate."""
+    setup()
+    with VmmSource("--switchover-on-command", "--no-stop", mem_args=("--pages", "128")) as src:
+        m = src.mem
+        t = Target(src, "--pause-at", "hello", "--pause-at", "map_done")
+        t.wait_paused("hello")
+        r = src.control("--inject", "0:5,6")
+        assert r.returncode == 0 and r.stdout.split("\n")[:2] == ["ok 0 5", "ok 0 6"], r
+        assert m.cmd("touch 5") == "sigbus"
+        assert m.cmd("touch 6") == "sigbus"
+        assert m.cmd("touch 4") == "ok"
+        assert m.page(5) == bytes(m.ps), "the poisoned page should be punched out of the memfd"
+        pe = [src.out.next_event(lambda e: e["event"] == "poison") for _ in range(2)]
+        assert {(e["page"], e["cause"]) for e in pe} == {(5, "injected"), (6, "injected")}, pe
+        t.resume()
+        upd = t.out.next_event(lambda e: e["event"] == "poison_update")
+        assert upd["region"] == 0 and set(upd["pages"]) == {5, 6}, upd
+        assert src.control("--switchover-now").returncode == 0
+        t.wait_paused("map_done")
+        assert src.control("--inject", "0:9").stdout.startswith("ok 0 9")
+        t.resume()
+        rc, evs, summ = t.finish()
+        assert rc == 0, evs[-5:]
+        assert [0, 5] in summ["poisoned_pages"] and [0, 9] in summ["poisoned_pages"], summ
+        assert summ["data_for_poisoned"] == 0 and summ["missing"] == 0, summ
+        s = events(src.wait(), "source_summary")[0]
+        assert s["poisoned"] == 3 and not s["vm_stopped"], s
+        assert m.state() != "T"
+
+
+def test_vmm_handover_without_memfd_refused():
+    """A region without a memfd can't be served: the VMM's fl_handover() fails with
+    the reason, the source says so and keeps waiting for a usable handover."""
+    setup()
+    with VmmSource("--no-stop", refused=[("--handover-no-memfd",), ("--handover-anon",)],
+                   mem_args=("--pages", "16")) as src:
+        assert len(src.refusals) == 2, src.refusals
+        assert "region 0 comes without a memfd" in src.refusals[0], src.refusals
+        assert "region 1 comes without a memfd" in src.refusals[1], src.refusals
+        for r in src.refusals:
+            assert "refused the handover" in r, r
+        src.p.terminate()
+        src.p.wait(timeout=10)
+        src.err.rest()
+        errs = "\n".join(line for line in src.err.all if isinstance(line, str))
+        assert "refused a handover" in errs and "without a memfd" in errs, errs
+
+
 if __name__ == "__main__":
     main([test_help_has_examples, test_clear_errors, test_precopy_dirty_map_and_image,
           test_requests_and_queries_before_switchover, test_inject_poison,
           test_poison_marker_seen_by_scan, test_reconnect_resume_loses_nothing,
-          test_protocol_errors_keep_serving, test_status_and_progress])
+          test_protocol_errors_keep_serving, test_status_and_progress,
+          test_vmm_usage_errors, test_vmm_handover_contents_and_dirty,
+          test_vmm_handover_inject_poison, test_vmm_handover_without_memfd_refused])

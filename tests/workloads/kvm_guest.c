@@ -5,7 +5,8 @@
  * handler thread.  Its own counters are the independent reference that a
  * tracer's output (faultline) is checked against.
  *
- * Structure (kept separate so migration tests can reuse the pieces):
+ * Structure (kept separate so migration tests can reuse the pieces; the VM
+ * plumbing migrate-vm shares is in kvm_vm.c):
  *   parse_options()      command line
  *   uffd_setup()         userfaultfd with THREAD_ID (+POISON), register data
  *   vm_setup()           /dev/kvm, VM, code memslot, data memslot, vCPU fds
@@ -33,14 +34,12 @@
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -50,28 +49,14 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <linux/kvm.h>
 #include "uffd_compat.h"
+#include "kvm_vm.h"
 
-/* KVM exits newer than Debian 12's 6.1 uapi header. */
-#ifndef KVM_EXIT_LOONGARCH_IOCSR
-#define KVM_EXIT_LOONGARCH_IOCSR 38
-#endif
-#ifndef KVM_EXIT_MEMORY_FAULT
-#define KVM_EXIT_MEMORY_FAULT 39
-#endif
-#ifndef KVM_EXIT_TDX
-#define KVM_EXIT_TDX 40
-#endif
-#ifndef KVM_CAP_MEMORY_FAULT_INFO
-#define KVM_CAP_MEMORY_FAULT_INFO 232
-#endif
 /* Layout of run->memory_fault (6.8+), overlaid on the exit union. */
 struct kvm_memory_fault_compat {
 	__u64 flags;
@@ -233,7 +218,6 @@ struct vcpu_state {
 	unsigned idx;
 	int fd;
 	struct kvm_run *run;
-	size_t run_size;
 	pthread_t thread;
 	bool thread_started;
 	volatile pid_t tid;
@@ -285,7 +269,7 @@ struct vcpu_state {
 	uint64_t verify_errors;
 
 	bool failed;
-	char err[256];
+	char err[KVM_VM_ERR_LEN];
 };
 
 struct memslot_info {
@@ -299,10 +283,9 @@ struct kvm_guest_ctx {
 	struct options opt;
 	FILE *out;
 
-	int kvm_fd, vm_fd;
+	struct kvm_vm vm;
 	struct memslot_info memslots[2];
 	unsigned nmemslots;
-	uint8_t *code_mem;
 	uint8_t *data_mem;
 	size_t data_len;
 	unsigned long data_pages;
@@ -329,7 +312,7 @@ struct kvm_guest_ctx {
 	uint64_t empty_seen_ns;        /* handler last found the uffd queue empty */
 	uint64_t vcpu_resolve_start[MAX_VCPUS]; /* last COPY/POISON for its fault */
 	bool handler_failed;
-	char handler_err[256];
+	char handler_err[KVM_VM_ERR_LEN];
 
 	struct vcpu_state vcpu[MAX_VCPUS];
 
@@ -348,7 +331,7 @@ struct kvm_guest_ctx {
 };
 
 static struct kvm_guest_ctx kvm_guest_ctx = {
-	.kvm_fd = -1, .vm_fd = -1, .uffd = -1, .stop_efd = -1,
+	.vm = { .kvm_fd = -1, .vm_fd = -1 }, .uffd = -1, .stop_efd = -1,
 	.lock = PTHREAD_MUTEX_INITIALIZER,
 	.faults_lock = PTHREAD_MUTEX_INITIALIZER,
 	.cond = PTHREAD_COND_INITIALIZER,
@@ -357,13 +340,7 @@ static struct kvm_guest_ctx kvm_guest_ctx = {
 /* ------------------------------------------------------------------ */
 /* small helpers                                                       */
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
+const char kvm_vm_prog[] = "kvm-guest";
 
 static void sleep_ns(uint64_t ns)
 {
@@ -372,29 +349,6 @@ static void sleep_ns(uint64_t ns)
 
 	while (clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, &ts) == EINTR)
 		;
-}
-
-__attribute__((format(printf, 1, 2), noreturn))
-static void die(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("kvm-guest: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	exit(1);
-}
-
-__attribute__((format(printf, 2, 3)))
-static void set_err(char *buf, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(buf, 256, fmt, ap);
-	va_end(ap);
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -407,43 +361,6 @@ static uint32_t seed_for(unsigned vcpu, unsigned loop)
 {
 	/* Distinct per vCPU and per pass, so a stale value is detected. */
 	return 0xC0DE0000u ^ ((uint32_t)vcpu << 28) ^ ((uint32_t)(loop & 0xfff) << 16);
-}
-
-static const char *exit_name(unsigned r)
-{
-	static const char *const names[] = {
-		[KVM_EXIT_UNKNOWN] = "KVM_EXIT_UNKNOWN",
-		[KVM_EXIT_EXCEPTION] = "KVM_EXIT_EXCEPTION",
-		[KVM_EXIT_IO] = "KVM_EXIT_IO",
-		[KVM_EXIT_HYPERCALL] = "KVM_EXIT_HYPERCALL",
-		[KVM_EXIT_DEBUG] = "KVM_EXIT_DEBUG",
-		[KVM_EXIT_HLT] = "KVM_EXIT_HLT",
-		[KVM_EXIT_MMIO] = "KVM_EXIT_MMIO",
-		[KVM_EXIT_IRQ_WINDOW_OPEN] = "KVM_EXIT_IRQ_WINDOW_OPEN",
-		[KVM_EXIT_SHUTDOWN] = "KVM_EXIT_SHUTDOWN",
-		[KVM_EXIT_FAIL_ENTRY] = "KVM_EXIT_FAIL_ENTRY",
-		[KVM_EXIT_INTR] = "KVM_EXIT_INTR",
-		[KVM_EXIT_SET_TPR] = "KVM_EXIT_SET_TPR",
-		[KVM_EXIT_TPR_ACCESS] = "KVM_EXIT_TPR_ACCESS",
-		[KVM_EXIT_NMI] = "KVM_EXIT_NMI",
-		[KVM_EXIT_INTERNAL_ERROR] = "KVM_EXIT_INTERNAL_ERROR",
-		[KVM_EXIT_SYSTEM_EVENT] = "KVM_EXIT_SYSTEM_EVENT",
-		[KVM_EXIT_IOAPIC_EOI] = "KVM_EXIT_IOAPIC_EOI",
-		[KVM_EXIT_HYPERV] = "KVM_EXIT_HYPERV",
-		[KVM_EXIT_X86_RDMSR] = "KVM_EXIT_X86_RDMSR",
-		[KVM_EXIT_X86_WRMSR] = "KVM_EXIT_X86_WRMSR",
-		[KVM_EXIT_DIRTY_RING_FULL] = "KVM_EXIT_DIRTY_RING_FULL",
-		[KVM_EXIT_AP_RESET_HOLD] = "KVM_EXIT_AP_RESET_HOLD",
-		[KVM_EXIT_X86_BUS_LOCK] = "KVM_EXIT_X86_BUS_LOCK",
-		[KVM_EXIT_XEN] = "KVM_EXIT_XEN",
-		[KVM_EXIT_NOTIFY] = "KVM_EXIT_NOTIFY",
-		[KVM_EXIT_MEMORY_FAULT] = "KVM_EXIT_MEMORY_FAULT",
-		[KVM_EXIT_TDX] = "KVM_EXIT_TDX",
-	};
-
-	if (r < sizeof(names) / sizeof(names[0]) && names[r])
-		return names[r];
-	return NULL;
 }
 
 /* Host address of a guest physical address via the memslot table, 0 if none. */
@@ -553,37 +470,6 @@ static void usage(FILE *f)
 		MAX_VCPUS, MAX_MEM_MB, MMIO_GPA);
 }
 
-__attribute__((noreturn))
-static void bad_usage(const char *fmt, const char *arg)
-{
-	fputs("kvm-guest: ", stderr);
-	fprintf(stderr, fmt, arg);
-	fputs("\nTry 'kvm-guest --help'.\n", stderr);
-	exit(2);
-}
-
-static unsigned long parse_ulong(const char *name, const char *s,
-				 unsigned long min, unsigned long max)
-{
-	char *end;
-	unsigned long v;
-
-	errno = 0;
-	if (!s || !*s || *s == '-')
-		bad_usage("%s needs a non-negative integer", name);
-	v = strtoul(s, &end, 0);
-	if (errno || *end) {
-		fprintf(stderr, "kvm-guest: %s: '%s' is not a number\n", name, s);
-		exit(2);
-	}
-	if (v < min || v > max) {
-		fprintf(stderr, "kvm-guest: %s %lu out of range %lu..%lu\n",
-			name, v, min, max);
-		exit(2);
-	}
-	return v;
-}
-
 static void parse_options(struct options *o, int argc, char **argv)
 {
 	enum { OPT_VCPUS = 256, OPT_MEM, OPT_PAGES, OPT_DELAY, OPT_STRIDE, OPT_POISON,
@@ -655,26 +541,6 @@ static void parse_options(struct options *o, int argc, char **argv)
 /* ------------------------------------------------------------------ */
 /* userfaultfd                                                         */
 
-static int uffd_open(void)
-{
-	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-	int serr = errno;
-
-	if (fd >= 0)
-		return fd;
-	/* Fall back to /dev/userfaultfd (works when the syscall is restricted). */
-	int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
-	if (dev >= 0) {
-		fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
-		close(dev);
-		if (fd >= 0)
-			return fd;
-	}
-	die("userfaultfd(): %s%s", strerror(serr),
-	    serr == EPERM ? " — needs root/CAP_SYS_PTRACE or vm.unprivileged_userfaultfd=1"
-	    : serr == ENOSYS ? " — kernel built without CONFIG_USERFAULTFD" : "");
-}
-
 static void uffd_setup(struct kvm_guest_ctx *c)
 {
 	struct uffdio_api api;
@@ -726,68 +592,21 @@ static void uffd_setup(struct kvm_guest_ctx *c)
 
 static void vm_setup(struct kvm_guest_ctx *c)
 {
-	int r;
-
-	c->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-	if (c->kvm_fd < 0) {
-		int e = errno;
-		die("/dev/kvm: %s%s", strerror(e),
-		    e == ENOENT ? " — KVM not available (no kvm module / not exposed)"
-		    : e == EACCES ? " — no permission (run as root or join group kvm)" : "");
-	}
-	r = ioctl(c->kvm_fd, KVM_GET_API_VERSION, 0);
-	if (r != KVM_API_VERSION)
-		die("/dev/kvm: KVM_GET_API_VERSION returned %d, expected %d", r, KVM_API_VERSION);
-	c->vm_fd = ioctl(c->kvm_fd, KVM_CREATE_VM, 0UL);
-	if (c->vm_fd < 0)
-		die("KVM_CREATE_VM: %s", strerror(errno));
-	/* Needed on Intel without unrestricted guest; harmless elsewhere. */
-	if (ioctl(c->vm_fd, KVM_SET_TSS_ADDR, 0xfffbd000UL) < 0 && errno != EINVAL)
-		fprintf(stderr, "kvm-guest: warning: KVM_SET_TSS_ADDR: %s\n", strerror(errno));
-
-	/* Code slot: plain anonymous memory, not registered with userfaultfd. */
-	c->code_mem = mmap(NULL, CODE_SLOT_LEN, PROT_READ | PROT_WRITE,
-			   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (c->code_mem == MAP_FAILED)
-		die("mmap code slot: %s", strerror(errno));
-	memset(c->code_mem, 0xf4, CODE_SLOT_LEN); /* hlt everywhere else */
-	memcpy(c->code_mem + CODE_GPA, guest_code, sizeof(guest_code));
-	struct kvm_userspace_memory_region code = {
-		.slot = 0, .guest_phys_addr = 0, .memory_size = CODE_SLOT_LEN,
-		.userspace_addr = (uint64_t)(uintptr_t)c->code_mem,
-	};
-	if (ioctl(c->vm_fd, KVM_SET_USER_MEMORY_REGION, &code) < 0)
-		die("KVM_SET_USER_MEMORY_REGION (code slot): %s", strerror(errno));
+	kvm_vm_create(&c->vm, guest_code, sizeof(guest_code), CODE_GPA, CODE_SLOT_LEN);
 	c->memslots[c->nmemslots++] = (struct memslot_info){
-		.slot = code.slot, .gpa = code.guest_phys_addr, .hva = code.userspace_addr,
-		.size = code.memory_size, .uffd = false,
+		.slot = 0, .gpa = 0, .hva = (uint64_t)(uintptr_t)c->vm.code_mem,
+		.size = CODE_SLOT_LEN, .uffd = false,
 	};
 
 	/* Data slot: anonymous memory, uffd-registered by uffd_setup(). */
 	c->data_len = c->opt.mem_mb << 20;
 	c->data_pages = c->data_len / PAGE_SZ;
-	c->data_mem = mmap(NULL, c->data_len, PROT_READ | PROT_WRITE,
-			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (c->data_mem == MAP_FAILED)
-		die("mmap %zu bytes of data memory: %s", c->data_len, strerror(errno));
-	/* 4 KiB faults only: one userfault per touched page, deterministically. */
-	if (madvise(c->data_mem, c->data_len, MADV_NOHUGEPAGE) < 0 && errno != EINVAL)
-		fprintf(stderr, "kvm-guest: warning: MADV_NOHUGEPAGE: %s\n", strerror(errno));
-	struct kvm_userspace_memory_region data = {
-		.slot = 1, .guest_phys_addr = DATA_GPA, .memory_size = c->data_len,
-		.userspace_addr = (uint64_t)(uintptr_t)c->data_mem,
-	};
-	if (ioctl(c->vm_fd, KVM_SET_USER_MEMORY_REGION, &data) < 0)
-		die("KVM_SET_USER_MEMORY_REGION (data slot, %zu bytes at GPA 0x%lx): %s",
-		    c->data_len, DATA_GPA, strerror(errno));
+	c->data_mem = kvm_vm_guest_mem(c->data_len, -1, "data memory");
+	kvm_vm_add_slot(&c->vm, 1, DATA_GPA, c->data_mem, c->data_len, "data slot");
 	c->memslots[c->nmemslots++] = (struct memslot_info){
-		.slot = data.slot, .gpa = data.guest_phys_addr, .hva = data.userspace_addr,
-		.size = data.memory_size, .uffd = true,
+		.slot = 1, .gpa = DATA_GPA, .hva = (uint64_t)(uintptr_t)c->data_mem,
+		.size = c->data_len, .uffd = true,
 	};
-
-	int mmap_sz = ioctl(c->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
-	if (mmap_sz < (int)sizeof(struct kvm_run))
-		die("KVM_GET_VCPU_MMAP_SIZE: %s", mmap_sz < 0 ? strerror(errno) : "too small");
 
 	c->page_state = calloc(c->data_pages, 1);
 	if (!c->page_state)
@@ -797,13 +616,7 @@ static void vm_setup(struct kvm_guest_ctx *c)
 		struct vcpu_state *v = &c->vcpu[i];
 
 		v->idx = i;
-		v->fd = ioctl(c->vm_fd, KVM_CREATE_VCPU, (unsigned long)i);
-		if (v->fd < 0)
-			die("KVM_CREATE_VCPU %u: %s", i, strerror(errno));
-		v->run_size = (size_t)mmap_sz;
-		v->run = mmap(NULL, v->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd, 0);
-		if (v->run == MAP_FAILED)
-			die("mmap kvm_run of vCPU %u: %s", i, strerror(errno));
+		v->fd = kvm_vm_add_vcpu(&c->vm, i, &v->run);
 		unsigned long slice_off = (unsigned long)i * c->opt.pages * c->opt.stride * PAGE_SZ;
 		v->slice_gpa = DATA_GPA + slice_off;
 		v->slice_hva = c->data_mem + slice_off;
@@ -837,29 +650,6 @@ static void sigbus_handler(int sig, siginfo_t *si, void *uc)
 
 static int vcpu_init_regs(struct kvm_guest_ctx *c, struct vcpu_state *v, unsigned loop)
 {
-	struct kvm_sregs sregs;
-	struct kvm_regs regs;
-
-	if (ioctl(v->fd, KVM_GET_SREGS, &sregs) < 0) {
-		set_err(v->err, "KVM_GET_SREGS: %s", strerror(errno));
-		return -1;
-	}
-	struct kvm_segment code_seg = {
-		.base = 0, .limit = 0xffffffff, .selector = 0x08, .type = 11,
-		.present = 1, .dpl = 0, .db = 1, .s = 1, .l = 0, .g = 1,
-	};
-	struct kvm_segment data_seg = code_seg;
-	data_seg.selector = 0x10;
-	data_seg.type = 3;
-	sregs.cs = code_seg;
-	sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = data_seg;
-	sregs.cr0 |= 1;              /* PE, paging stays off */
-	sregs.cr0 &= ~(1UL << 31);
-	sregs.efer = 0;
-	if (ioctl(v->fd, KVM_SET_SREGS, &sregs) < 0) {
-		set_err(v->err, "KVM_SET_SREGS: %s", strerror(errno));
-		return -1;
-	}
 	uint64_t param_gpa = 0;
 	if (c->opt.touch_loops) {
 		struct touch_params tp = {
@@ -871,26 +661,22 @@ static int vcpu_init_regs(struct kvm_guest_ctx *c, struct vcpu_state *v, unsigne
 			.fill = TOUCH_FILL,
 		};
 		param_gpa = PARAM_GPA + 32UL * v->idx;
-		memcpy(c->code_mem + param_gpa, &tp, sizeof(tp));
+		memcpy(c->vm.code_mem + param_gpa, &tp, sizeof(tp));
 	}
 	v->page_value = v->mmio_value = seed_for(v->idx, loop);
 
-	memset(&regs, 0, sizeof(regs));
-	regs.rflags = 0x2;
-	regs.rip = CODE_GPA;
-	regs.rbx = v->slice_gpa;
-	regs.rcx = c->opt.pages;
-	regs.rdx = c->opt.stride * PAGE_SZ;
-	regs.rsi = seed_for(v->idx, loop);
-	regs.rdi = (c->opt.io_per_page ? GUEST_EXIT_OUT : 0) |
-		   (c->opt.mmio_per_page ? GUEST_EXIT_MMIO : 0);
-	regs.rbp = param_gpa;
-	regs.rsp = CODE_SLOT_LEN - 16;
-	if (ioctl(v->fd, KVM_SET_REGS, &regs) < 0) {
-		set_err(v->err, "KVM_SET_REGS: %s", strerror(errno));
-		return -1;
-	}
-	return 0;
+	struct kvm_regs regs = {
+		.rip = CODE_GPA,
+		.rbx = v->slice_gpa,
+		.rcx = c->opt.pages,
+		.rdx = c->opt.stride * PAGE_SZ,
+		.rsi = seed_for(v->idx, loop),
+		.rdi = (c->opt.io_per_page ? GUEST_EXIT_OUT : 0) |
+		       (c->opt.mmio_per_page ? GUEST_EXIT_MMIO : 0),
+		.rbp = param_gpa,
+		.rsp = CODE_SLOT_LEN - 16,
+	};
+	return kvm_vm_enter_flat32(v->fd, &regs, v->err);
 }
 
 /*
@@ -1076,16 +862,9 @@ static int vcpu_run_pass(struct kvm_guest_ctx *c, struct vcpu_state *v, unsigned
 
 		switch (run->exit_reason) {
 		case KVM_EXIT_IO: {
-			const uint8_t *data = (const uint8_t *)run + run->io.data_offset;
 			uint32_t val = 0;
-			if (run->io.direction != KVM_EXIT_IO_OUT || run->io.size != 4 ||
-			    run->io.count != 1) {
-				set_err(v->err, "unexpected I/O: %s port 0x%x size %u count %u",
-					run->io.direction == KVM_EXIT_IO_OUT ? "out" : "in",
-					run->io.port, run->io.size, run->io.count);
+			if (kvm_vm_io_out32(run, &val, v->err) < 0)
 				return -1;
-			}
-			memcpy(&val, data, 4);
 			if (run->io.port == PORT_PAGE) {
 				if (val != v->page_value) {
 					set_err(v->err, "per-page out carried 0x%x, expected 0x%x",
@@ -1171,24 +950,9 @@ static int vcpu_run_pass(struct kvm_guest_ctx *c, struct vcpu_state *v, unsigned
 				return -1;
 			break;
 		}
-		case KVM_EXIT_FAIL_ENTRY:
-			set_err(v->err, "KVM_EXIT_FAIL_ENTRY: hardware_entry_failure_reason 0x%llx",
-				(unsigned long long)run->fail_entry.hardware_entry_failure_reason);
+		default:
+			kvm_vm_exit_err(run, v->err);
 			return -1;
-		case KVM_EXIT_INTERNAL_ERROR:
-			set_err(v->err, "KVM_EXIT_INTERNAL_ERROR: suberror %u", run->internal.suberror);
-			return -1;
-		case KVM_EXIT_SHUTDOWN:
-			set_err(v->err, "KVM_EXIT_SHUTDOWN (guest triple fault)");
-			return -1;
-		default: {
-			const char *n = exit_name(run->exit_reason);
-			if (n)
-				set_err(v->err, "unexpected exit %s", n);
-			else
-				set_err(v->err, "unexpected exit reason %u", run->exit_reason);
-			return -1;
-		}
 		}
 	}
 }
@@ -1585,12 +1349,8 @@ static void start_threads(struct kvm_guest_ctx *c)
 		die("pthread_create (uffd handler): %s", strerror(r));
 	c->handler_started = true;
 	for (unsigned i = 0; i < c->opt.vcpus; i++) {
-		if ((r = pthread_create(&c->vcpu[i].thread, NULL, vcpu_thread, &c->vcpu[i])) != 0)
-			die("pthread_create (vCPU %u): %s", i, strerror(r));
+		kvm_vm_start_vcpu(&c->vcpu[i].thread, i, vcpu_thread, &c->vcpu[i]);
 		c->vcpu[i].thread_started = true;
-		char name[16];
-		snprintf(name, sizeof(name), "vcpu%u", i);
-		pthread_setname_np(c->vcpu[i].thread, name);
 	}
 	pthread_setname_np(c->handler, "uffd-handler");
 	pthread_mutex_lock(&c->lock);
@@ -1756,7 +1516,7 @@ static void print_exit_map(FILE *o, const uint64_t *exits, uint64_t other)
 	for (unsigned r = 0; r < EXIT_SLOTS; r++) {
 		if (!exits[r])
 			continue;
-		const char *n = exit_name(r);
+		const char *n = kvm_vm_exit_name(r);
 		if (n)
 			fprintf(o, "%s\"%s\":%" PRIu64, first ? "" : ",", n, exits[r]);
 		else

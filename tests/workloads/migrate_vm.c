@@ -53,8 +53,6 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
@@ -62,6 +60,7 @@
 #include <linux/kvm.h>
 #include "faultline/faultline.h"
 #include "uffd_compat.h"
+#include "kvm_vm.h"
 
 #define PAGE_SZ 4096UL
 #define MAX_VCPUS 16
@@ -180,7 +179,6 @@ struct vcpu {
 	unsigned idx;
 	int fd;
 	struct kvm_run *run;
-	size_t run_size;
 	pthread_t thread;
 	bool started;
 	volatile pid_t tid;
@@ -199,7 +197,7 @@ struct vcpu {
 	volatile sig_atomic_t sigbus;
 	void *volatile sigbus_addr;
 	bool failed;
-	char err[256];
+	char err[KVM_VM_ERR_LEN];
 };
 
 /* The one piece of global mutable state (signal handlers reach it). */
@@ -207,8 +205,7 @@ struct migrate_vm_ctx {
 	struct options opt;
 	pthread_mutex_t out_lock;       /* one JSON line at a time */
 
-	int kvm_fd, vm_fd;
-	uint8_t *code_mem;
+	struct kvm_vm vm;
 	uint8_t *mem;                   /* guest data memory, DATA_GPA.. */
 	size_t mem_len;
 	uint64_t pages;
@@ -245,20 +242,14 @@ struct migrate_vm_ctx {
 };
 
 static struct migrate_vm_ctx migrate_vm_ctx = {
-	.kvm_fd = -1, .vm_fd = -1, .memfd = -1, .uffd = -1, .sock = -1,
+	.vm = { .kvm_fd = -1, .vm_fd = -1 }, .memfd = -1, .uffd = -1, .sock = -1,
 	.out_lock = PTHREAD_MUTEX_INITIALIZER,
 };
 
 /* ------------------------------------------------------------------ */
 /* helpers                                                             */
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
+const char kvm_vm_prog[] = "migrate-vm";
 
 static void sleep_us(uint64_t us)
 {
@@ -266,29 +257,6 @@ static void sleep_us(uint64_t us)
 
 	/* Not restarted on EINTR: the stop signal should cut a pace sleep short. */
 	clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, NULL);
-}
-
-__attribute__((format(printf, 1, 2), noreturn))
-static void die(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("migrate-vm: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	exit(1);
-}
-
-__attribute__((format(printf, 2, 3)))
-static void set_err(char *buf, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(buf, 256, fmt, ap);
-	va_end(ap);
 }
 
 /* One JSON line (already formatted) on stdout with --json; always flushed. */
@@ -425,33 +393,6 @@ static void usage(FILE *f)
 "  migrate-vm --role target --router /run/fl.sock --mode minor --json --dump t.txt\n"
 "  migrate-vm --role target --router /run/fl.sock --discard 4096:512@500 --dump t.txt\n",
 		MAX_VCPUS, MAX_MEM_MIB, MAX_DISCARDS);
-}
-
-__attribute__((noreturn))
-static void bad_usage(const char *fmt, const char *arg)
-{
-	fputs("migrate-vm: ", stderr);
-	fprintf(stderr, fmt, arg);
-	fputs("\nTry 'migrate-vm --help'.\n", stderr);
-	exit(2);
-}
-
-static unsigned long parse_ulong(const char *name, const char *s, unsigned long min,
-				 unsigned long max)
-{
-	char *end;
-	unsigned long v;
-
-	errno = 0;
-	if (!s || !*s || *s == '-')
-		bad_usage("%s needs a non-negative integer", name);
-	v = strtoul(s, &end, 0);
-	if (errno || *end || v < min || v > max) {
-		fprintf(stderr, "migrate-vm: %s: '%s' is not a number from %lu to %lu\n",
-			name, s, min, max);
-		exit(2);
-	}
-	return v;
 }
 
 /* FIRST:COUNT@MS, each a non-negative integer, COUNT at least 1. */
@@ -611,25 +552,6 @@ static void parse_options(struct options *o, int argc, char **argv)
 /* ------------------------------------------------------------------ */
 /* memory, userfaultfd, VM                                             */
 
-static int uffd_open(void)
-{
-	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-	int serr = errno;
-
-	if (fd >= 0)
-		return fd;
-	int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
-	if (dev >= 0) {
-		fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
-		close(dev);
-		if (fd >= 0)
-			return fd;
-	}
-	die("userfaultfd(): %s%s", strerror(serr),
-	    serr == EPERM ? " — needs root/CAP_SYS_PTRACE or vm.unprivileged_userfaultfd=1"
-	    : serr == ENOSYS ? " — kernel built without CONFIG_USERFAULTFD" : "");
-}
-
 static bool zero_page_of_pattern(const struct options *o, uint64_t i)
 {
 	uint64_t s = o->seed ^ (i * 0xd1b54a32d192ed03ULL);
@@ -674,16 +596,8 @@ static void memory_setup(struct migrate_vm_ctx *c)
 		} else if (ftruncate(c->memfd, (off_t)c->mem_len) < 0) {
 			die("ftruncate memfd to %zu bytes: %s", c->mem_len, strerror(errno));
 		}
-		c->mem = mmap(NULL, c->mem_len, PROT_READ | PROT_WRITE, MAP_SHARED, c->memfd, 0);
-	} else {
-		c->mem = mmap(NULL, c->mem_len, PROT_READ | PROT_WRITE,
-			      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	}
-	if (c->mem == MAP_FAILED)
-		die("mmap %zu bytes of guest memory: %s", c->mem_len, strerror(errno));
-	/* One userfault per 4 KiB page: what the router and the tests count. */
-	if (madvise(c->mem, c->mem_len, MADV_NOHUGEPAGE) < 0 && errno != EINVAL)
-		fprintf(stderr, "migrate-vm: warning: MADV_NOHUGEPAGE: %s\n", strerror(errno));
+	c->mem = kvm_vm_guest_mem(c->mem_len, c->memfd, "guest memory");
 
 	if (o->role == ROLE_SOURCE)
 		for (uint64_t i = 0; i < c->pages; i++)
@@ -735,46 +649,8 @@ static void vm_setup(struct migrate_vm_ctx *c)
 {
 	const struct options *o = &c->opt;
 
-	c->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-	if (c->kvm_fd < 0) {
-		int e = errno;
-		die("/dev/kvm: %s%s", strerror(e),
-		    e == ENOENT ? " — KVM not available (no kvm module, or not exposed to this "
-				  "machine/container)"
-		    : e == EACCES ? " — no permission (run as root or join group kvm)" : "");
-	}
-	int v = ioctl(c->kvm_fd, KVM_GET_API_VERSION, 0);
-	if (v != KVM_API_VERSION)
-		die("/dev/kvm: KVM_GET_API_VERSION returned %d, expected %d", v, KVM_API_VERSION);
-	c->vm_fd = ioctl(c->kvm_fd, KVM_CREATE_VM, 0UL);
-	if (c->vm_fd < 0)
-		die("KVM_CREATE_VM: %s", strerror(errno));
-	if (ioctl(c->vm_fd, KVM_SET_TSS_ADDR, 0xfffbd000UL) < 0 && errno != EINVAL)
-		fprintf(stderr, "migrate-vm: warning: KVM_SET_TSS_ADDR: %s\n", strerror(errno));
-
-	c->code_mem = mmap(NULL, CODE_SLOT_LEN, PROT_READ | PROT_WRITE,
-			   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (c->code_mem == MAP_FAILED)
-		die("mmap code slot: %s", strerror(errno));
-	memset(c->code_mem, 0xf4, CODE_SLOT_LEN); /* hlt: a stray jump stops the guest */
-	memcpy(c->code_mem + CODE_GPA, guest_code, sizeof(guest_code));
-	struct kvm_userspace_memory_region code = {
-		.slot = 0, .guest_phys_addr = 0, .memory_size = CODE_SLOT_LEN,
-		.userspace_addr = (uint64_t)(uintptr_t)c->code_mem,
-	};
-	if (ioctl(c->vm_fd, KVM_SET_USER_MEMORY_REGION, &code) < 0)
-		die("KVM_SET_USER_MEMORY_REGION (code slot): %s", strerror(errno));
-	struct kvm_userspace_memory_region data = {
-		.slot = 1, .guest_phys_addr = DATA_GPA, .memory_size = c->mem_len,
-		.userspace_addr = (uint64_t)(uintptr_t)c->mem,
-	};
-	if (ioctl(c->vm_fd, KVM_SET_USER_MEMORY_REGION, &data) < 0)
-		die("KVM_SET_USER_MEMORY_REGION (guest memory, %zu bytes): %s", c->mem_len,
-		    strerror(errno));
-
-	int mmap_sz = ioctl(c->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
-	if (mmap_sz < (int)sizeof(struct kvm_run))
-		die("KVM_GET_VCPU_MMAP_SIZE: %s", mmap_sz < 0 ? strerror(errno) : "too small");
+	kvm_vm_create(&c->vm, guest_code, sizeof(guest_code), CODE_GPA, CODE_SLOT_LEN);
+	kvm_vm_add_slot(&c->vm, 1, DATA_GPA, c->mem, c->mem_len, "guest memory");
 
 	uint64_t slice = (c->pages - o->vcpus) / o->vcpus;
 	uint64_t hot = (uint64_t)((double)slice * o->hot_fraction);
@@ -788,13 +664,7 @@ static void vm_setup(struct migrate_vm_ctx *c)
 		vc->slice_first = o->vcpus + (uint64_t)i * slice;
 		vc->slice_pages = slice;
 		vc->hot_pages = hot;
-		vc->fd = ioctl(c->vm_fd, KVM_CREATE_VCPU, (unsigned long)i);
-		if (vc->fd < 0)
-			die("KVM_CREATE_VCPU %u: %s", i, strerror(errno));
-		vc->run_size = (size_t)mmap_sz;
-		vc->run = mmap(NULL, vc->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, vc->fd, 0);
-		if (vc->run == MAP_FAILED)
-			die("mmap kvm_run of vCPU %u: %s", i, strerror(errno));
+		vc->fd = kvm_vm_add_vcpu(&c->vm, i, &vc->run);
 
 		struct guest_params gp = {
 			.control_gpa = (uint32_t)(DATA_GPA + vc->control_page * PAGE_SZ + CONTROL_OFF),
@@ -803,7 +673,7 @@ static void vm_setup(struct migrate_vm_ctx *c)
 			.slice_pages = (uint32_t)slice,
 			.pace_pages = (uint32_t)o->pace_pages,
 		};
-		memcpy(c->code_mem + PARAM_GPA + 32 * i, &gp, sizeof(gp));
+		memcpy(c->vm.code_mem + PARAM_GPA + 32 * i, &gp, sizeof(gp));
 	}
 }
 
@@ -843,41 +713,15 @@ static void sigbus_handler(int sig, siginfo_t *si, void *uc)
 
 static int vcpu_init_regs(struct migrate_vm_ctx *c, struct vcpu *v)
 {
-	struct kvm_sregs sregs;
-	struct kvm_regs regs;
-
-	if (ioctl(v->fd, KVM_GET_SREGS, &sregs) < 0) {
-		set_err(v->err, "KVM_GET_SREGS: %s", strerror(errno));
-		return -1;
-	}
-	struct kvm_segment code_seg = {
-		.base = 0, .limit = 0xffffffff, .selector = 0x08, .type = 11,
-		.present = 1, .dpl = 0, .db = 1, .s = 1, .l = 0, .g = 1,
+	struct kvm_regs regs = {
+		.rip = CODE_GPA,
+		.rbp = PARAM_GPA + 32UL * v->idx,
+		.rdi = c->opt.role == ROLE_TARGET ? MODE_READ : 0,
+		/* Own stack per vCPU below the top of the code slot (for call/ret). */
+		.rsp = CODE_SLOT_LEN - 16 - 64UL * v->idx,
 	};
-	struct kvm_segment data_seg = code_seg;
-	data_seg.selector = 0x10;
-	data_seg.type = 3;
-	sregs.cs = code_seg;
-	sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = data_seg;
-	sregs.cr0 |= 1;
-	sregs.cr0 &= ~(1UL << 31);
-	sregs.efer = 0;
-	if (ioctl(v->fd, KVM_SET_SREGS, &sregs) < 0) {
-		set_err(v->err, "KVM_SET_SREGS: %s", strerror(errno));
-		return -1;
-	}
-	memset(&regs, 0, sizeof(regs));
-	regs.rflags = 0x2;
-	regs.rip = CODE_GPA;
-	regs.rbp = PARAM_GPA + 32UL * v->idx;
-	regs.rdi = c->opt.role == ROLE_TARGET ? MODE_READ : 0;
-	/* Own stack per vCPU below the top of the code slot (for call/ret). */
-	regs.rsp = CODE_SLOT_LEN - 16 - 64UL * v->idx;
-	if (ioctl(v->fd, KVM_SET_REGS, &regs) < 0) {
-		set_err(v->err, "KVM_SET_REGS: %s", strerror(errno));
-		return -1;
-	}
-	return 0;
+
+	return kvm_vm_enter_flat32(v->fd, &regs, v->err);
 }
 
 static void note_poison(struct vcpu *v, uint64_t gpa, bool write)
@@ -921,12 +765,8 @@ static int vcpu_loop(struct migrate_vm_ctx *c, struct vcpu *v)
 		switch (run->exit_reason) {
 		case KVM_EXIT_IO: {
 			uint32_t val = 0;
-			if (run->io.direction != KVM_EXIT_IO_OUT || run->io.size != 4 ||
-			    run->io.count != 1) {
-				set_err(v->err, "unexpected I/O on port 0x%x", run->io.port);
+			if (kvm_vm_io_out32(run, &val, v->err) < 0)
 				return -1;
-			}
-			memcpy(&val, (const uint8_t *)run + run->io.data_offset, 4);
 			if (run->io.port == PORT_LOOP) {
 				if (!v->seen_counter) {
 					v->first_counter = val;
@@ -962,18 +802,8 @@ static int vcpu_loop(struct migrate_vm_ctx *c, struct vcpu *v)
 		case KVM_EXIT_HLT:
 			set_err(v->err, "guest halted (RIP left the code)");
 			return -1;
-		case KVM_EXIT_SHUTDOWN:
-			set_err(v->err, "KVM_EXIT_SHUTDOWN (guest triple fault)");
-			return -1;
-		case KVM_EXIT_INTERNAL_ERROR:
-			set_err(v->err, "KVM_EXIT_INTERNAL_ERROR: suberror %u", run->internal.suberror);
-			return -1;
-		case KVM_EXIT_FAIL_ENTRY:
-			set_err(v->err, "KVM_EXIT_FAIL_ENTRY: reason 0x%llx",
-				(unsigned long long)run->fail_entry.hardware_entry_failure_reason);
-			return -1;
 		default:
-			set_err(v->err, "unexpected exit reason %u", run->exit_reason);
+			kvm_vm_exit_err(run, v->err);
 			return -1;
 		}
 	}
@@ -994,14 +824,8 @@ static void *vcpu_thread(void *arg)
 static void start_vcpus(struct migrate_vm_ctx *c)
 {
 	for (unsigned i = 0; i < c->opt.vcpus; i++) {
-		struct vcpu *v = &c->vcpu[i];
-		int r = pthread_create(&v->thread, NULL, vcpu_thread, v);
-		if (r)
-			die("pthread_create (vCPU %u): %s", i, strerror(r));
-		v->started = true;
-		char name[16];
-		snprintf(name, sizeof(name), "vcpu%u", i);
-		pthread_setname_np(v->thread, name);
+		kvm_vm_start_vcpu(&c->vcpu[i].thread, i, vcpu_thread, &c->vcpu[i]);
+		c->vcpu[i].started = true;
 	}
 	for (unsigned i = 0; i < c->opt.vcpus; i++)
 		while (!c->vcpu[i].tid)

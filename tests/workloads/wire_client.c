@@ -10,6 +10,12 @@
  *       {"event":"mem","pid",...,"addr","memfd_fd",...}, then obeys stdin:
  *       "dirty P[,P..]" (new pattern), "zero P", "touch P" (-> ok | sigbus),
  *       "poison P" (UFFDIO_POISON by itself), "quit".
+ *       --handover PATH: also hand the memfd region over like a VMM
+ *       (fl_handover(), MISSING mode) to `faultline source --vmm-socket
+ *       PATH`, keeping the connection open; --handover-anon adds the
+ *       anonymous pages as region 1 and --handover-no-memfd sends region 0
+ *       without its memfd (both are refused).  The JSON line then says
+ *       "handover":true or "handover_error":"why".
  *
  *   wire-client target --connect HOST:PORT [options]
  *       A protocol-level migration target: Hello, precopy, map, pushes,
@@ -38,6 +44,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "faultline/faultline.h"
 #include "statemap.h"
 #include "uffd_compat.h"
 #include "wire.h"
@@ -123,11 +130,20 @@ static int mem_main(int argc, char **argv)
 	struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_POISON };
 	struct uffdio_register reg = { .mode = UFFDIO_REGISTER_MODE_MISSING };
 	struct sigaction sa = { .sa_handler = on_sigbus };
-	char line[8192];
+	char line[8192], herr[512] = "";
+	const char *handover = NULL;
+	bool ho_anon = false, ho_no_memfd = false;
+	int ho_sock = -1;
 
 	for (int i = 0; i < argc; i++) {
 		if (!strcmp(argv[i], "--pages") && i + 1 < argc)
 			m.pages = strtoul(argv[++i], NULL, 10);
+		else if (!strcmp(argv[i], "--handover") && i + 1 < argc)
+			handover = argv[++i];
+		else if (!strcmp(argv[i], "--handover-anon"))
+			ho_anon = true;
+		else if (!strcmp(argv[i], "--handover-no-memfd"))
+			ho_no_memfd = true;
 		else if (!strcmp(argv[i], "--hole-every") && i + 1 < argc)
 			hole_every = strtoul(argv[++i], NULL, 10);
 		else if (!strcmp(argv[i], "--anon-pages") && i + 1 < argc)
@@ -167,11 +183,30 @@ static int mem_main(int argc, char **argv)
 		die("UFFDIO_REGISTER anon: %s", strerror(errno));
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGBUS, &sa, NULL);
+	if (handover) {
+		struct fl_region rg[2] = {
+			{ .base = m.base, .length = m.pages * m.ps,
+			  .memfd = ho_no_memfd ? -1 : m.memfd },
+			{ .base = m.anon, .length = m.anon_pages * m.ps, .memfd = -1 },
+		};
+
+		/* kept open for the whole run: the source owns the memory from here */
+		ho_sock = fl_handover(handover, m.uffd, FL_MODE_MISSING, rg, ho_anon ? 2 : 1, herr,
+				      sizeof(herr));
+		for (char *q = herr; *q; q++)	/* keep the JSON line valid */
+			if (*q == '"' || *q == '\\' || (unsigned char)*q < 0x20)
+				*q = '\'';
+	}
 	printf("{\"event\":\"mem\",\"pid\":%d,\"addr\":\"0x%lx\",\"length\":%zu,\"pages\":%zu,"
 	       "\"page_size\":%zu,\"memfd_fd\":%d,\"uffd_fd\":%d,\"anon_addr\":\"0x%lx\","
-	       "\"anon_length\":%zu,\"hole_every\":%zu}\n", getpid(), (unsigned long)m.base,
+	       "\"anon_length\":%zu,\"hole_every\":%zu", getpid(), (unsigned long)m.base,
 	       m.pages * m.ps, m.pages, m.ps, m.memfd, m.uffd, (unsigned long)m.anon,
 	       m.anon_pages * m.ps, hole_every);
+	if (handover && ho_sock >= 0)
+		printf(",\"handover\":true");
+	else if (handover)
+		printf(",\"handover_error\":\"%s\"", herr);
+	printf("}\n");
 	fflush(stdout);
 	while (fgets(line, sizeof(line), stdin)) {
 		char cmd[16] = "";
@@ -235,6 +270,8 @@ static int mem_main(int argc, char **argv)
 		}
 		fflush(stdout);
 	}
+	if (ho_sock >= 0)
+		close(ho_sock);
 	return 0;
 }
 

@@ -1,0 +1,20 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * The ADDR:PORT of a command that listens (`faultline source --listen`,
+ * `faultline exporter --listen`): one syntax, one set of messages.
+ */
+#ifndef FAULTLINE_NETADDR_H
+#define FAULTLINE_NETADDR_H
+
+#include <stddef.h>
+
+/*
+ * "HOST:PORT" or "[V6]:PORT" split for getaddrinfo (AI_NUMERICSERV): the
+ * port must be a decimal number from 0 to 65535.  example_port is the
+ * command's default port, quoted in the examples of err.  0, or -EINVAL
+ * with a sentence in err.
+ */
+int fl_netaddr_split(const char *arg, unsigned example_port, char *host, size_t hlen,
+		     char *port, size_t plen, char *err, size_t errlen);
+
+#endif
