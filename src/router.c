@@ -1387,6 +1387,12 @@ static int finish(struct fl_router *r)
 			set_err(r, "cannot unregister the guest memory at the end: %s", strerror(errno));
 			return -errno;
 		}
+		/* UNREGISTER wakes the range's waiters before it write-locks the
+		 * VMA: a fault taken under the per-VMA lock can queue itself in
+		 * between and would wait for ever, nobody reading the uffd after
+		 * this (seen on 6.18).  Once UNREGISTER has returned, every such
+		 * fault is queued: wake them to fault again, unregistered. */
+		ioctl(r->uffd, UFFDIO_WAKE, &range);
 	}
 	r->unregistered = true;
 	if (r->sock >= 0 && r->hello_done && !r->end_sent) {

@@ -59,6 +59,7 @@ struct peer {
 	bool send_map;			/* push the whole map right after hello */
 	bool push_all;			/* push every page the target lacks, then End */
 	bool minor;			/* the target has precopy: push only DIRTY */
+	int end_delay_ms;		/* push_all: wait this long before End */
 	int poison_after_requests;	/* PoisonUpdate of poison_late_page after N requests */
 	uint64_t poison_late_page;
 	int requests;			/* PageRequest frames answered */
@@ -87,6 +88,14 @@ struct peer {
 	uint32_t error_code;
 	int failures;			/* the peer thread cannot use cmocka's asserts */
 };
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static void fill_pattern(uint8_t *p, uint64_t page)
 {
@@ -281,6 +290,7 @@ static void peer_conn(struct peer *p, int fd, int conn)
 	fl_frame f = FAULTLINE__WIRE__FRAME__INIT, *in;
 	struct fl_wire_limits lim = { .page_size = PS, .nregions = 1, .region_pages = { NPAGES } };
 	uint64_t answer[FL_WIRE_MAX_PAGES];
+	int64_t end_at = 0;
 	char err[200];
 
 	if (fl_wire_recv(fd, NULL, 5000, &in, err, sizeof(err)) != 0) {
@@ -325,12 +335,23 @@ static void peer_conn(struct peer *p, int fd, int conn)
 		pthread_mutex_lock(&p->lock);
 		if (n)
 			peer_send_pages(p, fd, 0, pages, n, true);
-		peer_end(fd);
+		if (p->end_delay_ms)
+			end_at = mono_ms() + p->end_delay_ms;	/* answering meanwhile */
+		else
+			peer_end(fd);
 		pthread_mutex_unlock(&p->lock);
 	}
 	for (bool draining = false;;) {
-		int ret = fl_wire_recv(fd, &lim, 10000, &in, err, sizeof(err));
+		int64_t left = end_at ? end_at - mono_ms() : 10000;
+		int ret = fl_wire_recv(fd, &lim, left > 0 ? (int)left : 0, &in, err, sizeof(err));
 
+		if (ret == -ETIMEDOUT && end_at) {
+			pthread_mutex_lock(&p->lock);
+			peer_end(fd);
+			pthread_mutex_unlock(&p->lock);
+			end_at = 0;
+			continue;
+		}
 		if (ret != 0) {
 			if (ret != -EPIPE && ret != -ECONNRESET)
 				print_error("scripted source: %s (%d)\n", err, ret);
@@ -473,14 +494,6 @@ static void peer_finish(struct peer *p)
 	free(p->mem);
 	pthread_mutex_destroy(&p->lock);
 	pthread_cond_destroy(&p->cond);
-}
-
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* Wait until `page` was asked about at least `n` times on any connection. */
@@ -666,8 +679,8 @@ static void toucher_start(struct toucher *t, uint8_t *base, unsigned n)
 	assert_int_equal(pthread_create(&t->thr, NULL, toucher_main, t), 0);
 }
 
-/* True while the thread is still blocked after `ms`. */
-static bool toucher_blocked(struct toucher *t, int ms)
+/* True while the thread is still running after `ms`. */
+static bool thread_stuck(pthread_t thr, int ms)
 {
 	struct timespec ts;
 
@@ -678,7 +691,13 @@ static bool toucher_blocked(struct toucher *t, int ms)
 		ts.tv_sec++;
 		ts.tv_nsec -= 1000000000;
 	}
-	return pthread_timedjoin_np(t->thr, NULL, &ts) == ETIMEDOUT;
+	return pthread_timedjoin_np(thr, NULL, &ts) == ETIMEDOUT;
+}
+
+/* True while the reader is still blocked after `ms`. */
+static bool toucher_blocked(struct toucher *t, int ms)
+{
+	return thread_stuck(t->thr, ms);
 }
 
 /*
@@ -779,11 +798,10 @@ static int expect_page(const struct peer *p, uint64_t page, const uint8_t **byte
 	return s == S_POISON ? SIGBUS : 0;
 }
 
-/* Read [first, first+n) at `at` and check each page against the source's page
- * first+i (zero_too: pages that must read zero because they were discarded). */
-static void check_pages_at(const uint8_t *at, struct peer *p, uint64_t first, unsigned n, bool discarded)
+/* Read [first, first+n) at `at` and check each page against the source's
+ * page first+i: its bytes, zeros, or SIGBUS. */
+static void check_pages_at(const uint8_t *at, struct peer *p, uint64_t first, unsigned n)
 {
-	static const uint8_t zero[PS];
 	uint8_t *buf = malloc(PS);
 
 	for (unsigned i = 0; i < n; i++) {
@@ -794,12 +812,8 @@ static void check_pages_at(const uint8_t *at, struct peer *p, uint64_t first, un
 		if (got != sig)
 			print_error("page %llu: signal %d, expected %d\n", (unsigned long long)(first + i), got, sig);
 		assert_int_equal(got, sig);
-		if (sig)
-			continue;
-		if (memcmp(buf, discarded ? zero : want, PS))
-			print_error("page %llu: wrong contents (expected %s)\n", (unsigned long long)(first + i),
-				    discarded ? "zeros" : "the source's");
-		assert_memory_equal(buf, discarded ? zero : want, PS);
+		if (!sig)
+			assert_memory_equal(buf, want, PS);
 	}
 	free(buf);
 }
@@ -1125,6 +1139,92 @@ static void test_minor_uncached(void **state)
 }
 
 /*
+ * The router finishes (source End, nothing pending: it unregisters the
+ * guest memory and stops reading the uffd) while a thread keeps faulting on
+ * a zero page it drops again and again.  A fault caught in the middle of
+ * the unregistration must still be woken; otherwise it waits for ever on a
+ * uffd nobody reads.  A race: many rounds.
+ */
+struct hammer {
+	uint8_t *page;
+	int memfd;			/* MINOR: punch the page out instead */
+	off_t off;
+	int stop;			/* atomic */
+	pthread_t thr;
+};
+
+/* madvise() takes the mmap lock, serializing with UNREGISTER; a punch
+ * through the memfd does not, so the fault can land right in it. */
+static void *hammer_main(void *arg)
+{
+	struct hammer *h = arg;
+
+	while (!__atomic_load_n(&h->stop, __ATOMIC_RELAXED)) {
+		if (h->memfd >= 0)
+			fallocate(h->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, h->off, PS);
+		else
+			madvise(h->page, PS, MADV_DONTNEED);
+		(void)*(volatile uint8_t *)h->page;
+	}
+	return NULL;
+}
+
+static void finish_while_faulting(bool minor, int rounds)
+{
+	uint64_t faults = 0;
+
+	for (int round = 0; round < rounds; round++) {
+		struct peer p;
+		struct vmm v;
+		struct run run;
+		struct fl_router_stats st;
+		struct hammer h = { 0 };
+
+		peer_init(&p);
+		p.send_map = p.push_all = true;
+		p.end_delay_ms = 20;	/* the router serves the hammer meanwhile */
+		p.minor = minor;
+		p.poison_after_requests = -1;
+		vmm_init(&v, minor);
+		if (minor)
+			precopy_into_memfd(&v, &p);
+		peer_start(&p);
+		/* a zero page: never pushed, each fault is zero-filled */
+		h.page = v.mem + 3 * PS;
+		h.memfd = v.memfd;
+		h.off = 3 * PS;
+		assert_int_equal(pthread_create(&h.thr, NULL, hammer_main, &h), 0);
+		router_start(&run, &v, &p, NULL);
+		pthread_join(run.thr, NULL);	/* finishes by itself after End */
+		fl_router_get_stats(run.r, &st);
+		assert_int_equal(st.finished, 1);
+		usleep(1000);
+		__atomic_store_n(&h.stop, 1, __ATOMIC_RELAXED);
+		if (thread_stuck(h.thr, 2000)) {
+			struct uffdio_range range = { (uint64_t)(uintptr_t)h.page, PS };
+
+			print_error("%s round %d: a fault from the unregistration was left waiting\n", minor ? "minor" : "missing", round);
+			ioctl(v.uffd, UFFDIO_WAKE, &range);
+			pthread_join(h.thr, NULL);
+			fail();
+		}
+		faults += st.faults;
+		fl_router_destroy(run.r);
+		peer_finish(&p);
+		vmm_fini(&v);
+	}
+	/* the router was serving the hammer, not idle, when it finished */
+	assert_true(faults > 2ull * (uint64_t)rounds);
+}
+
+static void test_finish_while_faulting(void **state)
+{
+	(void)state;
+	finish_while_faulting(false, 40);
+	finish_while_faulting(true, 40);
+}
+
+/*
  * The VMM discards [16, 32) the way a balloon does while the router runs
  * (MISSING: MADV_DONTNEED of anonymous memory; MINOR: MADV_REMOVE of the
  * memfd).  Pages 16..23 were read before, 24..29 and 31 never, 30 has a
@@ -1152,7 +1252,7 @@ static void discard_range(bool minor)
 	peer_start(&p);
 	router_start(&run, &v, &p, NULL);
 
-	check_pages_at(v.mem + 16 * PS, &p, 16, 8, false);
+	check_pages_at(v.mem + 16 * PS, &p, 16, 8);
 	toucher_start(&t, v.mem + 30 * PS, 1);
 	assert_true(peer_wait_asked(&p, 30, 1, 5000));
 	asked_before = total_asked(&p, 16, 16);
@@ -1175,7 +1275,7 @@ static void discard_range(bool minor)
 	 * both on the same stream, so once it is read the router has them. */
 	peer_answer_late(&p, 30);
 	peer_send_map(&p);
-	check_pages_at(v.mem + 40 * PS, &p, 40, 1, false);
+	check_pages_at(v.mem + 40 * PS, &p, 40, 1);
 
 	for (uint64_t i = 16; i < 32; i++) {
 		uint8_t buf[PS];
@@ -1193,8 +1293,8 @@ static void discard_range(bool minor)
 	}
 	assert_int_equal(total_asked(&p, 16, 16), asked_before);
 	/* pages outside the discarded range are untouched by it */
-	check_pages_at(v.mem + 8 * PS, &p, 8, 8, false);
-	check_pages_at(v.mem + 32 * PS, &p, 32, 4, false);
+	check_pages_at(v.mem + 8 * PS, &p, 8, 8);
+	check_pages_at(v.mem + 32 * PS, &p, 32, 4);
 
 	router_stop(&run, &st);
 	assert_true(st.events >= 1);
@@ -1248,7 +1348,7 @@ static void unmap_waiter(uint64_t features)
 	if (features & UFFD_FEATURE_EVENT_UNMAP)
 		peer_answer_late(&p, 2);	/* late data for an unmapped page: dropped */
 
-	check_pages_at(v.mem + 4 * PS, &p, 4, 8, false);
+	check_pages_at(v.mem + 4 * PS, &p, 4, 8);
 	router_stop(&run, &st);
 	assert_true(st.wakes >= 1);
 	if (features & UFFD_FEATURE_EVENT_UNMAP)
@@ -1299,11 +1399,11 @@ static void test_remap(void **state)
 	peer_start(&p);
 	router_start(&run, &v, &p, NULL);
 
-	check_pages_at(v.mem, &p, 0, 4, false);
+	check_pages_at(v.mem, &p, 0, 4);
 	assert_ptr_equal(mremap(v.mem + 16 * PS, 8 * PS, 8 * PS, MREMAP_MAYMOVE | MREMAP_FIXED, dst), dst);
-	check_pages_at(dst, &p, 16, 8, false);	/* 19 zero, 21 poisoned */
-	check_pages_at(v.mem + 8 * PS, &p, 8, 8, false);
-	check_pages_at(v.mem + 24 * PS, &p, 24, 8, false);
+	check_pages_at(dst, &p, 16, 8);	/* 19 zero, 21 poisoned */
+	check_pages_at(v.mem + 8 * PS, &p, 8, 8);
+	check_pages_at(v.mem + 24 * PS, &p, 24, 8);
 
 	router_stop(&run, &st);
 	assert_true(st.events >= 1);
@@ -1342,7 +1442,7 @@ static void test_remap_waiter(void **state)
 	toucher_free(&t);
 
 	peer_answer_late(&p, 18);
-	check_pages_at(dst, &p, 16, 8, false);
+	check_pages_at(dst, &p, 16, 8);
 	assert_int_equal(peer_asked(&p, 18), 1);
 
 	router_stop(&run, &st);
@@ -1389,7 +1489,7 @@ static void test_eexist(void **state)
 	assert_memory_equal(t.copy, mine, PS);
 	toucher_free(&t);
 
-	check_pages_at(v.mem + 4 * PS, &p, 4, 4, false);
+	check_pages_at(v.mem + 4 * PS, &p, 4, 4);
 	router_stop(&run, &st);
 	assert_true(st.eexist >= 1);
 	assert_true(st.wakes >= 1);
@@ -1503,7 +1603,7 @@ static void test_eagain(void **state)
 	peer_start(&p);
 	router_start(&run, &v, &p, &hooks);
 
-	check_pages_at(v.mem + 1 * PS, &p, 1, 1, false);	/* mapped: its poison needs a zap */
+	check_pages_at(v.mem + 1 * PS, &p, 1, 1);	/* mapped: its poison needs a zap */
 	toucher_start(&t, v.mem + 2 * PS, 1);
 	assert_true(peer_wait_asked(&p, 2, 1, 5000));
 	peer_set_hold(&p, 2, false);		/* the question asked again is answered */
@@ -1578,7 +1678,7 @@ static void test_fork(void **state)
 	peer_start(&p);
 	router_start(&run, &v, &p, NULL);
 
-	check_pages_at(v.mem, &p, 0, 3, false);
+	check_pages_at(v.mem, &p, 0, 3);
 	before = count_fds();
 	/* Returns once the router has read the FORK event.  Not glibc's fork():
 	 * it holds the malloc locks across the syscall, and an embedded router
@@ -1609,8 +1709,8 @@ static void test_fork(void **state)
 		usleep(1000);
 	assert_int_equal(after, before);
 
-	check_pages_at(v.mem + 3 * PS, &p, 3, 13, false);
-	check_pages_at(v.mem + 40 * PS, &p, 40, 1, false);
+	check_pages_at(v.mem + 3 * PS, &p, 3, 13);
+	check_pages_at(v.mem + 40 * PS, &p, 40, 1);
 	router_stop(&run, &st);
 	assert_true(st.events >= 1);
 	fl_router_destroy(run.r);
@@ -1695,10 +1795,10 @@ static void test_malformed_frame(void **state)
 	peer_start(&p);
 	router_start(&run, &v, &p, NULL);
 
-	check_pages_at(v.mem + 1 * PS, &p, 1, 2, false);	/* 2nd request: the bad frame follows */
-	check_pages_at(v.mem + 4 * PS, &p, 4, 1, false);	/* served on the new connection */
+	check_pages_at(v.mem + 1 * PS, &p, 1, 2);	/* 2nd request: the bad frame follows */
+	check_pages_at(v.mem + 4 * PS, &p, 4, 1);	/* served on the new connection */
 	assert_int_equal(read_page(v.mem + 9 * PS, buf), 1);
-	check_pages_at(v.mem + 1 * PS, &p, 1, 2, false);	/* still placed: no new request */
+	check_pages_at(v.mem + 1 * PS, &p, 1, 2);	/* still placed: no new request */
 	router_stop(&run, &st);
 
 	assert_int_equal(st.reconnects, 1);
@@ -1750,6 +1850,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_journal_reload),
 		cmocka_unit_test(test_bad_config),
 		cmocka_unit_test(test_minor_uncached),
+		cmocka_unit_test(test_finish_while_faulting),
 		cmocka_unit_test(test_remove_missing),
 		cmocka_unit_test(test_remove_minor),
 		cmocka_unit_test(test_unmap_event),
