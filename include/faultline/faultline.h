@@ -14,7 +14,11 @@
  *     they were mapped (MISSING mode, anonymous memory only the VMM can zap).
  *
  *  2. Embed the router: fl_router_create() + fl_router_run() (or
- *     fl_router_step() from the VMM's own loop).
+ *     fl_router_step() from the VMM's own loop).  Caveat: with
+ *     UFFD_FEATURE_EVENT_FORK, glibc's fork() in the VMM holds the malloc
+ *     locks until the router has read the FORK event, so an embedded router
+ *     caught inside malloc() deadlocks with it: fork with posix_spawn/vfork
+ *     (no FORK event), leave EVENT_FORK off, or use the handover model.
  *
  * Errors are negative errno values; functions taking `err` also write one
  * sentence saying what failed.  Thread-safety: one router per thread;
