@@ -9,10 +9,9 @@
  *   wake    sched_wakeup of a blocked thread
  *   run     sched_switch into a blocked thread
  *
- * Every handler starts with one lookup of the thread's state (task-local
- * storage, which untracked tasks do not have) or of fl_tracked; untracked
- * tasks pay nothing more. Each scheduler handler is written once and exposed
- * as tp_btf (preferred) and raw_tp (fallback, and the BPF_PROG_TEST_RUN hook).
+ * Every handler starts with one lookup in fl_tracked; untracked tasks pay
+ * nothing more. Each scheduler handler is written once and exposed as
+ * tp_btf (preferred) and raw_tp (fallback, and the BPF_PROG_TEST_RUN hook).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -32,15 +31,15 @@ const volatile __u32 self_tgid = 0;
 const volatile bool infer_user_faults = false;
 /* Wake the agent once this much is waiting in the ring buffer. */
 const volatile __u64 wakeup_bytes = 1 << 20;
-/*
- * Per-thread state in task-local storage (fl_tstate) rather than the
- * tid-keyed fl_threads. Needs BTF task pointers, so only with the tp_btf
- * scheduler probes; the raw_tp programs then see the state of the current
- * task only (enough for BPF_PROG_TEST_RUN, which runs them as current).
- */
-const volatile bool use_task_storage = false;
 
 #define UFFD_NAME "[userfaultfd]"
+
+struct fl_blocked {
+	__u64 ts;
+	__u64 addr;
+	__u32 woken;
+	__u32 pad;
+};
 
 /*
  * The user registers identify the kernel entry: a block belongs to this
@@ -54,6 +53,17 @@ struct fl_pf {
 	__u64 err;
 	__u64 ip, sp;
 	__u64 regs;
+};
+
+/* Arguments saved at syscall entry, consumed at exit. */
+struct fl_sc {
+	__u64 ts;
+	__u64 ctx;
+	__u64 mm;
+	__u64 args[6];
+	__u64 words[5];	/* the ioctl argument struct as it was at entry */
+	__u32 nr;	/* enum fl_sc_nr */
+	__u32 fd;
 };
 
 enum fl_sc_nr {
@@ -74,32 +84,12 @@ struct {
 	__type(value, __u32);	/* FL_TRACK_* */
 } fl_tracked SEC(".maps");
 
-/*
- * Per-thread state (struct fl_thread), in one of two homes chosen at load:
- * task-local storage costs a pointer chase where a hash costs a hashed
- * lookup, and a task without storage is rejected without touching
- * fl_tracked in the scheduler probes, which run for every task.
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct fl_thread);
-} fl_tstate SEC(".maps");
-
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u32);	/* tid */
-	__type(value, struct fl_thread);
-} fl_threads SEC(".maps");
-
-/*
- * A thread's state says "tracked" while its gen equals this; the agent
- * bumps it when it stops tracking a process, so stale states re-check
- * fl_tracked instead of being trusted.
- */
-__u64 fl_track_gen = 1;
+	__type(value, struct fl_blocked);
+} fl_blocked SEC(".maps");
 
 /* Last user page fault per thread; a cache, so LRU eviction is harmless. */
 struct {
@@ -108,6 +98,25 @@ struct {
 	__type(key, __u32);
 	__type(value, struct fl_pf);
 } fl_pf_last SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct fl_sc);
+} fl_sc SEC(".maps");
+
+/*
+ * Threads that read a userfaultfd. A handler thread never waits on a
+ * userfault itself (it would be waiting for itself), so its many sleeps in
+ * poll/read need no stack walk.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u8);
+} fl_handlers SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -201,7 +210,7 @@ static __always_inline bool tracked(__u32 tgid)
 	return bpf_map_lookup_elem(&fl_tracked, &tgid) != NULL;
 }
 
-static __always_inline struct fl_event *ev_new_at(__u32 type, __u32 pid, __u32 tid, __u64 ts)
+static __always_inline struct fl_event *ev_new(__u32 type, __u32 pid, __u32 tid)
 {
 	struct fl_event *e = bpf_ringbuf_reserve(&fl_events, sizeof(*e), 0);
 
@@ -210,17 +219,12 @@ static __always_inline struct fl_event *ev_new_at(__u32 type, __u32 pid, __u32 t
 		return NULL;
 	}
 	__builtin_memset(e, 0, sizeof(*e));
-	e->ts = ts;
+	e->ts = bpf_ktime_get_ns();
 	e->type = type;
 	e->pid = pid;
 	e->tid = tid;
 	e->cpu = bpf_get_smp_processor_id();
 	return e;
-}
-
-static __always_inline struct fl_event *ev_new(__u32 type, __u32 pid, __u32 tid)
-{
-	return ev_new_at(type, pid, tid, bpf_ktime_get_ns());
 }
 
 /*
@@ -240,90 +244,9 @@ static __always_inline struct fl_event *ev_current(__u32 type)
 	__u64 id = bpf_get_current_pid_tgid();
 	struct fl_event *e = ev_new(type, id >> 32, (__u32)id);
 
-	/* loaded from the BTF task pointer: no helper call */
 	if (e)
-		__builtin_memcpy(e->comm, bpf_get_current_task_btf()->comm, FL_COMM_LEN);
+		bpf_get_current_comm(e->comm, sizeof(e->comm));
 	return e;
-}
-
-/* ---- per-thread state ---------------------------------------------------- */
-
-static const struct fl_thread zero_thread;
-
-/*
- * A task pointer the storage helpers accept, from a raw_tp argument: only
- * the current task can be had as a BTF pointer there.
- */
-static __always_inline struct task_struct *raw_task(struct task_struct *t)
-{
-	if (!use_task_storage)
-		return NULL;
-	return (__u64)t == bpf_get_current_task() ? bpf_get_current_task_btf() : NULL;
-}
-
-/* The state of thread (t, tid) if it has one. t: a BTF task pointer, or NULL. */
-static __always_inline struct fl_thread *thread_find(struct task_struct *t, __u32 tid)
-{
-	if (use_task_storage)
-		return t ? bpf_task_storage_get(&fl_tstate, t, 0, 0) : NULL;
-	return bpf_map_lookup_elem(&fl_threads, &tid);
-}
-
-/* Its state, created empty (gen 0: tracked not yet known) if it had none. */
-static __always_inline struct fl_thread *thread_get(struct task_struct *t, __u32 tid)
-{
-	struct fl_thread *th;
-
-	if (use_task_storage) {
-		th = t ? bpf_task_storage_get(&fl_tstate, t, 0, BPF_LOCAL_STORAGE_GET_F_CREATE)
-		       : NULL;
-	} else {
-		th = bpf_map_lookup_elem(&fl_threads, &tid);
-		if (!th) {
-			bpf_map_update_elem(&fl_threads, &tid, &zero_thread, BPF_NOEXIST);
-			th = bpf_map_lookup_elem(&fl_threads, &tid);
-		}
-	}
-	if (!th)
-		count(FL_CNT_BLOCKED_FULL);
-	return th;
-}
-
-/*
- * The state of a thread of a tracked process; NULL if its process is not
- * tracked, or (create false) if the thread has no state yet, which a thread
- * that never slept, faulted or made a traced syscall does not need.
- */
-static __always_inline struct fl_thread *thread_of(struct task_struct *t, __u32 tgid, __u32 tid,
-						   bool create)
-{
-	__u64 gen = fl_track_gen;
-	struct fl_thread *th;
-
-	/* the hash costs a lookup either way: reject untracked tasks by fl_tracked first */
-	if (!use_task_storage && create && !tracked(tgid))
-		return NULL;
-	th = thread_find(t, tid);
-	if (th && th->gen == gen)
-		return th;
-	if (!th && !create)
-		return NULL;
-	if (use_task_storage || th) {
-		if (!tracked(tgid))
-			return NULL;
-	}
-	if (!th)
-		th = thread_get(t, tid);
-	if (th)
-		th->gen = gen;
-	return th;
-}
-
-static __always_inline struct fl_thread *current_thread(bool create)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-
-	return thread_of(bpf_get_current_task_btf(), id >> 32, (__u32)id, create);
 }
 
 /* ---- block / wake / run ------------------------------------------------ */
@@ -339,17 +262,10 @@ static __always_inline struct fl_pf *current_user_fault(__u32 tid)
 	 * (pf->regs) still holds the ip/sp the fault saw; a syscall or KVM_RUN
 	 * entered since would have replaced them.
 	 */
-	if (!pf || !pf->regs)
+	if (!pf)
 		return NULL;
-	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_task_pt_regs)) {
-		/* that frame is task_pt_regs(current): loaded directly, no helper reads */
-		ur = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-		if (pf->regs != (__u64)ur || pf->ip != ur->ip || pf->sp != ur->sp)
-			return NULL;
-		return pf;
-	}
 	ur = (struct pt_regs *)pf->regs;
-	if (pf->ip != BPF_CORE_READ(ur, ip) || pf->sp != BPF_CORE_READ(ur, sp))
+	if (!ur || pf->ip != BPF_CORE_READ(ur, ip) || pf->sp != BPF_CORE_READ(ur, sp))
 		return NULL;
 	return pf;
 }
@@ -378,34 +294,19 @@ static __always_inline bool in_handle_userfault(void *ctx)
 	return false;
 }
 
-/*
- * Task fields: the tp_btf programs load them directly from the BTF pointer
- * they are given; the raw_tp ones (btf false, a constant once inlined) read
- * them with bpf_probe_read_kernel.
- */
-#define TASK_READ(btf, t, field) ((btf) ? (t)->field : BPF_CORE_READ(t, field))
-
-static __always_inline void task_comm(bool btf, struct task_struct *t, char *comm)
-{
-	if (btf)
-		__builtin_memcpy(comm, t->comm, FL_COMM_LEN);
-	else
-		BPF_CORE_READ_STR_INTO((char (*)[FL_COMM_LEN])comm, t, comm);
-}
-
-/* prev (the current task) went to sleep: inside a userfault? */
-static __always_inline void on_block(void *ctx, bool btf, struct task_struct *prev,
-				     struct task_struct *prev_t, __u32 tgid, __u32 tid,
+static __always_inline void on_block(void *ctx, struct task_struct *prev, __u32 tgid,
 				     unsigned int prev_state)
 {
-	struct fl_thread *th = thread_of(prev_t, tgid, tid, true);
+	__u32 tid = BPF_CORE_READ(prev, pid);
+	struct fl_sc *sc = bpf_map_lookup_elem(&fl_sc, &tid);
+	struct fl_blocked b = {};
 	struct fl_event *e;
 	struct fl_pf *pf;
 	__u32 flags = 0;
-	__u64 ts;
 
 	/* Asleep in read()/ioctl() on a userfaultfd, or a handler: not in a fault. */
-	if (!th || th->sc.nr == SC_READ || th->sc.nr == SC_IOCTL || th->handler)
+	if ((sc && (sc->nr == SC_READ || sc->nr == SC_IOCTL)) ||
+	    bpf_map_lookup_elem(&fl_handlers, &tid))
 		return;
 	pf = current_user_fault(tid);
 	if (pf && infer_user_faults) {
@@ -418,17 +319,19 @@ static __always_inline void on_block(void *ctx, bool btf, struct task_struct *pr
 	} else if (!in_handle_userfault(ctx)) {
 		return;
 	}
-	ts = bpf_ktime_get_ns();
-	th->block_ts = ts;
-	th->block_addr = pf ? pf->addr : 0;
-	th->wake_ts = 0;
+	b.ts = bpf_ktime_get_ns();
+	if (pf)
+		b.addr = pf->addr;
 	count(FL_CNT_BLOCKS);
-	e = ev_new_at(FL_EV_BLOCK, tgid, tid, ts);
+	if (bpf_map_update_elem(&fl_blocked, &tid, &b, BPF_ANY))
+		count(FL_CNT_BLOCKED_FULL);
+	e = ev_new(FL_EV_BLOCK, tgid, tid);
 	if (!e)
 		return;
-	task_comm(btf, prev, e->comm);
+	e->ts = b.ts;
+	BPF_CORE_READ_STR_INTO(&e->comm, prev, comm);
 	e->block.state = prev_state;
-	e->block.mm = (__u64)TASK_READ(btf, prev, mm);
+	e->block.mm = (__u64)BPF_CORE_READ(prev, mm);
 	if (pf) {
 		flags |= FL_BLOCK_USER_PF;
 		e->block.addr = pf->addr;
@@ -439,75 +342,76 @@ static __always_inline void on_block(void *ctx, bool btf, struct task_struct *pr
 	ev_submit(e);
 }
 
-/*
- * prev_t/next_t: the tasks as pointers the storage helpers take (the
- * arguments themselves under tp_btf, see raw_task() for raw_tp).
- */
-static __always_inline int on_sched_switch(void *ctx, bool btf, bool preempt,
-					   struct task_struct *prev, struct task_struct *next,
-					   struct task_struct *prev_t, struct task_struct *next_t,
+static __always_inline int on_sched_switch(void *ctx, bool preempt,
+					   struct task_struct *prev,
+					   struct task_struct *next,
 					   unsigned int prev_state)
 {
-	struct fl_thread *th;
-	struct fl_event *e;
-	__u32 tid;
+	__u32 prev_tgid = BPF_CORE_READ(prev, tgid);
+	__u32 next_tgid = BPF_CORE_READ(next, tgid);
 
 	/* sched_switch runs in prev's context: bpf_get_stack sees prev's stack */
-	if (!preempt && prev_state != 0) {
-		__u64 id = bpf_get_current_pid_tgid();
+	if (!preempt && prev_state != 0 && tracked(prev_tgid))
+		on_block(ctx, prev, prev_tgid, prev_state);
 
-		on_block(ctx, btf, prev, prev_t, id >> 32, (__u32)id, prev_state);
-	}
+	if (tracked(next_tgid)) {
+		__u32 tid = BPF_CORE_READ(next, pid);
+		struct fl_blocked *b = bpf_map_lookup_elem(&fl_blocked, &tid);
+		struct fl_event *e;
 
-	tid = TASK_READ(btf, next, pid);
-	th = thread_of(next_t, TASK_READ(btf, next, tgid), tid, false);
-	if (!th || !th->block_ts)
-		return 0;
-	e = ev_new(FL_EV_RUN, TASK_READ(btf, next, tgid), tid);
-	if (e) {
-		task_comm(btf, next, e->comm);
-		e->wake.block_ts = th->block_ts;
-		e->wake.wake_ts = th->wake_ts;
-		e->wake.waker_tid = th->waker_tid;
-		e->wake.waker_pid = th->waker_pid;
-		ev_submit(e);
+		if (!b)
+			return 0;
+		e = ev_new(FL_EV_RUN, next_tgid, tid);
+		if (e) {
+			BPF_CORE_READ_STR_INTO(&e->comm, next, comm);
+			e->wake.block_ts = b->ts;
+			ev_submit(e);
+		}
+		bpf_map_delete_elem(&fl_blocked, &tid);
 	}
-	th->block_ts = 0;
 	return 0;
 }
 
-/* The first wakeup after a block is kept for the RUN record: one record less per fault. */
-static __always_inline int on_sched_wakeup(bool btf, struct task_struct *p,
-					   struct task_struct *p_t)
+static __always_inline int on_sched_wakeup(struct task_struct *p)
 {
-	struct fl_thread *th = thread_of(p_t, TASK_READ(btf, p, tgid), TASK_READ(btf, p, pid),
-					 false);
+	__u32 tgid = BPF_CORE_READ(p, tgid), tid;
+	struct fl_blocked *b;
+	struct fl_event *e;
 	__u64 id;
 
-	if (!th || !th->block_ts || th->wake_ts)
+	if (!tracked(tgid))
 		return 0;
+	tid = BPF_CORE_READ(p, pid);
+	b = bpf_map_lookup_elem(&fl_blocked, &tid);
+	if (!b || b->woken)
+		return 0;
+	b->woken = 1;
+	e = ev_new(FL_EV_WAKEUP, tgid, tid);
+	if (!e)
+		return 0;
+	BPF_CORE_READ_STR_INTO(&e->comm, p, comm);
 	id = bpf_get_current_pid_tgid();
-	th->wake_ts = bpf_ktime_get_ns();
-	th->waker_tid = (__u32)id;
-	th->waker_pid = id >> 32;
+	e->wake.waker_tid = (__u32)id;
+	e->wake.waker_pid = id >> 32;
+	e->wake.block_ts = b->ts;
+	ev_submit(e);
 	return 0;
 }
 
-static __always_inline int on_page_fault_user(bool btf, unsigned long address,
-					      struct pt_regs *regs, unsigned long err)
+static __always_inline int on_page_fault_user(unsigned long address, struct pt_regs *regs,
+					      unsigned long err)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)id;
 	struct fl_pf pf, *old;
 
-	/* with task storage a tracked thread is known without fl_tracked */
-	if (use_task_storage ? !current_thread(true) : !tracked(id >> 32))
+	if (!tracked(id >> 32))
 		return 0;
 	pf.addr = address;
 	pf.ts = bpf_ktime_get_ns();
 	pf.err = err;
-	pf.ip = btf ? regs->ip : BPF_CORE_READ(regs, ip);
-	pf.sp = btf ? regs->sp : BPF_CORE_READ(regs, sp);
+	pf.ip = BPF_CORE_READ(regs, ip);
+	pf.sp = BPF_CORE_READ(regs, sp);
 	pf.regs = (__u64)regs;
 	/* user faults are frequent: overwrite in place, insert only once per thread */
 	old = bpf_map_lookup_elem(&fl_pf_last, &tid);
@@ -541,18 +445,16 @@ static __always_inline int on_process_fork(struct task_struct *parent,
 
 static __always_inline int on_process_exit(struct task_struct *p)
 {
-	__u32 tgid = BPF_CORE_READ(p, tgid), tid = BPF_CORE_READ(p, pid);
+	__u32 tgid = BPF_CORE_READ(p, tgid), tid;
 	struct fl_event *e;
 
-	/*
-	 * Task-local storage goes with the task. A hash entry may belong to an
-	 * untracked thread too (a userfaultfd() that failed).
-	 */
-	if (!use_task_storage)
-		bpf_map_delete_elem(&fl_threads, &tid);
 	if (!tracked(tgid))
 		return 0;
+	tid = BPF_CORE_READ(p, pid);
+	bpf_map_delete_elem(&fl_blocked, &tid);
 	bpf_map_delete_elem(&fl_pf_last, &tid);
+	bpf_map_delete_elem(&fl_sc, &tid);
+	bpf_map_delete_elem(&fl_handlers, &tid);
 	bpf_map_delete_elem(&fl_vcpus, &tid);
 	if (tid != tgid)
 		return 0;
@@ -568,41 +470,40 @@ SEC("tp_btf/sched_switch")
 int BPF_PROG(tpbtf_sched_switch, bool preempt, struct task_struct *prev,
 	     struct task_struct *next, unsigned int prev_state)
 {
-	return on_sched_switch(ctx, true, preempt, prev, next, prev, next, prev_state);
+	return on_sched_switch(ctx, preempt, prev, next, prev_state);
 }
 
 SEC("raw_tp/sched_switch")
 int BPF_PROG(raw_sched_switch, bool preempt, struct task_struct *prev,
 	     struct task_struct *next, unsigned int prev_state)
 {
-	return on_sched_switch(ctx, false, preempt, prev, next, raw_task(prev), raw_task(next),
-			       prev_state);
+	return on_sched_switch(ctx, preempt, prev, next, prev_state);
 }
 
 SEC("tp_btf/sched_wakeup")
 int BPF_PROG(tpbtf_sched_wakeup, struct task_struct *p)
 {
-	return on_sched_wakeup(true, p, p);
+	return on_sched_wakeup(p);
 }
 
 SEC("raw_tp/sched_wakeup")
 int BPF_PROG(raw_sched_wakeup, struct task_struct *p)
 {
-	return on_sched_wakeup(false, p, raw_task(p));
+	return on_sched_wakeup(p);
 }
 
 SEC("tp_btf/page_fault_user")
 int BPF_PROG(tpbtf_page_fault_user, unsigned long address, struct pt_regs *regs,
 	     unsigned long error_code)
 {
-	return on_page_fault_user(true, address, regs, error_code);
+	return on_page_fault_user(address, regs, error_code);
 }
 
 SEC("raw_tp/page_fault_user")
 int BPF_PROG(raw_page_fault_user, unsigned long address, struct pt_regs *regs,
 	     unsigned long error_code)
 {
-	return on_page_fault_user(false, address, regs, error_code);
+	return on_page_fault_user(address, regs, error_code);
 }
 
 SEC("tp_btf/sched_process_fork")
@@ -676,38 +577,36 @@ static __always_inline __u64 ctx_mm(__u64 ctx)
 	return (__u64)BPF_CORE_READ((struct userfaultfd_ctx *)ctx, mm);
 }
 
-static __always_inline struct fl_sc *sc_save(struct fl_thread *th, __u32 nr, const __u64 *args,
-					     int nargs)
+static __always_inline struct fl_sc *sc_save(__u32 nr, const __u64 *args, int nargs)
 {
-	struct fl_sc *sc = &th->sc;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct fl_sc sc = { .ts = bpf_ktime_get_ns(), .nr = nr };
 
-	/* a read's entry time is never used: spare the clock read */
-	sc->ts = nr == SC_READ ? 0 : bpf_ktime_get_ns();
-	sc->nr = nr;
-	sc->ctx = sc->mm = 0;
-	sc->fd = 0;
 	for (int i = 0; i < 6; i++)
-		sc->args[i] = i < nargs ? args[i] : 0;
-	for (int i = 0; i < 5; i++)
-		sc->words[i] = 0;
-	return sc;
+		if (i < nargs)
+			sc.args[i] = args[i];
+	if (bpf_map_update_elem(&fl_sc, &tid, &sc, BPF_ANY)) {
+		count(FL_CNT_SC_FULL);
+		return NULL;
+	}
+	return bpf_map_lookup_elem(&fl_sc, &tid);
 }
 
-/*
- * The current thread's state if its saved syscall entry is nr's, which
- * is consumed; any other saved entry is dropped (its exit was missed).
- */
-static __always_inline struct fl_thread *sc_take(__u32 nr)
+/* Pops the saved entry of this thread if it belongs to syscall nr. */
+static __always_inline bool sc_take(__u32 nr, struct fl_sc *out)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct fl_thread *th = thread_find(bpf_get_current_task_btf(), (__u32)id);
-	__u32 was;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct fl_sc *sc = bpf_map_lookup_elem(&fl_sc, &tid);
 
-	if (!th || !th->sc.nr)
-		return NULL;
-	was = th->sc.nr;
-	th->sc.nr = 0;
-	return was == nr ? th : NULL;
+	if (!sc)
+		return false;
+	if (sc->nr != nr) {
+		bpf_map_delete_elem(&fl_sc, &tid);
+		return false;
+	}
+	__builtin_memcpy(out, sc, sizeof(*out));
+	bpf_map_delete_elem(&fl_sc, &tid);
+	return true;
 }
 
 static __always_inline bool current_tracked(void)
@@ -718,40 +617,38 @@ static __always_inline bool current_tracked(void)
 static __always_inline int on_read_enter(__u64 fd, __u64 buf, __u64 count_)
 {
 	__u64 args[3] = { fd, buf, count_ };
-	struct fl_thread *th = current_thread(true);
-	struct fl_sc *sc;
 	__u64 ctx;
+	struct fl_sc *sc;
 
-	if (!th)
+	if (!current_tracked())
 		return 0;
 	ctx = uffd_ctx_of(fd);
 	if (!ctx)
 		return 0;
-	sc = sc_save(th, SC_READ, args, 3);
-	sc->ctx = ctx;
-	sc->fd = fd;
+	sc = sc_save(SC_READ, args, 3);
+	if (sc) {
+		sc->ctx = ctx;
+		sc->fd = fd;
+	}
 	return 0;
 }
 
 static __always_inline int on_read_exit(long ret)
 {
-	struct fl_thread *th;
+	struct fl_sc sc;
 	struct uffd_msg msg;
-	__u64 mm, ctx, buf;
-	__u32 fd;
+	__u64 mm;
 	long n;
 
-	th = sc_take(SC_READ);
-	if (!th)
+	if (!current_tracked() || !sc_take(SC_READ, &sc))
 		return 0;
-	fd = th->sc.fd;
-	buf = th->sc.args[1];
-	ctx = th->sc.ctx;
-	/*
-	 * A handler thread never waits on a userfault itself (it would be
-	 * waiting for itself), so its many sleeps in poll/read need no stack walk.
-	 */
-	th->handler = 1;
+	{
+		__u32 tid = (__u32)bpf_get_current_pid_tgid();
+		__u8 one = 1;
+
+		if (!bpf_map_lookup_elem(&fl_handlers, &tid))
+			bpf_map_update_elem(&fl_handlers, &tid, &one, BPF_ANY);
+	}
 	if (ret <= 0)
 		return 0;
 	n = ret / FL_UFFD_MSG_SIZE;
@@ -762,21 +659,21 @@ static __always_inline int on_read_exit(long ret)
 		if (v)
 			*v += n - FL_MAX_MSGS_PER_READ;
 	}
-	mm = ctx_mm(ctx);
+	mm = ctx_mm(sc.ctx);
 	for (int i = 0; i < FL_MAX_MSGS_PER_READ; i++) {
 		struct fl_event *e;
 
 		if (i >= n)
 			break;
 		if (bpf_probe_read_user(&msg, sizeof(msg),
-					(void *)(buf + i * FL_UFFD_MSG_SIZE)))
+					(void *)(sc.args[1] + i * FL_UFFD_MSG_SIZE)))
 			break;
 		e = ev_current(FL_EV_NOTIFY);
 		if (!e)
 			break;
-		e->notify.ctx = ctx;
+		e->notify.ctx = sc.ctx;
 		e->notify.mm = mm;
-		e->notify.fd = fd;
+		e->notify.fd = sc.fd;
 		e->notify.event = msg.event;
 		e->notify.idx = i;
 		switch (msg.event) {
@@ -933,36 +830,30 @@ static __always_inline void track_current(__u32 why)
 static __always_inline int on_ioctl_enter(__u64 fd, __u64 cmd, __u64 arg)
 {
 	__u64 args[3] = { fd, cmd, arg };
-	struct fl_thread *th;
-	struct fl_sc *sc;
 	__u64 ctx = 0;
+	struct fl_sc *sc;
 
 	if (IOC_TYPE(cmd) == KVMIO)
 		return current_tracked() ? on_kvm_ioctl(fd, cmd, arg) : 0;
 	if (IOC_TYPE(cmd) != 0xaa)
 		return 0;
-	th = current_thread(true);
-	if (!th) {
-		if (!track_new)
-			return 0;
-		/* A UFFDIO_* on a userfaultfd this process was handed (SCM_RIGHTS,
-		 * pidfd_getfd: a migration router) makes it a holder from now on;
-		 * /dev/userfaultfd: it is about to hold one. */
-		if (cmd != USERFAULTFD_IOC_NEW_CMD) {
-			if (!uffd_ctx_of(fd))
-				return 0;
-			track_current(FL_TRACK_HOLDER);
-		}
-		th = thread_get(bpf_get_current_task_btf(), (__u32)bpf_get_current_pid_tgid());
-		if (!th)
-			return 0;
-	}
 	if (cmd != USERFAULTFD_IOC_NEW_CMD) {
 		ctx = uffd_ctx_of(fd);
 		if (!ctx)
 			return 0;
 	}
-	sc = sc_save(th, SC_IOCTL, args, 3);
+	if (!current_tracked()) {
+		if (!track_new)
+			return 0;
+		/* A UFFDIO_* on a userfaultfd this process was handed (SCM_RIGHTS,
+		 * pidfd_getfd: a migration router) makes it a holder from now on;
+		 * /dev/userfaultfd: it is about to hold one. */
+		if (cmd != USERFAULTFD_IOC_NEW_CMD)
+			track_current(FL_TRACK_HOLDER);
+	}
+	sc = sc_save(SC_IOCTL, args, 3);
+	if (!sc)
+		return 0;
 	sc->ctx = ctx;
 	sc->fd = fd;
 	if (ctx) {
@@ -1007,125 +898,120 @@ static __always_inline void remember_poison(__u64 mm, __u64 start, __u64 len)
 
 static __always_inline int on_ioctl_exit(long ret)
 {
-	struct fl_thread *th = sc_take(SC_IOCTL);
+	struct fl_sc sc;
 	__u64 w[5] = {};
 	struct fl_event *e;
-	struct fl_sc *sc;
 	__u32 op;
 
-	if (!th)
+	if (!sc_take(SC_IOCTL, &sc))
 		return 0;
-	sc = &th->sc;
-	if (sc->args[1] == USERFAULTFD_IOC_NEW_CMD) {
+	if (sc.args[1] == USERFAULTFD_IOC_NEW_CMD) {
 		emit_uffd_new(ret, 0, 1);
 		return 0;
 	}
-	op = IOC_NR(sc->args[1]);
+	op = IOC_NR(sc.args[1]);
 	/* Results (copy, mapped, ...) are written back into the argument. */
-	if (bpf_probe_read_user(w, ioc_arg_size(sc->args[1]), (void *)sc->args[2]))
-		__builtin_memcpy(w, sc->words, sizeof(w));
+	if (bpf_probe_read_user(w, ioc_arg_size(sc.args[1]), (void *)sc.args[2]))
+		__builtin_memcpy(w, sc.words, sizeof(w));
 	e = ev_current(FL_EV_IOCTL);
 	if (!e)
 		return 0;
-	e->ioctl.ctx = sc->ctx;
-	e->ioctl.mm = sc->mm;
-	e->ioctl.fd = sc->fd;
+	e->ioctl.ctx = sc.ctx;
+	e->ioctl.mm = sc.mm;
+	e->ioctl.fd = sc.fd;
 	e->ioctl.op = op;
 	e->ioctl.ret = ret;
-	e->ioctl.enter_ts = sc->ts;
+	e->ioctl.enter_ts = sc.ts;
 	switch (op) {
 	case FL_OP_COPY:
 	case FL_OP_MOVE:
-		e->ioctl.start = sc->words[0];
-		e->ioctl.aux = sc->words[1];
-		e->ioctl.len = sc->words[2];
-		e->ioctl.mode = sc->words[3];
+		e->ioctl.start = sc.words[0];
+		e->ioctl.aux = sc.words[1];
+		e->ioctl.len = sc.words[2];
+		e->ioctl.mode = sc.words[3];
 		e->ioctl.result = w[4];
 		break;
 	case FL_OP_API:
-		e->ioctl.start = sc->words[0];
+		e->ioctl.start = sc.words[0];
 		e->ioctl.aux = w[1];	/* features granted */
 		break;
 	case FL_OP_REGISTER:
-		e->ioctl.start = sc->words[0];
-		e->ioctl.len = sc->words[1];
-		e->ioctl.mode = sc->words[2];
+		e->ioctl.start = sc.words[0];
+		e->ioctl.len = sc.words[1];
+		e->ioctl.mode = sc.words[2];
 		e->ioctl.aux = w[3];	/* ioctls available on the range */
 		break;
 	default:	/* range, mode, result */
-		e->ioctl.start = sc->words[0];
-		e->ioctl.len = sc->words[1];
-		e->ioctl.mode = sc->words[2];
+		e->ioctl.start = sc.words[0];
+		e->ioctl.len = sc.words[1];
+		e->ioctl.mode = sc.words[2];
 		e->ioctl.result = w[3];
 		break;
 	}
 	ev_submit(e);
 	if (op == FL_OP_POISON)
-		remember_poison(sc->mm, sc->words[0],
-				ret == 0 ? sc->words[1] : ((__s64)w[3] > 0 ? w[3] : 0));
+		remember_poison(sc.mm, sc.words[0],
+				ret == 0 ? sc.words[1] : ((__s64)w[3] > 0 ? w[3] : 0));
 	return 0;
 }
 
 static __always_inline int on_map_enter(__u32 nr, const __u64 *args, int nargs)
 {
-	struct fl_thread *th = current_thread(true);
-
-	if (th)
-		sc_save(th, nr, args, nargs);
+	if (!current_tracked())
+		return 0;
+	sc_save(nr, args, nargs);
 	return 0;
 }
 
 static __always_inline int on_map_exit(__u32 nr, long ret)
 {
-	struct fl_thread *th = sc_take(nr);
+	struct fl_sc sc;
 	struct fl_event *e;
 	struct task_struct *task;
-	struct fl_sc *sc;
 
-	if (!th)
+	if (!current_tracked() || !sc_take(nr, &sc))
 		return 0;
-	sc = &th->sc;
 	e = ev_current(FL_EV_MAPCHANGE);
 	if (!e)
 		return 0;
 	task = (struct task_struct *)bpf_get_current_task();
 	e->map.mm = (__u64)BPF_CORE_READ(task, mm);
 	e->map.ret = ret;
-	e->map.enter_ts = sc->ts;
+	e->map.enter_ts = sc.ts;
 	e->map.fd = -1;
 	switch (nr) {
 	case SC_MUNMAP:
 		e->map.op = FL_MAP_MUNMAP;
-		e->map.addr = sc->args[0];
-		e->map.len = sc->args[1];
+		e->map.addr = sc.args[0];
+		e->map.len = sc.args[1];
 		break;
 	case SC_MREMAP:
 		e->map.op = FL_MAP_MREMAP;
-		e->map.addr = sc->args[0];
-		e->map.len = sc->args[1];
-		e->map.new_len = sc->args[2];
-		e->map.arg = sc->args[3];
-		e->map.new_addr = ret < 0 ? sc->args[4] : (__u64)ret;
+		e->map.addr = sc.args[0];
+		e->map.len = sc.args[1];
+		e->map.new_len = sc.args[2];
+		e->map.arg = sc.args[3];
+		e->map.new_addr = ret < 0 ? sc.args[4] : (__u64)ret;
 		break;
 	case SC_MMAP:
 		e->map.op = FL_MAP_MMAP_FIXED;
-		e->map.addr = sc->args[0];
-		e->map.len = sc->args[1];
-		e->map.arg = sc->args[3];
-		e->map.fd = (__s32)sc->args[4];
+		e->map.addr = sc.args[0];
+		e->map.len = sc.args[1];
+		e->map.arg = sc.args[3];
+		e->map.fd = (__s32)sc.args[4];
 		break;
 	case SC_MADVISE:
 		e->map.op = FL_MAP_MADVISE;
-		e->map.addr = sc->args[0];
-		e->map.len = sc->args[1];
-		e->map.arg = sc->args[2];
+		e->map.addr = sc.args[0];
+		e->map.len = sc.args[1];
+		e->map.arg = sc.args[2];
 		break;
 	case SC_FALLOCATE:
 		e->map.op = FL_MAP_FALLOCATE;
-		e->map.fd = (__s32)sc->args[0];
-		e->map.arg = sc->args[1];
-		e->map.addr = sc->args[2];	/* file offset */
-		e->map.len = sc->args[3];
+		e->map.fd = (__s32)sc.args[0];
+		e->map.arg = sc.args[1];
+		e->map.addr = sc.args[2];	/* file offset */
+		e->map.len = sc.args[3];
 		break;
 	}
 	ev_submit(e);
@@ -1246,24 +1132,21 @@ SEC("tracepoint/syscalls/sys_enter_userfaultfd")
 int tp_userfaultfd_enter(struct trace_event_raw_sys_enter *ctx)
 {
 	__u64 a[1] = { ctx->args[0] };
-	struct fl_thread *th = current_thread(true);
 
-	/* an untracked process creating one gets state, to be tracked at the exit */
-	if (!th && track_new)
-		th = thread_get(bpf_get_current_task_btf(), (__u32)bpf_get_current_pid_tgid());
-	if (th)
-		sc_save(th, SC_USERFAULTFD, a, 1);
+	if (!track_new && !current_tracked())
+		return 0;
+	sc_save(SC_USERFAULTFD, a, 1);
 	return 0;
 }
 
 SEC("tracepoint/syscalls/sys_exit_userfaultfd")
 int tp_userfaultfd_exit(struct trace_event_raw_sys_exit *ctx)
 {
-	struct fl_thread *th = sc_take(SC_USERFAULTFD);
+	struct fl_sc sc;
 
-	if (!th)
+	if (!sc_take(SC_USERFAULTFD, &sc))
 		return 0;
-	emit_uffd_new(ctx->ret, th->sc.args[0], 0);
+	emit_uffd_new(ctx->ret, sc.args[0], 0);
 	return 0;
 }
 

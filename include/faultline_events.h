@@ -19,8 +19,8 @@
 
 enum fl_event_type {
 	FL_EV_BLOCK = 1,	/* thread went to sleep inside handle_userfault */
-	FL_EV_WAKEUP = 2,	/* a blocked thread was woken (older builds; now folded into RUN) */
-	FL_EV_RUN = 3,		/* a blocked thread is on a CPU again; carries its wakeup */
+	FL_EV_WAKEUP = 2,	/* a blocked thread was woken */
+	FL_EV_RUN = 3,		/* a blocked thread is on a CPU again */
 	FL_EV_NOTIFY = 4,	/* a handler read a uffd_msg (one record per message) */
 	FL_EV_IOCTL = 5,	/* a userfaultfd ioctl returned */
 	FL_EV_MAPCHANGE = 6,	/* munmap/mremap/mmap-fixed/madvise/fallocate by a tracked process */
@@ -76,10 +76,9 @@ struct fl_ev_block {
 };
 
 struct fl_ev_wake {
-	__u32 waker_tid;	/* who woke it first after the block, 0 if not seen */
+	__u32 waker_tid;
 	__u32 waker_pid;
 	__u64 block_ts;
-	__u64 wake_ts;		/* that sched_wakeup, 0 if not seen */
 };
 
 struct fl_ev_notify {
@@ -223,9 +222,9 @@ struct fl_event {
 /* Indexes of the per-CPU counter array `fl_counters`. */
 enum fl_counter {
 	FL_CNT_RB_LOST = 0,	/* ring buffer full: record dropped */
-	FL_CNT_BLOCKED_FULL,	/* per-thread state could not be had (table full, no memory) */
+	FL_CNT_BLOCKED_FULL,	/* blocked-thread table full */
 	FL_CNT_MSGS_TRUNC,	/* uffd_msg beyond FL_MAX_MSGS_PER_READ in one read */
-	FL_CNT_SC_FULL,		/* (unused: syscall entries live in the per-thread state) */
+	FL_CNT_SC_FULL,		/* syscall enter->exit table full */
 	FL_CNT_BLOCKS,		/* blocks detected */
 	FL_CNT_STACK_MISS,	/* bpf_get_stack failed */
 	FL_CNT_STACK_WALKS,	/* kernel stacks walked looking for handle_userfault */
@@ -256,33 +255,6 @@ struct fl_exit_key {
 	__u32 kind;	/* enum fl_exit_kind */
 	__u32 reason;
 	__u32 pad;
-};
-
-/* A syscall's arguments, saved at entry for its exit. */
-struct fl_sc {
-	__u64 ts;
-	__u64 ctx;	/* userfaultfd_ctx of the fd (read, ioctl) */
-	__u64 mm;	/* ctx->mm */
-	__u64 args[6];
-	__u64 words[5];	/* the ioctl argument struct as it was at entry */
-	__u32 nr;	/* enum fl_sc_nr of the syscall in progress, 0: none */
-	__u32 fd;
-};
-
-/*
- * What the kernel side keeps per thread of a tracked process: in task-local
- * storage (`fl_tstate`) where the scheduler probes are tp_btf, else in the
- * tid-keyed hash `fl_threads`. One lookup per probe gives all of it.
- */
-struct fl_thread {
-	__u64 gen;		/* fl_track_gen when its process was last seen tracked */
-	__u64 block_ts;		/* asleep in a userfault since, 0: not blocked */
-	__u64 block_addr;
-	__u64 wake_ts;		/* first sched_wakeup since the block, 0: none yet */
-	__u32 waker_tid, waker_pid;
-	__u32 handler;		/* has read a userfaultfd: its sleeps are never userfaults */
-	__u32 pad;
-	struct fl_sc sc;
 };
 
 /* Values of the `fl_tracked` map: why a process is tracked. */

@@ -185,10 +185,9 @@ static void print_summary(struct trace_ctx *t)
 		fprintf(t->out, "{\"event\":\"summary\",\"duration_ns\":%" PRIu64 ",\"faults\":%"
 			PRIu64 ",\"races\":%" PRIu64 ",\"lost\":%" PRIu64 ",\"blocks\":%" PRIu64
 			",\"stack_walks\":%" PRIu64 ",\"not_userfault\":%" PRIu64
-			",\"agent_cpu_ns\":%" PRIu64 ",\"resolved_by\":{", dur, t->faults, t->races,
-			s->lost_total, fl_probe_counter(&s->probe, FL_CNT_BLOCKS),
-			fl_probe_counter(&s->probe, FL_CNT_STACK_WALKS), fl_corr_dropped(s->corr),
-			fl_self_cpu_ns() - s->start_cpu_ns);
+			",\"resolved_by\":{", dur, t->faults, t->races, s->lost_total,
+			fl_probe_counter(&s->probe, FL_CNT_BLOCKS),
+			fl_probe_counter(&s->probe, FL_CNT_STACK_WALKS), fl_corr_dropped(s->corr));
 		for (int r = 0; r <= FL_RES_WRITEPROTECT; r++)
 			fprintf(t->out, "%s\"%s\":%" PRIu64, r ? "," : "", fl_resolution_name(r),
 				t->by_res[r]);

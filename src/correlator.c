@@ -392,9 +392,6 @@ static void on_run(struct fl_correlator *c, const struct fl_event *e)
 		return;
 	ep->run_ts = e->ts;
 	ep->end_ts = e->ts;
-	/* the kernel side folds the block's first wakeup into its RUN record */
-	if (e->wake.wake_ts && e->wake.wake_ts <= e->ts)
-		ep->wake_ts = e->wake.wake_ts;
 	if (!ep->wake_ts)
 		ep->wake_ts = e->ts;
 	/*

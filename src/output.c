@@ -52,169 +52,13 @@ const char *fl_errno_name(int err)
 	return "E?";
 }
 
-/*
- * Fault lines are most of what trace prints (one per userfault, thousands
- * a second): built by hand into a line buffer, without fprintf's format
- * parsing, and handed to stdio with one fwrite.
- */
-struct line {
-	char buf[FL_OUT_MAX_LINE];
-	size_t n;
-};
-
-static void l_mem(struct line *l, const char *s, size_t len)
+/* Duration field in JSON: null when either end was not seen. */
+static void json_dur(FILE *out, const char *key, uint64_t from, uint64_t to)
 {
-	if (len > sizeof(l->buf) - l->n)
-		len = sizeof(l->buf) - l->n;
-	memcpy(l->buf + l->n, s, len);
-	l->n += len;
-}
-
-#define l_lit(l, s) l_mem(l, s, sizeof(s) - 1)
-
-static void l_str(struct line *l, const char *s)
-{
-	l_mem(l, s, strlen(s));
-}
-
-static void l_chr(struct line *l, char c)
-{
-	if (l->n < sizeof(l->buf))
-		l->buf[l->n++] = c;
-}
-
-static void l_pad(struct line *l, size_t from, size_t width)
-{
-	while (l->n - from < width)
-		l_chr(l, ' ');
-}
-
-/* Decimal digits of v, at least mindigits of them (zero-padded); two at a time. */
-static void l_u64w(struct line *l, uint64_t v, int mindigits)
-{
-	static const char pairs[] = "00010203040506070809101112131415161718192021222324"
-				    "25262728293031323334353637383940414243444546474849"
-				    "50515253545556575859606162636465666768697071727374"
-				    "75767778798081828384858687888990919293949596979899";
-	char tmp[24];
-	int i = sizeof(tmp);
-
-	while (v >= 100) {
-		unsigned d = (unsigned)(v % 100) * 2;
-
-		v /= 100;
-		tmp[--i] = pairs[d + 1];
-		tmp[--i] = pairs[d];
-	}
-	if (v >= 10) {
-		tmp[--i] = pairs[v * 2 + 1];
-		tmp[--i] = pairs[v * 2];
-	} else {
-		tmp[--i] = (char)('0' + v);
-	}
-	while ((int)sizeof(tmp) - i < mindigits)
-		tmp[--i] = '0';
-	l_mem(l, tmp + i, sizeof(tmp) - i);
-}
-
-static void l_u64(struct line *l, uint64_t v)
-{
-	l_u64w(l, v, 1);
-}
-
-static void l_i64(struct line *l, int64_t v)
-{
-	if (v < 0) {
-		l_chr(l, '-');
-		l_u64(l, -(uint64_t)v);
-	} else {
-		l_u64(l, (uint64_t)v);
-	}
-}
-
-static void l_hex(struct line *l, uint64_t v)
-{
-	char tmp[16];
-	int i = sizeof(tmp);
-
-	do {
-		tmp[--i] = "0123456789abcdef"[v & 15];
-		v >>= 4;
-	} while (v);
-	l_mem(l, tmp + i, sizeof(tmp) - i);
-}
-
-/* v / 10^scale with `decimals` decimals, rounded half up (what %.Nf prints bar ties). */
-static void l_fixed(struct line *l, uint64_t v, uint64_t scale, int decimals)
-{
-	uint64_t unit = scale;
-
-	for (int i = 0; i < decimals; i++)
-		unit /= 10;
-	v = (v + unit / 2) / unit;
-	scale /= unit;
-	l_u64(l, v / scale);
-	if (decimals) {
-		l_chr(l, '.');
-		l_u64w(l, v % scale, decimals);
-	}
-}
-
-static void l_json_str(struct line *l, const char *s, size_t maxlen)
-{
-	l_chr(l, '"');
-	for (size_t i = 0; i < maxlen && s[i]; i++) {
-		unsigned char ch = (unsigned char)s[i];
-
-		if (ch == '"' || ch == '\\') {
-			l_chr(l, '\\');
-			l_chr(l, (char)ch);
-		} else if (ch < 0x20 || ch >= 0x7f) {
-			l_lit(l, "\\u00");
-			l_chr(l, "0123456789abcdef"[ch >> 4]);
-			l_chr(l, "0123456789abcdef"[ch & 15]);
-		} else {
-			l_chr(l, (char)ch);
-		}
-	}
-	l_chr(l, '"');
-}
-
-static void l_json_dur(struct line *l, const char *key, uint64_t from, uint64_t to)
-{
-	l_chr(l, ',');
-	l_chr(l, '"');
-	l_str(l, key);
-	l_lit(l, "\":");
 	if (from && to && to >= from)
-		l_u64(l, to - from);
+		fprintf(out, ",\"%s\":%" PRIu64, key, to - from);
 	else
-		l_lit(l, "null");
-}
-
-/* Column of microseconds between two times, "-" when either was not seen. */
-static void l_col_us(struct line *l, uint64_t from, uint64_t to)
-{
-	size_t at;
-
-	l_chr(l, ' ');
-	at = l->n;
-	if (from && to && to >= from) {
-		struct line t = { .n = 0 };
-
-		l_fixed(&t, to - from, 1000, 1);
-		l_pad(l, at, 9 - (t.n < 9 ? t.n : 9));
-		l_mem(l, t.buf, t.n);
-	} else {
-		l_pad(l, at, 8);
-		l_chr(l, '-');
-	}
-}
-
-static void l_done(FILE *out, struct line *l)
-{
-	fwrite(l->buf, 1, l->n, out);
-	fl_out_line_done(out);
+		fprintf(out, ",\"%s\":null", key);
 }
 
 void fl_out_fault_header(FILE *out)
@@ -223,109 +67,67 @@ void fl_out_fault_header(FILE *out)
 		"TID", "COMM", "ADDR", "MODE", "RESOLVED", "LAT(us)", "NOTIFY", "RESOLVE", "WAKE");
 }
 
+static double us(uint64_t from, uint64_t to)
+{
+	return from && to && to >= from ? (double)(to - from) / 1000.0 : -1;
+}
+
+static void col_us(FILE *out, double v)
+{
+	if (v < 0)
+		fprintf(out, " %9s", "-");
+	else
+		fprintf(out, " %9.1f", v);
+}
+
 void fl_out_fault(FILE *out, const struct fl_episode *ep, bool json)
 {
 	uint64_t notify_from = ep->start_ts;
 	uint64_t resolve_from = ep->notify_ts ? ep->notify_ts : ep->start_ts;
-	struct line l = { .n = 0 };
-	size_t at;
 
 	if (!json) {
-		/* "%-16.6f %-7u %-7u %-15.15s 0x%-12x %-7s %-10s %10.1f" and three " %9.1f" */
-		at = l.n;
-		l_fixed(&l, ep->start_ts, 1000000000, 6);
-		l_pad(&l, at, 16);
-		l_chr(&l, ' ');
-		at = l.n;
-		l_u64(&l, ep->pid);
-		l_pad(&l, at, 7);
-		l_chr(&l, ' ');
-		at = l.n;
-		l_u64(&l, ep->tid);
-		l_pad(&l, at, 7);
-		l_chr(&l, ' ');
-		at = l.n;
-		l_mem(&l, ep->comm, strnlen(ep->comm, 15));
-		l_pad(&l, at, 15);
-		l_lit(&l, " 0x");
-		at = l.n;
-		l_hex(&l, ep->addr);
-		l_pad(&l, at, 12);
-		l_chr(&l, ' ');
-		at = l.n;
-		l_str(&l, fl_mode_name(ep->mode));
-		l_pad(&l, at, 7);
-		l_chr(&l, ' ');
-		at = l.n;
-		l_str(&l, ep->unfinished ? "(waiting)" : fl_resolution_name(ep->resolved_by));
-		l_pad(&l, at, 10);
-		l_chr(&l, ' ');
-		{
-			struct line t = { .n = 0 };
-
-			l_fixed(&t, ep->end_ts - ep->start_ts, 1000, 1);
-			at = l.n;
-			l_pad(&l, at, 10 - (t.n < 10 ? t.n : 10));
-			l_mem(&l, t.buf, t.n);
-		}
-		l_col_us(&l, notify_from, ep->notify_ts);
-		l_col_us(&l, resolve_from, ep->resolve_ts);
-		l_col_us(&l, ep->resolve_ts, ep->wake_ts);
-		l_chr(&l, '\n');
-		l_done(out, &l);
+		fprintf(out, "%-16.6f %-7u %-7u %-15.15s 0x%-12" PRIx64 " %-7s %-10s %10.1f",
+			ep->start_ts / 1e9, ep->pid, ep->tid, ep->comm, ep->addr,
+			fl_mode_name(ep->mode),
+			ep->unfinished ? "(waiting)" : fl_resolution_name(ep->resolved_by),
+			(ep->end_ts - ep->start_ts) / 1000.0);
+		col_us(out, us(notify_from, ep->notify_ts));
+		col_us(out, us(resolve_from, ep->resolve_ts));
+		col_us(out, us(ep->resolve_ts, ep->wake_ts));
+		fputc('\n', out);
+		fl_out_line_done(out);
 		return;
 	}
-	l_lit(&l, "{\"event\":\"fault\",\"pid\":");
-	l_u64(&l, ep->pid);
-	l_lit(&l, ",\"tid\":");
-	l_u64(&l, ep->tid);
-	l_lit(&l, ",\"comm\":");
-	l_json_str(&l, ep->comm, FL_COMM_LEN);
-	l_lit(&l, ",\"addr\":\"0x");
-	l_hex(&l, ep->addr);
-	l_lit(&l, "\",\"uffd\":");
+	fprintf(out, "{\"event\":\"fault\",\"pid\":%u,\"tid\":%u,\"comm\":", ep->pid, ep->tid);
+	fl_json_str(out, ep->comm, FL_COMM_LEN);
+	fprintf(out, ",\"addr\":\"0x%" PRIx64 "\",\"uffd\":", ep->addr);
 	if (ep->uffd >= 0)
-		l_i64(&l, ep->uffd);
+		fprintf(out, "%d", ep->uffd);
 	else
-		l_lit(&l, "null");
-	l_lit(&l, ",\"mode\":\"");
-	l_str(&l, fl_mode_name(ep->mode));
-	l_lit(&l, "\",\"start_ns\":");
-	l_u64(&l, ep->start_ts);
-	l_lit(&l, ",\"latency_ns\":");
-	l_u64(&l, ep->end_ts - ep->start_ts);
-	l_json_dur(&l, "notify_ns", notify_from, ep->notify_ts);
-	l_json_dur(&l, "resolve_ns", resolve_from, ep->resolve_ts);
-	l_json_dur(&l, "wake_ns", ep->resolve_ts, ep->wake_ts);
-	l_json_dur(&l, "run_ns", ep->wake_ts, ep->run_ts);
-	l_lit(&l, ",\"resolved_by\":\"");
-	l_str(&l, ep->unfinished && ep->resolved_by == FL_RES_UNRESOLVED
-			  ? "unresolved" : fl_resolution_name(ep->resolved_by));
-	l_lit(&l, "\",\"vcpu\":");
+		fputs("null", out);
+	fprintf(out, ",\"mode\":\"%s\",\"start_ns\":%" PRIu64 ",\"latency_ns\":%" PRIu64,
+		fl_mode_name(ep->mode), ep->start_ts, ep->end_ts - ep->start_ts);
+	json_dur(out, "notify_ns", notify_from, ep->notify_ts);
+	json_dur(out, "resolve_ns", resolve_from, ep->resolve_ts);
+	json_dur(out, "wake_ns", ep->resolve_ts, ep->wake_ts);
+	json_dur(out, "run_ns", ep->wake_ts, ep->run_ts);
+	fprintf(out, ",\"resolved_by\":\"%s\",\"vcpu\":",
+		ep->unfinished && ep->resolved_by == FL_RES_UNRESOLVED ? "unresolved"
+								      : fl_resolution_name(ep->resolved_by));
 	if (ep->vcpu >= 0)
-		l_i64(&l, ep->vcpu);
+		fprintf(out, "%d", ep->vcpu);
 	else
-		l_lit(&l, "null");
-	l_lit(&l, ",\"blocked\":");
-	l_str(&l, ep->blocked ? "true" : "false");
-	l_lit(&l, ",\"user_fault\":");
-	l_str(&l, ep->user_pf ? "true" : "false");
-	l_lit(&l, ",\"retries\":");
-	l_u64(&l, ep->retries);
-	l_lit(&l, ",\"handler_pid\":");
+		fputs("null", out);
+	fprintf(out, ",\"blocked\":%s,\"user_fault\":%s,\"retries\":%u,\"handler_pid\":",
+		ep->blocked ? "true" : "false", ep->user_pf ? "true" : "false", ep->retries);
 	if (ep->handler_pid)
-		l_u64(&l, ep->handler_pid);
+		fprintf(out, "%u", ep->handler_pid);
 	else
-		l_lit(&l, "null");
-	if (ep->place_errno) {
-		l_lit(&l, ",\"placement_errno\":\"");
-		l_str(&l, fl_errno_name(ep->place_errno));
-		l_chr(&l, '"');
-	}
-	l_lit(&l, ",\"waiting\":");
-	l_str(&l, ep->unfinished ? "true" : "false");
-	l_lit(&l, "}\n");
-	l_done(out, &l);
+		fputs("null", out);
+	if (ep->place_errno)
+		fprintf(out, ",\"placement_errno\":\"%s\"", fl_errno_name(ep->place_errno));
+	fprintf(out, ",\"waiting\":%s}\n", ep->unfinished ? "true" : "false");
+	fl_out_line_done(out);
 }
 
 void fl_out_race(FILE *out, const struct fl_race *r, bool json)

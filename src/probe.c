@@ -1,11 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
@@ -128,7 +126,6 @@ static int open_and_load(struct fl_probe *p, const struct fl_probe_opts *o, bool
 	struct other_prog op[16];
 	struct btf *vmlinux = btf__load_vmlinux_btf();
 	int nsp, nsc, nop, ret;
-	bool storage;
 
 	p->skel = faultline_bpf__open();
 	if (!p->skel) {
@@ -137,20 +134,6 @@ static int open_and_load(struct fl_probe *p, const struct fl_probe_opts *o, bool
 		btf__free(vmlinux);
 		return ret;
 	}
-	/*
-	 * Per-thread state in task-local storage needs BTF task pointers in
-	 * the scheduler probes, so tp_btf for both; otherwise the tid-keyed
-	 * hash, left at one entry when unused.
-	 */
-	storage = use_btf && btf_has_tp(vmlinux, "sched_switch") &&
-		  btf_has_tp(vmlinux, "sched_wakeup") &&
-		  libbpf_probe_bpf_map_type(BPF_MAP_TYPE_TASK_STORAGE, NULL) > 0;
-	p->task_storage = storage;
-	p->skel->rodata->use_task_storage = storage;
-	if (storage)
-		bpf_map__set_max_entries(p->skel->maps.fl_threads, 1);
-	else
-		bpf_map__set_autocreate(p->skel->maps.fl_tstate, false);
 	nsp = sched_progs(p->skel, sp);
 	for (int i = 0; i < nsp; i++) {
 		bool btf_ok = use_btf && btf_has_tp(vmlinux, sp[i].tp);
@@ -400,34 +383,7 @@ int fl_probe_untrack(struct fl_probe *p, pid_t pid)
 {
 	uint32_t key = pid;
 
-	if (bpf_map_delete_elem(bpf_map__fd(p->skel->maps.fl_tracked), &key))
-		return -errno;
-	/* threads' cached "tracked" goes stale: they look at fl_tracked again */
-	__atomic_add_fetch(&p->skel->data->fl_track_gen, 1, __ATOMIC_RELAXED);
-	return 0;
-}
-
-#ifndef PIDFD_THREAD
-#define PIDFD_THREAD O_EXCL
-#endif
-
-int fl_probe_thread(struct fl_probe *p, pid_t tid, struct fl_thread *out)
-{
-	uint32_t key = tid;
-	int fd, ret;
-
-	if (!p->task_storage)
-		return bpf_map_lookup_elem(bpf_map__fd(p->skel->maps.fl_threads), &key, out) ? -errno
-											   : 0;
-	/* task storage is keyed by a pidfd; a thread other than a leader needs PIDFD_THREAD */
-	fd = (int)syscall(SYS_pidfd_open, tid, 0);
-	if (fd < 0)
-		fd = (int)syscall(SYS_pidfd_open, tid, PIDFD_THREAD);
-	if (fd < 0)
-		return -errno;
-	ret = bpf_map_lookup_elem(bpf_map__fd(p->skel->maps.fl_tstate), &fd, out) ? -errno : 0;
-	close(fd);
-	return ret;
+	return bpf_map_delete_elem(bpf_map__fd(p->skel->maps.fl_tracked), &key) ? -errno : 0;
 }
 
 int fl_probe_tracked_count(struct fl_probe *p)

@@ -33,7 +33,6 @@ struct fl_probe {
 	struct faultline_bpf *skel;
 	bool tp_btf;		/* scheduler handlers attached as tp_btf */
 	bool lite;
-	bool task_storage;	/* per-thread state in fl_tstate, else in fl_threads */
 	int nsched;
 	struct bpf_link *sched_links[24];	/* always-on tracepoints */
 	int nsc;		/* syscall links attached */
@@ -57,8 +56,6 @@ void fl_probe_syscalls_detach(struct fl_probe *p);
 
 int fl_probe_track(struct fl_probe *p, pid_t pid, uint32_t why);
 int fl_probe_untrack(struct fl_probe *p, pid_t pid);
-/* The kernel side's state of a thread (tests, debugging); -ENOENT if it has none. */
-int fl_probe_thread(struct fl_probe *p, pid_t tid, struct fl_thread *out);
 /* Number of tracked processes, pruning ones that no longer exist. */
 int fl_probe_tracked_count(struct fl_probe *p);
 

@@ -19,14 +19,6 @@
 #define POLL_MS 50
 #define SIGBUS_ 7
 
-uint64_t fl_self_cpu_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-	return ts.tv_sec * 1000000000ULL + ts.tv_nsec;
-}
-
 uint64_t fl_now_ns(void)
 {
 	struct timespec ts;
@@ -392,7 +384,6 @@ int fl_session_run(struct fl_session *s)
 	ret = housekeeping(s, s->start_ns);
 	if (ret)
 		goto out;
-	s->start_cpu_ns = fl_self_cpu_ns();
 	fprintf(stderr, "Tracing userfaults (%s%s)... Hit Ctrl-C to end.\n",
 		s->probe.tp_btf ? "tp_btf" : "raw_tp", s->o.lite ? ", lite: no notify/resolve" : "");
 	if (s->probe.missing[0])

@@ -76,7 +76,6 @@ struct fl_session {
 	struct ring_buffer *rb;
 	struct fl_vmstats vms;
 	struct fl_symtab vmx, svm, uexit, mf_type, mf_result;
-	uint64_t start_cpu_ns;	/* the agent's CPU time when tracing began (after loading) */
 	uint64_t start_ns, last_scan_ns, lost_seen[FL_CNT_MAX], lost_total;
 	pid_t child;
 	int child_status;
@@ -104,7 +103,5 @@ void fl_session_exits(struct fl_session *s, fl_exit_fn fn, void *arg);
 const char *fl_session_exit_name(struct fl_session *s, uint32_t kind, uint32_t reason, char *buf,
 				 size_t len);
 uint64_t fl_now_ns(void);
-/* CPU time this process has used, all threads (CLOCK_PROCESS_CPUTIME_ID). */
-uint64_t fl_self_cpu_ns(void);
 
 #endif

@@ -73,9 +73,7 @@ static int32_t vcpu_from_name(const char *thread_comm)
 {
 	int n, len = 0;
 
-	/* the prefix test spares every other thread's fault an sscanf */
-	if (thread_comm && !strncmp(thread_comm, "CPU", 3) &&
-	    sscanf(thread_comm, "CPU %d/%n", &n, &len) == 1 && len > 0 && n >= 0)
+	if (thread_comm && sscanf(thread_comm, "CPU %d/%n", &n, &len) == 1 && len > 0 && n >= 0)
 		return n;
 	return -1;
 }

@@ -14,38 +14,22 @@ import tempfile
 import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-# FL_BUILD: benchmark another build of the same tree (an A/B of two builds).
-B = os.environ.get("FL_BUILD", os.path.join(ROOT, "build"))
+B = os.path.join(ROOT, "build")
 FL, WL, LOOP, FLOOR, KVM = (os.path.join(B, n) for n in
                             ("faultline", "uffd-workload", "syscall-loop", "bench-floor",
                              "kvm-guest"))
-# FL_BASE: another faultline binary (say, before a change), interleaved in section 1.
-FL_BASE = os.environ.get("FL_BASE")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "7"))
 
 
-def wl_summary(args, prefix=(), trace_out=None):
+def wl_summary(args, prefix=()):
     """Runs the workload (optionally under a tracer); its own summary, via a file."""
     with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as out:
         p = subprocess.run([*prefix, WL, *args, "--quiet", "--out", out.name],
-                           stdout=trace_out or subprocess.DEVNULL, stderr=subprocess.PIPE,
-                           text=True, timeout=300)
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                           timeout=300)
         if p.returncode:
             sys.exit(f"bench: workload failed: {p.stderr[-500:]}")
         return next(json.loads(l) for l in out if '"wl_summary"' in l)
-
-
-def traced_summary(args, prefix):
-    """Runs the workload under `faultline trace --json`: (workload summary, trace summary).
-
-    The trace goes to a file, as it would in real use, and its summary line
-    carries the agent's own CPU time.
-    """
-    with tempfile.TemporaryFile("w+") as tout:
-        wl = wl_summary(args, prefix, trace_out=tout)
-        tout.seek(0)
-        summ = next((json.loads(l) for l in tout if l.startswith('{"event":"summary"')), {})
-    return wl, summ
 
 
 class Tracer:
@@ -65,8 +49,8 @@ class Tracer:
 
 
 class Floor:
-    def __init__(self, *args):
-        self.p = subprocess.Popen([FLOOR, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    def __init__(self):
+        self.p = subprocess.Popen([FLOOR], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   text=True)
         if self.p.stdout.readline().strip() != "ATTACHED":
             sys.exit("bench: bench-floor failed to attach")
@@ -110,65 +94,21 @@ def report(title, res, base, target=None):
             print(f"  ratio {n} / {base}: {r:.3f}{tgt}")
 
 
-def spread(xs):
-    return f"median {med(xs):.3f}, min {min(xs):.3f}, max {max(xs):.3f}"
-
-
-def bench_round_trip(delays=("0", "100")):
-    """Variants interleaved per round; the workload's own median per fault.
-
-    Besides the ratio of medians, each round's traced/detached ratio is kept
-    (the variants of one round ran seconds apart, under the same load), and
-    the agent's CPU per fault from its own summary. The floor is the kernel's
-    own cost of BPF on the same tracepoints: empty programs, no agent.
-    """
-    for delay in delays:
+def bench_round_trip():
+    """Variants interleaved per round; the workload's own median per fault."""
+    for delay in ("0", "100"):
         args = ["--threads", "1", "--pages", "3000", "--delay-us", delay]
         variants = {
             "detached": (),
-            "empty BPF on the same tracepoints": "floor",
             "faultline trace": (FL, "trace", "--json", "--"),
             "faultline trace --lite": (FL, "trace", "--lite", "--json", "--"),
         }
-        if FL_BASE:
-            variants["base: faultline trace"] = (FL_BASE, "trace", "--json", "--")
-            variants["base: faultline trace --lite"] = (FL_BASE, "trace", "--lite", "--json",
-                                                        "--")
         res = {f"{n} (ns/fault)": [] for n in variants}
-        paired = {n: [] for n in variants if n != "detached"}
-        cpu = {n: [] for n in variants if n != "detached"}
         for _ in range(ROUNDS):
-            base = None
             for n, prefix in variants.items():
-                if prefix == "floor":
-                    f = Floor("--all")
-                    try:
-                        wl = wl_summary(args)
-                    finally:
-                        f.stop()
-                    paired[n].append(wl["median_ns"] / base)
-                elif prefix:
-                    wl, summ = traced_summary(args, prefix)
-                    paired[n].append(wl["median_ns"] / base)
-                    if summ.get("agent_cpu_ns") is not None and wl["faults"]:
-                        cpu[n].append(summ["agent_cpu_ns"] / wl["faults"])
-                else:
-                    wl = wl_summary(args)
-                    base = wl["median_ns"]
-                res[f"{n} (ns/fault)"].append(wl["median_ns"])
+                res[f"{n} (ns/fault)"].append(wl_summary(args, prefix=prefix)["median_ns"])
         report(f"1. Userfault round trip, handler delay {delay} us "
                "(workload's own median per fault)", res, "detached (ns/fault)", "<= 1.05")
-        for n in paired:
-            print(f"  per-round ratio {n} / detached: {spread(paired[n])}")
-        # other load only ever adds time: the best rounds are the least disturbed
-        best = min(res["detached (ns/fault)"])
-        for n in paired:
-            print(f"  best-round ratio {n} / detached: "
-                  f"{min(res[f'{n} (ns/fault)']) / best:.3f}")
-        for n in cpu:
-            if cpu[n]:
-                print(f"  agent CPU per fault, {n}: {med(cpu[n]):.0f} ns "
-                      f"(min {min(cpu[n]):.0f}, max {max(cpu[n]):.0f})")
 
 
 def bench_untracked_lite():
@@ -241,43 +181,24 @@ def bench_max_rate():
     print(f"  lost records per run: {lost}   every fault seen exactly once: {all(exact)}")
 
 
-SECTIONS = "1 2 3 4 5 6".split()
-
-
 def main():
-    import argparse
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", default=",".join(SECTIONS),
-                    help="comma-separated sections to run (1 round trip, 2 untracked lite, "
-                    "3 untracked with syscall probes, 4 highest rate, 5 VM, 6 exporter)")
-    ap.add_argument("--delays", default="0,100",
-                    help="section 1: handler delays in us (default 0,100)")
-    a = ap.parse_args()
-    only = set(a.only.split(","))
     if os.geteuid() != 0:
         sys.exit("bench: needs root (BPF)")
     for f in (FL, WL, LOOP, FLOOR):
         if not os.access(f, os.X_OK):
             sys.exit(f"bench: {f} missing: run make")
     print(f"faultline bench — {time.strftime('%Y-%m-%d %H:%M:%S')}, {os.cpu_count()} CPUs, "
-          f"kernel {os.uname().release}, build {B}, "
-          f"load average {os.getloadavg()[0]:.2f}")
-    if "1" in only:
-        bench_round_trip(a.delays.split(","))
-    if "2" in only:
-        bench_untracked_lite()
-    if "3" in only:
-        bench_untracked_syscall_probes()
-    if "4" in only:
-        bench_max_rate()
-    if "5" in only:
-        if os.access("/dev/kvm", os.R_OK | os.W_OK):
-            bench_vm_throughput()
-        else:
-            print("\n5. skipped: /dev/kvm not available")
-    if "6" in only:
-        from bench_exporter import bench_exporter
-        bench_exporter()
+          f"kernel {os.uname().release}")
+    bench_round_trip()
+    bench_untracked_lite()
+    bench_untracked_syscall_probes()
+    bench_max_rate()
+    if os.access("/dev/kvm", os.R_OK | os.W_OK):
+        bench_vm_throughput()
+    else:
+        print("\n5. skipped: /dev/kvm not available")
+    from bench_exporter import bench_exporter
+    bench_exporter()
 
 
 if __name__ == "__main__":

@@ -4,8 +4,6 @@
  * faultline uses and holds them until stdin closes or a signal arrives.
  * What an untracked syscall costs under it is the kernel's own floor for
  * "BPF on these tracepoints", the reference for faultline's probes.
- * With --all, the scheduler tracepoints faultline uses are included: the
- * floor of a traced userfault round trip.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -14,25 +12,12 @@
 #include <bpf/libbpf.h>
 #include "empty.skel.h"
 
-int main(int argc, char **argv)
+int main(void)
 {
-	struct empty_bpf *skel = empty_bpf__open();
+	struct empty_bpf *skel = empty_bpf__open_and_load();
 	char c;
 	int ret;
 
-	/* --all: the scheduler tracepoints faultline uses too (tp_btf, as faultline attaches them) */
-	if (skel && argc > 1 && !strcmp(argv[1], "--all")) {
-		bpf_program__set_autoload(skel->progs.empty_sched_switch, true);
-		bpf_program__set_autoload(skel->progs.empty_sched_wakeup, true);
-		bpf_program__set_autoload(skel->progs.empty_page_fault_user, true);
-		bpf_program__set_autoload(skel->progs.empty_sched_process_fork, true);
-		bpf_program__set_autoload(skel->progs.empty_sched_process_exit, true);
-		bpf_program__set_autoload(skel->progs.empty_signal_deliver, true);
-	}
-	if (skel && empty_bpf__load(skel)) {
-		empty_bpf__destroy(skel);
-		skel = NULL;
-	}
 	if (!skel) {
 		fprintf(stderr, "bench-floor: loading empty programs failed: %s\n", strerror(errno));
 		return 1;

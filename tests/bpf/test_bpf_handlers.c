@@ -40,12 +40,11 @@
 #include "probe.h"
 
 /* Mirrors of the BPF-side map values (bpf/faultline.bpf.c). */
-/* What the thread's state (struct fl_thread) says about its current block. */
 struct t_blocked {
 	uint64_t ts;
 	uint64_t addr;
-	uint64_t wake_ts;
-	uint32_t waker_tid, waker_pid;
+	uint32_t woken;
+	uint32_t pad;
 };
 
 struct t_pf {
@@ -158,33 +157,10 @@ static int map_count(struct bpf_map *m)
 	return n;
 }
 
-/* Is thread t blocked in a userfault, as the kernel side sees it? */
 static bool blocked_get(struct fx *f, uint32_t t, struct t_blocked *out)
 {
-	struct fl_thread th;
-
-	if (fl_probe_thread(&f->p, t, &th) || !th.block_ts)
-		return false;
-	*out = (struct t_blocked){ .ts = th.block_ts, .addr = th.block_addr,
-				   .wake_ts = th.wake_ts, .waker_tid = th.waker_tid,
-				   .waker_pid = th.waker_pid };
-	return true;
-}
-
-/* Threads of this test blocked, as the kernel side sees it (0 or 1: one thread). */
-static int nblocked(struct fx *f)
-{
-	struct t_blocked b;
-
-	return blocked_get(f, tid(), &b);
-}
-
-/* The syscall whose entry the kernel side holds for this thread, 0 if none. */
-static uint32_t sc_pending(struct fx *f)
-{
-	struct fl_thread th;
-
-	return fl_probe_thread(&f->p, tid(), &th) ? 0 : th.sc.nr;
+	assert_int_equal(bpf_map__value_size(f->s->maps.fl_blocked), sizeof(*out));
+	return !bpf_map_lookup_elem(bpf_map__fd(f->s->maps.fl_blocked), &t, out);
 }
 
 static bool pf_get(struct fx *f, uint32_t t, struct t_pf *out)
@@ -320,9 +296,6 @@ static void test_load_tp_btf_preferred(void **state)
 	assert_true(bpf_program__fd(f->s->progs.test_ioctl_enter) >= 0);
 	assert_true(bpf_program__fd(f->s->progs.test_get_current_task) >= 0);
 	assert_int_equal(map_count(f->s->maps.fl_tracked), 0);
-	/* with tp_btf, per-thread state lives in task-local storage; the hash is unused */
-	assert_true(f->p.task_storage);
-	assert_int_equal(bpf_map__max_entries(f->s->maps.fl_threads), 1);
 }
 
 /* ---- 1. filter ------------------------------------------------------------ */
@@ -353,15 +326,9 @@ static void test_filter_untracked(void **state)
 
 	assert_int_equal(drain(f), 0);
 	assert_int_equal(map_count(f->s->maps.fl_pf_last), 0);
-	assert_int_equal(nblocked(f), 0);
-	assert_int_equal(sc_pending(f), 0);
+	assert_int_equal(map_count(f->s->maps.fl_blocked), 0);
+	assert_int_equal(map_count(f->s->maps.fl_sc), 0);
 	assert_int_equal(map_count(f->s->maps.fl_tracked), 0);
-	/* an untracked thread is given no state at all */
-	{
-		struct fl_thread th;
-
-		assert_int_equal(fl_probe_thread(&f->p, tid(), &th), -ENOENT);
-	}
 	assert_int_equal(fl_probe_counter(&f->p, FL_CNT_BLOCKS), 0);
 	close(uffd);
 }
@@ -432,54 +399,38 @@ static void test_block_wake_run(void **state)
 	assert_true(blocked_get(f, tid(), &b));
 	assert_int_equal(b.ts, blk.ts);
 	assert_int_equal(b.addr, 0);
-	assert_int_equal(b.wake_ts, 0);
-	assert_int_equal(nblocked(f), 1);
+	assert_int_equal(b.woken, 0);
+	assert_int_equal(map_count(f->s->maps.fl_blocked), 1);
 
-	/* wakeup: no record of its own, kept for the RUN; the waker is us */
+	/* wakeup: one record, the waker is us */
 	t0 = now_ns();
 	RUN(f->s->progs.raw_sched_wakeup, task);
 	t1 = now_ns();
-	assert_int_equal(drain(f), 0);
-	assert_true(blocked_get(f, tid(), &b));
-	assert_in_range(b.wake_ts, t0, t1);
-	assert_int_equal(b.waker_pid, (uint32_t)getpid());
-	assert_int_equal(b.waker_tid, tid());
-
-	/* a second wakeup of the same block changes nothing: the first one counts */
-	{
-		uint64_t first = b.wake_ts;
-
-		RUN(f->s->progs.raw_sched_wakeup, task);
-		assert_int_equal(drain(f), 0);
-		assert_true(blocked_get(f, tid(), &b));
-		assert_int_equal(b.wake_ts, first);
-	}
-
-	/* back on a CPU: RUN with the block and the wakeup, and the thread is no longer blocked */
-	t0 = now_ns();
-	RUN(f->s->progs.raw_sched_switch, 0, 0, task, 0);
-	t1 = now_ns();
 	assert_int_equal(drain(f), 1);
-	assert_self(&f->recs[0], FL_EV_RUN);
+	assert_self(&f->recs[0], FL_EV_WAKEUP);
 	assert_in_range(f->recs[0].ts, t0, t1);
 	assert_int_equal(f->recs[0].wake.block_ts, blk.ts);
-	assert_int_equal(f->recs[0].wake.wake_ts, b.wake_ts);
 	assert_int_equal(f->recs[0].wake.waker_pid, (uint32_t)getpid());
 	assert_int_equal(f->recs[0].wake.waker_tid, tid());
+	assert_true(blocked_get(f, tid(), &b));
+	assert_int_equal(b.woken, 1);
+
+	/* a second wakeup of the same block: nothing */
+	RUN(f->s->progs.raw_sched_wakeup, task);
+	assert_int_equal(drain(f), 0);
+
+	/* back on a CPU: RUN, and the blocked entry is gone */
+	RUN(f->s->progs.raw_sched_switch, 0, 0, task, 0);
+	assert_int_equal(drain(f), 1);
+	assert_self(&f->recs[0], FL_EV_RUN);
+	assert_int_equal(f->recs[0].wake.block_ts, blk.ts);
 	assert_false(blocked_get(f, tid(), &b));
-	assert_int_equal(nblocked(f), 0);
+	assert_int_equal(map_count(f->s->maps.fl_blocked), 0);
 
 	/* running again without a block: nothing */
 	RUN(f->s->progs.raw_sched_switch, 0, 0, task, 0);
 	RUN(f->s->progs.raw_sched_wakeup, task);
 	assert_int_equal(drain(f), 0);
-	assert_int_equal(fl_probe_counter(&f->p, FL_CNT_BLOCKS), 1);
-
-	/* no longer tracked: the state the thread has is not trusted any more */
-	assert_int_equal(fl_probe_untrack(&f->p, getpid()), 0);
-	RUN(f->s->progs.raw_sched_switch, 0, task, 0, 1);
-	assert_int_equal(drain(f), 0);
-	assert_int_equal(nblocked(f), 0);
 	assert_int_equal(fl_probe_counter(&f->p, FL_CNT_BLOCKS), 1);
 }
 
@@ -496,7 +447,7 @@ static void test_block_then_run_same_switch(void **state)
 	assert_int_equal(f->recs[0].block.state, 2);
 	assert_self(&f->recs[1], FL_EV_RUN);
 	assert_int_equal(f->recs[1].wake.block_ts, f->recs[0].ts);
-	assert_int_equal(nblocked(f), 0);
+	assert_int_equal(map_count(f->s->maps.fl_blocked), 0);
 }
 
 static void test_block_needs_sleep(void **state)
@@ -508,7 +459,7 @@ static void test_block_needs_sleep(void **state)
 	RUN(f->s->progs.raw_sched_switch, 1, task, 0, 1);	/* preempted */
 	RUN(f->s->progs.raw_sched_switch, 0, task, 0, 0);	/* still runnable */
 	assert_int_equal(drain(f), 0);
-	assert_int_equal(nblocked(f), 0);
+	assert_int_equal(map_count(f->s->maps.fl_blocked), 0);
 	assert_int_equal(fl_probe_counter(&f->p, FL_CNT_BLOCKS), 0);
 	/* not blocked: a wakeup is not reported either */
 	RUN(f->s->progs.raw_sched_wakeup, task);
@@ -525,7 +476,7 @@ static void test_block_needs_huf_on_stack(void **state)
 	track_self(f);
 	RUN(f->s->progs.raw_sched_switch, 0, task, 0, 1);
 	assert_int_equal(drain(f), 0);
-	assert_int_equal(nblocked(f), 0);
+	assert_int_equal(map_count(f->s->maps.fl_blocked), 0);
 	assert_int_equal(fl_probe_counter(&f->p, FL_CNT_BLOCKS), 0);
 	/* the stack was read, it just did not contain handle_userfault */
 	assert_int_equal(fl_probe_counter(&f->p, FL_CNT_STACK_MISS), 0);
@@ -561,7 +512,7 @@ static struct fl_event check_ioctl(struct fx *f, const struct want_ioctl *w, uin
 	assert_true(e.ioctl.mm != 0);
 	assert_in_range(e.ioctl.enter_ts, t0, e.ts);
 	assert_in_range(e.ts, t0, t1);
-	assert_int_equal(sc_pending(f), 0);
+	assert_int_equal(map_count(f->s->maps.fl_sc), 0);
 	return e;
 }
 
@@ -835,7 +786,7 @@ static void test_ioctl_not_uffd(void **state)
 	/* before any userfaultfd was seen (f_op not learned: the name is checked) */
 	assert_int_equal(f->s->bss->uffd_fops, 0);
 	RUN(f->s->progs.test_ioctl_enter, nul, UFFDIO_COPY, U(&c));
-	assert_int_equal(sc_pending(f), 0);
+	assert_int_equal(map_count(f->s->maps.fl_sc), 0);
 	RUN(f->s->progs.test_ioctl_exit, 0);
 	assert_int_equal(f->s->bss->uffd_fops, 0);
 
@@ -848,7 +799,7 @@ static void test_ioctl_not_uffd(void **state)
 
 	/* after: f_op compared */
 	RUN(f->s->progs.test_ioctl_enter, pfd[0], UFFDIO_COPY, U(&c));
-	assert_int_equal(sc_pending(f), 0);
+	assert_int_equal(map_count(f->s->maps.fl_sc), 0);
 	RUN(f->s->progs.test_ioctl_exit, 0);
 	RUN(f->s->progs.test_ioctl_enter, nul, UFFDIO_WAKE, U(&c));
 	RUN(f->s->progs.test_ioctl_exit, 0);
@@ -862,7 +813,7 @@ static void test_ioctl_not_uffd(void **state)
 	RUN(f->s->progs.test_ioctl_exit, 0);
 
 	assert_int_equal(drain(f), 0);
-	assert_int_equal(sc_pending(f), 0);
+	assert_int_equal(map_count(f->s->maps.fl_sc), 0);
 	close(uffd);
 	close(nul);
 	close(pfd[0]);
@@ -942,10 +893,10 @@ static void test_read_notify(void **state)
 
 	t0 = now_ns();
 	RUN(f->s->progs.test_read_enter, uffd, U(msg), 64);
-	assert_true(sc_pending(f) != 0);
+	assert_int_equal(map_count(f->s->maps.fl_sc), 1);
 	RUN(f->s->progs.test_read_exit, 64);
 	t1 = now_ns();
-	assert_int_equal(sc_pending(f), 0);
+	assert_int_equal(map_count(f->s->maps.fl_sc), 0);
 	assert_int_equal(drain(f), 2);
 
 	e = &f->recs[0];
@@ -987,7 +938,7 @@ static void test_read_notify(void **state)
 	RUN(f->s->progs.test_read_enter, uffd, U(msg), 64);
 	RUN(f->s->progs.test_read_exit, (uint64_t)(int64_t)-EAGAIN);
 	assert_int_equal(drain(f), 0);
-	assert_int_equal(sc_pending(f), 0);
+	assert_int_equal(map_count(f->s->maps.fl_sc), 0);
 	RUN(f->s->progs.test_read_enter, uffd, U(msg), 64);
 	RUN(f->s->progs.test_read_exit, 0);
 	assert_int_equal(drain(f), 0);
@@ -1002,7 +953,7 @@ static void test_read_notify(void **state)
 
 		RUN(f->s->progs.test_ioctl_enter, uffd, UFFDIO_WAKE, U(&r));
 		RUN(f->s->progs.test_read_exit, 64);
-		assert_int_equal(sc_pending(f), 0);
+		assert_int_equal(map_count(f->s->maps.fl_sc), 0);
 		RUN(f->s->progs.test_ioctl_exit, 0);
 		assert_int_equal(drain(f), 0);
 	}
@@ -1076,11 +1027,11 @@ static void test_read_not_uffd(void **state)
 	msg_pagefault(&msg[1], 0x7f0000043000, 0, 0);
 	/* once before the f_op is learned, once after */
 	RUN(f->s->progs.test_read_enter, pfd[0], U(msg), 64);
-	assert_int_equal(sc_pending(f), 0);
+	assert_int_equal(map_count(f->s->maps.fl_sc), 0);
 	RUN(f->s->progs.test_read_exit, 64);
 	ctx_of(f, uffd);
 	RUN(f->s->progs.test_read_enter, pfd[0], U(msg), 64);
-	assert_int_equal(sc_pending(f), 0);
+	assert_int_equal(map_count(f->s->maps.fl_sc), 0);
 	RUN(f->s->progs.test_read_exit, 64);
 	assert_int_equal(drain(f), 0);
 	close(pfd[0]);
@@ -1144,7 +1095,7 @@ static void test_munmap(void **state)
 	assert_int_equal(e->map.fd, -1);
 	assert_int_equal(e->map.mm, mm);
 	assert_in_range(e->map.enter_ts, t0, e->ts);
-	assert_int_equal(sc_pending(f), 0);
+	assert_int_equal(map_count(f->s->maps.fl_sc), 0);
 
 	/* failure is reported with its errno */
 	RUN(f->s->progs.test_munmap_enter, 0x7f0000301000, 0x1000);
@@ -1165,14 +1116,14 @@ static void test_munmap(void **state)
 		close(uffd);
 	}
 	assert_int_equal(drain(f), 0);
-	assert_int_equal(sc_pending(f), 0);
+	assert_int_equal(map_count(f->s->maps.fl_sc), 0);
 
 	/* untracked: nothing */
 	assert_int_equal(fl_probe_untrack(&f->p, getpid()), 0);
 	RUN(f->s->progs.test_munmap_enter, 0x7f0000300000, 0x5000);
 	RUN(f->s->progs.test_munmap_exit, 0);
 	assert_int_equal(drain(f), 0);
-	assert_int_equal(sc_pending(f), 0);
+	assert_int_equal(map_count(f->s->maps.fl_sc), 0);
 }
 
 /* ---- 7. ring buffer overflow ---------------------------------------------- */
@@ -1223,17 +1174,13 @@ static void test_raw_tp_path(void **state)
 	assert_int_equal(drain(f), 1);
 	assert_self(&f->recs[0], FL_EV_BLOCK);
 	assert_int_equal(f->recs[0].block.state, 1);
-	assert_int_equal(nblocked(f), 1);
+	assert_int_equal(map_count(f->s->maps.fl_blocked), 1);
 	RUN(f->s->progs.raw_sched_wakeup, task);
 	RUN(f->s->progs.raw_sched_switch, 0, 0, task, 0);
-	assert_int_equal(drain(f), 1);
-	assert_self(&f->recs[0], FL_EV_RUN);
-	assert_true(f->recs[0].wake.wake_ts >= f->recs[0].wake.block_ts);
-	assert_int_equal(f->recs[0].wake.waker_tid, tid());
-	assert_int_equal(nblocked(f), 0);
-	/* the raw_tp path keeps per-thread state in the tid-keyed hash */
-	assert_false(f->p.task_storage);
-	assert_int_equal(map_count(f->s->maps.fl_threads), 1);
+	assert_int_equal(drain(f), 2);
+	assert_self(&f->recs[0], FL_EV_WAKEUP);
+	assert_self(&f->recs[1], FL_EV_RUN);
+	assert_int_equal(map_count(f->s->maps.fl_blocked), 0);
 }
 
 /* ---- user-entry pt_regs of the test thread ---------------------------------- */
@@ -1465,7 +1412,7 @@ static void test_block_inferred_user_pf(void **state)
 	assert_int_equal(drain(f), 0);
 	assert_int_equal(fl_probe_counter(&f->p, FL_CNT_STACK_WALKS), walks0 + 1);
 	assert_int_equal(fl_probe_counter(&f->p, FL_CNT_BLOCKS), 0);
-	assert_int_equal(nblocked(f), 0);
+	assert_int_equal(map_count(f->s->maps.fl_blocked), 0);
 
 	/* from the fault's call site: inferred, no walk */
 	t0 = now_ns();
@@ -1480,14 +1427,14 @@ static void test_block_inferred_user_pf(void **state)
 	assert_true(blocked_get(f, tid(), &b));
 	assert_int_equal(b.ts, blk.ts);
 	assert_int_equal(b.addr, INF_ADDR);
-	assert_int_equal(b.wake_ts, 0);
+	assert_int_equal(b.woken, 0);
 
 	/* it runs again like any block */
 	RUN(f->s->progs.raw_sched_switch, 0, 0, task, 0);
 	assert_int_equal(drain(f), 1);
 	assert_self(&f->recs[0], FL_EV_RUN);
 	assert_int_equal(f->recs[0].wake.block_ts, blk.ts);
-	assert_int_equal(nblocked(f), 0);
+	assert_int_equal(map_count(f->s->maps.fl_blocked), 0);
 }
 
 /*
@@ -1576,7 +1523,7 @@ static void test_block_no_infer_needs_huf(void **state)
 	assert_int_equal(drain(f), 0);
 	assert_int_equal(fl_probe_counter(&f->p, FL_CNT_STACK_WALKS), walks0 + 1);
 	assert_int_equal(fl_probe_counter(&f->p, FL_CNT_BLOCKS), 0);
-	assert_int_equal(nblocked(f), 0);
+	assert_int_equal(map_count(f->s->maps.fl_blocked), 0);
 }
 
 /* ---- main ---------------------------------------------------------------- */

@@ -286,10 +286,9 @@ def test_raw_tp_fallback():
 
 def test_lost_records_are_reported():
     require_root()
-    # a 4 KiB ring buffer cannot hold a 2000-fault burst between polls (four
-    # handler threads: a rate the agent cannot keep up with record by record)
-    burst = [WORKLOAD, "--threads", "4", "--pages", "500", "--handler-threads", "4"]
-    faults, objs, wl, p = run_traced(burst, "--ringbuf-kb", "4")
+    # a 4 KiB ring buffer cannot hold a 2000-fault burst between polls
+    faults, objs, wl, p = run_traced([WORKLOAD, "--threads", "4", "--pages", "500"],
+                                     "--ringbuf-kb", "4")
     lost = [o for o in objs if o["event"] == "lost"]
     summ = [o for o in objs if o["event"] == "summary"][0]
     assert lost, "no lost event although the buffer overflowed"
@@ -297,7 +296,7 @@ def test_lost_records_are_reported():
     ref = [r for r in wl if r["event"] == "wl_fault"]
     assert len(faults) <= len(ref)
     # and with the default buffer the same burst loses nothing
-    faults, objs, wl, p = run_traced(burst)
+    faults, objs, wl, p = run_traced([WORKLOAD, "--threads", "4", "--pages", "500"])
     summ = [o for o in objs if o["event"] == "summary"][0]
     assert summ["lost"] == 0 and not [o for o in objs if o["event"] == "lost"]
     assert len(faults) == len([r for r in wl if r["event"] == "wl_fault"])
