@@ -161,11 +161,11 @@ $(OUT)/fuzz-corpus.stamp: $(OUT)/fuzz-make-corpus
 $(OUT)/bench-statemap: tests/bench/bench_statemap.c $(WIRE_OBJS)
 	$(CC) $(CFLAGS) -pthread $^ -o $@ -lprotobuf-c -lz
 
-$(OUT)/test_bpf_kvm: tests/bpf/test_bpf_kvm.c $(LIB_OBJS) $(OUT)/libfaultline.a
-	$(CC) $(CFLAGS) -pthread $^ -o $@ $(LDLIBS) -lcmocka
+$(OUT)/test_bpf_kvm: tests/bpf/test_bpf_kvm.c tests/bpf/bpf_harness.h $(LIB_OBJS) $(OUT)/libfaultline.a
+	$(CC) $(CFLAGS) -pthread $(filter-out %.h,$^) -o $@ $(LDLIBS) -lcmocka
 
-$(OUT)/test_bpf_handlers: tests/bpf/test_bpf_handlers.c $(LIB_OBJS) $(OUT)/libfaultline.a
-	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) -lcmocka
+$(OUT)/test_bpf_handlers: tests/bpf/test_bpf_handlers.c tests/bpf/bpf_harness.h $(LIB_OBJS) $(OUT)/libfaultline.a
+	$(CC) $(CFLAGS) $(filter-out %.h,$^) -o $@ $(LDLIBS) -lcmocka
 
 $(OUT)/bench-router: tests/bench/bench_router.c $(OUT)/libfaultline.a
 	$(CC) $(CFLAGS) -pthread $^ -o $@ -lprotobuf-c -lz

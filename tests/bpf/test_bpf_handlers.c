@@ -59,17 +59,8 @@ struct t_pf {
 #define EV_REMOVE 0x15
 #define EV_UNMAP 0x16
 
-#define MAX_RECS 512
-
-struct fx {
-	struct fl_probe p;
-	struct faultline_bpf *s;
-	struct ring_buffer *rb;
-	struct fl_event recs[MAX_RECS];
-	int nrecs;
-	int bad_size;		/* records of the wrong size seen */
-	uint64_t task;		/* our task_struct *, from test_get_current_task */
-};
+#define FX_MAX_RECS 512
+#include "bpf_harness.h"
 
 static uint64_t g_stack_start, g_stack_end;	/* a function on every test run's stack */
 static uint64_t g_huf_start, g_huf_end;		/* the real handle_userfault */
@@ -84,60 +75,6 @@ static uint64_t now_ns(void)
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
 }
-
-static uint32_t tid(void)
-{
-	return (uint32_t)syscall(SYS_gettid);
-}
-
-static int rb_cb(void *ctx, void *data, size_t sz)
-{
-	struct fx *f = ctx;
-
-	if (sz != sizeof(struct fl_event)) {
-		f->bad_size++;
-		return 0;
-	}
-	if (f->nrecs < MAX_RECS)
-		memcpy(&f->recs[f->nrecs], data, sizeof(struct fl_event));
-	f->nrecs++;
-	return 0;
-}
-
-/* Consumes everything in the ring buffer into f->recs; returns the count. */
-static int drain(struct fx *f)
-{
-	int n;
-
-	f->nrecs = 0;
-	f->bad_size = 0;
-	n = ring_buffer__consume(f->rb);
-	assert_true(n >= 0);
-	assert_int_equal(f->bad_size, 0);
-	assert_int_equal(n, f->nrecs);
-	return f->nrecs;
-}
-
-static void run_prog(struct bpf_program *prog, const uint64_t *args, int nargs)
-{
-	int fd = bpf_program__fd(prog);
-	LIBBPF_OPTS(bpf_test_run_opts, o, .ctx_in = nargs ? args : NULL,
-		    .ctx_size_in = nargs * sizeof(uint64_t));
-	int err;
-
-	if (fd < 0)
-		fail_msg("program %s is not loaded (fd %d)", bpf_program__name(prog), fd);
-	err = bpf_prog_test_run_opts(fd, &o);
-	if (err)
-		fail_msg("BPF_PROG_TEST_RUN %s: %s", bpf_program__name(prog), strerror(-err));
-	assert_int_equal(o.retval, 0);
-}
-
-#define RUN(prog, ...)                                                   \
-	do {                                                             \
-		uint64_t a_[] = { __VA_ARGS__ };                         \
-		run_prog(prog, a_, (int)(sizeof(a_) / sizeof(a_[0])));   \
-	} while (0)
 
 #define U(x) ((uint64_t)(uintptr_t)(x))
 

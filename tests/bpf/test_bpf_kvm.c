@@ -87,17 +87,9 @@ _Static_assert(offsetof(siginfo_t, si_addr) == 16, "si_addr");
 #define SEGV_ACCERR_ 2
 
 #define KERNEL_MIN 0xffff800000000000ull	/* x86_64 kernel half */
-#define MAX_RECS 256
+#define FX_MAX_RECS 256
+#include "bpf_harness.h"
 #define MAX_EXITS 64
-
-struct fx {
-	struct fl_probe p;
-	struct faultline_bpf *s;
-	struct ring_buffer *rb;
-	struct fl_event recs[MAX_RECS];
-	int nrecs;
-	int bad_size;
-};
 
 /* A real VM: /dev/kvm, the VM and one vCPU. */
 struct vm {
@@ -108,75 +100,11 @@ static char g_comm[16];
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static uint32_t tid(void)
-{
-	return (uint32_t)syscall(SYS_gettid);
-}
-
 static void skip_because(const char *why)
 {
 	printf("# SKIP: %s\n", why);
 	skip();
 }
-
-static int rb_cb(void *ctx, void *data, size_t sz)
-{
-	struct fx *f = ctx;
-
-	if (sz != sizeof(struct fl_event)) {
-		f->bad_size++;
-		return 0;
-	}
-	if (f->nrecs < MAX_RECS)
-		memcpy(&f->recs[f->nrecs], data, sizeof(struct fl_event));
-	f->nrecs++;
-	return 0;
-}
-
-/* Consumes everything in the ring buffer into f->recs; returns the count. */
-static int drain(struct fx *f)
-{
-	int n;
-
-	f->nrecs = 0;
-	f->bad_size = 0;
-	n = ring_buffer__consume(f->rb);
-	assert_true(n >= 0);
-	assert_int_equal(f->bad_size, 0);
-	assert_int_equal(n, f->nrecs);
-	return f->nrecs;
-}
-
-static int try_run(struct bpf_program *prog, const uint64_t *args, int nargs)
-{
-	int fd = bpf_program__fd(prog);
-	LIBBPF_OPTS(bpf_test_run_opts, o, .ctx_in = nargs ? args : NULL,
-		    .ctx_size_in = nargs * sizeof(uint64_t));
-	int err;
-
-	if (fd < 0)
-		return -EBADF;
-	err = bpf_prog_test_run_opts(fd, &o);
-	if (err)
-		return err;
-	return o.retval ? -EPROTO : 0;
-}
-
-static void run_prog(struct bpf_program *prog, const uint64_t *args, int nargs)
-{
-	int err = try_run(prog, args, nargs);
-
-	if (err == -EBADF)
-		fail_msg("program %s is not loaded", bpf_program__name(prog));
-	if (err)
-		fail_msg("BPF_PROG_TEST_RUN %s: %s", bpf_program__name(prog), strerror(-err));
-}
-
-#define RUN(prog, ...)                                                   \
-	do {                                                             \
-		uint64_t a_[] = { __VA_ARGS__ };                         \
-		run_prog(prog, a_, (int)(sizeof(a_) / sizeof(a_[0])));   \
-	} while (0)
 
 #define U(x) ((uint64_t)(uintptr_t)(x))
 
