@@ -327,7 +327,11 @@ def check_trace(res):
     by = {}
     for o in routed:
         by[o["resolved_by"]] = by.get(o["resolved_by"], 0) + 1
-    assert set(by) <= {"copy", "zeropage", "continue", "poison", "wake"}, by
+    # A fault in flight when the router finishes is released by its final
+    # UNREGISTER (+WAKE of the range): no placement, so "unresolved" — a
+    # handful at most, never the rule.
+    assert by.get("unresolved", 0) <= 2, by
+    assert set(by) <= {"copy", "zeropage", "continue", "poison", "wake", "unresolved"}, by
     lost = [o for o in objs if o.get("event") == "lost"]
     # Every fault the router read is one the tracer saw (retries merged).
     n = res["router"]["faults"]
