@@ -20,6 +20,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+import reference
 from tap import BUILD, FAULTLINE, Skip, jsonl, main, require_kvm, require_root
 
 WORKLOAD = os.path.join(BUILD, "uffd-workload")
@@ -300,21 +301,30 @@ def test_histogram_buckets_match_workload_latencies():
     les = sorted({float(l["le"]) for n, l, _ in s if n == f"{name}_bucket"})
     exact = loose = 0
     for res in sorted({r["resolved_by"] for r in ref}):
-        want = sorted((r["end_ns"] - r["start_ns"]) / 1e9 for r in ref
-                      if r["resolved_by"] == res)
+        mine = [r for r in ref if r["resolved_by"] == res]
+        want = sorted(reference.window(r) / 1e9 for r in mine)
         got = {float(l["le"]): v for n, l, v in s
                if n == f"{name}_bucket" and l["resolution"] == res}
         assert set(got) == set(les), f"{res}: buckets {sorted(got)}"
         assert total(s, f"{name}_count", resolution=res) == len(want) == got[float("inf")]
         # faultline's window (page fault .. back on a CPU) lies inside the thread's own
         # clock reading, a little shorter: a fault timed just above le by the thread may
-        # be just below it for faultline. Only those are allowed to differ.
+        # be just below it for faultline. Beyond that, only a fault whose thread lost
+        # time unseen (reference.py) may be, and never below the handler's own bound.
         prev = 0
         for le in les:
-            tol = max(0.10 * le, 50e-6)
             lo = sum(1 for w in want if w <= le)
-            hi = sum(1 for w in want if w <= le + tol)
-            assert lo <= got[le] <= hi, f"{res} le={le}: bucket {got[le]}, workload {lo}..{hi}"
+            tight = [reference.tight_lower(r) for r in mine]
+            sure = [reference.sure_lower(r) / 1e9 <= le for r in mine]
+            hi = sum(1 for t in tight if t is not None and t / 1e9 <= le)
+            # preempted: the thread's clock is only an upper bound
+            hi += sum(1 for t, ok in zip(tight, sure) if t is None and ok)
+            could = sum(1 for t, ok in zip(tight, sure) if t is not None and t / 1e9 > le and ok)
+            top = hi + min(could, reference.stolen_allowance(len(ref)))
+            assert lo <= got[le] <= top, \
+                f"{res} le={le}: bucket {got[le]}, workload {lo}..{hi} (+{could} if stolen)"
+            if got[le] > hi:
+                print(f"# {res} le={le}: {got[le] - hi} fault(s) short of the thread's clock")
             assert got[le] >= prev, f"{res}: not cumulative at le={le}"
             prev = got[le]
             if lo == hi:

@@ -38,7 +38,9 @@ def test_vcpu_attribution_and_per_vcpu_stats():
         ref = vsum[n]
         # every fault of that vCPU thread carries its index
         fs = [f for f in faults if f["tid"] == tids[n]]
-        assert len(fs) == ref["faults"] == v["faults"]
+        assert len(fs) == ref["faults"] == v["faults"], \
+            f"vCPU {n}: faultline {len(fs)} fault records, {v['faults']} in vm_stats, " \
+            f"VMM {ref['faults']}; faultline's: {[(f['addr'], f['latency_ns']) for f in fs]}"
         assert all(f["vcpu"] == n for f in fs)
         assert within(v["blocked_ns"], ref["blocked_est_ns"]), \
             f"vCPU {n}: blocked {v['blocked_ns']} vs VMM {ref['blocked_est_ns']}"

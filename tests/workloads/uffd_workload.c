@@ -189,6 +189,13 @@ struct wl_page {
 	_Atomic int final_res;	      /* ioctl that ended (or should end) the wait */
 	_Atomic unsigned woken_pass;  /* pass+1 a plain WAKE was issued in */
 	_Atomic pid_t ptid;	      /* ptid from the last fault message */
+	/*
+	 * When the handler's read() of the message returned and when it began
+	 * the resolving ioctl: the faulting thread slept at least that long,
+	 * whatever else its own clock counted.
+	 */
+	_Atomic uint64_t read_ns;
+	_Atomic uint64_t resolve_ns;
 };
 
 struct wl_rec {
@@ -197,7 +204,36 @@ struct wl_rec {
 	int res;
 	bool sigbus;
 	bool preempted;	/* an involuntary context switch inside the timed window */
+	/*
+	 * The scheduler's account of the window (from just before to just
+	 * after it): voluntary sleeps, time runnable but not running, time on
+	 * a CPU. What the window holds beyond sleep + these is time stolen by
+	 * the hypervisor, which the thread cannot see any other way.
+	 */
+	uint32_t sleeps;
+	uint64_t run_delay_ns;
+	uint64_t cpu_ns;
+	uint64_t bracket_ns;	/* wall time the three above were counted over (> the window) */
+	uint64_t read_ns;	/* the handler's read of its message, 0 if unknown */
+	uint64_t resolve_ns;	/* the handler's resolving ioctl began */
 };
+
+/* /proc/thread-self/schedstat: on-CPU ns, run-queue wait ns, timeslices. */
+static bool read_schedstat(int fd, uint64_t *cpu, uint64_t *delay)
+{
+	char buf[128];
+	ssize_t n = fd >= 0 ? pread(fd, buf, sizeof(buf) - 1, 0) : -1;
+	unsigned long long c, d;
+
+	if (n <= 0)
+		return false;
+	buf[n] = 0;
+	if (sscanf(buf, "%llu %llu", &c, &d) != 2)
+		return false;
+	*cpu = c;
+	*delay = d;
+	return true;
+}
 
 struct wl_ctx;
 
@@ -208,6 +244,7 @@ struct wl_fthread {
 	_Atomic pid_t tid;
 	struct wl_rec *recs; /* one pass worth */
 	uint8_t *expect;     /* scratch page */
+	int schedstat_fd;    /* this thread's /proc/thread-self/schedstat, or -1 */
 };
 
 struct wl_hthread {
@@ -725,7 +762,7 @@ static void race_handle(struct wl_hthread *h, uintptr_t addr, pid_t ptid)
 	pthread_mutex_unlock(&r->mu);
 }
 
-static void handle_pagefault(struct wl_hthread *h, const struct uffd_msg *msg)
+static void handle_pagefault(struct wl_hthread *h, const struct uffd_msg *msg, uint64_t read_ns)
 {
 	struct wl_ctx *ctx = h->ctx;
 	uintptr_t addr = (uintptr_t)(msg->arg.pagefault.address & ~((uint64_t)ctx->ps - 1));
@@ -778,6 +815,8 @@ static void handle_pagefault(struct wl_hthread *h, const struct uffd_msg *msg)
 	}
 	atomic_store(&pg->ptid, ptid);
 	atomic_store(&pg->final_res, res);
+	atomic_store(&pg->read_ns, read_ns);
+	atomic_store(&pg->resolve_ns, now_ns());
 	atomic_store(&pg->served_pass, pass + 1);
 	wl_resolve(h, idx, addr, res, pass);
 }
@@ -792,6 +831,7 @@ static void *hthread_main(void *arg)
 	atomic_fetch_add(&ctx->handlers_ready, 1);
 	for (;;) {
 		struct uffd_msg msg;
+		uint64_t read_ns;
 		ssize_t n;
 
 		if (poll(pfd, 2, -1) < 0) {
@@ -810,6 +850,7 @@ static void *hthread_main(void *arg)
 		if (!(pfd[0].revents & POLLIN))
 			continue;
 		n = read(ctx->huffd, &msg, sizeof(msg));
+		read_ns = now_ns();
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EINTR)
 				continue; /* another handler thread took it */
@@ -828,7 +869,7 @@ static void *hthread_main(void *arg)
 				(unsigned)msg.event);
 			continue;
 		}
-		handle_pagefault(h, &msg);
+		handle_pagefault(h, &msg, read_ns);
 	}
 }
 
@@ -869,16 +910,26 @@ static void fault_one(struct wl_fthread *ft, size_t idx, unsigned pass, struct w
 
 	{
 		struct rusage ru0, ru1;
+		uint64_t cpu0 = 0, cpu1 = 0, rd0 = 0, rd1 = 0;
+		bool ss;
 
 		/*
 		 * A preemption inside the timed window inflates this thread's own
 		 * measurement with time that is not the fault's; flag it so a
 		 * checker can tell noise from a wrong latency.
 		 */
+		uint64_t b0 = now_ns();
+
+		ss = read_schedstat(ft->schedstat_fd, &cpu0, &rd0);
 		getrusage(RUSAGE_THREAD, &ru0);
 		timed_access(page + off, write, marker, &acc);
 		getrusage(RUSAGE_THREAD, &ru1);
+		ss = ss && read_schedstat(ft->schedstat_fd, &cpu1, &rd1);
+		rec->bracket_ns = now_ns() - b0;
 		rec->preempted = ru1.ru_nivcsw != ru0.ru_nivcsw;
+		rec->sleeps = (uint32_t)(ru1.ru_nvcsw - ru0.ru_nvcsw);
+		rec->run_delay_ns = ss ? rd1 - rd0 : 0;
+		rec->cpu_ns = ss ? cpu1 - cpu0 : 0;
 	}
 
 	atomic_fetch_add(&ctx->cnt.progress, 1);
@@ -888,6 +939,8 @@ static void fault_one(struct wl_fthread *ft, size_t idx, unsigned pass, struct w
 	rec->sigbus = acc.signo == SIGBUS;
 	served = atomic_load(&pg->served_pass) == pass + 1;
 	rec->res = served ? atomic_load(&pg->final_res) : RES_NONE;
+	rec->read_ns = served ? atomic_load(&pg->read_ns) : 0;
+	rec->resolve_ns = served ? atomic_load(&pg->resolve_ns) : 0;
 
 	if (!served) {
 		wl_error(ctx, "page %zu (0x%" PRIxPTR ") pass %u: access finished without the handler "
@@ -946,6 +999,8 @@ static void *fthread_main(void *arg)
 	unsigned pages = ctx->opt.pages;
 
 	atomic_store(&ft->tid, gettid());
+	/* opened before the first fault so the timed loop only preads it */
+	ft->schedstat_fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
 	for (unsigned pass = 0; pass < ctx->opt.loops; pass++) {
 		pthread_barrier_wait(&ctx->bar_start);
 		for (unsigned j = 0; j < pages; j++) {
@@ -956,6 +1011,8 @@ static void *fthread_main(void *arg)
 		}
 		pthread_barrier_wait(&ctx->bar_end);
 	}
+	if (ft->schedstat_fd >= 0)
+		close(ft->schedstat_fd);
 	return NULL;
 }
 
@@ -1485,11 +1542,15 @@ static void emit_pass(struct wl_ctx *ctx)
 			fprintf(ctx->out,
 				"{\"event\":\"wl_fault\",\"pid\":%d,\"tid\":%d,\"addr\":\"0x%" PRIxPTR
 				"\",\"start_ns\":%" PRIu64 ",\"end_ns\":%" PRIu64
-				",\"resolved_by\":\"%s\",\"sigbus\":%s,\"preempted\":%s}\n",
+				",\"resolved_by\":\"%s\",\"sigbus\":%s,\"preempted\":%s,\"sleeps\":%u"
+				",\"run_delay_ns\":%" PRIu64 ",\"cpu_ns\":%" PRIu64 ",\"bracket_ns\":%" PRIu64
+				",\"handler_read_ns\":%" PRIu64 ",\"handler_resolve_ns\":%" PRIu64 "}\n",
 				(int)ctx->pid, (int)atomic_load(&ft->tid),
 				(uintptr_t)(ctx->base + idx * ctx->ps), r->start_ns, r->end_ns,
 				r->res >= 0 ? wl_res_name[r->res] : "none",
-				r->sigbus ? "true" : "false", r->preempted ? "true" : "false");
+				r->sigbus ? "true" : "false", r->preempted ? "true" : "false",
+				r->sleeps, r->run_delay_ns, r->cpu_ns, r->bracket_ns, r->read_ns,
+				r->resolve_ns);
 		}
 	}
 	fflush(ctx->out);
