@@ -306,6 +306,12 @@ struct kvm_guest_ctx {
 	pthread_mutex_t faults_lock;
 	struct fault_rec *faults;
 	size_t nfaults, faults_cap;
+	/*
+	 * Fault records the handler has finished with (page_state and counters
+	 * written). The ioctl wakes the vCPU before that bookkeeping, so a pass
+	 * is checked only once this catches up with nfaults.
+	 */
+	size_t handled;
 	uint64_t fault_seq;            /* faults seen, for --poison-every */
 	uint8_t *page_state;           /* enum page_state per data page */
 	uint64_t copies, poisons, eexist, resolve_errors, unexpected_msgs;
@@ -1321,8 +1327,10 @@ static void *uffd_handler_thread(void *arg)
 		/* Faults arriving meanwhile are read (time-stamped) now, served later. */
 		if (delay_ns && wait_reading(c, now_ns() + delay_ns, &stop) < 0)
 			goto fatal;
-		for (; next < end; next++)
+		for (; next < end; next++) {
 			resolve_fault(c, next);
+			__atomic_store_n(&c->handled, next + 1, __ATOMIC_RELEASE);
+		}
 	}
 	return NULL;
 fatal:
@@ -1407,6 +1415,18 @@ static int run_pass(struct kvm_guest_ctx *c, unsigned loop)
 		}
 	}
 	pthread_mutex_unlock(&c->lock);
+	/* every vCPU is past its faults; let the handler finish its bookkeeping */
+	while (rc == 0 && __atomic_load_n(&c->handled, __ATOMIC_ACQUIRE) <
+			  __atomic_load_n(&c->nfaults, __ATOMIC_ACQUIRE) && !c->handler_failed) {
+		struct timespec now;
+
+		clock_gettime(CLOCK_REALTIME, &now);
+		if (c->opt.timeout_s && (now.tv_sec > deadline.tv_sec ||
+					 (now.tv_sec == deadline.tv_sec && now.tv_nsec >= deadline.tv_nsec)))
+			rc = -1;
+		else
+			sleep_ns(100000);
+	}
 	if (rc < 0) {
 		fprintf(stderr, "kvm-guest: pass %u timed out after %lu s: %u of %u vCPUs done, "
 			"%zu faults read so far\n", loop, c->opt.timeout_s, c->done_count,
