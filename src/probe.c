@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -286,21 +288,67 @@ int fl_probe_start(struct fl_probe *p, const struct fl_probe_opts *o, char *err,
 	return 0;
 }
 
+/*
+ * Destroying a tracepoint link waits for an RCU grace period (~70 ms each
+ * here, over a second for all of them), so detaching is done by a thread of
+ * its own while the event loop keeps reading the ring buffer. An attach that
+ * comes meanwhile calls it off and takes back the links it has not reached:
+ * they never stopped working, and the kernel would refuse (EEXIST) a second
+ * link of the same program on the same tracepoint anyway.
+ */
+struct fl_link_reaper {
+	pthread_t th;
+	atomic_bool cancel;
+	struct bpf_link *links[FL_MAX_SC_LINKS];	/* by slot; NULL once destroyed */
+};
+
+static void *destroy_links(void *arg)
+{
+	struct fl_link_reaper *r = arg;
+
+	for (int i = 0; i < FL_MAX_SC_LINKS && !atomic_load(&r->cancel); i++) {
+		bpf_link__destroy(r->links[i]);
+		r->links[i] = NULL;
+	}
+	return NULL;
+}
+
+/* Stops the reaper (after the link it is on) and takes back what it left. */
+static void call_off_reaper(struct fl_probe *p)
+{
+	struct fl_link_reaper *r = p->reaper;
+
+	if (!r)
+		return;
+	atomic_store(&r->cancel, true);
+	pthread_join(r->th, NULL);
+	for (int i = 0; i < FL_MAX_SC_LINKS; i++) {
+		if (r->links[i]) {
+			p->sc_links[i] = r->links[i];
+			p->nsc++;
+		}
+	}
+	free(r);
+	p->reaper = NULL;
+}
+
 int fl_probe_syscalls_attach(struct fl_probe *p, char *err, size_t errlen)
 {
-	struct sc_prog sc[FL_MAX_SC_LINKS];
+	struct sc_prog sc[FL_MAX_SC_LINKS / 2];
 	int n;
 
-	if (p->lite || p->nsc)
+	if (p->lite)
 		return 0;
+	call_off_reaper(p);
 	n = sc_progs(p->skel, sc);
 	for (int i = 0; i < n; i++) {
 		struct bpf_program *progs[2] = { sc[i].enter, sc[i].exit };
 
 		for (int j = 0; j < 2; j++) {
+			int slot = i * 2 + j;
 			struct bpf_link *l;
 
-			if (!bpf_program__autoload(progs[j]))
+			if (p->sc_links[slot] || !bpf_program__autoload(progs[j]))
 				continue;
 			l = bpf_program__attach(progs[j]);
 			if (!l) {
@@ -311,56 +359,46 @@ int fl_probe_syscalls_attach(struct fl_probe *p, char *err, size_t errlen)
 				fl_probe_syscalls_detach(p);
 				return ret;
 			}
-			p->sc_links[p->nsc++] = l;
+			p->sc_links[slot] = l;
+			p->nsc++;
 		}
 	}
 	return 0;
 }
 
-struct doomed_links {
-	int n;
-	struct bpf_link *links[FL_MAX_SC_LINKS];
-};
-
-static void *destroy_links(void *arg)
-{
-	struct doomed_links *d = arg;
-
-	for (int i = 0; i < d->n; i++)
-		bpf_link__destroy(d->links[i]);
-	free(d);
-	return NULL;
-}
-
-/*
- * Destroying a tracepoint link waits for an RCU grace period (~70 ms each
- * here, over a second for all of them): done on a thread of its own so the
- * event loop keeps reading the ring buffer meanwhile.
- */
 void fl_probe_syscalls_detach(struct fl_probe *p)
 {
-	struct doomed_links *d = malloc(sizeof(*d));
-	pthread_t th;
+	struct fl_link_reaper *r;
 
-	if (d) {
-		d->n = p->nsc;
-		memcpy(d->links, p->sc_links, sizeof(d->links));
-		if (pthread_create(&th, NULL, destroy_links, d) == 0) {
-			pthread_detach(th);
+	if (!p->nsc)
+		return;
+	call_off_reaper(p);	/* one at a time: it hands its links back to this one */
+	r = calloc(1, sizeof(*r));
+	if (r) {
+		memcpy(r->links, p->sc_links, sizeof(r->links));
+		atomic_init(&r->cancel, false);
+		if (pthread_create(&r->th, NULL, destroy_links, r) == 0) {
+			memset(p->sc_links, 0, sizeof(p->sc_links));
+			p->reaper = r;
 			p->nsc = 0;
 			return;
 		}
-		free(d);
+		free(r);
 	}
-	for (int i = 0; i < p->nsc; i++)
+	for (int i = 0; i < FL_MAX_SC_LINKS; i++) {
 		bpf_link__destroy(p->sc_links[i]);
+		p->sc_links[i] = NULL;
+	}
 	p->nsc = 0;
 }
 
 void fl_probe_stop(struct fl_probe *p)
 {
-	for (int i = 0; i < p->nsc; i++)
+	call_off_reaper(p);
+	for (int i = 0; i < FL_MAX_SC_LINKS; i++) {
 		bpf_link__destroy(p->sc_links[i]);
+		p->sc_links[i] = NULL;
+	}
 	p->nsc = 0;
 	for (int i = 0; i < p->nsched; i++)
 		bpf_link__destroy(p->sched_links[i]);

@@ -14,6 +14,7 @@
 
 struct faultline_bpf;
 struct bpf_link;
+struct fl_link_reaper;
 
 struct fl_probe_opts {
 	bool lite;		/* block/wake probes only: no syscall tracepoints */
@@ -36,7 +37,8 @@ struct fl_probe {
 	int nsched;
 	struct bpf_link *sched_links[24];	/* always-on tracepoints */
 	int nsc;		/* syscall links attached */
-	struct bpf_link *sc_links[FL_MAX_SC_LINKS];
+	struct bpf_link *sc_links[FL_MAX_SC_LINKS];	/* by slot (program), NULL if not */
+	struct fl_link_reaper *reaper;	/* detached links still being destroyed */
 	char missing[512];	/* what could not be attached, for the user */
 	uint64_t counters_seen[FL_CNT_MAX];
 };
@@ -50,7 +52,11 @@ int fl_probe_start(struct fl_probe *p, const struct fl_probe_opts *opts, char *e
 		   size_t errlen);
 void fl_probe_stop(struct fl_probe *p);
 
-/* Attach / detach the per-syscall tracepoints (notify, resolve, mapping changes). */
+/*
+ * Attach / detach the per-syscall tracepoints (notify, resolve, mapping
+ * changes). Detaching finishes in the background; an attach meanwhile takes
+ * back the links not yet destroyed.
+ */
 int fl_probe_syscalls_attach(struct fl_probe *p, char *err, size_t errlen);
 void fl_probe_syscalls_detach(struct fl_probe *p);
 

@@ -16,6 +16,12 @@
 #include "session.h"
 
 #define SCAN_INTERVAL_NS (250 * 1000000ULL)
+/*
+ * Syscall probes stay attached this long after the last tracked process
+ * went: a host that starts its next migration straight away keeps them,
+ * and detach (slow, in the background) and re-attach do not overlap.
+ */
+#define SC_IDLE_DETACH_NS (3000 * 1000000ULL)
 #define POLL_MS 50
 #define SIGBUS_ 7
 
@@ -198,13 +204,18 @@ static int housekeeping(struct fl_session *s, uint64_t now)
 		else if (s->o.comm)
 			fl_proc_each_comm(s->o.comm, track_holder, s);
 		n = fl_probe_tracked_count(&s->probe);
+		if (n > 0)
+			s->untracked_since_ns = 0;
+		else if (!s->untracked_since_ns)
+			s->untracked_since_ns = now;
 		if (n > 0 && !s->probe.nsc) {
 			ret = fl_probe_syscalls_attach(&s->probe, err, sizeof(err));
 			if (ret) {
 				fprintf(stderr, "faultline: %s\n", err);
 				return ret;
 			}
-		} else if (n == 0 && s->probe.nsc) {
+		} else if (n == 0 && s->probe.nsc &&
+			   now - s->untracked_since_ns >= SC_IDLE_DETACH_NS) {
 			fl_probe_syscalls_detach(&s->probe);
 		}
 	}

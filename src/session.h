@@ -77,6 +77,7 @@ struct fl_session {
 	struct fl_vmstats vms;
 	struct fl_symtab vmx, svm, uexit, mf_type, mf_result;
 	uint64_t start_ns, last_scan_ns, lost_seen[FL_CNT_MAX], lost_total;
+	uint64_t untracked_since_ns;	/* nothing tracked since then; 0 while something is */
 	pid_t child;
 	int child_status;
 	bool child_done;

@@ -7,6 +7,7 @@ resolution, the vCPU thread ids of the KVM test VMM.
 """
 import json
 import os
+import signal
 import subprocess
 import tempfile
 import time
@@ -261,7 +262,7 @@ def test_syscall_probes_only_while_tracked():
     if subprocess.run(["sh", "-c", "ls -l /proc/[0-9]*/fd 2>/dev/null | grep -q userfaultfd"]
                       ).returncode == 0:
         raise Skip("another process on this machine holds a userfaultfd")
-    tr = subprocess.Popen([FAULTLINE, "trace", "--duration", "8"], stdout=subprocess.DEVNULL,
+    tr = subprocess.Popen([FAULTLINE, "trace", "--duration", "14"], stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
     try:
         time.sleep(1.0)
@@ -273,10 +274,47 @@ def test_syscall_probes_only_while_tracked():
             "not attached while a uffd process runs"
         assert {"sys_enter_read", "sys_exit_ioctl", "sys_enter_munmap"} <= syscall_tps_of(tr.pid)
         wl.wait(timeout=20)
-        assert wait_for(lambda: syscall_tps_of(tr.pid) == set()), "still attached after exit"
+        gone = time.time()
+        # kept a while for the next process (3 s), then detached (destroying links takes ~1 s)
+        time.sleep(1.0)
+        assert "sys_enter_ioctl" in syscall_tps_of(tr.pid), "detached at once"
+        assert wait_for(lambda: syscall_tps_of(tr.pid) == set(), timeout=8.0), \
+            "still attached long after exit"
+        assert time.time() - gone >= 2.5
     finally:
         tr.terminate()
         tr.wait(timeout=10)
+
+
+def test_uffd_processes_coming_and_going():
+    """Default scope on a host where migrations follow each other: each new
+    process starts right after the last one left, or while the probes of the
+    last one are being detached. Every fault of every process is seen."""
+    require_root()
+    tr = subprocess.Popen([FAULTLINE, "trace", "--json", "--duration", "20"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    refs = []
+    try:
+        time.sleep(1.0)
+        # gaps around the idle detach (3 s) and its ~1 s of link destruction
+        for gap in (0.2, 0.8, 3.1, 3.4, 3.8, 0.1):
+            with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as out:
+                wl = subprocess.run([WORKLOAD, "--threads", "1", "--pages", "6", "--delay-us",
+                                     "200", "--start-delay-ms", "400", "--out", out.name],
+                                    capture_output=True, text=True, timeout=30)
+                assert wl.returncode == 0, wl.stderr
+                refs.append(jsonl(out.read()))
+            assert tr.poll() is None, f"faultline exited: {tr.communicate()[1][-1500:]}"
+            time.sleep(gap)
+    finally:
+        tr.terminate()
+        so, se = tr.communicate(timeout=30)
+    assert tr.returncode == 0, se
+    assert "failed" not in se, se
+    faults = [o for o in jsonl(so) if o["event"] == "fault"]
+    for ref in refs:
+        pid = next(r["pid"] for r in ref if r["event"] == "wl_summary")
+        check_against_workload([f for f in faults if f["pid"] == pid], ref)
 
 
 def test_raw_tp_fallback():
@@ -289,15 +327,32 @@ def test_raw_tp_fallback():
 
 def test_lost_records_are_reported():
     require_root()
-    # a 4 KiB ring buffer cannot hold a 2000-fault burst between polls
-    faults, objs, wl, p = run_traced([WORKLOAD, "--threads", "4", "--pages", "500"],
-                                     "--ringbuf-kb", "4")
+    # a 4 KiB ring buffer whose consumer is stopped for a whole 2000-fault burst must overflow
+    with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as out:
+        wl = subprocess.Popen([WORKLOAD, "--threads", "4", "--pages", "500", "--start-delay-ms",
+                               "3000", "--out", out.name], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+        p = subprocess.Popen([FAULTLINE, "trace", "--json", "-p", str(wl.pid), "--ringbuf-kb",
+                              "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert p.stderr.readline().startswith("Tracing")
+            os.kill(p.pid, signal.SIGSTOP)
+            assert wl.wait(timeout=60) == 0
+        finally:
+            os.kill(p.pid, signal.SIGCONT)
+        time.sleep(0.5)
+        p.send_signal(signal.SIGINT)
+        so, se = p.communicate(timeout=30)
+        assert p.returncode == 0, se
+        wl_recs = jsonl(out.read())
+    objs = jsonl(so)
+    faults = [o for o in objs if o["event"] == "fault"]
     lost = [o for o in objs if o["event"] == "lost"]
     summ = [o for o in objs if o["event"] == "summary"][0]
     assert lost, "no lost event although the buffer overflowed"
     assert summ["lost"] == sum(o["count"] for o in lost) > 0
-    ref = [r for r in wl if r["event"] == "wl_fault"]
-    assert len(faults) <= len(ref)
+    ref = [r for r in wl_recs if r["event"] == "wl_fault"]
+    assert len(ref) == 2000 and len(faults) < len(ref)
     # and with the default buffer the same burst loses nothing
     faults, objs, wl, p = run_traced([WORKLOAD, "--threads", "4", "--pages", "500"])
     summ = [o for o in objs if o["event"] == "summary"][0]
@@ -372,6 +427,7 @@ if __name__ == "__main__":
           test_multiple_handler_threads_loops, test_munmap_race_reported,
           test_kvm_vcpu_faults_via_gup, test_pid_filter_on_running_process,
           test_default_scope_finds_uffd_holders, test_lite_mode_without_syscall_probes,
-          test_syscall_probes_only_while_tracked,
-          test_raw_tp_fallback, test_lost_records_are_reported, test_hist_and_summary, test_sigint_flushes_and_summarises,
+          test_syscall_probes_only_while_tracked, test_uffd_processes_coming_and_going,
+          test_raw_tp_fallback, test_lost_records_are_reported, test_hist_and_summary,
+          test_sigint_flushes_and_summarises,
           test_errors_are_clear, test_features_lists_kernel_support, test_help_has_examples])
