@@ -673,68 +673,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
  */
 static int open_listener(struct exporter *x, int *fdp)
 {
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
-				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
-	struct addrinfo *ai = NULL;
-	struct sockaddr_storage sa;
-	socklen_t salen = sizeof(sa);
-	char host[256], port[8], err[160], addr[INET6_ADDRSTRLEN];
-	int fd, ret, one = 1;
+	char err[320];
+	int fd = fl_netaddr_listen(x->listen, DEFAULT_PORT, 64, 0, x->where, sizeof(x->where), err,
+				   sizeof(err));
 
-	ret = fl_netaddr_split(x->listen, DEFAULT_PORT, host, sizeof(host), port, sizeof(port), err,
-			       sizeof(err));
-	if (ret) {
-		fprintf(stderr, "faultline: invalid --listen '%s': %s\n", x->listen, err);
-		return ret;
-	}
-	ret = getaddrinfo(host, port, &hints, &ai);
-	if (ret) {
-		fprintf(stderr, "faultline: invalid --listen '%s': cannot resolve '%s': %s\n",
-			x->listen, host, gai_strerror(ret));
-		return -EINVAL;
-	}
-	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
 	if (fd < 0) {
-		ret = -errno;
-		fprintf(stderr, "faultline: cannot create a socket for %s: %s\n", x->listen,
-			strerror(-ret));
-		freeaddrinfo(ai);
-		return ret;
-	}
-	/* a restarted exporter must not wait for the last run's TIME_WAIT connections */
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, ai->ai_addr, ai->ai_addrlen) || listen(fd, 64)) {
-		ret = -errno;
-		if (ret == -EADDRINUSE)
-			fprintf(stderr, "faultline: cannot listen on %s: address already in use "
-				"(another exporter or service has that port): stop it, or pick "
-				"another port with --listen ADDR:PORT\n", x->listen);
-		else if (ret == -EADDRNOTAVAIL)
-			fprintf(stderr, "faultline: cannot listen on %s: no such address on this "
-				"host: pick one of its addresses with --listen ADDR:PORT\n",
-				x->listen);
-		else
-			fprintf(stderr, "faultline: cannot listen on %s: %s\n", x->listen,
-				strerror(-ret));
-		close(fd);
-		freeaddrinfo(ai);
-		return ret;
-	}
-	freeaddrinfo(ai);
-	/* the real address, with the port the kernel picked for :0 */
-	snprintf(x->where, sizeof(x->where), "%s", x->listen);
-	if (!getsockname(fd, (struct sockaddr *)&sa, &salen)) {
-		if (sa.ss_family == AF_INET6) {
-			struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&sa;
-
-			inet_ntop(AF_INET6, &s6->sin6_addr, addr, sizeof(addr));
-			snprintf(x->where, sizeof(x->where), "[%s]:%u", addr, ntohs(s6->sin6_port));
-		} else {
-			struct sockaddr_in *s4 = (struct sockaddr_in *)&sa;
-
-			inet_ntop(AF_INET, &s4->sin_addr, addr, sizeof(addr));
-			snprintf(x->where, sizeof(x->where), "%s:%u", addr, ntohs(s4->sin_port));
-		}
+		fprintf(stderr, "faultline: %s\n", err);
+		return fd;
 	}
 	*fdp = fd;
 	return 0;

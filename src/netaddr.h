@@ -17,4 +17,13 @@
 int fl_netaddr_split(const char *arg, unsigned example_port, char *host, size_t hlen,
 		     char *port, size_t plen, char *err, size_t errlen);
 
+/*
+ * A TCP socket listening on arg (as above), SOCK_CLOEXEC plus sock_flags,
+ * SO_REUSEADDR. Returns the fd, writing the bound ADDR:PORT (the kernel's
+ * port for :0) into where; or -errno with a sentence in err that names the
+ * address and what to do (in use, no such address, unresolvable).
+ */
+int fl_netaddr_listen(const char *arg, unsigned example_port, int backlog, int sock_flags,
+		      char *where, size_t wlen, char *err, size_t errlen);
+
 #endif

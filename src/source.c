@@ -2134,59 +2134,14 @@ int fl_source_control(const char *path, const char *line, unsigned nreplies, FIL
 static int tcp_listen(struct src *s)
 {
 	const char *spec = s->cfg->listen ? s->cfg->listen : FL_SOURCE_DEFAULT_LISTEN;
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
-	struct addrinfo *ai = NULL;
-	struct sockaddr_storage sa;
-	socklen_t salen = sizeof(sa);
-	char host[256], port[8], err[160], addr[INET6_ADDRSTRLEN] = "?";
-	int fd, ret, one = 1;
+	char err[320];
+	/* 7411: the port of FL_SOURCE_DEFAULT_LISTEN, for the examples */
+	int fd = fl_netaddr_listen(spec, 7411, 8, SOCK_NONBLOCK, s->where, sizeof(s->where), err,
+				   sizeof(err));
 
-	ret = fl_source_split_hostport(spec, host, sizeof(host), port, sizeof(port), err, sizeof(err));
-	if (ret) {
-		say(s, "invalid --listen '%s': %s", spec, err);
-		return ret;
-	}
-	ret = getaddrinfo(host, port, &hints, &ai);
-	if (ret) {
-		say(s, "invalid --listen '%s': cannot resolve '%s': %s", spec, host, gai_strerror(ret));
-		return -EINVAL;
-	}
-	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
 	if (fd < 0) {
-		ret = -errno;
-		freeaddrinfo(ai);
-		say(s, "cannot create a socket for %s: %s", spec, strerror(-ret));
-		return ret;
-	}
-	/* a restarted source must not wait out the last run's TIME_WAIT */
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, ai->ai_addr, ai->ai_addrlen) || listen(fd, 8)) {
-		ret = -errno;
-		if (ret == -EADDRINUSE)
-			say(s, "%s is in use; pick another --listen", spec);
-		else if (ret == -EADDRNOTAVAIL)
-			say(s, "cannot listen on %s: no such address on this host; pick another "
-			    "--listen", spec);
-		else
-			say(s, "cannot listen on %s: %s", spec, strerror(-ret));
-		close(fd);
-		freeaddrinfo(ai);
-		return ret;
-	}
-	freeaddrinfo(ai);
-	snprintf(s->where, sizeof(s->where), "%s", spec);
-	if (!getsockname(fd, (struct sockaddr *)&sa, &salen)) {
-		if (sa.ss_family == AF_INET6) {
-			struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&sa;
-
-			inet_ntop(AF_INET6, &a6->sin6_addr, addr, sizeof(addr));
-			snprintf(s->where, sizeof(s->where), "[%s]:%u", addr, ntohs(a6->sin6_port));
-		} else if (sa.ss_family == AF_INET) {
-			struct sockaddr_in *a4 = (struct sockaddr_in *)&sa;
-
-			inet_ntop(AF_INET, &a4->sin_addr, addr, sizeof(addr));
-			snprintf(s->where, sizeof(s->where), "%s:%u", addr, ntohs(a4->sin_port));
-		}
+		say(s, "%s", err);
+		return fd;
 	}
 	s->lfd = fd;
 	return 0;

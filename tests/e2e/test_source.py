@@ -271,7 +271,7 @@ def test_clear_errors():
         port = s.getsockname()[1]
         run_source_expect_error(["--pid", str(m.pid), "--range", rng, "--listen",
                                  f"127.0.0.1:{port}"],
-                                f"127.0.0.1:{port} is in use; pick another --listen")
+                                f"127.0.0.1:{port}: address already in use")
         s.close()
         with Source(m) as src:
             run_source_expect_error(["--pid", str(m.pid), "--range", rng, "--listen",
