@@ -347,6 +347,24 @@ def test_requests_and_queries_before_switchover():
         assert s["state_queries"] == 1, s
 
 
+def injected_then_late(src, t, pages):
+    """The source reports pages (region 0) poisoned by injection and the paused
+    target receives them in one update; after switchover and the map, a late
+    injection of page 9 still reaches it. Returns the target's (events, summary)."""
+    pe = [src.out.next_event(lambda e: e["event"] == "poison") for _ in range(len(pages))]
+    assert {(e["page"], e["cause"]) for e in pe} == {(p, "injected") for p in pages}, pe
+    t.resume()
+    upd = t.out.next_event(lambda e: e["event"] == "poison_update")
+    assert upd["region"] == 0 and set(upd["pages"]) == pages, upd
+    assert src.control("--switchover-now").returncode == 0
+    t.wait_paused("map_done")
+    assert src.control("--inject", "0:9").stdout.startswith("ok 0 9")
+    t.resume()
+    rc, evs, summ = t.finish()
+    assert rc == 0, evs[-5:]
+    return evs, summ
+
+
 def test_inject_poison():
     """--inject makes the page really poisoned in the process (SIGBUS on access,
     EIO from /proc/PID/mem), the target gets PoisonUpdate at once, never data."""
@@ -371,18 +389,7 @@ def test_inject_poison():
         # anonymous memory can't be zapped from outside: a clear refusal
         r = src.control("--inject", "1:0")
         assert r.returncode != 0 and "back guest memory with a memfd" in r.stdout, r
-        pe = [src.out.next_event(lambda e: e["event"] == "poison") for _ in range(2)]
-        assert {(e["page"], e["cause"]) for e in pe} == {(5, "injected"), (7, "injected")}, pe
-        t.resume()
-        upd = t.out.next_event(lambda e: e["event"] == "poison_update")
-        assert upd["region"] == 0 and set(upd["pages"]) == {5, 7}, upd
-        assert src.control("--switchover-now").returncode == 0
-        t.wait_paused("map_done")
-        # after the map: a late poison still reaches the target
-        assert src.control("--inject", "0:9").stdout.startswith("ok 0 9")
-        t.resume()
-        rc, evs, summ = t.finish()
-        assert rc == 0, evs[-5:]
+        evs, summ = injected_then_late(src, t, {5, 7})
         assert any(9 in e["pages"] for e in events(evs, "poison_update")), evs
         assert [0, 5] in summ["poisoned_pages"] and [0, 7] in summ["poisoned_pages"], summ
         assert [0, 9] in summ["poisoned_pages"], summ
@@ -527,17 +534,7 @@ def test_vmm_handover_inject_poison():
         assert m.cmd("touch 6") == "sigbus"
         assert m.cmd("touch 4") == "ok"
         assert m.page(5) == bytes(m.ps), "the poisoned page should be punched out of the memfd"
-        pe = [src.out.next_event(lambda e: e["event"] == "poison") for _ in range(2)]
-        assert {(e["page"], e["cause"]) for e in pe} == {(5, "injected"), (6, "injected")}, pe
-        t.resume()
-        upd = t.out.next_event(lambda e: e["event"] == "poison_update")
-        assert upd["region"] == 0 and set(upd["pages"]) == {5, 6}, upd
-        assert src.control("--switchover-now").returncode == 0
-        t.wait_paused("map_done")
-        assert src.control("--inject", "0:9").stdout.startswith("ok 0 9")
-        t.resume()
-        rc, evs, summ = t.finish()
-        assert rc == 0, evs[-5:]
+        evs, summ = injected_then_late(src, t, {5, 6})
         assert [0, 5] in summ["poisoned_pages"] and [0, 9] in summ["poisoned_pages"], summ
         assert summ["data_for_poisoned"] == 0 and summ["missing"] == 0, summ
         s = events(src.wait(), "source_summary")[0]
