@@ -1377,18 +1377,27 @@ static int process_frames(struct src *s, struct conn *c)
 
 /* ---- background streams ------------------------------------------------- */
 
+static int put_poison_pages(struct conn *c, unsigned ri, uint64_t *pages, size_t n)
+{
+	Faultline__Wire__PoisonUpdate u = FAULTLINE__WIRE__POISON_UPDATE__INIT;
+
+	u.region = ri;
+	u.n_pages = n;
+	u.pages = pages;
+	return put(c, FAULTLINE__WIRE__FRAME__BODY_POISON, &u);
+}
+
 static int put_poison_updates(struct src *s, struct conn *c)
 {
 	for (unsigned ri = 0; ri < s->nreg && c->nowed; ri++) {
 		struct region *r = &s->reg[ri];
 		uint64_t pages[FL_WIRE_MAX_PAGES];
 		size_t n = 0;
+		int ret;
 
 		for (uint64_t b = 0; b < (r->npages + 7) / 8 && c->nowed; b++) {
 			while (c->owed[ri][b]) {
 				uint64_t p = b * 8 + (uint64_t)__builtin_ctz(c->owed[ri][b]);
-				Faultline__Wire__PoisonUpdate u = FAULTLINE__WIRE__POISON_UPDATE__INIT;
-				int ret;
 
 				bit_clr(c->owed[ri], p);
 				c->nowed--;
@@ -1396,26 +1405,14 @@ static int put_poison_updates(struct src *s, struct conn *c)
 				pages[n++] = p;
 				if (n < FL_WIRE_MAX_PAGES && c->nowed)
 					continue;
-				u.region = ri;
-				u.n_pages = n;
-				u.pages = pages;
-				ret = put(c, FAULTLINE__WIRE__FRAME__BODY_POISON, &u);
+				ret = put_poison_pages(c, ri, pages, n);
 				if (ret)
 					return ret;
 				n = 0;
 			}
 		}
-		if (n) {
-			Faultline__Wire__PoisonUpdate u = FAULTLINE__WIRE__POISON_UPDATE__INIT;
-			int ret;
-
-			u.region = ri;
-			u.n_pages = n;
-			u.pages = pages;
-			ret = put(c, FAULTLINE__WIRE__FRAME__BODY_POISON, &u);
-			if (ret)
-				return ret;
-		}
+		if (n && (ret = put_poison_pages(c, ri, pages, n)))
+			return ret;
 	}
 	return 0;
 }

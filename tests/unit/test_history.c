@@ -26,6 +26,7 @@
 #include "histsock.h"
 #include "history.h"
 #include "stuck_hist.h"
+#include "stuck_asserts.h"
 
 #define MS 1000000ull
 #define SEC 1000000000ull
@@ -626,23 +627,6 @@ static void fx(struct fixture *f, long pending, long total, int nranges, uint64_
 	fl_stuck_attribute(&f->s);
 	fl_stuck_decide(&f->s, &f->t);
 }
-
-static bool has_ev(const struct fl_stuck_thread *t, const char *what)
-{
-	for (int i = 0; i < t->v.nev; i++)
-		if (strstr(t->v.ev[i], what))
-			return true;
-	return false;
-}
-
-#define assert_ev(t, what)                                                          \
-	do {                                                                        \
-		if (!has_ev(t, what)) {                                             \
-			for (int _i = 0; _i < (t)->v.nev; _i++)                     \
-				print_error("  evidence: %s\n", (t)->v.ev[_i]);     \
-			fail_msg("no evidence containing '%s'", what);              \
-		}                                                                   \
-	} while (0)
 
 static void merge(struct fixture *f, struct fl_hist *h, struct fl_stuck_hist *out)
 {

@@ -18,6 +18,7 @@
 #include <linux/userfaultfd.h>
 
 #include "stuck.h"
+#include "stuck_asserts.h"
 
 /* ---- parsers ---------------------------------------------------------------- */
 
@@ -246,23 +247,6 @@ static void decide_all(struct fixture *f)
 	for (int i = 0; i < f->s.nthreads; i++)
 		fl_stuck_decide(&f->s, &f->t[i]);
 }
-
-static bool has_ev(const struct fl_stuck_thread *t, const char *what)
-{
-	for (int i = 0; i < t->v.nev; i++)
-		if (strstr(t->v.ev[i], what))
-			return true;
-	return false;
-}
-
-#define assert_ev(t, what)                                                          \
-	do {                                                                        \
-		if (!has_ev(t, what)) {                                             \
-			for (int _i = 0; _i < (t)->v.nev; _i++)                     \
-				print_error("  evidence: %s\n", (t)->v.ev[_i]);     \
-			fail_msg("no evidence containing '%s'", what);              \
-		}                                                                   \
-	} while (0)
 
 static void test_not_read_external_handler(void **state)
 {
