@@ -33,6 +33,7 @@ struct target_ctx {
 	const char *source;
 	const char *vmm_socket;
 	const char *journal;
+	uint64_t journal_session;
 	bool json;
 	int accept_timeout_ms;
 	unsigned interval_ms;		/* progress every this many ms */
@@ -49,11 +50,15 @@ static const char doc[] =
 	"fl_handover(), include/faultline/faultline.h); the VMM keeps its own userfaultfd, so if\n"
 	"this router dies the guest freezes instead of reading zeros, and a restarted router\n"
 	"(same --journal) takes over.  Pages poisoned on the source are poisoned here with\n"
-	"UFFDIO_POISON and journaled first: once poisoned, never un-poisoned.\n\n"
+	"UFFDIO_POISON and journaled first: once poisoned, never un-poisoned.  A journal is\n"
+	"applied only once its migration is confirmed (the source's Hello names the same\n"
+	"session, or --journal-session does): a journal left from another migration poisons\n"
+	"nothing and is refused.\n\n"
 	"With `-- CMD ARGS`, the router starts the VMM itself and passes the socket path in\n"
 	"FAULTLINE_ROUTER_SOCKET.\n\n"
 	"EXAMPLES:\n"
 	"  faultline target --source 10.0.0.1:7411 --journal /var/lib/vm1.poison\n"
+	"  faultline target --journal /var/lib/vm1.poison --journal-session 9f3c0e5a12b4d677\n"
 	"  faultline target --vmm-socket /tmp/r.sock -- build/migrate-vm --role target --mode minor\n"
 	"  faultline target --source 127.0.0.1:7411 --json > progress.jsonl";
 
@@ -61,6 +66,8 @@ static const struct argp_option options[] = {
 	{ "source", 's', "HOST:PORT", 0, "faultline source to fetch pages from (default " DEFAULT_SOURCE ")", 0 },
 	{ "vmm-socket", 'u', "PATH", 0, "Unix socket the VMM hands over on (default " DEFAULT_VMM_SOCKET ")", 0 },
 	{ "journal", 'j', "FILE", 0, "poison journal: reloaded on restart (default: none, not restart-safe)", 0 },
+	{ "journal-session", 'S', "HEX", 0, "the migration session the journal belongs to (the "
+	  "source prints it): its poison is applied at once, before the source is reached", 0 },
 	{ "json", 'J', NULL, 0, "JSON lines on stdout instead of the progress line", 0 },
 	{ "accept-timeout", 't', "SECONDS", 0, "give up if no VMM hands over within this time (default: wait)", 0 },
 	{ "interval", 'i', "MS", 0, "progress every MS milliseconds (default 1000)", 0 },
@@ -81,6 +88,13 @@ static error_t parse_opt(int key, char *arg, struct argp_state *state)
 		break;
 	case 'j':
 		c->journal = arg;
+		break;
+	case 'S':
+		errno = 0;
+		c->journal_session = strtoull(arg, &end, 16);
+		if (errno || end == arg || *end || !c->journal_session)
+			argp_error(state, "--journal-session wants the source's session id in hex "
+				   "(16 digits, not 0), not \"%s\"", arg);
 		break;
 	case 'J':
 		c->json = true;
@@ -166,13 +180,14 @@ static void print_stats(struct target_ctx *c, const char *event, bool final)
 		       ",\"pages_received\":%" PRIu64 ",\"bytes_received\":%" PRIu64
 		       ",\"map_pages_known\":%" PRIu64 ",\"eagain\":%" PRIu64 ",\"enoent\":%" PRIu64
 		       ",\"eexist\":%" PRIu64 ",\"events\":%" PRIu64 ",\"reconnects\":%" PRIu64
-		       ",\"journal_loaded\":%" PRIu64 ",\"refused_data\":%" PRIu64 ",\"pending\":%" PRIu64
+		       ",\"journal_loaded\":%" PRIu64 ",\"refused_data\":%" PRIu64 ",\"kept_guest\":%" PRIu64
+		       ",\"stale_dropped\":%" PRIu64 ",\"resyncs\":%" PRIu64 ",\"pending\":%" PRIu64
 		       ",\"connected\":%s,\"source_end\":%s,\"finished\":%s,\"avg_fault_ns\":%" PRIu64 "}\n",
 		       event, secs, st.total_pages, st.faults, st.fault_messages, st.remote_requests, st.state_queries,
 		       st.copies, st.zeropages, st.continues, st.poisons, st.poisons_late, st.wakes,
 		       st.pages_received, st.bytes_received, st.map_pages_known, st.eagain, st.enoent,
 		       st.eexist, st.events, st.reconnects, st.journal_loaded, st.refused_data,
-		       st.pending, st.connected ? "true" : "false", st.source_end ? "true" : "false",
+		       st.kept_guest, st.stale_dropped, st.resyncs, st.pending, st.connected ? "true" : "false", st.source_end ? "true" : "false",
 		       st.finished ? "true" : "false", st.latency_n ? st.latency_sum_ns / st.latency_n : 0);
 		fflush(stdout);
 		return;
@@ -257,6 +272,7 @@ static int run(struct target_ctx *c)
 	struct fl_router_config cfg = {
 		.source = c->source,
 		.journal = c->journal,
+		.journal_session = c->journal_session,
 		.zap = zap_via_vmm,
 		.zap_finish = zap_finish,
 		.zap_ctx = c,
@@ -288,6 +304,7 @@ static int run(struct target_ctx *c)
 	cfg.uffd = c->ho.uffd;
 	cfg.regions = c->ho.regions;
 	cfg.nregions = c->ho.nregions;
+	cfg.vmm_pid = c->ho.pid;
 	ret = fl_router_create(&cfg, &c->router, err, sizeof(err));
 	if (ret) {
 		fprintf(stderr, "faultline target: %s\n", err);

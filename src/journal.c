@@ -12,7 +12,9 @@
 #include "wire.h"
 
 #define JOURNAL_MAGIC 0x4a50464cu	/* "FLPJ" */
-#define JOURNAL_VERSION 1u
+/* 2: records are held until the session is confirmed, the session record
+ * comes first.  A version-1 journal was applied on the shape alone. */
+#define JOURNAL_VERSION 2u
 #define REC_POISON 1u
 #define REC_SESSION 2u
 
@@ -48,32 +50,56 @@ static int write_all(int fd, const void *buf, size_t len)
 	return 0;
 }
 
-static int replay(struct fl_journal *j, const struct fl_journal_id *id, off_t size,
-		  int (*cb)(void *, uint32_t, uint64_t), void *ctx, char *err, size_t errlen)
+static int read_records(struct fl_journal *j, const char *path, const struct fl_journal_id *id,
+			off_t size, char *err, size_t errlen)
 {
-	struct journal_rec rec;
-	off_t off = sizeof(struct journal_header);
-	off_t whole = off + (size - off) / (off_t)sizeof(rec) * (off_t)sizeof(rec);
+	const off_t hdr = sizeof(struct journal_header);
+	size_t n = (size_t)((size - hdr) / (off_t)sizeof(struct journal_rec));
+	off_t whole = hdr + (off_t)(n * sizeof(struct journal_rec));
+	struct journal_rec *recs = n ? malloc(n * sizeof(*recs)) : NULL;
+	ssize_t got;
 
-	for (; off < whole; off += sizeof(rec)) {
-		if (pread(j->fd, &rec, sizeof(rec), off) != sizeof(rec))
-			return -EIO;
-		if (rec.kind == REC_SESSION) {
-			j->session = rec.value;
-		} else if (rec.kind == REC_POISON && rec.region < id->nregions &&
-			   rec.value < id->region_pages[rec.region]) {
-			int ret = cb ? cb(ctx, rec.region, rec.value) : 0;
+	if (n && !recs)
+		return -ENOMEM;
+	got = n ? pread(j->fd, recs, n * sizeof(*recs), hdr) : 0;
+	if (got != (ssize_t)(n * sizeof(*recs))) {
+		free(recs);
+		snprintf(err, errlen, "cannot read poison journal %s: %s", path,
+			 got < 0 ? strerror(errno) : "short read");
+		return got < 0 ? -errno : -EIO;
+	}
+	j->loaded = n ? calloc(n, sizeof(*j->loaded)) : NULL;
+	if (n && !j->loaded) {
+		free(recs);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const struct journal_rec *r = &recs[i];
+		const char *why = NULL;
 
-			if (ret < 0)
-				return ret;
-		} else {
-			snprintf(err, errlen, "poison journal record %lld is corrupt (kind %u, region %u, page %llu)",
-				 (long long)((off - (off_t)sizeof(struct journal_header)) / (off_t)sizeof(rec)),
-				 rec.kind, rec.region, (unsigned long long)rec.value);
+		if (r->kind == REC_SESSION && i == 0 && r->value)
+			j->session = r->value;
+		else if (r->kind == REC_SESSION)
+			why = i ? "a second migration session" : "an empty session id";
+		else if (r->kind != REC_POISON)
+			why = "an unknown record kind";
+		else if (i == 0)
+			why = "poison before the migration session";
+		else if (r->region >= id->nregions || r->value >= id->region_pages[r->region])
+			why = "a page outside guest memory";
+		if (why) {
+			snprintf(err, errlen, "poison journal %s is corrupt: record %zu (kind %u, region %u, "
+				 "page %llu) is %s; it was not applied; move it away", path, i, r->kind,
+				 r->region, (unsigned long long)r->value, why);
+			free(recs);
 			return -EBADMSG;
 		}
-		j->records++;
+		if (r->kind == REC_POISON) {
+			j->loaded[j->nloaded++] = (struct fl_journal_page){ r->region, r->value };
+			j->records++;
+		}
 	}
+	free(recs);
 	/* A torn tail was never fdatasync'ed, so its poison was never issued. */
 	if (whole != size && ftruncate(j->fd, whole) < 0)
 		return -errno;
@@ -81,7 +107,6 @@ static int replay(struct fl_journal *j, const struct fl_journal_id *id, off_t si
 }
 
 int fl_journal_open(struct fl_journal *j, const char *path, const struct fl_journal_id *id,
-		    int (*cb)(void *ctx, uint32_t region, uint64_t page), void *ctx,
 		    char *err, size_t errlen)
 {
 	struct journal_header h, want = { .magic = JOURNAL_MAGIC, .version = JOURNAL_VERSION };
@@ -89,6 +114,7 @@ int fl_journal_open(struct fl_journal *j, const char *path, const struct fl_jour
 	int ret;
 
 	memset(j, 0, sizeof(*j));
+	j->fd = -1;
 	if (id->nregions > FL_WIRE_MAX_REGIONS)
 		return -EINVAL;
 	want.nregions = id->nregions;
@@ -102,6 +128,7 @@ int fl_journal_open(struct fl_journal *j, const char *path, const struct fl_jour
 	}
 	if (fstat(j->fd, &st) < 0) {
 		ret = -errno;
+		snprintf(err, errlen, "cannot stat poison journal %s: %s", path, strerror(-ret));
 		goto fail;
 	}
 	if (st.st_size == 0) {
@@ -114,10 +141,16 @@ int fl_journal_open(struct fl_journal *j, const char *path, const struct fl_jour
 		}
 		return 0;
 	}
-	if (st.st_size < (off_t)sizeof(h) || pread(j->fd, &h, sizeof(h), 0) != sizeof(h) ||
-	    h.magic != JOURNAL_MAGIC || h.version != JOURNAL_VERSION) {
-		snprintf(err, errlen, "%s is not a faultline poison journal (version %u); move it away",
-			 path, JOURNAL_VERSION);
+	if (st.st_size < (off_t)sizeof(h) || pread(j->fd, &h, sizeof(h), 0) != sizeof(h)) {
+		snprintf(err, errlen, "poison journal %s is truncated (%lld bytes, shorter than its "
+			 "header); it was not applied; move it away", path, (long long)st.st_size);
+		ret = -EBADMSG;
+		goto fail;
+	}
+	if (h.magic != JOURNAL_MAGIC || h.version != JOURNAL_VERSION) {
+		snprintf(err, errlen, "%s is not a faultline poison journal of version %u (magic %08x, "
+			 "version %u); it was not applied; move it away", path, JOURNAL_VERSION, h.magic,
+			 h.version);
 		ret = -EBADMSG;
 		goto fail;
 	}
@@ -127,10 +160,10 @@ int fl_journal_open(struct fl_journal *j, const char *path, const struct fl_jour
 		ret = -ESTALE;
 		goto fail;
 	}
-	ret = replay(j, id, st.st_size, cb, ctx, err, errlen);
+	ret = read_records(j, path, id, st.st_size, err, errlen);
 	if (ret) {
 		if (!*err)
-			snprintf(err, errlen, "cannot replay poison journal %s: %s", path, strerror(-ret));
+			snprintf(err, errlen, "cannot read poison journal %s: %s", path, strerror(-ret));
 		goto fail;
 	}
 	if (lseek(j->fd, 0, SEEK_END) < 0) {
@@ -139,40 +172,72 @@ int fl_journal_open(struct fl_journal *j, const char *path, const struct fl_jour
 	}
 	return 0;
 fail:
-	close(j->fd);
-	j->fd = -1;
+	fl_journal_close(j);
 	return ret;
 }
 
-static int append(struct fl_journal *j, uint32_t kind, uint32_t region, uint64_t value)
+static int append_rec(struct fl_journal *j, const struct journal_rec *recs, size_t n)
 {
-	struct journal_rec rec = { .kind = kind, .region = region, .value = value };
-	int ret;
+	int ret = write_all(j->fd, recs, n * sizeof(*recs));
 
+	if (!ret && fdatasync(j->fd) < 0)
+		ret = -errno;
+	return ret;
+}
+
+int fl_journal_add(struct fl_journal *j, uint32_t region, uint64_t page)
+{
 	if (j->fd < 0)
 		return 0;
-	ret = write_all(j->fd, &rec, sizeof(rec));
-	if (ret)
-		return ret;
-	if (fdatasync(j->fd) < 0)
-		return -errno;
-	j->records++;
+	if (j->nbuf == j->capbuf) {
+		size_t cap = j->capbuf ? 2 * j->capbuf : 64;
+		struct fl_journal_page *b = realloc(j->buf, cap * sizeof(*b));
+
+		if (!b)
+			return -ENOMEM;
+		j->buf = b;
+		j->capbuf = cap;
+	}
+	j->buf[j->nbuf++] = (struct fl_journal_page){ region, page };
 	return 0;
 }
 
-int fl_journal_append(struct fl_journal *j, uint32_t region, uint64_t page)
+int fl_journal_sync(struct fl_journal *j)
 {
-	return append(j, REC_POISON, region, page);
+	struct journal_rec *recs;
+	int ret;
+
+	if (j->fd < 0 || !j->nbuf)
+		return 0;
+	recs = malloc(j->nbuf * sizeof(*recs));
+	if (!recs)
+		return -ENOMEM;
+	for (size_t i = 0; i < j->nbuf; i++)
+		recs[i] = (struct journal_rec){ REC_POISON, j->buf[i].region, j->buf[i].page };
+	ret = append_rec(j, recs, j->nbuf);
+	free(recs);
+	if (ret)
+		return ret;
+	j->records += j->nbuf;
+	j->nbuf = 0;
+	return 0;
 }
 
 int fl_journal_session(struct fl_journal *j, uint64_t session)
 {
+	struct journal_rec rec = { .kind = REC_SESSION, .value = session };
+	int ret;
+
 	if (j->fd < 0)
 		return 0;
 	if (j->session)
 		return j->session == session ? 0 : -ESTALE;
-	j->session = session;
-	return append(j, REC_SESSION, 0, session);
+	if (!session)
+		return -EINVAL;
+	ret = append_rec(j, &rec, 1);
+	if (!ret)
+		j->session = session;
+	return ret;
 }
 
 void fl_journal_close(struct fl_journal *j)
@@ -180,4 +245,9 @@ void fl_journal_close(struct fl_journal *j)
 	if (j->fd >= 0)
 		close(j->fd);
 	j->fd = -1;
+	free(j->loaded);
+	free(j->buf);
+	j->loaded = NULL;
+	j->buf = NULL;
+	j->nloaded = j->nbuf = j->capbuf = 0;
 }

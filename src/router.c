@@ -15,9 +15,20 @@
  * is never undone, and a page the VMM discarded (UFFD_EVENT_REMOVE) reads
  * zero from then on, whatever the source still holds for it.
  *
- * Memory: the state map (2 bits a page), a bounded table of pages with
- * waiting faults, and the connection's buffers.  No per-page side tables:
- * whether a page is already present is the kernel's to say (EEXIST).
+ * A page once placed belongs to the guest: the router never writes over
+ * it again, whatever arrives later (a resumed source pushing its old
+ * contents, a duplicate answer, a restarted router).  UFFDIO_COPY says so
+ * itself (EEXIST), but in MINOR mode the contents go into the page cache
+ * first, where a write would silently replace what the guest wrote since:
+ * so the router keeps an `owned` bit a page (set on every placement, and at
+ * start from the VMM's page tables, for pages a previous router placed).
+ * Pages the router cached but the source later calls ZERO (zeroed after
+ * their precopy) are punched out of the page cache at once: left there,
+ * the guest would read the stale copy once the range is unregistered.
+ *
+ * Memory: the state map (2 bits a page), two bits a page more (owned,
+ * cached), a bounded table of pages with waiting faults, and the
+ * connection's buffers.
  *
  * The kernel's userfaultfd is the only source of truth for waiters, so every
  * placement failure ends in a UFFDIO_WAKE or a retry: no waiter is left
@@ -26,6 +37,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -70,7 +82,19 @@ enum {
 	P_STATE_ASKED = 1 << 2,
 	P_RETRY = 1 << 3,		/* placement got EAGAIN: decide again after events */
 	P_QUEUED = 1 << 4,		/* in an ask batch not yet sent */
+	P_NOWAIT = 1 << 5,		/* no fault waits: data that could not be placed */
 };
+
+/* Beyond this many entries, pages without a waiter are not tracked one by
+ * one: the router reconnects and the source sends everything again. */
+#define PEND_NOWAIT_MAX (PEND_CAP / 4 * 3)
+/* A connection whose source has not said Hello by then is half-open. */
+#define HELLO_TIMEOUT_NS 5000000000ull
+#define BACKOFF_MAX_MS 5000u
+/* After the final UNREGISTER, events raised just before it are still
+ * queued (a discard's madvise waits until its REMOVE is read): read them
+ * until the uffd has been quiet this long. */
+#define DRAIN_QUIET_MS 50
 
 struct pend {
 	uint64_t key;			/* page_key() + 1; 0: empty slot */
@@ -93,6 +117,13 @@ struct rt_region {
 	uint64_t frontier;		/* [0, frontier) came from the source's map */
 	uint64_t *ask_data, *ask_state;	/* batches of pages to ask, FL_WIRE_MAX_PAGES each */
 	size_t n_data, n_state;
+	uint64_t *owned;		/* placed for the guest: never written over */
+	uint64_t *cached;		/* MINOR: the router put (or found) a copy in the page cache */
+};
+
+struct poison_q {
+	uint32_t region;
+	uint64_t page;
 };
 
 struct fl_router {
@@ -105,8 +136,17 @@ struct fl_router {
 	unsigned nspans;
 
 	struct fl_journal journal;
+	bool journal_applied;
+	uint64_t session;		/* the migration's session; 0: not known yet */
+	struct poison_q *pq;		/* pages to poison once their journal records are durable */
+	size_t npq, cappq;
 
 	char host[256], port[16];
+	struct sockaddr_storage src_addr;	/* resolved once, up front */
+	socklen_t src_addrlen;
+	unsigned backoff_ms;
+	uint64_t hello_deadline_ns;
+	bool resync;			/* lost track of pages to fetch: reconnect */
 	int sock;
 	bool connecting, hello_done, switchover, src_end, end_sent, unregistered;
 	bool ever_switched;		/* a Switchover was seen: precopy is over for good */
@@ -148,6 +188,26 @@ static void set_err(struct fl_router *r, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(r->err, sizeof(r->err), fmt, ap);
 	va_end(ap);
+}
+
+/* ---- per-page bits ---------------------------------------------------------- */
+
+static bool bit_test(const uint64_t *b, uint64_t i)
+{
+	return b[i / 64] >> (i % 64) & 1;
+}
+
+static void bit_put(uint64_t *b, uint64_t i, bool v)
+{
+	if (v)
+		b[i / 64] |= 1ull << (i % 64);
+	else
+		b[i / 64] &= ~(1ull << (i % 64));
+}
+
+static bool owned(const struct fl_router *r, uint32_t region, uint64_t page)
+{
+	return bit_test(r->reg[region].owned, page);
 }
 
 /* ---- pages with waiting faults ------------------------------------------ */
@@ -219,8 +279,10 @@ static void pend_done(struct fl_router *r, struct pend *p)
 {
 	if (!p)
 		return;
-	r->st.latency_sum_ns += now_ns() - p->since_ns;
-	r->st.latency_n++;
+	if (!(p->flags & P_NOWAIT)) {
+		r->st.latency_sum_ns += now_ns() - p->since_ns;
+		r->st.latency_n++;
+	}
 	pend_del(r, p);
 }
 
@@ -417,15 +479,19 @@ again:
 }
 
 /* Map result of a placing ioctl: 0 placed / present / gone (waiters woken),
- * -EAGAIN retry later, other negative errno fatal. */
-static int placed(struct fl_router *r, int ret_errno, uint64_t addr, uint64_t *counter)
+ * -EAGAIN retry later, other negative errno fatal.  Placed or present, the
+ * page is the guest's from now on. */
+static int placed(struct fl_router *r, int ret_errno, uint32_t region, uint64_t page, uint64_t addr,
+		  uint64_t *counter)
 {
 	switch (ret_errno) {
 	case 0:
 		(*counter)++;
+		bit_put(r->reg[region].owned, page, true);
 		return 0;
 	case EEXIST:
 		r->st.eexist++;
+		bit_put(r->reg[region].owned, page, true);
 		uffd_wake(r, addr);
 		return 0;
 	case ENOENT:
@@ -441,49 +507,110 @@ static int placed(struct fl_router *r, int ret_errno, uint64_t addr, uint64_t *c
 	}
 }
 
-static int uffd_copy(struct fl_router *r, uint64_t addr, const void *data)
+static int uffd_copy(struct fl_router *r, uint32_t region, uint64_t page, uint64_t addr,
+		     const void *data)
 {
 	struct uffdio_copy c = { .dst = addr, .src = (uint64_t)(uintptr_t)data, .len = r->page_size };
 
-	return placed(r, ioctl(r->uffd, UFFDIO_COPY, &c) < 0 ? errno : 0, addr, &r->st.copies);
+	return placed(r, ioctl(r->uffd, UFFDIO_COPY, &c) < 0 ? errno : 0, region, page, addr,
+		      &r->st.copies);
 }
 
-static int uffd_zeropage(struct fl_router *r, uint64_t addr)
+static int uffd_zeropage(struct fl_router *r, uint32_t region, uint64_t page, uint64_t addr)
 {
 	struct uffdio_zeropage z = { .range = { .start = addr, .len = r->page_size } };
 
-	return placed(r, ioctl(r->uffd, UFFDIO_ZEROPAGE, &z) < 0 ? errno : 0, addr, &r->st.zeropages);
+	return placed(r, ioctl(r->uffd, UFFDIO_ZEROPAGE, &z) < 0 ? errno : 0, region, page, addr,
+		      &r->st.zeropages);
 }
 
-static int uffd_continue(struct fl_router *r, uint64_t addr)
+static int uffd_continue(struct fl_router *r, uint32_t region, uint64_t page, uint64_t addr)
 {
 	struct uffdio_continue c = { .range = { .start = addr, .len = r->page_size } };
 
-	return placed(r, ioctl(r->uffd, UFFDIO_CONTINUE, &c) < 0 ? errno : 0, addr, &r->st.continues);
+	return placed(r, ioctl(r->uffd, UFFDIO_CONTINUE, &c) < 0 ? errno : 0, region, page, addr,
+		      &r->st.continues);
 }
 
+/*
+ * MINOR mode: put contents into the guest's page cache, unless the guest
+ * has the page (1: left alone).  Only an unowned page is safe to write: no
+ * mapping of the guest can reach it without a fault the router resolves.
+ */
 static int cache_write(struct fl_router *r, uint32_t region, uint64_t page, const void *data)
 {
 	struct rt_region *g = &r->reg[region];
 	off_t off = (off_t)(g->memfd_offset + page * r->page_size);
 
+	if (owned(r, region, page)) {
+		r->st.kept_guest++;
+		return 1;
+	}
 	if (pwrite(g->memfd, data, r->page_size, off) != (ssize_t)r->page_size) {
 		set_err(r, "cannot write page %llu of region %u into the guest's page cache: %s",
 			(unsigned long long)page, region, strerror(errno));
 		return -EIO;
 	}
+	bit_put(g->cached, page, true);
+	return 0;
+}
+
+/*
+ * The page is ZERO at the source.  A copy the router cached before (precopy)
+ * is stale: punch it out, so the page reads zero when the guest gets it,
+ * also after the final UNREGISTER when nobody resolves its faults any more.
+ */
+static int settle_zero(struct fl_router *r, uint32_t region, uint64_t page)
+{
+	struct rt_region *g = &r->reg[region];
+
+	if (r->cfg.mode != FL_MODE_MINOR || !bit_test(g->cached, page) || owned(r, region, page))
+		return 0;
+	if (fallocate(g->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		      (off_t)(g->memfd_offset + page * r->page_size), r->page_size) < 0) {
+		set_err(r, "cannot drop the stale copy of page %llu of region %u from the page cache: %s",
+			(unsigned long long)page, region, strerror(errno));
+		return -EIO;
+	}
+	bit_put(g->cached, page, false);
+	r->st.stale_dropped++;
 	return 0;
 }
 
 /* ---- poison -------------------------------------------------------------- */
 
 /*
- * Once poisoned, never un-poisoned: journal (durably) before acting.
- * `replace`: place the marker even if this page is already known poisoned
- * (a fault on it, or a discard that zapped the marker); otherwise a page
- * already handled is left alone, so repeated news of it costs nothing.
+ * A page to come back to without a waiting fault (data that met EAGAIN):
+ * an entry of the pending table, decided again after the mm settles.  When
+ * the table is too full for such pages the router stops tracking them one
+ * by one and reconnects, and the source sends everything again.
  */
-static int poison_page(struct fl_router *r, uint32_t region, uint64_t page, bool replace)
+static void retry_later(struct fl_router *r, uint32_t region, uint64_t page)
+{
+	struct pend *p = pend_find(r, region, page);
+	bool fresh;
+
+	if (!p) {
+		if (r->npend >= PEND_NOWAIT_MAX) {
+			r->resync = true;
+			return;
+		}
+		p = pend_get(r, region, page, &fresh);
+		p->flags |= P_NOWAIT;
+	}
+	p->flags |= P_RETRY;
+	r->retry_due = true;
+}
+
+/*
+ * Once poisoned, never un-poisoned: poison_mark() journals (buffered) and
+ * queues the page, poison_flush() makes the batch durable with one
+ * fdatasync and only then places the markers.  `replace`: place the marker
+ * even if this page is already known poisoned (a fault on it, or a discard
+ * that zapped the marker); otherwise a page already handled is left alone,
+ * so repeated news of it costs nothing.
+ */
+static int poison_mark(struct fl_router *r, uint32_t region, uint64_t page, bool replace)
 {
 	struct rt_region *g = &r->reg[region];
 	int ret;
@@ -492,7 +619,7 @@ static int poison_page(struct fl_router *r, uint32_t region, uint64_t page, bool
 		if (!replace && !pend_find(r, region, page))
 			return 0;
 	} else {
-		ret = fl_journal_append(&r->journal, region, page);
+		ret = fl_journal_add(&r->journal, region, page);
 		if (ret) {
 			set_err(r, "cannot journal poison of page %llu: %s", (unsigned long long)page,
 				strerror(-ret));
@@ -500,30 +627,74 @@ static int poison_page(struct fl_router *r, uint32_t region, uint64_t page, bool
 		}
 		fl_statemap_set(&g->map, page, ST_POISONED);
 	}
-	ret = uffd_poison(r, region, page);
-	if (ret == -EAGAIN) {
-		struct pend *p;
-		bool fresh;
+	if (r->npq == r->cappq) {
+		size_t cap = r->cappq ? 2 * r->cappq : 64;
+		struct poison_q *q = realloc(r->pq, cap * sizeof(*q));
 
-		if (r->npend >= PEND_MAX)
-			return ret;
-		p = pend_get(r, region, page, &fresh);
-		p->flags |= P_RETRY;
-		r->retry_due = true;
-		return 0;
+		if (!q) {
+			set_err(r, "out of memory queueing poison");
+			return -ENOMEM;
+		}
+		r->pq = q;
+		r->cappq = cap;
 	}
-	if (!ret)
-		pend_done(r, pend_find(r, region, page));
-	return ret;
+	r->pq[r->npq++] = (struct poison_q){ region, page };
+	return 0;
 }
 
-static int journal_replay_cb(void *ctx, uint32_t region, uint64_t page)
+static int poison_flush(struct fl_router *r)
 {
-	struct fl_router *r = ctx;
+	int ret = fl_journal_sync(&r->journal);
 
-	fl_statemap_set(&r->reg[region].map, page, ST_POISONED);
-	r->st.journal_loaded++;
+	if (ret) {
+		set_err(r, "cannot make the poison journal durable: %s", strerror(-ret));
+		return ret;
+	}
+	/* uffd_poison may read UFFD events while zapping; those never queue
+	 * poison (in_zap defers them), but index, don't hold a pointer. */
+	for (size_t i = 0; i < r->npq; i++) {
+		struct poison_q q = r->pq[i];
+
+		ret = uffd_poison(r, q.region, q.page);
+		if (ret == -EAGAIN) {
+			retry_later(r, q.region, q.page);
+			continue;
+		}
+		if (ret) {
+			r->npq = 0;
+			return ret;
+		}
+		pend_done(r, pend_find(r, q.region, q.page));
+	}
+	r->npq = 0;
 	return 0;
+}
+
+static int poison_page(struct fl_router *r, uint32_t region, uint64_t page, bool replace)
+{
+	int ret = poison_mark(r, region, page, replace);
+
+	return ret ? ret : poison_flush(r);
+}
+
+/* The journal's migration is confirmed: poison what it holds. */
+static int journal_apply(struct fl_router *r)
+{
+	int ret;
+
+	if (r->journal_applied)
+		return 0;
+	r->journal_applied = true;
+	for (size_t i = 0; i < r->journal.nloaded; i++) {
+		const struct fl_journal_page *jp = &r->journal.loaded[i];
+
+		fl_statemap_set(&r->reg[jp->region].map, jp->page, ST_POISONED);
+		r->st.journal_loaded++;
+		ret = poison_mark(r, jp->region, jp->page, true);
+		if (ret)
+			return ret;
+	}
+	return poison_flush(r);
 }
 
 /* ---- deciding ------------------------------------------------------------ */
@@ -558,7 +729,9 @@ static void local_fetch(struct fl_router *r, uint32_t region, uint64_t page, str
 	}
 	if (st != ST_CLEAN && st != ST_DIRTY) {
 		fl_statemap_set(&r->reg[region].map, page, (unsigned)st);
-		r->fetch_err = decide(r, region, page, p, st);
+		r->fetch_err = st == ST_ZERO ? settle_zero(r, region, page) : 0;
+		if (!r->fetch_err)
+			r->fetch_err = decide(r, region, page, p, st);
 		return;
 	}
 	r->st.remote_requests++;
@@ -566,12 +739,12 @@ static void local_fetch(struct fl_router *r, uint32_t region, uint64_t page, str
 	r->st.bytes_received += r->page_size;
 	if (r->cfg.mode == FL_MODE_MINOR) {
 		ret = cache_write(r, region, page, r->fetch_buf);
-		if (!ret) {
+		if (ret >= 0) {
 			p->flags |= P_FAULT_MINOR;	/* even if it faulted as MISSING */
 			ret = decide(r, region, page, p, ST_CLEAN);
 		}
 	} else {
-		ret = uffd_copy(r, addr, r->fetch_buf);
+		ret = uffd_copy(r, region, page, addr, r->fetch_buf);
 		if (ret == -EAGAIN) {
 			p->flags |= P_RETRY;
 			r->retry_due = true;
@@ -628,21 +801,31 @@ static int decide(struct fl_router *r, uint32_t region, uint64_t page, struct pe
 	}
 	if (st < 0 && state_known(r, region, page))
 		st = (int)fl_statemap_get(&r->reg[region].map, page);
-	switch (st) {
-	case ST_POISONED:
+	if (st == ST_POISONED)
 		return poison_page(r, region, page, true);
+	if (owned(r, region, page)) {
+		/* The guest's page left its page tables (MADV_DONTNEED of shared
+		 * memory) but its contents stay in the page cache: map them back.
+		 * A MISSING fault means they went too (punched): no longer owned. */
+		if (minor_fault && r->cfg.mode == FL_MODE_MINOR) {
+			ret = uffd_continue(r, region, page, addr);
+			goto out;
+		}
+		bit_put(r->reg[region].owned, page, false);
+	}
+	switch (st) {
 	case ST_ZERO:
 		if (minor_fault) {
 			ret = cache_write(r, region, page, r->zero_page);
-			if (!ret)
-				ret = uffd_continue(r, addr);
+			if (ret >= 0)
+				ret = uffd_continue(r, region, page, addr);
 		} else {
-			ret = uffd_zeropage(r, addr);
+			ret = uffd_zeropage(r, region, page, addr);
 		}
 		break;
 	case ST_CLEAN:
 		if (minor_fault && r->cfg.mode == FL_MODE_MINOR) {
-			ret = uffd_continue(r, addr);
+			ret = uffd_continue(r, region, page, addr);
 			break;
 		}
 		/* the page has to come from the source */
@@ -654,6 +837,7 @@ static int decide(struct fl_router *r, uint32_t region, uint64_t page, struct pe
 		ask(r, region, page, p, minor_fault && r->cfg.mode == FL_MODE_MINOR);
 		return 0;
 	}
+out:
 	if (ret == -EAGAIN) {
 		p->flags |= P_RETRY;
 		r->retry_due = true;
@@ -757,8 +941,8 @@ static int on_remove(struct fl_router *r, uint64_t start, uint64_t end)
 
 			if (r->in_zap) {
 				/* re-poisoned when the zap in progress is over */
-				p = pend_get(r, region, page, &fresh);
-				p->flags |= P_RETRY;
+				(void)fresh;
+				retry_later(r, region, page);
 				continue;
 			}
 			ret = poison_page(r, region, page, true);
@@ -771,6 +955,13 @@ static int on_remove(struct fl_router *r, uint64_t start, uint64_t end)
 		 * zero-filled without asking, late data and a map chunk calling
 		 * the page DIRTY are ignored.  The source never hears of it. */
 		fl_statemap_set(&r->reg[region].map, page, ST_ZERO);
+		/* Anonymous memory lost its contents.  Shared memory may keep them
+		 * in the page cache (MADV_DONTNEED unmaps only): a page the guest
+		 * owned stays owned, and its next MINOR fault maps it back. */
+		if (r->cfg.mode != FL_MODE_MINOR)
+			bit_put(r->reg[region].owned, page, false);
+		else if (settle_zero(r, region, page))
+			return -EIO;
 		/* A fault waiting on the source for it need not wait any more. */
 		p = pend_find(r, region, page);
 		if (p) {
@@ -954,33 +1145,61 @@ static void conn_close(struct fl_router *r)
 	for (size_t i = 0; i < PEND_CAP; i++)
 		if (r->pend[i].key)
 			r->pend[i].flags &= (uint8_t)~(P_DATA_ASKED | P_STATE_ASKED | P_QUEUED);
-	r->next_connect_ns = now_ns() + (uint64_t)(r->cfg.reconnect_ms ? r->cfg.reconnect_ms : 200) * 1000000ull;
+	/* Back off while the source keeps failing (refused, busy with the old
+	 * connection, errors); a connection that got as far as Hello resets it. */
+	r->next_connect_ns = now_ns() + (uint64_t)r->backoff_ms * 1000000ull;
+	r->backoff_ms = r->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : r->backoff_ms * 2;
+}
+
+/* Resolved once, before the migration starts: a DNS outage later must not
+ * stall the fault path (getaddrinfo blocks) or end the migration. */
+static int resolve_source(struct fl_router *r, char *err, size_t errlen)
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *ai;
+	int ret;
+
+	for (int attempt = 0;; attempt++) {
+		ret = getaddrinfo(r->host, r->port, &hints, &ai);
+		if (ret != EAI_AGAIN || attempt == 20)
+			break;
+		usleep(250000);
+	}
+	if (ret) {
+		snprintf(err, errlen, "cannot resolve source %s:%s: %s", r->host, r->port,
+			 ret == EAI_SYSTEM ? strerror(errno) : gai_strerror(ret));
+		return -EHOSTUNREACH;
+	}
+	memcpy(&r->src_addr, ai->ai_addr, ai->ai_addrlen);
+	r->src_addrlen = ai->ai_addrlen;
+	freeaddrinfo(ai);
+	return 0;
 }
 
 static int conn_start(struct fl_router *r)
 {
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *ai;
-	int ret = getaddrinfo(r->host, r->port, &hints, &ai);
-	int one = 1;
+	int one = 1, idle = 5, intvl = 2, cnt = 3;
+	unsigned user_timeout_ms = 15000;
 
-	if (ret) {
-		set_err(r, "cannot resolve source %s:%s: %s", r->host, r->port, gai_strerror(ret));
-		return -EHOSTUNREACH;
-	}
-	r->sock = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	r->sock = socket(r->src_addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (r->sock < 0) {
-		ret = -errno;
-		freeaddrinfo(ai);
-		return ret;
+		conn_close(r);
+		return 0;	/* fd or memory pressure: retried after the back-off */
 	}
 	setsockopt(r->sock, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (connect(r->sock, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS) {
-		freeaddrinfo(ai);
+	/* A source host that vanishes without a FIN (power, partition) must not
+	 * leave the guest waiting on a dead connection for TCP's 15 minutes. */
+	setsockopt(r->sock, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+	setsockopt(r->sock, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+	setsockopt(r->sock, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+	setsockopt(r->sock, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+	setsockopt(r->sock, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof(user_timeout_ms));
+	if (connect(r->sock, (struct sockaddr *)&r->src_addr, r->src_addrlen) < 0 &&
+	    errno != EINPROGRESS) {
 		conn_close(r);
-		return 0;	/* retried after reconnect_ms */
+		return 0;	/* retried after the back-off */
 	}
-	freeaddrinfo(ai);
 	r->connecting = true;
+	r->hello_deadline_ns = now_ns() + HELLO_TIMEOUT_NS;
 	return 0;
 }
 
@@ -1029,18 +1248,33 @@ static int on_source_hello(struct fl_router *r, const Faultline__Wire__Hello *h)
 			return -EINVAL;
 		}
 	}
+	/* Fatal, and nothing applied: a new router (or the right source) can
+	 * take over the VMM's uffd as it is. */
+	if (r->session && h->session != r->session) {
+		set_err(r, "the source at %s:%s serves migration session %016" PRIx64 ", but this "
+			"migration is session %016" PRIx64 " (a restarted source needs --session %016"
+			PRIx64 ")", r->host, r->port, h->session, r->session, r->session);
+		return -ESTALE;
+	}
 	ret = fl_journal_session(&r->journal, h->session);
 	if (ret == -ESTALE) {
-		set_err(r, "the poison journal belongs to another migration (session %llx, source says %llx)",
-			(unsigned long long)r->journal.session, (unsigned long long)h->session);
+		set_err(r, "the poison journal belongs to another migration (session %016" PRIx64
+			", the source serves %016" PRIx64 "); nothing of it was applied: move it away",
+			r->journal.session, h->session);
 		return ret;
 	}
 	if (ret) {
 		set_err(r, "cannot journal the migration session: %s", strerror(-ret));
 		return ret;
 	}
+	r->session = h->session;
+	r->src_end = false;	/* this connection sends its own End */
+	ret = journal_apply(r);
+	if (ret)
+		return ret;
 	r->hello_done = true;
 	r->st.connected = 1;
+	r->backoff_ms = r->cfg.reconnect_ms ? r->cfg.reconnect_ms : 200;
 	if (r->connects++)
 		r->st.reconnects++;
 	/* Every connection announces its own Switchover (also on resume). */
@@ -1089,7 +1323,7 @@ static int on_page_data(struct fl_router *r, const Faultline__Wire__PageData *d)
 		if (st == ST_POISONED || fl_statemap_get(&g->map, page) == ST_POISONED) {
 			if (bytes)
 				r->st.refused_data++;
-			ret = poison_page(r, region, page, false);
+			ret = poison_mark(r, region, page, false);
 			if (ret)
 				return ret;
 			continue;
@@ -1106,11 +1340,16 @@ static int on_page_data(struct fl_router *r, const Faultline__Wire__PageData *d)
 			/* precopy's word is not final: the map may call it DIRTY later */
 			if (page >= g->frontier && !d->precopy)
 				fl_statemap_set(&g->map, page, ST_ZERO);
-			if (p && !d->precopy)
+			if (!d->precopy)
+				ret = settle_zero(r, region, page);
+			if (!ret && p && !d->precopy)
 				ret = decide(r, region, page, p, ST_ZERO);
 		} else if (r->cfg.mode == FL_MODE_MINOR) {
 			ret = cache_write(r, region, page, bytes);
-			if (!ret) {
+			if (ret > 0) {
+				/* the guest has it: its own writes stand */
+				ret = p && !d->precopy ? decide(r, region, page, p, -1) : 0;
+			} else if (!ret) {
 				/* The page cache now holds the final contents: CONTINUE
 				 * resolves the fault, also a MISSING one (the page was not
 				 * cached); asking again would loop. */
@@ -1124,15 +1363,17 @@ static int on_page_data(struct fl_router *r, const Faultline__Wire__PageData *d)
 			}
 		} else if (d->precopy) {
 			continue;	/* MISSING mode never asked for precopy */
+		} else if (owned(r, region, page)) {
+			r->st.kept_guest++;	/* placed already: the kernel would say EEXIST */
+			pend_done(r, p);
 		} else if (addr) {
-			ret = uffd_copy(r, addr, bytes);
+			ret = uffd_copy(r, region, page, addr, bytes);
 			if (ret == -EAGAIN) {
-				/* the data is not kept: ask again once the mm settles */
+				/* The data is not kept: ask again once the mm settles,
+				 * also for a page nobody waits for (a background push),
+				 * or the page would be missing when the migration ends. */
 				ret = 0;
-				if (p) {
-					p->flags |= P_RETRY;
-					r->retry_due = true;
-				}
+				retry_later(r, region, page);
 			} else if (!ret && p) {
 				pend_done(r, p);
 			}
@@ -1142,7 +1383,7 @@ static int on_page_data(struct fl_router *r, const Faultline__Wire__PageData *d)
 		if (ret)
 			return ret;
 	}
-	return 0;
+	return poison_flush(r);
 }
 
 static int on_state_answer(struct fl_router *r, const Faultline__Wire__StateAnswer *a)
@@ -1156,7 +1397,7 @@ static int on_state_answer(struct fl_router *r, const Faultline__Wire__StateAnsw
 		int ret = 0;
 
 		if (st == ST_POISONED) {
-			ret = poison_page(r, a->region, page, false);
+			ret = poison_mark(r, a->region, page, false);
 		} else if (p) {
 			unsigned known = fl_statemap_get(&g->map, page);
 
@@ -1164,12 +1405,15 @@ static int on_state_answer(struct fl_router *r, const Faultline__Wire__StateAnsw
 			/* poisoned or discarded meanwhile */
 			if (known == ST_POISONED || known == ST_ZERO)
 				st = known;
-			ret = decide(r, a->region, page, p, (int)st);
+			if (st == ST_ZERO)
+				ret = settle_zero(r, a->region, page);
+			if (!ret)
+				ret = decide(r, a->region, page, p, (int)st);
 		}
 		if (ret)
 			return ret;
 	}
-	return 0;
+	return poison_flush(r);
 }
 
 /* Per byte of the map: which of its four pages are in state `st`. */
@@ -1212,12 +1456,17 @@ static int on_state_map(struct fl_router *r, const Faultline__Wire__StateMapChun
 		for (uint64_t pg = i * 4; pg < i * 4 + 4 && pg < c->npages; pg++) {
 			if (fl_statemap_get(&chunk, pg) != ST_POISONED)
 				continue;
-			ret = poison_page(r, c->region, c->first_page + pg, false);
+			ret = poison_mark(r, c->region, c->first_page + pg, false);
 			if (ret) {
 				fl_statemap_free(&chunk);
 				return ret;
 			}
 		}
+	}
+	ret = poison_flush(r);
+	if (ret) {
+		fl_statemap_free(&chunk);
+		return ret;
 	}
 	/* Merge byte-wise: poison and zero already known here stay, whatever the
 	 * chunk says (the source knows nothing of the VMM's discards). */
@@ -1234,6 +1483,22 @@ static int on_state_map(struct fl_router *r, const Faultline__Wire__StateMapChun
 
 		if (cur != ST_POISONED && cur != ST_ZERO)
 			fl_statemap_set(&g->map, c->first_page + pg, fl_statemap_get(&chunk, pg));
+	}
+	/* Cached copies of pages that went zero at the source since: stale. */
+	for (uint64_t pg = 0; r->cfg.mode == FL_MODE_MINOR && pg < c->npages; pg++) {
+		uint64_t page = c->first_page + pg;
+
+		if (!(page % 64) && !g->cached[page / 64] && pg + 64 <= c->npages) {
+			pg += 63;	/* nothing cached in these 64 */
+			continue;
+		}
+		if (fl_statemap_get(&g->map, page) == ST_ZERO) {
+			ret = settle_zero(r, c->region, page);
+			if (ret) {
+				fl_statemap_free(&chunk);
+				return ret;
+			}
+		}
 	}
 	if (c->first_page + c->npages > g->frontier)
 		g->frontier = c->first_page + c->npages;
@@ -1269,7 +1534,7 @@ static int on_frame(struct fl_router *r, const fl_frame *f)
 	default:
 		break;
 	}
-	if (!r->hello_done) {
+	if (!r->hello_done && f->body_case != FAULTLINE__WIRE__FRAME__BODY_ERROR) {
 		set_err(r, "source sent frame %d before its hello", f->body_case);
 		return -EPROTO;
 	}
@@ -1282,12 +1547,12 @@ static int on_frame(struct fl_router *r, const fl_frame *f)
 		return on_state_map(r, f->state_map);
 	case FAULTLINE__WIRE__FRAME__BODY_POISON:
 		for (size_t i = 0; i < f->poison->n_pages; i++) {
-			int ret = poison_page(r, f->poison->region, f->poison->pages[i], false);
+			int ret = poison_mark(r, f->poison->region, f->poison->pages[i], false);
 
 			if (ret)
 				return ret;
 		}
-		return 0;
+		return poison_flush(r);
 	case FAULTLINE__WIRE__FRAME__BODY_PRECOPY_DONE:
 		return 0;
 	case FAULTLINE__WIRE__FRAME__BODY_SWITCHOVER:
@@ -1299,8 +1564,12 @@ static int on_frame(struct fl_router *r, const fl_frame *f)
 		r->st.source_end = 1;
 		return 0;
 	case FAULTLINE__WIRE__FRAME__BODY_ERROR:
-		set_err(r, "source reported an error: %s (%s)", f->error->text, strerror((int)f->error->code));
-		return -ECONNABORTED;
+		/* EBUSY (the source still holds our old connection), a source
+		 * restarting, a refusal of something we sent: none of it ends a
+		 * live migration.  Said, then retried with back-off. */
+		set_err(r, "source reported an error: %s (%s); reconnecting", f->error->text,
+			strerror((int)f->error->code));
+		return -ECONNRESET;
 	default:
 		set_err(r, "unexpected frame %d from the source", f->body_case);
 		return -EPROTO;
@@ -1352,6 +1621,10 @@ static int on_sock(struct fl_router *r, short revents)
 				conn_close(r);
 				return 0;
 			}
+			if (ret == -ECONNRESET) {
+				conn_close(r);
+				return 0;
+			}
 			if (ret)
 				return ret;
 		}
@@ -1395,6 +1668,17 @@ static int finish(struct fl_router *r)
 		ioctl(r->uffd, UFFDIO_WAKE, &range);
 	}
 	r->unregistered = true;
+	/* A discard raised around now waits in madvise() until its event is
+	 * read, and nobody reads this uffd after us: read until it is quiet. */
+	for (uint64_t quiet_until = now_ns() + DRAIN_QUIET_MS * 1000000ull; now_ns() < quiet_until;) {
+		struct pollfd pfd = { .fd = r->uffd, .events = POLLIN };
+
+		if (poll(&pfd, 1, DRAIN_QUIET_MS) > 0 && (pfd.revents & POLLIN)) {
+			read_uffd(r);	/* placements fail with ENOENT now and wake */
+			if (r->got_msgs)
+				quiet_until = now_ns() + DRAIN_QUIET_MS * 1000000ull;
+		}
+	}
 	if (r->sock >= 0 && r->hello_done && !r->end_sent) {
 		Faultline__Wire__End e = FAULTLINE__WIRE__END__INIT;
 		fl_frame f = FAULTLINE__WIRE__FRAME__INIT;
@@ -1423,15 +1707,41 @@ int fl_router_step(struct fl_router *r, int timeout_ms)
 			fl_wire_flush(&r->wr, r->sock);
 		return 1;
 	}
+	if (r->sock >= 0 && !r->hello_done && now >= r->hello_deadline_ns) {
+		set_err(r, "the source at %s:%s said no Hello within %llu s (half-open connection?); "
+			"reconnecting", r->host, r->port, HELLO_TIMEOUT_NS / 1000000000ull);
+		conn_close(r);
+	}
+	if (r->resync && r->sock >= 0 && r->hello_done && !r->in_zap) {
+		/* Too many pages to come back to one by one: a new connection
+		 * has the source send every page again (the owned ones are
+		 * left as they are). */
+		r->resync = false;
+		r->src_end = false;
+		r->st.resyncs++;
+		set_err(r, "pending table full: reconnecting for a full resend");
+		conn_close(r);
+		r->next_connect_ns = now;
+	}
+	/* After the source's End a lost connection matters only while pages
+	 * are still wanted from it. */
+	bool want_source = !r->cfg.fetch && (!r->src_end || r->npend || r->resync);
+
 	if (r->cfg.fetch)
 		r->src_end = false;	/* a local provider never ends: run until stopped */
-	else if (r->sock < 0 && !r->src_end && now >= r->next_connect_ns) {
+	else if (r->sock < 0 && want_source && now >= r->next_connect_ns) {
 		ret = conn_start(r);
 		if (ret)
 			return ret;
 	}
-	if (r->sock < 0 && !r->src_end && !r->cfg.fetch) {
-		int until = (int)((r->next_connect_ns - now) / 1000000ull) + 1;
+	if (r->sock >= 0 && !r->hello_done) {
+		int until = (int)((r->hello_deadline_ns - now) / 1000000ull) + 1;
+
+		if (timeout_ms < 0 || until < timeout_ms)
+			timeout_ms = until;
+	}
+	if (r->sock < 0 && want_source) {
+		int until = now >= r->next_connect_ns ? 0 : (int)((r->next_connect_ns - now) / 1000000ull) + 1;
 
 		if (timeout_ms < 0 || until < timeout_ms)
 			timeout_ms = until;
@@ -1495,7 +1805,7 @@ int fl_router_step(struct fl_router *r, int timeout_ms)
 		}
 	}
 	r->st.pending = r->npend;
-	if (r->src_end && r->npend == 0)
+	if (r->src_end && r->npend == 0 && !r->resync)
 		return finish(r);
 	return 0;
 }
@@ -1529,6 +1839,73 @@ void fl_router_get_stats(const struct fl_router *r, struct fl_router_stats *st)
 const char *fl_router_error(const struct fl_router *r)
 {
 	return r->err;
+}
+
+/*
+ * MINOR mode, at start: which pages does the guest have already (placed by
+ * a router before us, or touched by the VMM), and which has the page cache?
+ * Both from the kernel: the VMM's page tables (/proc/PID/pagemap, present
+ * bit) and the memfd's data extents (SEEK_DATA/SEEK_HOLE).
+ */
+static int scan_guest(struct fl_router *r, char *err, size_t errlen)
+{
+	char path[64];
+	uint64_t buf[512];
+	int fd;
+
+	for (unsigned i = 0; i < r->nregions; i++) {
+		struct rt_region *g = &r->reg[i];
+		off_t end = (off_t)(g->memfd_offset + g->length), at = (off_t)g->memfd_offset;
+
+		while (at < end) {
+			off_t data = lseek(g->memfd, at, SEEK_DATA), hole;
+
+			if (data < 0 || data >= end)
+				break;
+			hole = lseek(g->memfd, data, SEEK_HOLE);
+			if (hole < 0 || hole > end)
+				hole = end;
+			for (off_t o = data / r->page_size * r->page_size; o < hole; o += r->page_size)
+				bit_put(g->cached, (uint64_t)(o - (off_t)g->memfd_offset) / r->page_size, true);
+			at = hole;
+		}
+	}
+	snprintf(path, sizeof(path), "/proc/%d/pagemap", r->cfg.vmm_pid > 0 ? r->cfg.vmm_pid : getpid());
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		int e = errno;
+
+		snprintf(err, errlen, "cannot read the VMM's page tables (%s: %s): MINOR mode must know "
+			 "which pages the guest has before writing the page cache; run as root or as "
+			 "the VMM's user", path, strerror(e));
+		return -e;
+	}
+	for (unsigned i = 0; i < r->nspans; i++) {
+		const struct span *sp = &r->spans[i];
+		uint64_t npages = sp->len / r->page_size;
+
+		for (uint64_t at = 0; at < npages;) {
+			size_t n = npages - at < 512 ? (size_t)(npages - at) : 512;
+			off_t off = (off_t)((sp->start / r->page_size + at) * sizeof(uint64_t));
+			ssize_t got = pread(fd, buf, n * sizeof(uint64_t), off);
+
+			if (got <= 0) {
+				int e = got < 0 ? errno : EIO;
+
+				snprintf(err, errlen, "cannot read %s at page 0x%llx: %s", path,
+					 (unsigned long long)(sp->start / r->page_size + at), strerror(e));
+				close(fd);
+				return -e;
+			}
+			n = (size_t)got / sizeof(uint64_t);
+			for (size_t k = 0; k < n; k++)
+				if (buf[k] >> 63)	/* present */
+					bit_put(r->reg[sp->region].owned, sp->first_page + at + k, true);
+			at += n;
+		}
+	}
+	close(fd);
+	return 0;
 }
 
 static int split_hostport(struct fl_router *r, const char *s)
@@ -1577,6 +1954,7 @@ int fl_router_create(const struct fl_router_config *cfg, struct fl_router **out,
 	r->sock = -1;
 	r->journal.fd = -1;
 	r->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	r->backoff_ms = cfg->reconnect_ms ? cfg->reconnect_ms : 200;
 	r->spin_ns = cfg->spin_us ? (uint64_t)cfg->spin_us * 1000ull : 20000ull;
 	r->pend = calloc(PEND_CAP, sizeof(*r->pend));
 	r->zero_page = aligned_alloc((size_t)ps, (size_t)ps);
@@ -1591,6 +1969,11 @@ int fl_router_create(const struct fl_router_config *cfg, struct fl_router **out,
 	if (ret) {
 		snprintf(err, errlen, "source address \"%s\" is not HOST:PORT", cfg->source ? cfg->source : "");
 		goto fail;
+	}
+	if (!cfg->fetch) {
+		ret = resolve_source(r, err, errlen);
+		if (ret)
+			goto fail;
 	}
 	fl_wire_reader_init(&r->rd);
 	fl_wire_writer_init(&r->wr);
@@ -1619,8 +2002,10 @@ int fl_router_create(const struct fl_router_config *cfg, struct fl_router **out,
 		g->memfd_offset = src->offset;
 		g->ask_data = calloc(FL_WIRE_MAX_PAGES, sizeof(uint64_t));
 		g->ask_state = calloc(FL_WIRE_MAX_PAGES, sizeof(uint64_t));
+		g->owned = calloc((g->npages + 63) / 64, sizeof(uint64_t));
+		g->cached = calloc((g->npages + 63) / 64, sizeof(uint64_t));
 		ret = fl_statemap_init(&g->map, g->npages, ST_DIRTY);
-		if (ret || !g->ask_data || !g->ask_state) {
+		if (ret || !g->ask_data || !g->ask_state || !g->owned || !g->cached) {
 			snprintf(err, errlen, "out of memory for region %u's page-state map", i);
 			ret = -ENOMEM;
 			goto fail;
@@ -1629,22 +2014,36 @@ int fl_router_create(const struct fl_router_config *cfg, struct fl_router **out,
 		r->st.total_pages += g->npages;
 		pages[i] = g->npages;
 	}
-	if (cfg->journal) {
-		struct fl_journal_id id = { .nregions = cfg->nregions, .region_pages = pages };
-
-		ret = fl_journal_open(&r->journal, cfg->journal, &id, journal_replay_cb, r, err, errlen);
+	if (cfg->mode == FL_MODE_MINOR) {
+		ret = scan_guest(r, err, errlen);
 		if (ret)
 			goto fail;
-		/* Pages poisoned before a restart are poisoned again before anything else. */
-		for (unsigned i = 0; i < r->nregions; i++) {
-			for (uint64_t pg = 0; pg < r->reg[i].npages && r->st.journal_loaded; pg++) {
-				if (fl_statemap_get(&r->reg[i].map, pg) != ST_POISONED)
-					continue;
-				ret = uffd_poison(r, i, pg);
-				if (ret && ret != -EAGAIN) {
-					snprintf(err, errlen, "%s", r->err);
-					goto fail;
-				}
+	}
+	if (cfg->journal) {
+		struct fl_journal_id id = { .nregions = cfg->nregions, .region_pages = pages };
+		/* A local provider has no Hello: its session is the operator's word. */
+		uint64_t confirmed = cfg->journal_session ? cfg->journal_session : cfg->fetch ? 1 : 0;
+
+		ret = fl_journal_open(&r->journal, cfg->journal, &id, err, errlen);
+		if (ret)
+			goto fail;
+		if (confirmed && r->journal.session && r->journal.session != confirmed) {
+			snprintf(err, errlen, "poison journal %s belongs to migration session %016" PRIx64
+				 ", not %016" PRIx64 "; nothing of it was applied: move it away",
+				 cfg->journal, r->journal.session, confirmed);
+			ret = -ESTALE;
+			goto fail;
+		}
+		r->session = confirmed;
+		if (confirmed) {
+			/* Confirmed: pages poisoned before a restart are poisoned
+			 * again before anything else, source or not. */
+			ret = fl_journal_session(&r->journal, confirmed);
+			if (!ret)
+				ret = journal_apply(r);
+			if (ret) {
+				snprintf(err, errlen, "%s", *r->err ? r->err : strerror(-ret));
+				goto fail;
 			}
 		}
 	}
@@ -1690,7 +2089,10 @@ void fl_router_destroy(struct fl_router *r)
 		fl_statemap_free(&r->reg[i].map);
 		free(r->reg[i].ask_data);
 		free(r->reg[i].ask_state);
+		free(r->reg[i].owned);
+		free(r->reg[i].cached);
 	}
+	free(r->pq);
 	if (r->stop_efd >= 0)
 		close(r->stop_efd);
 	free(r->pend);

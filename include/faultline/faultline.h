@@ -100,6 +100,15 @@ struct fl_router_config {
 	 * ignored and the router runs until fl_router_stop(). */
 	int (*fetch)(void *ctx, unsigned region, uint64_t page, void *buf);
 	void *fetch_ctx;
+	/* The process whose address space `regions` are in (the VMM); 0: this
+	 * one.  MINOR mode reads its page tables at start: a page already
+	 * mapped there is the guest's, and the router never writes over it. */
+	int vmm_pid;
+	/* The migration session the journal must belong to (the source prints
+	 * it); 0: learn it from the source's Hello.  Given and matching, the
+	 * journal's poison is applied at once, before any connection; nothing
+	 * in a journal is applied before its session is confirmed. */
+	uint64_t journal_session;
 };
 
 struct fl_router_stats {
@@ -118,6 +127,9 @@ struct fl_router_stats {
 	uint64_t reconnects;
 	uint64_t journal_loaded;	/* poisoned pages reloaded from the journal */
 	uint64_t refused_data;		/* page data refused for a poisoned page */
+	uint64_t kept_guest;		/* page data not written: the guest has the page */
+	uint64_t stale_dropped;		/* precopied copies punched: the page went zero */
+	uint64_t resyncs;		/* reconnects to have the source send everything again */
 	uint64_t pages_done;		/* placed, zero-filled or poisoned */
 	uint64_t pending;		/* pages with a waiting fault right now */
 	uint64_t connected;		/* 1 while the source connection is up */

@@ -62,6 +62,7 @@ struct peer {
 	int end_delay_ms;		/* push_all: wait this long before End */
 	int poison_after_requests;	/* PoisonUpdate of poison_late_page after N requests */
 	uint64_t poison_late_page;
+	uint64_t session;		/* its Hello's migration session; 0: 42 */
 	int requests;			/* PageRequest frames answered */
 	int queries;
 	pthread_t thr;
@@ -305,7 +306,7 @@ static void peer_conn(struct peer *p, int fd, int conn)
 	h.page_size = PS;
 	h.n_regions = 1;
 	h.regions = regs;
-	h.session = 42;
+	h.session = p->session ? p->session : 42;
 	f.body_case = FAULTLINE__WIRE__FRAME__BODY_HELLO;
 	f.hello = &h;
 	pthread_mutex_lock(&p->lock);
@@ -1014,6 +1015,19 @@ static void test_minor(void **state)
 
 /* A restarted router reloads its journal and poisons before any source is
  * reachable: the page cannot come back to life in between. */
+/* Does the page carry a UFFDIO_POISON marker?  pagemap shows one as a
+ * swap entry of the PTE-marker type with PTE_MARKER_POISONED set. */
+static bool poison_marker_at(const void *addr)
+{
+	uint64_t e = 0;
+	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, &e, 8, (off_t)((uintptr_t)addr / PS * 8)), 8);
+	close(fd);
+	return (e >> 62 & 1) && !(e >> 63) && (e & 31) >= 16 && ((e & ((1ull << 55) - 1)) >> 5 & 2);
+}
+
 static void test_journal_reload(void **state)
 {
 	char path[] = "/tmp/faultline-journal-XXXXXX";
@@ -1040,15 +1054,88 @@ static void test_journal_reload(void **state)
 	peer_finish(&p);
 	vmm_fini(&v);
 
-	/* Fresh guest memory (as if the VMM were reset), no source listening. */
+	/* Fresh guest memory (the next migration of a VM of the same shape),
+	 * no source listening: nothing of the journal may be applied before
+	 * its migration is confirmed — no page poisoned, none marked. */
 	vmm_init(&v, false);
 	r2 = router_new(&v, 1, path);
+	fl_router_get_stats(r2, &st);
+	assert_int_equal(st.journal_loaded, 0);
+	assert_int_equal(st.poisons, 0);
+	for (uint64_t pg = 0; pg < NPAGES; pg++)
+		assert_false(poison_marker_at(v.mem + pg * PS));
+	fl_router_destroy(r2);
+	/* The operator names the journal's session (the scripted source's is
+	 * 42): applied at once, before any connection. */
+	{
+		struct fl_router_config base = { .journal_session = 42 };
+
+		r2 = router_new_cfg(&v, 1, path, &base);
+	}
 	fl_router_get_stats(r2, &st);
 	assert_int_equal(st.journal_loaded, NPAGES / 16);
 	assert_int_equal(st.poisons, NPAGES / 16);
 	assert_int_equal(read_page(v.mem + 5 * PS, buf), 1);
 	fl_router_destroy(r2);
 	vmm_fini(&v);
+
+	/* Another session named: refused, nothing applied. */
+	vmm_init(&v, false);
+	{
+		struct fl_region reg = { .base = v.mem, .length = NPAGES * PS, .memfd = -1 };
+		struct fl_router_config cfg = { .source = "127.0.0.1:1", .mode = FL_MODE_MISSING,
+						.uffd = v.uffd, .regions = &reg, .nregions = 1,
+						.journal = path, .journal_session = 43 };
+		char err[256] = "";
+
+		assert_int_equal(fl_router_create(&cfg, &r2, err, sizeof(err)), -ESTALE);
+		assert_non_null(strstr(err, "nothing of it was applied"));
+		for (uint64_t pg = 0; pg < NPAGES; pg++)
+			assert_false(poison_marker_at(v.mem + pg * PS));
+	}
+	vmm_fini(&v);
+
+	/* A source of another migration (session 7): the router refuses it
+	 * and ends with a named error, having poisoned nothing. */
+	vmm_init(&v, false);
+	peer_init(&p);
+	p.session = 7;
+	p.poison_after_requests = -1;
+	peer_start(&p);
+	r2 = router_new(&v, p.port, path);
+	{
+		int ret;
+
+		while ((ret = fl_router_step(r2, 100)) == 0)
+			;
+		assert_int_equal(ret, -ESTALE);
+		assert_non_null(strstr(fl_router_error(r2), "another migration"));
+	}
+	fl_router_get_stats(r2, &st);
+	assert_int_equal(st.poisons, 0);
+	for (uint64_t pg = 0; pg < NPAGES; pg++)
+		assert_false(poison_marker_at(v.mem + pg * PS));
+	fl_router_destroy(r2);
+	peer_finish(&p);
+	vmm_fini(&v);
+
+	/* Corrupt or truncated journals are refused with a reason, not applied. */
+	{
+		char bad[] = "/tmp/faultline-journal-bad-XXXXXX";
+		int bfd = mkstemp(bad);
+		uint8_t junk[40];
+		struct fl_region reg = { .base = (void *)0x10000000, .length = NPAGES * PS, .memfd = -1 };
+		struct fl_router_config cfg = { .source = "127.0.0.1:1", .mode = FL_MODE_MISSING, .uffd = -1,
+						.regions = &reg, .nregions = 1, .journal = bad };
+		char err[256] = "";
+
+		memset(junk, 0x5a, sizeof(junk));
+		assert_int_equal(write(bfd, junk, sizeof(junk)), sizeof(junk));
+		close(bfd);
+		assert_int_equal(fl_router_create(&cfg, &r2, err, sizeof(err)), -EBADMSG);
+		assert_non_null(strstr(err, "truncated"));
+		unlink(bad);
+	}
 
 	/* A journal of another shape is refused, not applied. */
 	{
