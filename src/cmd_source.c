@@ -24,6 +24,7 @@ enum {
 	OPT_STATUS,
 	OPT_SWITCH_NOW,
 	OPT_BANDWIDTH,
+	OPT_SESSION,
 	OPT_VMM_SOCKET,
 };
 
@@ -45,7 +46,8 @@ static const char source_doc[] =
 	"target that lost its connection reconnects and resumes). The conversation:\n"
 	"precopy of every non-zero page if the target asks for it (MINOR mode), the\n"
 	"switchover (the process is stopped with SIGSTOP and stays stopped: it has\n"
-	"migrated), the state of every page (clean, dirty since precopy, zero,\n"
+	"migrated; a run that ends before any target was told to switch over resumes\n"
+	"it with SIGCONT), the state of every page (clean, dirty since precopy, zero,\n"
 	"poisoned) streamed in the background, page requests answered first, and\n"
 	"background pushes of every page the target lacks.\n"
 	"\n"
@@ -60,9 +62,13 @@ static const char source_doc[] =
 	"the mapped frames, re-read every second where the kernel handles memory\n"
 	"failures at all (this kernel has no ras:memory_failure_event tracepoint,\n"
 	"so this poll is the memory-failure event stream); UFFDIO_POISON markers\n"
-	"placed by anyone, checked every second too; and pages whose read\n"
-	"fails (EFAULT/EIO) while mapped. Each is pushed to the target at once\n"
-	"(PoisonUpdate); data is never sent for a poisoned page.\n"
+	"placed by anyone, checked every second too; and memfd pages whose read\n"
+	"fails with EIO (shmem's report of a poisoned page). Each is pushed to the\n"
+	"target at once (PoisonUpdate); data is never sent for a poisoned page. A\n"
+	"page that merely can't be read is not poison: PROT_NONE pages are read\n"
+	"through /proc/PID/mem, and a page unreadable even there (memfd_secret)\n"
+	"ends the run with an error naming it. Device memory (VM_IO/VM_PFNMAP)\n"
+	"can't be served and is refused at start.\n"
 	"\n"
 	"Control socket (--control PATH, mode 0600), one command a line:\n"
 	"  poison REGION PAGE[,PAGE|FIRST-LAST...]  -> \"ok REGION PAGE\" a page\n"
@@ -73,8 +79,9 @@ static const char source_doc[] =
 	"time left) with a summary at the end; --json prints the same as JSON lines\n"
 	"on stdout, each with \"event\": source_ready, target_connected,\n"
 	"precopy_done, switchover, poison, source_progress, end_sent, target_end,\n"
-	"target_disconnected, protocol_error, source_summary. Exit status 0 once the\n"
-	"target reported every page placed. Needs root.\n"
+	"target_disconnected, protocol_error, source_summary. If stdout's reader goes\n"
+	"away the events stop (said once on stderr) and serving goes on. Exit status\n"
+	"0 once the target reported every page placed. Needs root.\n"
 	"\n"
 	"EXAMPLES:\n"
 	"  faultline source --pid 4242 --range 0x7f1200000000:1G\n"
@@ -86,7 +93,9 @@ static const char source_doc[] =
 	"      # VMM side: fl_handover(\"/run/fl-vmm.sock\", uffd, FL_MODE_MISSING, rg, n, ..)\n"
 	"  faultline source --control /run/fl-src.sock --inject 0:17,40-43   # poison pages\n"
 	"  faultline source --control /run/fl-src.sock --switchover-now\n"
-	"  faultline source --control /run/fl-src.sock --status\n";
+	"  faultline source --control /run/fl-src.sock --status\n"
+	"  faultline source --pid 4242 --range 0x7f1200000000:1G --session 9f3c0e5a12b4d677\n"
+	"      # a restarted source, same migration\n";
 
 static const struct argp_option source_options[] = {
 	{ NULL, 0, NULL, 0, "Serving:", 1 },
@@ -113,6 +122,10 @@ static const struct argp_option source_options[] = {
 	  "After the target finished, keep serving (reconnects, injection) until SIGINT", 1 },
 	{ "dirty", OPT_DIRTY, "auto|soft-dirty|hash", 0,
 	  "Dirty tracking (default auto: soft-dirty where it works, else hashes)", 1 },
+	{ "session", OPT_SESSION, "HEX", 0,
+	  "The migration's session id (default: a random one, printed at start). A source "
+	  "restarted mid-migration needs the one its predecessor printed: the target's journal "
+	  "and router accept no other", 1 },
 	{ "max-bandwidth", OPT_BANDWIDTH, "MIB/S", 0,
 	  "Cap precopy and background pushes at MIB/S MiB/s (answers to page requests are "
 	  "never held back; default: no cap)", 1 },
@@ -182,6 +195,12 @@ static error_t source_parse(int key, char *arg, struct argp_state *state)
 		break;
 	case OPT_KEEP:
 		c->cfg.keep_serving = true;
+		break;
+	case OPT_SESSION:
+		errno = 0;
+		c->cfg.session = strtoull(arg, &end, 16);
+		if (errno || end == arg || *end || !c->cfg.session)
+			argp_error(state, "invalid --session '%s' (hex, not 0; the id a source printed)", arg);
 		break;
 	case OPT_BANDWIDTH: {
 		double mib = strtod(arg, &end);

@@ -1977,7 +1977,11 @@ int fl_router_create(const struct fl_router_config *cfg, struct fl_router **out,
 	}
 	fl_wire_reader_init(&r->rd);
 	fl_wire_writer_init(&r->wr);
-	/* The uffd is polled; a blocking read would stall the connection. */
+	/* The kernel refuses to poll a userfaultfd without O_NONBLOCK
+	 * (userfaultfd_poll: EPOLLERR, since a waiter woken before its message
+	 * is read would leave a blocking read asleep), so the flag is required
+	 * on the open file description the VMM shares; VMMs that hand their
+	 * uffd to a handler (QEMU, Firecracker) create it non-blocking anyway. */
 	fcntl(r->uffd, F_SETFL, fcntl(r->uffd, F_GETFL) | O_NONBLOCK);
 
 	r->nregions = cfg->nregions;

@@ -10,8 +10,14 @@
  * are read with process_vm_readv (no fault), shared file pages (memfd,
  * shmem) through the file itself (/proc/PID/map_files: a hole reads as
  * zeros, no fault), unmapped anonymous pages are zero, and a UFFDIO_POISON
- * marker (a swap-type PTE marker) is poison without touching it.  A read
- * that still fails with EFAULT/EIO while the mapping exists is poison too.
+ * marker (a swap-type PTE marker) is poison without touching it.  A mapped
+ * page that process_vm_readv refuses is poison only with positive evidence
+ * (the marker, or kpageflags HWPOISON of its frame); else it is read through
+ * /proc/PID/mem (FOLL_FORCE: PROT_NONE pages too), and a page that can't be
+ * read at all ends the run with an error naming it: declaring it poisoned
+ * would make the target SIGBUS on memory that is fine.  VM_IO/VM_PFNMAP
+ * ranges are refused at start: pagemap shows them as holes, so they would be
+ * served as zeros.
  *
  * Or the VMM hands its memory over (--vmm-socket, fl_handover()): a memfd
  * per region and a duplicate of its userfaultfd.  Each region then is one
@@ -41,6 +47,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <linux/magic.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -57,6 +64,7 @@
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/un.h>
+#include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -79,8 +87,15 @@
 #define PM_PFN_MASK ((1ull << 55) - 1)
 #define KPF_HWPOISON 19
 
+/* Most pages per PageData; fewer where pages are so large that these would
+ * not fit in one frame (s->batch_pages, s->answer_pages: fl_source_frame_pages). */
 #define BATCH_PAGES 64		/* pages per precopy / push PageData */
 #define ANSWER_PAGES 256	/* pages per answer frame: a request may name 1024, too big for one */
+/* PageData bytes besides the contents: per page a page number (varint, up to
+ * 10 bytes) and 2 state bits; once, seq/region/flags, the length prefixes of
+ * the repeated fields and the Frame's own tag and length. */
+#define PD_PER_PAGE 11
+#define PD_FIXED 64
 #define SCAN_PAGES 512		/* pages per pagemap read when classifying or scanning */
 #define MAP_CHUNK_PAGES 65536	/* pages per StateMapChunk (16 KiB of states before zlib) */
 #define PUSH_SCAN_PAGES 65536	/* map pages looked at per push step */
@@ -94,7 +109,14 @@
 #define STOP_WAIT_NS (2 * NS)
 #define NS 1000000000ll
 
-enum rd { R_DATA, R_ZERO, R_POISON };
+/* What reading a page gave; from R_POISON on: poisoned, and the evidence. */
+enum rd { R_DATA, R_ZERO, R_POISON, R_HWPOISON, R_SHMEM_EIO };
+
+static const char *const poison_cause[] = {
+	[R_POISON] = "uffd_poison_marker",
+	[R_HWPOISON] = "hwpoison",
+	[R_SHMEM_EIO] = "shmem_read_eio",
+};
 
 enum cphase { CP_HELLO, CP_PRECOPY, CP_WAIT, CP_MAP, CP_PUSH, CP_DONE };
 
@@ -104,6 +126,7 @@ struct seg {
 	uint64_t file_off;	/* of `start` in the backing file */
 	int fd;			/* map_files fd (O_RDWR where possible), -1: none */
 	bool shared, file, writable_fd;
+	bool shmem;		/* fd is tmpfs/hugetlbfs: EIO from a read means SIGBUS there */
 	char name[96];		/* for messages: "/memfd:guest (deleted)", "[anon]" */
 };
 
@@ -154,6 +177,7 @@ struct src {
 	struct fl_wire_limits lim;
 	uint64_t pages_total, session, hash_seed;
 	int pagemap_fd, kpf_fd, pidfd;	/* pagemap_fd -1: no pagemap (a VMM's memfds only) */
+	int mem_fd, mem_err;	/* /proc/PID/mem: pages process_vm_readv refuses (PROT_NONE) */
 	char pidfd_err[160];
 	struct fl_handover_recv ho;	/* --vmm-socket: sock and uffd kept; memfds moved to segs */
 	int vmm_lfd;
@@ -164,6 +188,12 @@ struct src {
 	struct ctl ctls[MAX_CTLS];
 	bool softdirty, sd_cleared, precopy_valid, memory_failure;
 	bool switched, switch_requested, vm_stopped, target_done, completed;
+	bool switch_announced;	/* a Switchover was queued: a target may run the VM */
+	bool vm_was_stopped;	/* already stopped before our SIGSTOP: not ours to resume */
+	bool vm_resumed;	/* SIGCONT at exit: no target was ever told to take over */
+	bool out_dead;		/* a write to s->out failed: events are no longer printed */
+	char why[512];		/* why a failed run ended: said once, sent to the target */
+	unsigned batch_pages, answer_pages;	/* BATCH_PAGES, ANSWER_PAGES that fit a frame */
 	int64_t t0, first_hello_ns, switch_at, next_tick, next_progress;
 	unsigned scan_r;
 	uint64_t scan_p;
@@ -236,6 +266,43 @@ static void say(struct src *s, const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
+/*
+ * JSON mode: may s->out still be written?  Once a write to it failed (its
+ * reader went away: EPIPE, SIGPIPE being ignored) nothing more goes there,
+ * but serving goes on: after the switchover the process is stopped and only
+ * this source holds what the target still needs.
+ */
+static bool out_open(const struct src *s)
+{
+	return !s->out_dead;
+}
+
+/* End of one JSON line: flush it, and on the first failure say so once. */
+static void out_end(struct src *s)
+{
+	int err = fflush(s->out) ? errno : ferror(s->out) ? EIO : 0;
+
+	if (!err)
+		return;
+	s->out_dead = true;
+	say(s, "cannot write events to %s (%s): no more are printed there; serving goes on",
+	    s->out == stdout ? "stdout" : "the event stream", strerror(err));
+}
+
+/* Why the run fails, kept for the end (said once there, and sent to the target). */
+static int fail(struct src *s, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(struct src *s, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!s->why[0]) {
+		va_start(ap, fmt);
+		vsnprintf(s->why, sizeof(s->why), fmt, ap);
+		va_end(ap);
+	}
+	return err;
+}
+
 /* JSON mode: one event line on s->out; `body` continues after "event". */
 static void event(struct src *s, const char *name, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -243,6 +310,8 @@ static void event(struct src *s, const char *name, const char *fmt, ...)
 {
 	va_list ap;
 
+	if (!out_open(s))
+		return;
 	fprintf(s->out, "{\"event\":\"%s\",\"ts_ns\":%" PRId64, name, now_ns());
 	if (fmt && *fmt) {
 		fputc(',', s->out);
@@ -251,7 +320,7 @@ static void event(struct src *s, const char *name, const char *fmt, ...)
 		va_end(ap);
 	}
 	fputs("}\n", s->out);
-	fflush(s->out);
+	out_end(s);
 }
 
 static void json_str_field(FILE *out, const char *key, const char *v)
@@ -406,6 +475,16 @@ uint64_t fl_source_page_hash(const void *p, size_t len, uint64_t seed)
 	return out ^ (out >> 33);
 }
 
+unsigned fl_source_frame_pages(uint32_t page_size, unsigned want)
+{
+	uint64_t fit;
+
+	if (!page_size)
+		return 0;
+	fit = (FL_WIRE_MAX_FRAME - PD_FIXED) / ((uint64_t)page_size + PD_PER_PAGE);
+	return fit < want ? (unsigned)fit : want;
+}
+
 static bool all_zero(const uint8_t *p, size_t n)
 {
 	uint64_t acc = 0;
@@ -484,6 +563,14 @@ static bool addr_mapped(struct src *s, uint64_t addr)
 	return ok;
 }
 
+/* Is fd's file shmem (memfd, tmpfs) or hugetlbfs? */
+static bool fd_is_shmem(int fd)
+{
+	struct statfs sf;
+
+	return !fstatfs(fd, &sf) && (sf.f_type == TMPFS_MAGIC || sf.f_type == HUGETLBFS_MAGIC);
+}
+
 /* Split region r over the VMAs that cover it; every byte must be mapped. */
 static int build_segments(struct src *s, struct region *r, unsigned id, const struct vma *v,
 			  unsigned n)
@@ -525,6 +612,8 @@ static int build_segments(struct src *s, struct region *r, unsigned id, const st
 			if (g->fd < 0)
 				say(s, "warning: cannot open %s (%s): unmapped pages of %s are served as "
 				    "zero", mf, strerror(errno), g->name);
+			else
+				g->shmem = fd_is_shmem(g->fd);
 		}
 		at = g->end;
 	}
@@ -599,21 +688,49 @@ static bool kpf_hwpoison(struct src *s, uint64_t pfn)
 	return (fl >> KPF_HWPOISON) & 1;
 }
 
-static bool read_failed_is_poison(int err)
+/*
+ * Hardware poison of the frame behind a pagemap entry: a mapped frame, or the
+ * one a non-swapfile swap entry names (memory_failure() replaces the PTE of a
+ * poisoned page by a hwpoison entry that carries its pfn; so do migration
+ * entries, whose frames are not HWPOISON).
+ */
+static bool pme_hwpoison(struct src *s, uint64_t e)
+{
+	if (e & PM_PRESENT)
+		return kpf_hwpoison(s, e & PM_PFN_MASK);
+	if ((e & PM_SWAP) && (e & 31) >= 16 && !pme_marker(e))
+		return kpf_hwpoison(s, (e & PM_PFN_MASK) >> 5);
+	return false;
+}
+
+/* A read error that may be one page's own (read the pages one by one to see). */
+static bool page_read_error(int err)
 {
 	return err == EFAULT || err == EIO || err == EHWPOISON;
 }
 
-/* One page through the file: R_DATA (short reads past EOF are zero-filled). */
-static int read_file_page(struct src *s, struct seg *g, uint64_t addr, uint8_t *dst, uint8_t *res)
+/*
+ * One page through the file: R_DATA (short reads past EOF are zero-filled).
+ * shmem and hugetlbfs fail a read with EIO exactly where an access in the
+ * process would SIGBUS (a HWPoison page, or swap that can't be read back), so
+ * that is poison; any other failure is an error naming the page.
+ */
+static int read_file_page(struct src *s, struct region *r, struct seg *g, uint64_t addr,
+			  uint8_t *dst, uint8_t *res)
 {
-	ssize_t k = pread(g->fd, dst, s->ps, (off_t)(g->file_off + (addr - g->start)));
+	uint64_t off = g->file_off + (addr - g->start);
+	ssize_t k = pread(g->fd, dst, s->ps, (off_t)off);
 
 	if (k < 0) {
-		if (!read_failed_is_poison(errno))
-			return -errno;
-		*res = R_POISON;
-		return 0;
+		int err = errno;
+
+		if ((err == EIO && g->shmem) || err == EHWPOISON) {
+			*res = err == EIO ? R_SHMEM_EIO : R_HWPOISON;
+			return 0;
+		}
+		return fail(s, -err, "page %" PRIu64 " of region %ld (0x%" PRIx64 ") cannot be read "
+			    "from %s at offset 0x%" PRIx64 ": %s", (addr - r->addr) / s->ps,
+			    (long)(r - s->reg), addr, g->name, off, strerror(err));
 	}
 	if (k == 0) {
 		*res = R_ZERO;
@@ -626,10 +743,69 @@ static int read_file_page(struct src *s, struct seg *g, uint64_t addr, uint8_t *
 }
 
 /*
+ * Page p of r, which pagemap had mapped, and process_vm_readv refused (err).
+ * Poison needs positive evidence: a UFFDIO_POISON marker or an HWPOISON frame
+ * in pagemap + kpageflags, read again now.  Else the page is memory the
+ * process can reach (or could, after an mprotect): PROT_NONE is the common
+ * case, and /proc/PID/mem reads it the way a debugger does (FOLL_FORCE); the
+ * page is mapped, so that read does not fault into a userfaultfd.  A page
+ * that can't be read that way either is an error that names it, not poison:
+ * the target would SIGBUS on memory that is fine here, and the guest would
+ * take a machine check for it.
+ */
+static int read_refused(struct src *s, struct region *r, uint64_t p, int err, uint8_t *dst,
+			uint8_t *res)
+{
+	uint64_t addr = r->addr + p * s->ps, e;
+	struct seg *g = find_seg(r, addr);
+	int ret = read_pme(s, r, &p, 1, &e);
+
+	if (ret)
+		return ret;
+	if (pme_poison_marker(e)) {
+		*res = R_POISON;
+		return 0;
+	}
+	if (err == EHWPOISON || pme_hwpoison(s, e)) {
+		*res = R_HWPOISON;
+		return 0;
+	}
+	if ((e & (PM_PRESENT | PM_SWAP)) && !pme_marker(e)) {
+		ssize_t k = s->mem_fd >= 0 ? pread(s->mem_fd, dst, s->ps, (off_t)addr) : -1;
+		int merr = s->mem_fd < 0 ? s->mem_err : k < 0 ? errno : EIO;
+
+		if (k == (ssize_t)s->ps) {
+			*res = R_DATA;
+			return 0;
+		}
+		if (addr_mapped(s, addr))
+			return fail(s, -EIO, "page %" PRIu64 " of region %ld (0x%" PRIx64 ", %s) cannot "
+				    "be read: process_vm_readv: %s; /proc/%d/mem: %s; it is mapped and "
+				    "shows no sign of poison (no UFFDIO_POISON marker%s), so it is not "
+				    "declared poisoned", p, (long)(r - s->reg), addr, g->name,
+				    strerror(err), s->pid, strerror(merr),
+				    s->kpf_fd >= 0 ? ", no HWPOISON frame" : "");
+	} else if (addr_mapped(s, addr)) {
+		/* unmapped since pagemap was read (MADV_DONTNEED, say): a hole now */
+		if (g->fd >= 0)
+			return read_file_page(s, r, g, addr, dst, res);
+		*res = R_ZERO;
+		return 0;
+	}
+	if (!r->gone_warned)
+		say(s, "warning: 0x%" PRIx64 " (region %ld) is no longer mapped in process %d: such "
+		    "pages are served as zero", addr, (long)(r - s->reg), s->pid);
+	r->gone_warned = true;
+	*res = R_ZERO;
+	return 0;
+}
+
+/*
  * Contents of the listed pages of r: page idx[i] lands in buf + i*ps with
- * res[i] R_DATA; R_ZERO (known zero, buf untouched) or R_POISON.  pme[] must
- * be fresh from read_pme.  Negative errno only for failures that are not a
- * page's own (the process is gone, a descriptor broke).
+ * res[i] R_DATA; R_ZERO (known zero, buf untouched) or poisoned (>= R_POISON,
+ * by what evidence).  pme[] must be fresh from read_pme.  Negative errno for
+ * failures that are not a page's own (the process is gone, a descriptor
+ * broke) and for a page that can't be read (s->why names it).
  */
 static int read_data(struct src *s, struct region *r, const uint64_t *idx, unsigned n,
 		     const uint64_t *pme, uint8_t *buf, uint8_t *res)
@@ -659,7 +835,7 @@ static int read_data(struct src *s, struct region *r, const uint64_t *idx, unsig
 				memset(res + i, R_DATA, k);
 			} else {
 				for (unsigned j = 0; j < k; j++) {
-					ret = read_file_page(s, g, addr + (uint64_t)j * s->ps,
+					ret = read_file_page(s, r, g, addr + (uint64_t)j * s->ps,
 							     buf + (size_t)(i + j) * s->ps, &res[i + j]);
 					if (ret)
 						return ret;
@@ -675,7 +851,7 @@ static int read_data(struct src *s, struct region *r, const uint64_t *idx, unsig
 			vslot[nv++] = i;
 		} else if (g->fd >= 0) {
 			/* private file mapping never written: the file's contents */
-			ret = read_file_page(s, g, addr, buf + (size_t)i * s->ps, &res[i]);
+			ret = read_file_page(s, r, g, addr, buf + (size_t)i * s->ps, &res[i]);
 			if (ret)
 				return ret;
 		} else {
@@ -688,7 +864,7 @@ static int read_data(struct src *s, struct region *r, const uint64_t *idx, unsig
 
 		if (k < 0 && errno == ESRCH)
 			return -ESRCH;
-		if (k < 0 && !read_failed_is_poison(errno) && errno != ENOMEM)
+		if (k < 0 && !page_read_error(errno) && errno != ENOMEM)
 			return -errno;
 		done = k > 0 ? (unsigned)((size_t)k / s->ps) : 0;
 		for (unsigned j = 0; j < done; j++)
@@ -703,15 +879,11 @@ static int read_data(struct src *s, struct region *r, const uint64_t *idx, unsig
 			res[bad] = R_DATA;
 		} else if (k < 0 && errno == ESRCH) {
 			return -ESRCH;
-		} else if (addr_mapped(s, (uint64_t)(uintptr_t)rv[at].iov_base)) {
-			res[bad] = R_POISON;
 		} else {
-			if (!r->gone_warned)
-				say(s, "warning: 0x%" PRIx64 " (region %ld) is no longer mapped in "
-				    "process %d: such pages are served as zero",
-				    (uint64_t)(uintptr_t)rv[at].iov_base, (long)(r - s->reg), s->pid);
-			r->gone_warned = true;
-			res[bad] = R_ZERO;
+			ret = read_refused(s, r, idx[bad], k < 0 ? errno : EFAULT, lv[at].iov_base,
+					   &res[bad]);
+			if (ret)
+				return ret;
 		}
 		at++;
 	}
@@ -764,19 +936,19 @@ static void note_poison(struct src *s, unsigned ri, uint64_t p, const char *caus
 
 /* The pages of the last read_data that came back poisoned become known poison. */
 static void note_read_poison(struct src *s, unsigned ri, const uint64_t *idx, unsigned n,
-			     const uint64_t *pme, const uint8_t *res)
+			     const uint8_t *res)
 {
 	for (unsigned i = 0; i < n; i++)
-		if (res[i] == R_POISON)
-			note_poison(s, ri, idx[i], pme_poison_marker(pme[i]) ? "uffd_poison_marker" :
-				    "unreadable");
+		if (res[i] >= R_POISON)
+			note_poison(s, ri, idx[i], poison_cause[res[i]]);
 }
 
 /*
  * Periodic look for poison that appeared on its own: hardware poison of a
- * mapped frame (kpageflags HWPOISON; this is the memory-failure "event
- * stream" on kernels without the ras:memory_failure_event tracepoint) and
- * UFFDIO_POISON markers placed by someone else.
+ * mapped frame, or of the one a hwpoison entry in its PTE names (kpageflags
+ * HWPOISON; this is the memory-failure "event stream" on kernels without the
+ * ras:memory_failure_event tracepoint) and UFFDIO_POISON markers placed by
+ * someone else.
  */
 static int scan_poison(struct src *s)
 {
@@ -801,6 +973,8 @@ static int scan_poison(struct src *s)
 
 			if (pme_poison_marker(e) && !bit_get(r->poison, s->idx[i]))
 				note_poison(s, s->scan_r, s->idx[i], "uffd_poison_marker");
+			else if (!(e & PM_PRESENT) && pme_hwpoison(s, e) && !bit_get(r->poison, s->idx[i]))
+				note_poison(s, s->scan_r, s->idx[i], "hwpoison");
 			if (!(e & PM_PRESENT) || !pfn || s->kpf_fd < 0)
 				continue;
 			/* frames that follow each other are one read */
@@ -1026,13 +1200,13 @@ static void drop_conn(struct src *s, struct conn *c, const char *why)
 	bool was_active = c->phase != CP_HELLO;
 
 	if (was_active) {
-		if (s->cfg->json) {
+		if (s->cfg->json && out_open(s)) {
 			fprintf(s->out, "{\"event\":\"target_disconnected\",\"ts_ns\":%" PRId64
 				",\"peer\":\"%s\",\"phase\":\"%s\"", now_ns(), c->peer, phase_name(s, c));
 			json_str_field(s->out, "reason", why);
 			fputs("}\n", s->out);
-			fflush(s->out);
-		} else if (!s->target_done) {
+			out_end(s);
+		} else if (!s->cfg->json && !s->target_done) {
 			say(s, "target %s disconnected during %s: %s%s", c->peer, phase_name(s, c), why,
 			    s->target_done ? "" : "; waiting for it to reconnect (resume)");
 		}
@@ -1054,13 +1228,13 @@ static void protocol_error(struct src *s, struct conn *c, int code, const char *
 	f.error = &e;
 	if (!fl_wire_put(&c->wr, &f))
 		fl_wire_flush(&c->wr, c->fd);
-	if (s->cfg->json) {
+	if (s->cfg->json && out_open(s)) {
 		fprintf(s->out, "{\"event\":\"protocol_error\",\"ts_ns\":%" PRId64 ",\"peer\":\"%s\","
 			"\"code\":%u", now_ns(), c->peer, e.code);
 		json_str_field(s->out, "text", text);
 		fputs("}\n", s->out);
-		fflush(s->out);
-	} else {
+		out_end(s);
+	} else if (!s->cfg->json) {
 		say(s, "protocol error from %s: %s (connection closed)", c->peer, text);
 	}
 	snprintf(why, sizeof(why), "protocol error: %s", text);
@@ -1163,12 +1337,12 @@ static int current_states(struct src *s, struct conn *c, unsigned ri, const uint
 		ret = read_data(s, &s->reg[ri], widx, nw, wpme, s->buf, wres);
 	if (ret)
 		return ret;
-	note_read_poison(s, ri, widx, nw, wpme, wres);
+	note_read_poison(s, ri, widx, nw, wres);
 	/* read_data filled slot j for widx[j]: move each to the slot of its page */
 	for (unsigned j = nw; j-- > 0;) {
 		unsigned i = want[j];
 
-		if (wres[j] == R_POISON) {
+		if (wres[j] >= R_POISON) {
 			states[i] = ST_POISONED;
 		} else if (wres[j] == R_ZERO ||
 			   (!s->switched && all_zero(s->buf + (size_t)j * s->ps, s->ps))) {
@@ -1187,8 +1361,9 @@ static int answer_request(struct src *s, struct conn *c, const Faultline__Wire__
 
 	s->requests++;
 	s->pages_requested += q->n_pages;
-	for (size_t at = 0; at < q->n_pages; at += ANSWER_PAGES) {
-		unsigned n = (unsigned)(q->n_pages - at < ANSWER_PAGES ? q->n_pages - at : ANSWER_PAGES);
+	for (size_t at = 0; at < q->n_pages; at += s->answer_pages) {
+		unsigned n = (unsigned)(q->n_pages - at < s->answer_pages ? q->n_pages - at :
+					s->answer_pages);
 
 		ret = current_states(s, c, q->region, q->pages + at, n, true, states);
 		if (!ret)
@@ -1210,8 +1385,9 @@ static int answer_query(struct src *s, struct conn *c, const Faultline__Wire__St
 	int ret;
 
 	s->queries++;
-	for (size_t at = 0; at < q->n_pages; at += ANSWER_PAGES) {
-		unsigned n = (unsigned)(q->n_pages - at < ANSWER_PAGES ? q->n_pages - at : ANSWER_PAGES);
+	for (size_t at = 0; at < q->n_pages; at += s->answer_pages) {
+		unsigned n = (unsigned)(q->n_pages - at < s->answer_pages ? q->n_pages - at :
+					s->answer_pages);
 
 		ret = current_states(s, c, q->region, q->pages + at, n, false, states);
 		if (ret)
@@ -1465,7 +1641,7 @@ static int precopy_step(struct src *s, struct conn *c)
 		return 0;
 	}
 	r = &s->reg[c->cr];
-	n = (unsigned)(r->npages - c->cp < BATCH_PAGES ? r->npages - c->cp : BATCH_PAGES);
+	n = (unsigned)(r->npages - c->cp < s->batch_pages ? r->npages - c->cp : s->batch_pages);
 	for (unsigned i = 0; i < n; i++)
 		s->idx[i] = c->cp + i;
 	ret = read_pme(s, r, s->idx, n, s->pme);
@@ -1473,7 +1649,7 @@ static int precopy_step(struct src *s, struct conn *c)
 		ret = read_data(s, r, s->idx, n, s->pme, s->buf, s->res);
 	if (ret)
 		return ret;
-	note_read_poison(s, c->cr, s->idx, n, s->pme, s->res);
+	note_read_poison(s, c->cr, s->idx, n, s->res);
 	for (unsigned i = 0; i < n; i++) {
 		uint64_t p = s->idx[i];
 		uint8_t *page = s->buf + (size_t)i * s->ps;
@@ -1531,6 +1707,9 @@ static int map_step(struct src *s, struct conn *c)
 		ret = put(c, FAULTLINE__WIRE__FRAME__BODY_SWITCHOVER, &sw);
 		if (ret)
 			return ret;
+		/* queued is as good as delivered: cleanup flushes it, and a
+		 * target may run the VM from here on (see release_vm) */
+		s->switch_announced = true;
 		c->switch_sent = true;
 		c->cr = 0;
 		c->cp = 0;
@@ -1611,7 +1790,7 @@ static int push_step(struct src *s, struct conn *c)
 		return put_end(s, c);
 	ri = c->cr;
 	r = &s->reg[ri];
-	while (n < BATCH_PAGES && c->cp < r->npages && scanned < PUSH_SCAN_PAGES) {
+	while (n < s->batch_pages && c->cp < r->npages && scanned < PUSH_SCAN_PAGES) {
 		uint64_t p = c->cp++;
 
 		scanned++;
@@ -1629,9 +1808,9 @@ static int push_step(struct src *s, struct conn *c)
 		ret = read_data(s, r, s->idx, n, s->pme, s->buf, s->res);
 	if (ret)
 		return ret;
-	note_read_poison(s, ri, s->idx, n, s->pme, s->res);
+	note_read_poison(s, ri, s->idx, n, s->res);
 	for (unsigned i = 0; i < n; i++)
-		states[i] = s->res[i] == R_POISON || bit_get(r->poison, s->idx[i]) ? ST_POISONED :
+		states[i] = s->res[i] >= R_POISON || bit_get(r->poison, s->idx[i]) ? ST_POISONED :
 			    s->res[i] == R_ZERO ? ST_ZERO : ST_DIRTY;
 	ret = put_page_data(s, c, 0, ri, s->idx, n, states, false, true);
 	if (ret)
@@ -1694,6 +1873,24 @@ static bool has_background(const struct conn *c)
 
 /* ---- switchover ---------------------------------------------------------- */
 
+/* The state letter of a /proc/.../stat file (R, S, D, T, ...), 0 if unreadable. */
+static char task_state(const char *path)
+{
+	char buf[512], *rp;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t k;
+
+	if (fd < 0)
+		return 0;
+	k = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (k <= 0)
+		return 0;
+	buf[k] = 0;
+	rp = strrchr(buf, ')');
+	return rp && rp[1] == ' ' ? rp[2] : 0;
+}
+
 /* SIGSTOP, then wait until every thread is stopped (a thread asleep in an
  * uninterruptible wait can't write either, but is waited for too). */
 static int stop_vm(struct src *s)
@@ -1701,12 +1898,13 @@ static int stop_vm(struct src *s)
 	int64_t deadline = now_ns() + STOP_WAIT_NS;
 	char path[64], running[128] = "";
 
+	snprintf(path, sizeof(path), "/proc/%d/stat", s->pid);
+	s->vm_was_stopped = task_state(path) == 'T';
 	if (kill(s->pid, SIGSTOP)) {
 		int err = errno;
 
-		say(s, "cannot stop process %d at switchover: %s", s->pid,
-		    err == ESRCH ? "it has exited" : strerror(err));
-		return -err;
+		return fail(s, -err, "cannot stop process %d at switchover: %s", s->pid,
+			    err == ESRCH ? "it has exited" : strerror(err));
 	}
 	s->vm_stopped = true;
 	snprintf(path, sizeof(path), "/proc/%d/task", s->pid);
@@ -1718,27 +1916,16 @@ static int stop_vm(struct src *s)
 		if (!d)
 			return -ESRCH;
 		while ((e = readdir(d))) {
-			char sp[384], buf[512], *rp;
-			int fd;
-			ssize_t k;
+			char sp[384], st;
 
 			if (!isdigit((unsigned char)e->d_name[0]))
 				continue;
 			snprintf(sp, sizeof(sp), "%s/%s/stat", path, e->d_name);
-			fd = open(sp, O_RDONLY | O_CLOEXEC);
-			if (fd < 0)
-				continue;
-			k = read(fd, buf, sizeof(buf) - 1);
-			close(fd);
-			if (k <= 0)
-				continue;
-			buf[k] = 0;
-			rp = strrchr(buf, ')');
-			if (rp && rp[1] == ' ' && rp[2] != 'T' && rp[2] != 't' && rp[2] != 'Z' &&
-			    rp[2] != 'X') {
+			st = task_state(sp);
+			if (st && st != 'T' && st != 't' && st != 'Z' && st != 'X') {
 				all = false;
 				snprintf(running, sizeof(running), "thread %.20s (state %c)", e->d_name,
-					 rp[2]);
+					 st);
 			}
 		}
 		closedir(d);
@@ -1781,7 +1968,7 @@ static int classify(struct src *s)
 
 				if (bit_get(r->poison, p))
 					continue;
-				if ((e & PM_PRESENT) && kpf_hwpoison(s, e & PM_PFN_MASK)) {
+				if (pme_hwpoison(s, e)) {
 					note_poison(s, ri, p, "hwpoison");
 					continue;
 				}
@@ -1797,13 +1984,13 @@ static int classify(struct src *s)
 			ret = read_data(s, r, ridx, nr, rpme, s->buf, s->res);
 			if (ret)
 				return ret;
-			note_read_poison(s, ri, ridx, nr, rpme, s->res);
+			note_read_poison(s, ri, ridx, nr, s->res);
 			for (unsigned j = 0; j < nr; j++) {
 				uint64_t p = ridx[j];
 				const uint8_t *page = s->buf + (size_t)j * s->ps;
 				unsigned st;
 
-				if (s->res[j] == R_POISON || bit_get(r->poison, p))
+				if (s->res[j] >= R_POISON || bit_get(r->poison, p))
 					continue;
 				if (s->res[j] == R_ZERO || all_zero(page, s->ps))
 					st = ST_ZERO;
@@ -1838,10 +2025,9 @@ static int do_switchover(struct src *s, struct conn *c)
 			return ret;
 	}
 	ret = classify(s);
-	if (ret) {
-		say(s, "cannot read process %d's memory at switchover: %s", s->pid, strerror(-ret));
-		return ret;
-	}
+	if (ret)
+		return fail(s, ret, "cannot read process %d's memory at switchover: %s", s->pid,
+			    strerror(-ret));
 	s->switched = true;	/* from here note_poison keeps the map and counts right */
 	s->switch_ms = (now_ns() - t) / 1000000;
 	c->phase = CP_MAP;
@@ -2173,6 +2359,72 @@ static bool probe_soft_dirty(void)
 	return ok;
 }
 
+/* Does a VmFlags line of smaps name flag `f` (two letters)? */
+static bool vmflag(const char *line, const char *f)
+{
+	for (const char *p = line + strlen("VmFlags:"); (p = strstr(p, f)); p += 2)
+		if (p[-1] == ' ' && (p[2] == ' ' || p[2] == '\n' || !p[2]))
+			return true;
+	return false;
+}
+
+/*
+ * VM_IO / VM_PFNMAP mappings (device memory, [vvar]) inside a range: pagemap
+ * walks skip VM_PFNMAP (its pages read as holes, so they would be served as
+ * zeros), reading VM_IO may have side effects on a device (core dumps skip
+ * it for that), and process_vm_readv refuses both.  Refused here, where it
+ * can be said why.  smaps is the only place those flags show; reading it
+ * walks the page tables once, at start, not during the switchover.
+ */
+static int refuse_device_memory(struct src *s)
+{
+	char path[64], line[512], name[256] = "";
+	uint64_t start = 0, end = 0;
+	int ret = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/smaps", s->pid);
+	f = fopen(path, "re");
+	if (!f) {
+		ret = -errno;
+		say(s, "cannot read %s: %s", path, strerror(-ret));
+		return ret;
+	}
+	while (!ret && fgets(line, sizeof(line), f)) {
+		uint64_t a, b, off;
+		char perms[5];
+		unsigned dmaj, dmin;
+		unsigned long ino;
+		int pos = 0;
+
+		if (sscanf(line, "%" SCNx64 "-%" SCNx64 " %4s %" SCNx64 " %x:%x %lu %n", &a, &b, perms,
+			   &off, &dmaj, &dmin, &ino, &pos) >= 7) {
+			start = a;
+			end = b;
+			snprintf(name, sizeof(name), "%s", line + pos);
+			name[strcspn(name, "\n")] = 0;
+			continue;
+		}
+		if (strncmp(line, "VmFlags:", 8) || (!vmflag(line, "io") && !vmflag(line, "pf")))
+			continue;
+		line[strcspn(line, "\n")] = 0;
+		for (unsigned i = 0; i < s->nreg; i++) {
+			struct region *r = &s->reg[i];
+
+			if (start >= r->addr + r->len || end <= r->addr)
+				continue;
+			say(s, "--range %u (0x%" PRIx64 ":%" PRIu64 "): 0x%" PRIx64 "-0x%" PRIx64 " (%s) "
+			    "is device memory (VM_IO/VM_PFNMAP: \"%s\" in %s): pagemap hides its pages "
+			    "and process_vm_readv can't read it, so it can't be served; pass only guest "
+			    "RAM", i, r->addr, r->len, start, end, name[0] ? name : "[anon]", line, path);
+			ret = -EINVAL;
+			break;
+		}
+	}
+	fclose(f);
+	return ret;
+}
+
 /* Regions from --pid + --range: every byte must be mapped in the process. */
 static int regions_from_pid(struct src *s)
 {
@@ -2225,6 +2477,9 @@ static int regions_from_pid(struct src *s)
 		}
 	}
 	free(v);
+	ret = refuse_device_memory(s);
+	if (ret)
+		return ret;
 	snprintf(path, sizeof(path), "/proc/%d/pagemap", s->pid);
 	s->pagemap_fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (s->pagemap_fd < 0) {
@@ -2232,6 +2487,9 @@ static int regions_from_pid(struct src *s)
 		say(s, "cannot open %s: %s", path, strerror(-ret));
 		return ret;
 	}
+	snprintf(path, sizeof(path), "/proc/%d/mem", s->pid);
+	s->mem_fd = open(path, O_RDONLY | O_CLOEXEC);
+	s->mem_err = s->mem_fd < 0 ? errno : 0;
 	s->pidfd = (int)syscall(SYS_pidfd_open, s->pid, 0);
 	if (s->pidfd < 0)
 		snprintf(s->pidfd_err, sizeof(s->pidfd_err), "pidfd_open(%d): %s: poison cannot be "
@@ -2251,13 +2509,13 @@ static int accept_vmm(struct src *s)
 		return ret;
 	}
 	s->vmm_lfd = ret;
-	if (s->cfg->json) {
+	if (s->cfg->json && out_open(s)) {
 		fprintf(s->out, "{\"event\":\"vmm_wait\",\"ts_ns\":%" PRId64 ",\"listen\":\"%s\"",
 			now_ns(), s->where);
 		json_str_field(s->out, "vmm_socket", path);
 		fputs("}\n", s->out);
-		fflush(s->out);
-	} else {
+		out_end(s);
+	} else if (!s->cfg->json) {
 		say(s, "waiting for a VMM to hand over its memory on %s (targets connect to %s)", path,
 		    s->where);
 	}
@@ -2376,6 +2634,7 @@ static int regions_from_handover(struct src *s)
 		g->fd = h->memfd;
 		h->memfd = -1;	/* the segment owns it now */
 		g->shared = g->file = true;
+		g->shmem = fd_is_shmem(g->fd);
 		fl = fcntl(g->fd, F_GETFL);
 		g->writable_fd = fl >= 0 && (fl & O_ACCMODE) == O_RDWR;
 		snprintf(path, sizeof(path), "/proc/self/fd/%d", g->fd);
@@ -2421,6 +2680,13 @@ static int setup(struct src *s)
 	int ret;
 
 	s->ps = (uint32_t)sysconf(_SC_PAGESIZE);
+	s->batch_pages = fl_source_frame_pages(s->ps, BATCH_PAGES);
+	s->answer_pages = fl_source_frame_pages(s->ps, ANSWER_PAGES);
+	if (!s->batch_pages) {
+		say(s, "pages of %u bytes don't fit in one wire frame (at most %u bytes with its "
+		    "header): this page size can't be served", s->ps, FL_WIRE_MAX_FRAME);
+		return -EMSGSIZE;
+	}
 	if (cfg->vmm_socket) {
 		/* a busy port or control socket shows before anyone waits on the VMM */
 		ret = tcp_listen(s);
@@ -2466,6 +2732,8 @@ static int setup(struct src *s)
 	if (getrandom(&s->session, sizeof(s->session), 0) != sizeof(s->session) ||
 	    getrandom(&s->hash_seed, sizeof(s->hash_seed), 0) != sizeof(s->hash_seed))
 		s->session = (uint64_t)now_ns() ^ ((uint64_t)getpid() << 32);
+	if (cfg->session)
+		s->session = cfg->session;
 	s->buf = aligned_alloc(4096, (size_t)SCAN_PAGES * s->ps);
 	if (!s->buf)
 		return -ENOMEM;
@@ -2479,6 +2747,8 @@ static int setup(struct src *s)
 static void print_ready(struct src *s)
 {
 	if (s->cfg->json) {
+		if (!out_open(s))
+			return;
 		fprintf(s->out, "{\"event\":\"source_ready\",\"ts_ns\":%" PRId64 ",\"pid\":%d,"
 			"\"listen\":\"%s\"", now_ns(), s->pid, s->where);
 		json_str_field(s->out, "control", s->cfg->control);
@@ -2499,7 +2769,7 @@ static void print_ready(struct src *s)
 			fputc('}', s->out);
 		}
 		fputs("]}\n", s->out);
-		fflush(s->out);
+		out_end(s);
 		return;
 	}
 	say(s, "serving %s %d: %u region(s), %" PRIu64 " pages (%.1f MiB) on %s%s%s",
@@ -2513,7 +2783,8 @@ static void print_ready(struct src *s)
 	    s->kpf_fd >= 0 ? "kpageflags HWPOISON checked every second" :
 	    !s->memory_failure ? "none possible (kernel without CONFIG_MEMORY_FAILURE); "
 	    "UFFDIO_POISON markers checked every second" :
-	    "/proc/kpageflags unreadable, seen only when a read fails");
+	    "/proc/kpageflags unreadable: can't be told from other read failures, which end "
+	    "the run");
 }
 
 /* ---- progress and summary ------------------------------------------------ */
@@ -2602,6 +2873,8 @@ static void summary(struct src *s)
 	double dur = (double)(now_ns() - s->t0) / 1e9;
 
 	if (s->cfg->json) {
+		if (!out_open(s))
+			return;
 		fprintf(s->out, "{\"event\":\"source_summary\",\"ts_ns\":%" PRId64 ",\"completed\":%s,"
 			"\"pages_total\":%" PRIu64 ",\"pages_sent\":%" PRIu64 ",\"bytes_sent\":%" PRIu64
 			",\"data_bytes\":%" PRIu64 ",\"requests_served\":%" PRIu64 ",\"pages_requested\":%"
@@ -2614,11 +2887,13 @@ static void summary(struct src *s)
 				s->n_dirty, s->n_zero, s->n_clean);
 		else
 			fputs(",\"dirty\":null,\"zero\":null,\"clean\":null", s->out);
-		fprintf(s->out, ",\"switched\":%s,\"vm_stopped\":%s,\"connections\":%" PRIu64
-			",\"protocol_errors\":%" PRIu64 ",\"dirty_tracking\":\"%s\",\"duration_s\":%.3f}\n",
-			s->switched ? "true" : "false", s->vm_stopped ? "true" : "false", s->connections,
-			s->protocol_errors, s->softdirty ? "soft-dirty" : "hash", dur);
-		fflush(s->out);
+		fprintf(s->out, ",\"switched\":%s,\"vm_stopped\":%s,\"vm_resumed\":%s,"
+			"\"connections\":%" PRIu64 ",\"protocol_errors\":%" PRIu64
+			",\"dirty_tracking\":\"%s\",\"duration_s\":%.3f}\n",
+			s->switched ? "true" : "false", s->vm_stopped ? "true" : "false",
+			s->vm_resumed ? "true" : "false", s->connections, s->protocol_errors,
+			s->softdirty ? "soft-dirty" : "hash", dur);
+		out_end(s);
 		return;
 	}
 	if (s->tty)
@@ -2635,9 +2910,15 @@ static void summary(struct src *s)
 	fprintf(stderr, "  served:   %" PRIu64 " page requests (%" PRIu64 " pages), %" PRIu64
 		" state queries; %" PRIu64 " connection(s), %" PRIu64 " protocol error(s)\n",
 		s->requests, s->pages_requested, s->queries, s->connections, s->protocol_errors);
-	if (s->vm_stopped)
-		fprintf(stderr, "  process %d stays stopped (SIGSTOP)%s\n", s->pid, s->completed ?
-			": it has migrated" : "; `kill -CONT` it only if the target never ran the VM");
+	if (s->vm_resumed)
+		fprintf(stderr, "  process %d resumed (SIGCONT): no target was told to take over\n",
+			s->pid);
+	else if (s->vm_stopped)
+		fprintf(stderr, "  process %d stays stopped (SIGSTOP)%s\n", s->pid,
+			s->completed ? ": it has migrated" :
+			s->vm_was_stopped ? ": it was stopped before the switchover" :
+			"; a target was told to switch over and may run it: `kill -CONT` it "
+			"only if none did");
 }
 
 /* ---- the loop -------------------------------------------------------------- */
@@ -2861,6 +3142,44 @@ static int serve(struct src *s)
 	return -EINTR;
 }
 
+/*
+ * The process we SIGSTOPped, on our way out.  Once a Switchover was queued to
+ * a target it stays stopped whatever ended the run: that target may already
+ * run the VM, and two running copies of one guest corrupt its disks and
+ * confuse its network peers; a stopped VM can still be resumed by whoever
+ * knows the target never ran it, a split brain can't be undone.  If no
+ * target was ever told (the run failed or was interrupted between the
+ * SIGSTOP and the Switchover: a page that can't be read at switchover, say),
+ * nobody else can run it, and a migration that did not happen must not leave
+ * the VM paused for good: it is resumed.  A process that was already stopped
+ * before our SIGSTOP is left as it was.
+ */
+static void release_vm(struct src *s)
+{
+	if (!s->vm_stopped || s->switch_announced || s->vm_was_stopped)
+		return;
+	if (kill(s->pid, SIGCONT)) {
+		if (errno != ESRCH)
+			say(s, "cannot resume process %d (SIGCONT): %s; it stays stopped", s->pid,
+			    strerror(errno));
+		return;
+	}
+	s->vm_resumed = true;
+}
+
+/* A failed run tells its targets why (best effort: cleanup flushes what the
+ * sockets take), so the migration ends with the reason instead of a hang-up. */
+static void tell_targets(struct src *s, int err)
+{
+	Faultline__Wire__Error e = FAULTLINE__WIRE__ERROR__INIT;
+
+	e.code = (uint32_t)-err;
+	e.text = s->why;
+	for (int i = 0; i < MAX_CONNS; i++)
+		if (s->conns[i].fd >= 0 && s->conns[i].phase != CP_HELLO)
+			put(&s->conns[i], FAULTLINE__WIRE__FRAME__BODY_ERROR, &e);
+}
+
 static void cleanup(struct src *s)
 {
 	for (int i = 0; i < MAX_CONNS; i++)
@@ -2896,6 +3215,8 @@ static void cleanup(struct src *s)
 	}
 	if (s->pagemap_fd >= 0)
 		close(s->pagemap_fd);
+	if (s->mem_fd >= 0)
+		close(s->mem_fd);
 	if (s->kpf_fd >= 0)
 		close(s->kpf_fd);
 	if (s->pidfd >= 0)
@@ -2905,7 +3226,8 @@ static void cleanup(struct src *s)
 
 int fl_source_run(const struct fl_source_config *cfg)
 {
-	struct sigaction sa = { .sa_handler = on_signal }, old_int, old_term;
+	struct sigaction sa = { .sa_handler = on_signal }, ign = { .sa_handler = SIG_IGN };
+	struct sigaction old_int, old_term, old_pipe;
 	struct src *s = calloc(1, sizeof(*s));
 	int ret;
 
@@ -2914,7 +3236,7 @@ int fl_source_run(const struct fl_source_config *cfg)
 	s->cfg = cfg;
 	s->out = cfg->out ? cfg->out : stdout;
 	s->pid = cfg->pid;
-	s->pagemap_fd = s->kpf_fd = s->pidfd = s->lfd = s->cfd = s->vmm_lfd = -1;
+	s->pagemap_fd = s->kpf_fd = s->pidfd = s->lfd = s->cfd = s->vmm_lfd = s->mem_fd = -1;
 	s->ho.sock = s->ho.uffd = -1;
 	s->tty = !cfg->json && isatty(STDERR_FILENO);
 	s->t0 = now_ns();
@@ -2926,14 +3248,23 @@ int fl_source_run(const struct fl_source_config *cfg)
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, &old_int);
 	sigaction(SIGTERM, &sa, &old_term);
+	/* a reader of --json's stdout (or of stderr) that goes away must not end
+	 * the run: after the switchover the process is stopped and only we serve
+	 * its memory; writes fail with EPIPE instead (out_end) */
+	sigemptyset(&ign.sa_mask);
+	sigaction(SIGPIPE, &ign, &old_pipe);
 	ret = setup(s);
 	if (!ret) {
 		print_ready(s);
 		ret = serve(s);
-		if (ret == -EINTR && !s->cfg->json)
+		if (ret == -EINTR && !s->cfg->json) {
 			say(s, "interrupted");
-		else if (ret && ret != -EINTR)
-			say(s, "stopped: %s", ret == -ESRCH ? "the process exited" : strerror(-ret));
+		} else if (ret && ret != -EINTR) {
+			fail(s, ret, "%s", ret == -ESRCH ? "the process exited" : strerror(-ret));
+			say(s, "stopped: %s", s->why);
+			tell_targets(s, ret);
+		}
+		release_vm(s);
 		summary(s);
 		if (ret == -EINTR && s->completed)	/* --keep-serving ended by the user */
 			ret = 0;
@@ -2943,6 +3274,7 @@ int fl_source_run(const struct fl_source_config *cfg)
 	cleanup(s);
 	sigaction(SIGINT, &old_int, NULL);
 	sigaction(SIGTERM, &old_term, NULL);
+	sigaction(SIGPIPE, &old_pipe, NULL);
 	free(s);
 	return ret;
 }

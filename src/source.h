@@ -5,8 +5,9 @@
  * userfaultfd a VMM hands over with fl_handover()) to one migration
  * target at a time over the wire protocol (src/faultline.proto), tracks the
  * pages written since precopy, learns poison (injected through the control
- * socket, kpageflags HWPOISON, UFFDIO_POISON markers, unreadable pages) and
- * streams what the target lacks in the background.
+ * socket, kpageflags HWPOISON, UFFDIO_POISON markers; a page that merely can't
+ * be read is an error, not poison) and streams what the target lacks in the
+ * background.
  *
  * Everything one run uses lives in one context inside source.c; the only
  * process-wide state is the stop flag set by the SIGINT/SIGTERM handler.
@@ -53,11 +54,14 @@ struct fl_source_config {
 	enum fl_source_dirty dirty;
 	unsigned progress_ms;		/* progress interval, 0: 1000 */
 	uint64_t max_bandwidth;		/* bytes/s for precopy + pushes, 0: no cap */
+	uint64_t session;		/* migration session id; 0: random */
 	FILE *out;			/* JSON lines and the summary; NULL: stdout */
 };
 
 /* Serve until the target ended (or SIGINT/SIGTERM).  Reports its own errors
- * on stderr; 0 when the migration completed, else negative errno. */
+ * on stderr; 0 when the migration completed, else negative errno.  SIGPIPE is
+ * ignored while it runs.  A process it stopped stays stopped once a target was
+ * told to switch over; a run that ends before that resumes it. */
 int fl_source_run(const struct fl_source_config *cfg);
 
 /*
@@ -80,5 +84,9 @@ int fl_source_split_hostport(const char *arg, char *host, size_t hlen, char *por
 
 /* 64-bit content hash used for hash-based dirty tracking (len % 8 == 0). */
 uint64_t fl_source_page_hash(const void *p, size_t len, uint64_t seed);
+
+/* Pages of page_size bytes one PageData frame can carry with its header
+ * (FL_WIRE_MAX_FRAME), at most `want`; 0 if not even one fits. */
+unsigned fl_source_frame_pages(uint32_t page_size, unsigned want);
 
 #endif

@@ -12,7 +12,8 @@ import traceback
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.path.join(ROOT, "build")
-FAULTLINE = os.path.join(BUILD, "faultline")
+# FAULTLINE_BIN runs the e2e tests against another build (an A/B of a fix).
+FAULTLINE = os.environ.get("FAULTLINE_BIN", os.path.join(BUILD, "faultline"))
 
 
 class Skip(Exception):

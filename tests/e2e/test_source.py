@@ -197,6 +197,86 @@ class Target:
             return f.read()
 
 
+
+# A process whose guest memory the source can't read the ordinary way, written
+# here because wire-client's memory is a plain memfd: "anon" is private
+# anonymous memory registered with a userfaultfd (MISSING) with some pages
+# mprotect(PROT_NONE) after they were filled; "secret" is memfd_secret(2)
+# memory, which nobody but its owner can read. Every 8th page stays a hole.
+ODD_MEM = r"""
+import ctypes, fcntl, json, os, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                      ctypes.c_long]
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+kind, n, none = sys.argv[1], int(sys.argv[2]), [int(x) for x in sys.argv[3].split(",") if x]
+ps = os.sysconf("SC_PAGE_SIZE")
+if kind == "secret":
+    fd = libc.syscall(447, 0)  # memfd_secret, the same number everywhere
+    if fd < 0:
+        print(json.dumps({"error": "memfd_secret: " + os.strerror(ctypes.get_errno())}), flush=True)
+        sys.exit(0)
+    os.ftruncate(fd, n * ps)
+    addr = libc.mmap(None, n * ps, 3, 1, fd, 0)  # PROT_READ|PROT_WRITE, MAP_SHARED
+else:
+    addr = libc.mmap(None, n * ps, 3, 0x22, -1, 0)  # MAP_PRIVATE|MAP_ANONYMOUS
+assert addr != ctypes.c_void_p(-1).value, os.strerror(ctypes.get_errno())
+for i in range(n):
+    if i % 8 != 7:
+        word = struct.pack("<Q", (i + 1) * 0x9E3779B97F4A7C15 % 2**64)
+        ctypes.memmove(addr + i * ps, word * (ps // 8), ps)
+if kind == "anon":
+    nr = {"x86_64": 323, "aarch64": 282}[os.uname().machine]
+    uffd = libc.syscall(nr, os.O_CLOEXEC | os.O_NONBLOCK)  # kept open: the registration's life
+    fcntl.ioctl(uffd, 0xc018aa3f, bytearray(struct.pack("QQQ", 0xAA, 0, 0)))  # UFFDIO_API
+    fcntl.ioctl(uffd, 0xc020aa00, bytearray(struct.pack("QQQQ", addr, n * ps, 1, 0)))  # REGISTER
+    for p in none:
+        assert libc.mprotect(addr + p * ps, ps, 0) == 0
+vvar = [l.split()[0] for l in open("/proc/self/maps") if l.rstrip().endswith("[vvar]")]
+print(json.dumps({"pid": os.getpid(), "addr": hex(addr), "length": n * ps, "page_size": ps,
+                  "vvar": vvar[0] if vvar else None}), flush=True)
+sys.stdin.read()
+"""
+
+
+class OddMem:
+    def __init__(self, kind, pages, prot_none=()):
+        self.p = subprocess.Popen(["python3", "-c", ODD_MEM, kind, str(pages),
+                                   ",".join(map(str, prot_none))], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        self.info = json.loads(self.p.stdout.readline())
+        if "error" in self.info:
+            self.__exit__()
+            raise Skip(self.info["error"])
+        self.pid = self.info["pid"]
+        self.addr = int(self.info["addr"], 16)
+        self.ps = self.info["page_size"]
+        self.pages = self.info["length"] // self.ps
+
+    def expected(self, i):
+        if i % 8 == 7:
+            return bytes(self.ps)
+        return ((i + 1) * 0x9E3779B97F4A7C15 % 2**64).to_bytes(8, "little") * (self.ps // 8)
+
+    def image(self):
+        return b"".join(self.expected(i) for i in range(self.pages))
+
+    def ranges(self, anon=False):
+        return ["--range", f"{self.info['addr']}:{self.info['length']}"]
+
+    state = Mem.state
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.p.kill()
+        self.p.wait(timeout=10)
+        return False
+
+
 def events(evs, name):
     return [e for e in evs if e.get("event") == name]
 
@@ -560,10 +640,128 @@ def test_vmm_handover_without_memfd_refused():
         assert "refused a handover" in errs and "without a memfd" in errs, errs
 
 
+
+def test_stdout_reader_gone_keeps_serving():
+    """--json whose stdout reader goes away just before the switchover, so the first
+    failed write comes right after the process is stopped, when only the source can
+    serve it: no death by SIGPIPE; the source says so once on stderr, prints nothing
+    more there and finishes the migration, leaving the migrated process stopped."""
+    setup()
+    with Mem("--pages", "256") as m, tempfile.TemporaryDirectory(prefix="fl-src-") as d:
+        ctl = os.path.join(d, "ctl")
+        p = subprocess.Popen([FAULTLINE, "source", "--pid", str(m.pid), *m.ranges(),
+                              "--listen", "127.0.0.1:0", "--control", ctl, "--json",
+                              "--switchover-on-command"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        try:
+            err = Lines(p.stderr)
+            ready = json.loads(p.stdout.readline())
+            src = type("S", (), {"addr": ready["listen"]})()
+            t = Target(src, "--precopy", "--pause-at", "switchover")
+            while json.loads(p.stdout.readline())["event"] != "precopy_done":
+                pass
+            p.stdout.close()  # the reader goes away; the switchover event is the next line
+            subprocess.run([FAULTLINE, "source", "--control", ctl, "--switchover-now"],
+                           check=True, capture_output=True, timeout=30)
+            t.wait_paused("switchover")
+            assert m.state() == "T", "the process should be stopped at switchover"
+            t.resume()
+            rc, evs, summ = t.finish()
+            assert rc == 0 and summ["missing"] == 0, (rc, summ, err.all[-5:])
+            assert t.image() == m.memfd(), "target image differs from the source's memory"
+            p.wait(timeout=30)
+            err.rest()
+            lines = [x for x in err.all if isinstance(x, str)]
+            assert p.returncode == 0, (p.returncode, lines)
+            said = [x for x in lines if "cannot write events to stdout" in x]
+            assert len(said) == 1, lines
+            assert m.state() == "T", "a migrated process must stay stopped"
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def test_interrupted_after_switchover_keeps_vm_stopped():
+    """Once a target was sent the Switchover it may run the VM: a source stopped
+    (SIGTERM) before the end leaves the process stopped, never resumes it."""
+    setup()
+    with Mem("--pages", "64") as m, Source(m, "--switchover-on-command") as src:
+        t = Target(src, "--pause-at", "switchover")
+        assert src.control("--switchover-now").returncode == 0
+        t.wait_paused("switchover")
+        src.p.terminate()
+        s = events(src.wait(), "source_summary")[0]
+        assert not s["completed"] and s["vm_stopped"] and not s["vm_resumed"], s
+        assert m.state() == "T", "the process must stay stopped: the target may run it"
+        t.resume()
+        t.finish()
+
+
+def test_prot_none_page_is_not_poison():
+    """A filled page of a userfaultfd-registered range made PROT_NONE: process_vm_readv
+    refuses it, but it is mapped memory, not poison; the target gets its contents."""
+    setup()
+    with OddMem("anon", 64, prot_none=(3, 10)) as h, \
+            Source(h, "--switchover-on-command") as src:
+        t = Target(src, "--precopy", "--request", "0:3", "--pause-at", "precopy_done")
+        t.wait_paused("precopy_done")
+        assert src.control("--switchover-now").returncode == 0
+        t.resume()
+        rc, evs, summ = t.finish()
+        sevs = src.wait()
+        assert not events(sevs, "poison"), events(sevs, "poison")
+        assert rc == 0 and summ["poisoned_pages"] == [] and summ["missing"] == 0, summ
+        ans = events(evs, "answer")
+        assert ans and int(ans[0]["fnv"], 16) == fnv1a(h.expected(3)), ans
+        assert t.image() == h.image(), "target image differs from the process's memory"
+        s = events(sevs, "source_summary")[0]
+        assert src.p.returncode == 0 and s["completed"] and s["poisoned"] == 0, s
+
+
+def test_unreadable_page_is_an_error_not_poison():
+    """memfd_secret memory can't be read from outside: the first such page read
+    (at switchover: the target wanted no precopy) ends the run with an error that
+    names it, never poison; the target is told why and, since no target was told
+    to switch over, the stopped process is resumed."""
+    setup()
+    with OddMem("secret", 16) as h, Source(h) as src:
+        t = Target(src)
+        rc, evs, summ = t.finish()
+        sevs = src.wait()
+        src.err.rest()
+        errs = "\n".join(x for x in src.err.all if isinstance(x, str))
+        assert not events(sevs, "poison"), events(sevs, "poison")
+        assert src.p.returncode != 0, errs
+        assert f"page 0 of region 0 (0x{h.addr:x}" in errs and "cannot be read" in errs, errs
+        assert "not declared poisoned" in errs, errs
+        err = events(evs, "error")
+        assert rc == 3 and err and "page 0 of region 0" in err[0]["text"], (rc, evs[-3:])
+        assert summ is None or summ["poisoned_pages"] == [], summ
+        s = events(sevs, "source_summary")[0]
+        assert not s["completed"] and s["vm_stopped"] and s["vm_resumed"], s
+        assert h.state() != "T", "the process should be running again"
+
+
+def test_device_memory_refused():
+    """[vvar] is VM_IO|VM_PFNMAP: pagemap shows it as a hole, so it would be served as
+    zeros; such a --range is refused up front."""
+    setup()
+    with OddMem("anon", 8) as h:
+        if not h.info["vvar"]:
+            raise Skip("no [vvar] mapping")
+        start, end = (int(x, 16) for x in h.info["vvar"].split("-"))
+        run_source_expect_error(["--pid", str(h.pid), "--range", f"{hex(start)}:{end - start}",
+                                 "--listen", "127.0.0.1:0"], "device memory")
+
+
 if __name__ == "__main__":
     main([test_help_has_examples, test_clear_errors, test_precopy_dirty_map_and_image,
           test_requests_and_queries_before_switchover, test_inject_poison,
           test_poison_marker_seen_by_scan, test_reconnect_resume_loses_nothing,
           test_protocol_errors_keep_serving, test_status_and_progress,
           test_vmm_usage_errors, test_vmm_handover_contents_and_dirty,
-          test_vmm_handover_inject_poison, test_vmm_handover_without_memfd_refused])
+          test_vmm_handover_inject_poison, test_vmm_handover_without_memfd_refused,
+          test_stdout_reader_gone_keeps_serving,
+          test_interrupted_after_switchover_keeps_vm_stopped, test_prot_none_page_is_not_poison,
+          test_unreadable_page_is_an_error_not_poison, test_device_memory_refused])

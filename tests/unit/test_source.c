@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
  * Unit tests of `faultline source`'s small pieces (src/source.c): the CLI
- * parsers and the page hash that hash-based dirty tracking relies on.  The
- * serving itself is tested end to end in tests/e2e/test_source.py.
+ * parsers, the page hash that hash-based dirty tracking relies on and how
+ * many pages one frame can carry.  The serving itself is tested end to end
+ * in tests/e2e/test_source.py.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,9 +13,11 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "source.h"
+#include "wire.h"
 
 static void test_parse_range(void **state)
 {
@@ -126,6 +129,76 @@ static void test_page_hash(void **state)
 	assert_true(fl_source_page_hash(page, sizeof(page), 42) != h0);
 }
 
+/* Queue one PageData of n pages of ps bytes with the widest header the source
+ * can write (largest seq, region and page numbers, both flags). */
+static int put_page_data(uint32_t ps, unsigned n)
+{
+	Faultline__Wire__PageData d = FAULTLINE__WIRE__PAGE_DATA__INIT;
+	fl_frame f = FAULTLINE__WIRE__FRAME__INIT;
+	struct fl_wire_writer w;
+	uint64_t *pages = calloc(n, sizeof(*pages));
+	uint8_t *st = calloc(fl_wire_states_bytes(n), 1), *data = calloc(n, ps);
+	int ret;
+
+	assert_non_null(pages);
+	assert_non_null(st);
+	assert_non_null(data);
+	for (unsigned i = 0; i < n; i++)
+		pages[i] = UINT64_MAX - i;
+	d.seq = UINT64_MAX;
+	d.region = FL_WIRE_MAX_REGIONS - 1;
+	d.n_pages = n;
+	d.pages = pages;
+	d.states.data = st;
+	d.states.len = fl_wire_states_bytes(n);
+	d.data.data = data;
+	d.data.len = (size_t)n * ps;
+	d.precopy = d.background = true;
+	f.body_case = FAULTLINE__WIRE__FRAME__BODY_PAGE_DATA;
+	f.page_data = &d;
+	fl_wire_writer_init(&w);
+	ret = fl_wire_put(&w, &f);
+	fl_wire_writer_free(&w);
+	free(pages);
+	free(st);
+	free(data);
+	return ret;
+}
+
+/*
+ * With 64 KiB base pages (arm64, ppc64) a precopy batch of 64 pages or an
+ * answer of 256 is more than one frame may hold, and the source used to exit
+ * on it: the pages a frame carries are bounded by bytes, and what
+ * fl_source_frame_pages allows must pack within FL_WIRE_MAX_FRAME at every
+ * page size, leaving at most one page (and the header allowance) unused.
+ */
+static void test_frame_pages(void **state)
+{
+	static const uint32_t sizes[] = { 4096, 16384, 65536, 262144, 1u << 20, 2u << 20 };
+	static const unsigned wants[] = { 64, 256, 1024 };
+
+	(void)state;
+	/* what the fixed counts used to ask for */
+	assert_int_equal(put_page_data(65536, 64), -EMSGSIZE);
+	assert_int_equal(put_page_data(16384, 256), -EMSGSIZE);
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
+		for (size_t j = 0; j < sizeof(wants) / sizeof(wants[0]); j++) {
+			unsigned n = fl_source_frame_pages(sizes[i], wants[j]);
+
+			assert_true(n >= 1 && n <= wants[j]);
+			assert_int_equal(put_page_data(sizes[i], n), 0);
+			/* no more than a page and the header allowance (11 bytes a
+			 * page, 64 a frame) is left unused */
+			assert_true(n == wants[j] ||
+				    (uint64_t)(n + 1) * (sizes[i] + 11) + 64 > FL_WIRE_MAX_FRAME);
+		}
+	assert_int_equal(fl_source_frame_pages(65536, 64), 63);
+	assert_int_equal(fl_source_frame_pages(4096, 256), 256);
+	/* a page as large as a frame leaves no room for the header: none fit */
+	assert_int_equal(fl_source_frame_pages(FL_WIRE_MAX_FRAME, 64), 0);
+	assert_int_equal(fl_source_frame_pages(0, 64), 0);
+}
+
 static void test_control_client_errors(void **state)
 {
 	char err[300] = "";
@@ -146,6 +219,7 @@ int main(void)
 		cmocka_unit_test(test_parse_pages),
 		cmocka_unit_test(test_split_hostport),
 		cmocka_unit_test(test_page_hash),
+		cmocka_unit_test(test_frame_pages),
 		cmocka_unit_test(test_control_client_errors),
 	};
 

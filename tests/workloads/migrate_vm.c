@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
- * migrate-vm — the two ends of a postcopy migration test on /dev/kvm.
+ * migrate-vm — the two ends of a postcopy migration test, on /dev/kvm or,
+ * with --cpu threads (the default without /dev/kvm), on host threads.
  *
  *   --role source   guest memory is a memfd filled with a known pattern and
  *                   registered with a userfaultfd (MISSING) that this VMM
@@ -13,10 +14,14 @@
  *                   through its duplicate and find written pages with
  *                   PAGEMAP_SCAN (these kernels have no soft-dirty, and the
  *                   guest's emulated writes do go through the WP check).
+ *                   --zero-at zeroes pages from a host thread, as a guest
+ *                   that frees and clears memory would.
  *   --role target   empty guest memory (anonymous: MISSING; memfd: MINOR),
- *                   handed to a router with fl_handover(); the guest only
- *                   reads, so every page must end up byte-identical to the
- *                   source's (control pages aside).  After --run-ms a host
+ *                   handed to a router with fl_handover(); the guest reads,
+ *                   so every page must end up byte-identical to the
+ *                   source's (control pages aside), except the stamps that
+ *                   --write-percent makes it write (threads only), whose
+ *                   last values --writes lists.  After --run-ms a host
  *                   thread touches every page, counts the SIGBUS (poisoned)
  *                   ones and hashes the rest (--dump).  --discard drops
  *                   guest pages while the guest runs, as a balloon does
@@ -30,6 +35,11 @@
  * Per-run parameters (not migrated) sit in a block in the code slot.  A
  * poisoned page reaches us as KVM_EXIT_MMIO (KVM emulates the guest here):
  * reads get zeros, writes are dropped, every hit is counted.
+ *
+ * --cpu threads runs the same guest program as C on host threads, straight
+ * on guest memory: no KVM at all, so the tests run where /dev/kvm is
+ * absent.  A poisoned page then raises SIGBUS on the thread, which jumps
+ * back, counts it as the MMIO path does and goes on with the next page.
  *
  * Timestamps are CLOCK_MONOTONIC nanoseconds.
  */
@@ -67,6 +77,7 @@
 #define MAX_MEM_MIB 3072UL        /* data slot must stay below 4 GiB (32-bit guest) */
 #define MAX_POISON_GPAS 256       /* distinct poisoned GPAs remembered per vCPU */
 #define MAX_DISCARDS 16
+#define MAX_ZEROS 16
 
 #define CODE_GPA 0x1000UL
 #define CODE_SLOT_LEN 0x10000UL
@@ -77,6 +88,9 @@
 #define PORT_LOOP 0xF3            /* eax = counter, once per loop */
 #define PORT_PACE 0xF4            /* every --pace-pages pages */
 #define MODE_READ 1u              /* EDI bit */
+#define WRITE_OFF 0x80            /* --write-percent stamps: WRITE_OFF + 8 * (page % 16) */
+_Static_assert(WRITE_OFF >= HOT_OFF + 4 && WRITE_OFF >= CONTROL_OFF + 4 &&
+	       WRITE_OFF + 8 * 16 <= PAGE_SZ, "stamps must not overlap guest state");
 
 /*
  * Guest code (as --32), entered with EBP = parameter block, EDI = mode.
@@ -144,8 +158,9 @@ _Static_assert(PARAM_GPA + 32 * MAX_VCPUS <= CODE_SLOT_LEN - 0x100 &&
 	       PARAM_GPA >= CODE_GPA + sizeof(guest_code), "parameter blocks overlap code or stack");
 
 enum role { ROLE_SOURCE = 1, ROLE_TARGET = 2 };
+enum cpu_mode { CPU_AUTO, CPU_KVM, CPU_THREADS };
 
-/* --discard FIRST:COUNT@MS */
+/* --discard FIRST:COUNT@MS, --zero-at MS:FIRST:COUNT */
 struct discard {
 	uint64_t first, count;
 	unsigned long at_ms;            /* after the vCPUs started */
@@ -173,6 +188,11 @@ struct options {
 	bool until_router_done;
 	struct discard discard[MAX_DISCARDS];
 	unsigned ndiscard;
+	enum cpu_mode cpu;
+	unsigned long write_percent;
+	const char *writes;
+	struct discard zero_at[MAX_ZEROS];
+	unsigned nzero;
 };
 
 struct vcpu {
@@ -194,10 +214,26 @@ struct vcpu {
 	uint64_t poison_gpa[MAX_POISON_GPAS];
 	unsigned npoison_gpa;
 	bool poison_gpa_overflow;
+	/* --write-percent: stamps found replaced when the page was next written
+	 * (someone else wrote the page: the guest's own record says so) */
+	uint64_t writes_reverted;
+	uint64_t reverted_page[MAX_POISON_GPAS];
+	unsigned nreverted;
 	volatile sig_atomic_t sigbus;
 	void *volatile sigbus_addr;
 	bool failed;
 	char err[KVM_VM_ERR_LEN];
+
+	/* --cpu threads: where a guest access that hits poison jumps back to
+	 * (only while armed: SIGBUS elsewhere is a bug, not a guest event) */
+	sigjmp_buf jmp;
+	volatile sig_atomic_t jmp_armed;
+};
+
+/* --write-percent: the last stamp a target vCPU wrote into a page */
+struct page_write {
+	uint32_t offset;                /* in the page; 0: never written */
+	uint64_t value;
 };
 
 /* The one piece of global mutable state (signal handlers reach it). */
@@ -232,6 +268,18 @@ struct migrate_vm_ctx {
 	volatile int discard_quit;
 	uint64_t vcpus_start_ns;
 	bool discard_done[MAX_DISCARDS];        /* written by that thread, read after it ended */
+
+	/* target, --write-percent: pages to stamp, and the record of the stamps
+	 * (each page is written by the one vCPU whose slice holds it) */
+	uint8_t *write_sel;
+	struct page_write *last_write;
+
+	/* source: --zero-at, done by their own thread */
+	pthread_t zero_thread;
+	bool zero_started;
+	volatile int zero_quit;
+	volatile pid_t zero_tid;
+	sigjmp_buf zero_jmp;
 
 	/* target: verification */
 	volatile pid_t verify_tid;
@@ -342,6 +390,11 @@ static void usage(FILE *f)
 "\n"
 "Common options:\n"
 "  --role source|target\n"
+"  --cpu kvm|threads    run the guest on KVM, or as plain C on host threads\n"
+"                       straight on guest memory (no KVM at all; a poisoned\n"
+"                       page is a SIGBUS, counted as a poison MMIO exit is)\n"
+"                       (default: kvm if /dev/kvm opens read-write, else\n"
+"                       threads; stderr says which)\n"
 "  --vcpus N            vCPUs, 1..%d (default 4)\n"
 "  --mem-mib M          guest memory in MiB, 1..%lu (default 256)\n"
 "  --run-ms N           run the guest N ms, then stop (default: source until\n"
@@ -357,8 +410,14 @@ static void usage(FILE *f)
 "                       (target: poisoned), \"INDEX hole\" (source: punched out)\n"
 "\n"
 "Source options:\n"
-"  --seed N             pattern seed (default 1)\n"
+"  --seed N             pattern seed (default 1; the target's --write-percent\n"
+"                       page choice uses it too)\n"
 "  --zero-percent P     pages left all-zero, 0..100 (default 10)\n"
+"  --zero-at MS:FIRST:COUNT\n"
+"                       MS ms after the vCPUs start, a host thread zeroes\n"
+"                       pages [FIRST, FIRST+COUNT) of guest memory (poisoned\n"
+"                       ones skipped). Repeatable (up to %d); FIRST >= --vcpus.\n"
+"                       The guest re-dirties hot pages: pick cold ones\n"
 "\n"
 "Target options:\n"
 "  --router SOCK        router's handover socket (required)\n"
@@ -379,20 +438,37 @@ static void usage(FILE *f)
 "                       router sees UFFD_EVENT_REMOVE and the pages must read\n"
 "                       zero from then on, unless poisoned. Repeatable (up to\n"
 "                       %d); FIRST >= --vcpus (control pages hold guest state)\n"
+"  --write-percent P    --cpu threads only: the guest also writes, 0..100\n"
+"                       (default 0). Pages of the slices picked by a hash of\n"
+"                       (page, --seed) get an 8-byte stamp at offset 0x80 +\n"
+"                       8 * (page %% 16), right after the guest first read\n"
+"                       them, and a new one each loop: VCPU << 56 |\n"
+"                       COUNTER << 24 | PAGE. Never pages in a --discard range\n"
+"  --writes FILE        after the run, one line per page written that way:\n"
+"                       \"PAGE OFFSET VALUE\" (decimal, decimal, the last stamp\n"
+"                       as 16 hex digits; stored little-endian); a write that\n"
+"                       hit poison is not listed\n"
 "\n"
-"Output (--json): source: {\"event\":\"vm\",\"role\":\"source\",\"pid\",\"addr\",\"length\",\n"
-"\"page_size\",\"vcpus\",\"control_pages\",\"uffd_fd\",\"memfd_fd\",\"tids\",...} once the\n"
-"guest runs; source_summary when stopped. Target: vm, handover, router_lost,\n"
-"vcpus_started, discard {\"first\",\"count\",\"ns\",\"took_ns\",\"ok\"}, target_summary\n"
-"{\"pages\",\"sigbus_pages\",\"poison_mmio\",\"discarded\":[[first,count],..] (the ones\n"
-"done), \"progress\":[[counter found in memory at start, counter at end],..],..}.\n"
+"Output (--json): source: {\"event\":\"vm\",\"role\":\"source\",\"cpu\":\"kvm\"|\"threads\",\n"
+"\"pid\",\"addr\",\"length\",\"page_size\",\"vcpus\",\"control_pages\",\"uffd_fd\",\n"
+"\"memfd_fd\",\"tids\",...} once the guest runs; zeroed {\"first\",\"count\",\"ns\",\n"
+"\"took_ns\",\"poisoned\"} for each --zero-at done; source_summary when stopped.\n"
+"Target: vm (with \"cpu\"), handover, router_lost, vcpus_started, discard\n"
+"{\"first\",\"count\",\"ns\",\"took_ns\",\"ok\"}, target_summary {\"pages\",\"sigbus_pages\",\n"
+"\"poison_mmio\" (threads: poison SIGBUS hits),\"discarded\":[[first,count],..] (the\n"
+"ones done), \"written_pages\", \"writes_reverted\" and \"reverted_pages\" (stamps\n"
+"found replaced at the page's next write), \"progress\":[[counter found in memory at start,\n"
+"counter at end],..],..}.\n"
 "Exit status: 0 ok, 1 failure, 2 bad usage.\n"
 "\n"
 "Examples:\n"
 "  migrate-vm --role source --json --vcpus 4 --mem-mib 256\n"
+"  migrate-vm --role source --cpu threads --json --zero-at 800:30000:64\n"
 "  migrate-vm --role target --router /run/fl.sock --mode minor --json --dump t.txt\n"
-"  migrate-vm --role target --router /run/fl.sock --discard 4096:512@500 --dump t.txt\n",
-		MAX_VCPUS, MAX_MEM_MIB, MAX_DISCARDS);
+"  migrate-vm --role target --router /run/fl.sock --discard 4096:512@500 --dump t.txt\n"
+"  migrate-vm --role target --router /run/fl.sock --cpu threads --write-percent 20 \\\n"
+"             --writes w.txt --image t.img\n",
+		MAX_VCPUS, MAX_MEM_MIB, MAX_ZEROS, MAX_DISCARDS);
 }
 
 /* FIRST:COUNT@MS, each a non-negative integer, COUNT at least 1. */
@@ -418,12 +494,58 @@ bad:
 	bad_usage("--discard '%s': expected FIRST:COUNT@MS (page index, pages >= 1, ms)", s);
 }
 
+/* MS:FIRST:COUNT, each a non-negative integer, COUNT at least 1. */
+static struct discard parse_zero_at(const char *s)
+{
+	struct discard z;
+	char *end;
+
+	errno = 0;
+	if (*s < '0' || *s > '9')
+		goto bad;
+	z.at_ms = strtoul(s, &end, 10);
+	if (errno || *end != ':' || end[1] < '0' || end[1] > '9' || z.at_ms > 86400000)
+		goto bad;
+	z.first = strtoull(end + 1, &end, 10);
+	if (errno || *end != ':' || end[1] < '0' || end[1] > '9')
+		goto bad;
+	z.count = strtoull(end + 1, &end, 10);
+	if (errno || *end || !z.count)
+		goto bad;
+	return z;
+bad:
+	bad_usage("--zero-at '%s': expected MS:FIRST:COUNT (ms, page index, pages >= 1)", s);
+}
+
+/* --cpu's default: KVM when this process may use it. */
+static void choose_cpu(struct options *o)
+{
+	if (o->cpu == CPU_KVM) {
+		fprintf(stderr, "migrate-vm: vCPUs on KVM (--cpu kvm)\n");
+		return;
+	}
+	if (o->cpu == CPU_THREADS) {
+		fprintf(stderr, "migrate-vm: vCPUs as host threads (--cpu threads)\n");
+		return;
+	}
+	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (fd >= 0) {
+		close(fd);
+		o->cpu = CPU_KVM;
+		fprintf(stderr, "migrate-vm: vCPUs on KVM (/dev/kvm is usable; --cpu threads "
+			"for host threads)\n");
+		return;
+	}
+	o->cpu = CPU_THREADS;
+	fprintf(stderr, "migrate-vm: vCPUs as host threads (/dev/kvm: %s)\n", strerror(errno));
+}
+
 static void parse_options(struct options *o, int argc, char **argv)
 {
 	enum { OPT_ROLE = 256, OPT_VCPUS, OPT_MEM, OPT_RUN, OPT_JSON, OPT_HOT, OPT_PACE_US,
 	       OPT_PACE_PAGES, OPT_SEED, OPT_ZERO, OPT_ROUTER, OPT_MODE, OPT_RECONNECT,
 	       OPT_DUMP, OPT_CONNECT, OPT_START, OPT_VERIFY, OPT_IMAGE, OPT_DISCARD,
-	       OPT_UNTIL_ROUTER };
+	       OPT_UNTIL_ROUTER, OPT_CPU, OPT_WRITE_PERCENT, OPT_WRITES, OPT_ZERO_AT };
 	static const struct option lo[] = {
 		{ "role", required_argument, 0, OPT_ROLE },
 		{ "vcpus", required_argument, 0, OPT_VCPUS },
@@ -445,6 +567,10 @@ static void parse_options(struct options *o, int argc, char **argv)
 		{ "verify-timeout-ms", required_argument, 0, OPT_VERIFY },
 		{ "until-router-done", no_argument, 0, OPT_UNTIL_ROUTER },
 		{ "discard", required_argument, 0, OPT_DISCARD },
+		{ "cpu", required_argument, 0, OPT_CPU },
+		{ "write-percent", required_argument, 0, OPT_WRITE_PERCENT },
+		{ "writes", required_argument, 0, OPT_WRITES },
+		{ "zero-at", required_argument, 0, OPT_ZERO_AT },
 		{ "help", no_argument, 0, 'h' },
 		{ 0, 0, 0, 0 },
 	};
@@ -518,6 +644,25 @@ static void parse_options(struct options *o, int argc, char **argv)
 			}
 			o->discard[o->ndiscard++] = parse_discard(optarg);
 			break;
+		case OPT_CPU:
+			if (!strcmp(optarg, "kvm"))
+				o->cpu = CPU_KVM;
+			else if (!strcmp(optarg, "threads"))
+				o->cpu = CPU_THREADS;
+			else
+				bad_usage("--cpu '%s': expected kvm or threads", optarg);
+			break;
+		case OPT_WRITE_PERCENT:
+			o->write_percent = parse_ulong("--write-percent", optarg, 0, 100);
+			break;
+		case OPT_WRITES: o->writes = optarg; break;
+		case OPT_ZERO_AT:
+			if (o->nzero == MAX_ZEROS) {
+				fprintf(stderr, "migrate-vm: --zero-at: at most %d of them\n", MAX_ZEROS);
+				exit(2);
+			}
+			o->zero_at[o->nzero++] = parse_zero_at(optarg);
+			break;
 		case 'h': usage(stdout); exit(0);
 		case ':': bad_usage("option %s needs an argument", argv[optind - 1]);
 		default: bad_usage("unknown option '%s'", argv[optind - 1]);
@@ -529,8 +674,12 @@ static void parse_options(struct options *o, int argc, char **argv)
 		bad_usage("%s", "--role source|target is required");
 	if (o->role == ROLE_TARGET && !o->router)
 		bad_usage("%s", "--role target needs --router SOCK (the router's handover socket)");
-	if (o->role == ROLE_SOURCE && (o->router || o->reconnect || o->ndiscard))
-		bad_usage("%s", "--router/--reconnect/--discard are target options");
+	if (o->role == ROLE_SOURCE && (o->router || o->reconnect || o->ndiscard ||
+				       o->write_percent || o->writes))
+		bad_usage("%s", "--router/--reconnect/--discard/--write-percent/--writes are "
+			  "target options");
+	if (o->role == ROLE_TARGET && o->nzero)
+		bad_usage("%s", "--zero-at is a source option");
 	if (o->role == ROLE_TARGET && !run_given)
 		o->run_ms = 3000;
 	uint64_t pages = (uint64_t)o->mem_mib * (1024 * 1024 / PAGE_SZ);
@@ -547,6 +696,26 @@ static void parse_options(struct options *o, int argc, char **argv)
 			exit(2);
 		}
 	}
+	for (unsigned i = 0; i < o->nzero; i++) {
+		const struct discard *z = &o->zero_at[i];
+
+		if (z->first < o->vcpus || z->first >= pages || z->count > pages - z->first) {
+			fprintf(stderr, "migrate-vm: --zero-at %lu:%" PRIu64 ":%" PRIu64 ": pages %u..%"
+				PRIu64 " can be zeroed (the first %u are vCPU control pages)\n", z->at_ms,
+				z->first, z->count, o->vcpus, pages - 1, o->vcpus);
+			exit(2);
+		}
+	}
+	/* The KVM guest program has no write path on the target, nor a way to
+	 * tell the VMM what it wrote. */
+	bool cpu_given = o->cpu != CPU_AUTO;
+	if (o->write_percent && o->cpu == CPU_KVM)
+		bad_usage("%s", "--write-percent needs --cpu threads (the KVM guest only reads "
+			  "on the target)");
+	choose_cpu(o);
+	if (o->write_percent && o->cpu == CPU_KVM && !cpu_given)
+		bad_usage("%s", "--write-percent needs --cpu threads (KVM was picked because "
+			  "/dev/kvm is usable)");
 }
 
 /* ------------------------------------------------------------------ */
@@ -645,12 +814,44 @@ static void uffd_setup(struct migrate_vm_ctx *c)
 		die("UFFDIO_REGISTER: the range does not support UFFDIO_CONTINUE");
 }
 
-static void vm_setup(struct migrate_vm_ctx *c)
+/* --write-percent: independent of the pattern's zero pages. */
+static bool write_page_selected(const struct options *o, uint64_t i)
+{
+	uint64_t s = o->seed ^ (i * 0x9e3779b97f4a7c15ULL) ^ 0x7772697465000000ULL;
+
+	return splitmix64(&s) % 100 < o->write_percent;
+}
+
+/*
+ * Which pages the target guest stamps.  Never a page in a --discard range:
+ * the discard would race the record of what the page holds.
+ */
+static void writes_setup(struct migrate_vm_ctx *c)
 {
 	const struct options *o = &c->opt;
 
-	kvm_vm_create(&c->vm, guest_code, sizeof(guest_code), CODE_GPA, CODE_SLOT_LEN);
-	kvm_vm_add_slot(&c->vm, 1, DATA_GPA, c->mem, c->mem_len, "guest memory");
+	if (o->role != ROLE_TARGET || !o->write_percent)
+		return;
+	c->write_sel = calloc(c->pages, 1);
+	c->last_write = calloc(c->pages, sizeof(*c->last_write));
+	if (!c->write_sel || !c->last_write)
+		die("out of memory (--write-percent record of %" PRIu64 " pages)", c->pages);
+	for (uint64_t i = o->vcpus; i < c->pages; i++)
+		c->write_sel[i] = write_page_selected(o, i);
+	for (unsigned k = 0; k < o->ndiscard; k++)
+		memset(c->write_sel + o->discard[k].first, 0, o->discard[k].count);
+}
+
+/* Each vCPU's control page and slice; on KVM, the VM and its vCPUs too. */
+static void vm_setup(struct migrate_vm_ctx *c)
+{
+	const struct options *o = &c->opt;
+	bool kvm = o->cpu == CPU_KVM;
+
+	if (kvm) {
+		kvm_vm_create(&c->vm, guest_code, sizeof(guest_code), CODE_GPA, CODE_SLOT_LEN);
+		kvm_vm_add_slot(&c->vm, 1, DATA_GPA, c->mem, c->mem_len, "guest memory");
+	}
 
 	uint64_t slice = (c->pages - o->vcpus) / o->vcpus;
 	uint64_t hot = (uint64_t)((double)slice * o->hot_fraction);
@@ -664,6 +865,9 @@ static void vm_setup(struct migrate_vm_ctx *c)
 		vc->slice_first = o->vcpus + (uint64_t)i * slice;
 		vc->slice_pages = slice;
 		vc->hot_pages = hot;
+		vc->fd = -1;
+		if (!kvm)
+			continue;
 		vc->fd = kvm_vm_add_vcpu(&c->vm, i, &vc->run);
 
 		struct guest_params gp = {
@@ -696,15 +900,26 @@ static void sigbus_handler(int sig, siginfo_t *si, void *uc)
 		c->verify_code = si->si_code;
 		siglongjmp(c->verify_jmp, 1);
 	}
+	if (me == c->zero_tid)
+		siglongjmp(c->zero_jmp, 1);
 	for (unsigned i = 0; i < c->opt.vcpus; i++) {
-		if (c->vcpu[i].tid == me) {
-			c->vcpu[i].sigbus_addr = si->si_addr;
-			c->vcpu[i].sigbus = 1;
+		struct vcpu *v = &c->vcpu[i];
+
+		if (v->tid != me)
+			continue;
+		v->sigbus_addr = si->si_addr;
+		if (c->opt.cpu == CPU_KVM) {
+			v->sigbus = 1;
 			return;
 		}
+		/* Returning would retry the access for ever. */
+		if (!v->jmp_armed)
+			break;
+		v->jmp_armed = 0;
+		siglongjmp(v->jmp, 1);
 	}
-	static const char msg[] = "migrate-vm: SIGBUS outside a vCPU or the verifier "
-				  "(host touched a poisoned page)\n";
+	static const char msg[] = "migrate-vm: SIGBUS outside a guest access, the verifier "
+				  "or --zero-at (host touched a poisoned page)\n";
 	if (write(2, msg, sizeof(msg) - 1) < 0) {
 		/* nothing more to do */
 	}
@@ -810,13 +1025,156 @@ static int vcpu_loop(struct migrate_vm_ctx *c, struct vcpu *v)
 	return 0;
 }
 
+/* ---- --cpu threads: the guest program in C on host threads ---- */
+
+static bool stopping(struct migrate_vm_ctx *c)
+{
+	return __atomic_load_n(&c->stop, __ATOMIC_ACQUIRE);
+}
+
+/*
+ * One guest access of size 4 or 8 at guest memory offset off; false if the
+ * page is poisoned, counted as the KVM_EXIT_MMIO path counts it (a read
+ * gets zero, a write is dropped).  The SIGBUS handler jumps back here.
+ * sigsetjmp does not save the signal mask: that would be a syscall per
+ * access; the rare recovery unblocks SIGBUS itself (the kernel blocked it
+ * for the handler, which never returned).
+ */
+static bool guest_access(struct migrate_vm_ctx *c, struct vcpu *v, uint64_t off, unsigned size,
+			 bool write, uint64_t *val)
+{
+	uint8_t *p = c->mem + off;
+
+	if (sigsetjmp(v->jmp, 0)) {
+		sigset_t bus;
+
+		sigemptyset(&bus);
+		sigaddset(&bus, SIGBUS);
+		pthread_sigmask(SIG_UNBLOCK, &bus, NULL);
+		note_poison(v, DATA_GPA + off, write);
+		if (!write)
+			*val = 0;
+		return false;
+	}
+	v->jmp_armed = 1;
+	if (size == 8) {
+		if (write)
+			*(volatile uint64_t *)p = *val;
+		else
+			*val = *(volatile uint64_t *)p;
+	} else {
+		if (write)
+			*(volatile uint32_t *)p = (uint32_t)*val;
+		else
+			*val = *(volatile uint32_t *)p;
+	}
+	v->jmp_armed = 0;
+	return true;
+}
+
+/* The guest's PORT_PACE exit every --pace-pages pages; false: stop. */
+static bool guest_pace(struct migrate_vm_ctx *c, struct vcpu *v, uint64_t *left)
+{
+	if (--*left)
+		return !stopping(c);
+	*left = c->opt.pace_pages;
+	v->pace_exits++;
+	if (stopping(c))
+		return false;
+	if (c->opt.pace_us)
+		sleep_us(c->opt.pace_us);
+	return !stopping(c);
+}
+
+/* --write-percent: a stamp no earlier write to the page had, then its record. */
+static void guest_stamp(struct migrate_vm_ctx *c, struct vcpu *v, uint64_t page, uint32_t counter)
+{
+	uint32_t off = WRITE_OFF + 8 * (uint32_t)(page % 16);
+	uint64_t stamp = (uint64_t)v->idx << 56 | (uint64_t)counter << 24 | (page & 0xffffff);
+
+	/* Before the next write: is the last one still there?  A page written
+	 * over behind the guest's back (a router placing old contents) shows
+	 * here even if this write then hides it. */
+	if (c->last_write[page].offset) {
+		uint64_t now;
+
+		if (guest_access(c, v, page * PAGE_SZ + off, 8, false, &now) &&
+		    now != c->last_write[page].value) {
+			v->writes_reverted++;
+			if (v->nreverted < MAX_POISON_GPAS)
+				v->reverted_page[v->nreverted++] = page;
+		}
+	}
+	/* Poisoned: the write did not land, so there is nothing to record. */
+	if (!guest_access(c, v, page * PAGE_SZ + off, 8, true, &stamp))
+		return;
+	c->last_write[page] = (struct page_write){ .offset = off, .value = stamp };
+}
+
+/*
+ * Read mode: one dword of each of the first n pages of the slice.  Pages
+ * [wfrom, wto) of those that --write-percent picked are stamped right after
+ * their read, so each is stamped once per loop, just after its first fault.
+ */
+static bool guest_read_pass(struct migrate_vm_ctx *c, struct vcpu *v, uint64_t n, uint64_t wfrom,
+			    uint64_t wto, uint32_t counter, uint64_t *pace_left)
+{
+	for (uint64_t p = 0; p < n; p++) {
+		uint64_t page = v->slice_first + p, val;
+
+		if (guest_access(c, v, page * PAGE_SZ, 4, false, &val) && c->write_sel &&
+		    p >= wfrom && p < wto && c->write_sel[page])
+			guest_stamp(c, v, page, counter);
+		if (!guest_pace(c, v, pace_left))
+			return false;
+	}
+	return true;
+}
+
+/* What guest_code does, with PORT_LOOP/PORT_PACE accounted in place. */
+static void guest_threads_loop(struct migrate_vm_ctx *c, struct vcpu *v)
+{
+	const uint64_t ctrl = v->control_page * PAGE_SZ + CONTROL_OFF;
+	uint64_t pace_left = c->opt.pace_pages;
+
+	while (!stopping(c)) {
+		uint64_t counter;
+
+		guest_access(c, v, ctrl, 4, false, &counter);
+		counter = (uint32_t)(counter + 1);
+		guest_access(c, v, ctrl, 4, true, &counter);
+		if (!v->seen_counter) {
+			v->first_counter = (uint32_t)counter;
+			v->seen_counter = true;
+		}
+		v->last_counter = (uint32_t)counter;
+		v->loops++;
+
+		if (c->opt.role == ROLE_SOURCE) {
+			for (uint64_t p = 0; p < v->hot_pages; p++) {
+				guest_access(c, v, (v->slice_first + p) * PAGE_SZ + HOT_OFF, 4, true,
+					     &counter);
+				if (!guest_pace(c, v, &pace_left))
+					return;
+			}
+		} else if (!guest_read_pass(c, v, v->hot_pages, 0, v->hot_pages,
+					    (uint32_t)counter, &pace_left) ||
+			   !guest_read_pass(c, v, v->slice_pages, v->hot_pages, v->slice_pages,
+					    (uint32_t)counter, &pace_left)) {
+			return;
+		}
+	}
+}
+
 static void *vcpu_thread(void *arg)
 {
 	struct vcpu *v = arg;
 	struct migrate_vm_ctx *c = &migrate_vm_ctx;
 
 	v->tid = gettid();
-	if (vcpu_init_regs(c, v) < 0 || vcpu_loop(c, v) < 0)
+	if (c->opt.cpu == CPU_THREADS)
+		guest_threads_loop(c, v);
+	else if (vcpu_init_regs(c, v) < 0 || vcpu_loop(c, v) < 0)
 		v->failed = true;
 	return NULL;
 }
@@ -842,7 +1200,9 @@ static bool stop_vcpus(struct migrate_vm_ctx *c, unsigned timeout_ms)
 		struct vcpu *v = &c->vcpu[i];
 		if (!v->started)
 			continue;
-		__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_RELEASE);
+		if (v->run)
+			__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_RELEASE);
+		/* cuts KVM_RUN or a pace sleep short */
 		pthread_kill(v->thread, SIGUSR1);
 	}
 	for (unsigned i = 0; i < c->opt.vcpus; i++) {
@@ -868,21 +1228,32 @@ static bool stop_vcpus(struct migrate_vm_ctx *c, unsigned timeout_ms)
 /* ------------------------------------------------------------------ */
 /* reporting                                                           */
 
+static const char *cpu_name(const struct options *o)
+{
+	return o->cpu == CPU_KVM ? "kvm" : "threads";
+}
+
+/* What a poison hit is called on stderr. */
+static const char *poison_hits_name(const struct options *o)
+{
+	return o->cpu == CPU_KVM ? "poison MMIO exits" : "poison SIGBUS hits";
+}
+
 static void print_vm_line(struct migrate_vm_ctx *c)
 {
 	const struct options *o = &c->opt;
 
-	fprintf(stderr, "migrate-vm: %s pid %d: %u vCPUs, %lu MiB at %p, uffd %d, memfd %d\n",
-		o->role == ROLE_SOURCE ? "source" : "target", getpid(), o->vcpus, o->mem_mib,
-		(void *)c->mem, c->uffd, c->memfd);
+	fprintf(stderr, "migrate-vm: %s pid %d: %u vCPUs (%s), %lu MiB at %p, uffd %d, memfd %d\n",
+		o->role == ROLE_SOURCE ? "source" : "target", getpid(), o->vcpus, cpu_name(o),
+		o->mem_mib, (void *)c->mem, c->uffd, c->memfd);
 	if (!o->json)
 		return;
 	pthread_mutex_lock(&c->out_lock);
 	FILE *f = stdout;
-	fprintf(f, "{\"event\":\"vm\",\"role\":\"%s\",\"pid\":%d,\"addr\":\"0x%" PRIxPTR "\","
-		"\"length\":%zu,\"page_size\":%lu,\"vcpus\":%u,\"control_pages\":[",
-		o->role == ROLE_SOURCE ? "source" : "target", getpid(), (uintptr_t)c->mem,
-		c->mem_len, PAGE_SZ, o->vcpus);
+	fprintf(f, "{\"event\":\"vm\",\"role\":\"%s\",\"cpu\":\"%s\",\"pid\":%d,\"addr\":\"0x%"
+		PRIxPTR "\",\"length\":%zu,\"page_size\":%lu,\"vcpus\":%u,\"control_pages\":[",
+		o->role == ROLE_SOURCE ? "source" : "target", cpu_name(o), getpid(),
+		(uintptr_t)c->mem, c->mem_len, PAGE_SZ, o->vcpus);
 	for (unsigned i = 0; i < o->vcpus; i++)
 		fprintf(f, "%s%" PRIu64, i ? "," : "", c->vcpu[i].control_page);
 	fprintf(f, "],\"control_offset\":%d,\"uffd_fd\":%d,\"memfd_fd\":%d,\"uffd_features\":\"0x%"
@@ -1002,7 +1373,108 @@ static int wait_run(const struct options *o)
 }
 
 /* ------------------------------------------------------------------ */
+/* timed host work: --discard (target), --zero-at (source)             */
+
+/*
+ * --discard / --zero-at: the earliest range of list[0..n) not done yet,
+ * once its time (after the vCPUs started) has come; -1 if *quit is set
+ * first.  A range whose time has not come when the run ends is not done
+ * (not reported either).
+ */
+static int next_timed_range(const struct migrate_vm_ctx *c, const struct discard *list,
+			    unsigned n, bool *done, const volatile int *quit)
+{
+	unsigned k = n;
+
+	for (unsigned i = 0; i < n; i++)
+		if (!done[i] && (k == n || list[i].at_ms < list[k].at_ms))
+			k = i;
+	if (k == n)
+		return -1;
+	done[k] = true;
+	uint64_t at = c->vcpus_start_ns + list[k].at_ms * 1000000ULL;
+
+	while (!*quit && now_ns() < at) {
+		uint64_t left_us = (at - now_ns()) / 1000;
+
+		sleep_us(left_us < 10000 ? left_us + 1 : 10000);
+	}
+	return *quit ? -1 : (int)k;
+}
+
+/* Stop a --discard / --zero-at thread; false if it is stuck in a fault or
+ * madvise (nobody serves it): then it is left behind, like the handover
+ * thread. */
+static bool stop_timed_thread(struct migrate_vm_ctx *c, pthread_t thread, bool *started,
+			      volatile int *quit, const char *what, const char *stuck)
+{
+	struct timespec ts;
+
+	if (!*started)
+		return true;
+	*quit = 1;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 3;
+	if (pthread_timedjoin_np(thread, NULL, &ts) != 0) {
+		emit_error(c, what, stuck);
+		return false;
+	}
+	*started = false;
+	return true;
+}
+
+static void start_timed_thread(struct migrate_vm_ctx *c, pthread_t *thread, bool *started,
+			       void *(*fn)(void *), const char *name)
+{
+	int r = pthread_create(thread, NULL, fn, c);
+
+	if (r)
+		die("pthread_create (%s): %s", name, strerror(r));
+	*started = true;
+	pthread_setname_np(*thread, name);
+}
+
+/* ------------------------------------------------------------------ */
 /* source                                                              */
+
+/*
+ * --zero-at: each range at its time, in time order, page by page through
+ * the guest mapping as the guest itself would clear it.  A poisoned page
+ * raises SIGBUS, which jumps back here: it stays poisoned, and is skipped.
+ */
+static void *zero_thread(void *arg)
+{
+	struct migrate_vm_ctx *c = arg;
+	const struct options *o = &c->opt;
+	bool done[MAX_ZEROS] = { false };
+	int k;
+
+	c->zero_tid = gettid();
+	while ((k = next_timed_range(c, o->zero_at, o->nzero, done, &c->zero_quit)) >= 0) {
+		const struct discard *z = &o->zero_at[k];
+		/* volatile: live across the SIGBUS jumps */
+		volatile uint64_t page, poisoned = 0;
+		uint64_t t = now_ns();
+
+		for (page = z->first; page < z->first + z->count; page++) {
+			if (sigsetjmp(c->zero_jmp, 1)) {
+				poisoned++;
+				continue;
+			}
+			memset(c->mem + page * PAGE_SZ, 0, PAGE_SZ);
+		}
+		uint64_t took = now_ns() - t;
+
+		fprintf(stderr, "migrate-vm: zeroed pages %" PRIu64 "..%" PRIu64 " at %.1f ms (%.2f ms"
+			", %" PRIu64 " poisoned ones skipped)\n", z->first, z->first + z->count - 1,
+			(t - c->vcpus_start_ns) / 1e6, took / 1e6, (uint64_t)poisoned);
+		emit(c, "{\"event\":\"zeroed\",\"first\":%" PRIu64 ",\"count\":%" PRIu64 ",\"ns\":%"
+		     PRIu64 ",\"took_ns\":%" PRIu64 ",\"poisoned\":%" PRIu64 "}", z->first, z->count,
+		     t, took, (uint64_t)poisoned);
+	}
+	c->zero_tid = 0;
+	return NULL;
+}
 
 static int source_dump(struct migrate_vm_ctx *c, const char *path)
 {
@@ -1049,12 +1521,20 @@ static int run_source(struct migrate_vm_ctx *c)
 {
 	uint64_t t0 = now_ns();
 
+	c->vcpus_start_ns = t0;
 	start_vcpus(c);
 	print_vm_line(c);
+	if (c->opt.nzero)
+		start_timed_thread(c, &c->zero_thread, &c->zero_started, zero_thread, "zero");
 	int sig = wait_run(&c->opt);
 	bool stopped = stop_vcpus(c, 2000);
 	uint64_t ran = now_ns() - t0;
 	int rc = 0;
+
+	if (!stop_timed_thread(c, c->zero_thread, &c->zero_started, &c->zero_quit, "zero-at",
+			       "zeroing is still waiting in a userfault after the run (a punched "
+			       "page nobody poisoned?)"))
+		rc = 1;
 
 	if (c->opt.dump && source_dump(c, c->opt.dump) < 0)
 		rc = 1;
@@ -1068,7 +1548,7 @@ static int run_source(struct migrate_vm_ctx *c)
 		hits += c->vcpu[i].poison_reads + c->vcpu[i].poison_writes;
 	}
 	fprintf(stderr, "migrate-vm: source ran %.1f ms: %" PRIu64 " guest loops, %" PRIu64
-		" poison MMIO exits%s\n", ran / 1e6, loops, hits,
+		" %s%s\n", ran / 1e6, loops, hits, poison_hits_name(&c->opt),
 		stopped ? "" : "; some vCPUs did not stop (blocked in a userfault)");
 	if (c->opt.json) {
 		pthread_mutex_lock(&c->out_lock);
@@ -1242,33 +1722,16 @@ static int target_image(struct migrate_vm_ctx *c, const struct verify_result *vr
 	return ret;
 }
 
-/*
- * --discard: each range at its time, in time order.  A range whose time
- * has not come when the run ends is not discarded (not reported either).
- */
+/* --discard: each range at its time, in time order. */
 static void *discard_thread(void *arg)
 {
 	struct migrate_vm_ctx *c = arg;
 	const struct options *o = &c->opt;
 	bool done[MAX_DISCARDS] = { false };
+	int k;
 
-	for (unsigned n = 0; n < o->ndiscard; n++) {
-		unsigned k = MAX_DISCARDS;
-
-		for (unsigned i = 0; i < o->ndiscard; i++)
-			if (!done[i] && (k == MAX_DISCARDS || o->discard[i].at_ms < o->discard[k].at_ms))
-				k = i;
-		done[k] = true;
+	while ((k = next_timed_range(c, o->discard, o->ndiscard, done, &c->discard_quit)) >= 0) {
 		const struct discard *d = &o->discard[k];
-		uint64_t at = c->vcpus_start_ns + d->at_ms * 1000000ULL;
-
-		while (!c->discard_quit && now_ns() < at) {
-			uint64_t left_us = (at - now_ns()) / 1000;
-
-			sleep_us(left_us < 10000 ? left_us + 1 : 10000);
-		}
-		if (c->discard_quit)
-			break;
 		/* Anonymous memory: the pages go, the next access faults as missing.
 		 * The memfd: punched out of the page cache, so the precopied copy
 		 * goes too (MADV_DONTNEED would keep it). */
@@ -1297,24 +1760,38 @@ static void *discard_thread(void *arg)
 	return NULL;
 }
 
-/* Stop the discard thread; false if it is stuck in madvise (no router reads
- * the REMOVE event): then it is left behind, like the handover thread. */
+/* False if the discard thread is stuck in madvise (no router reads the
+ * REMOVE event). */
 static bool stop_discards(struct migrate_vm_ctx *c)
 {
-	struct timespec ts;
+	return stop_timed_thread(c, c->discard_thread, &c->discard_started, &c->discard_quit,
+				 "discard", "a discard is still waiting in madvise() after the "
+				 "run (is the router reading UFFD events?)");
+}
 
-	if (!c->discard_started)
-		return true;
-	c->discard_quit = 1;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += 3;
-	if (pthread_timedjoin_np(c->discard_thread, NULL, &ts) != 0) {
-		emit_error(c, "discard", "a discard is still waiting in madvise() after the run "
-			   "(is the router reading UFFD events?)");
-		return false;
+/* --writes: the last stamp of each page, once no vCPU writes any more. */
+static int target_writes(struct migrate_vm_ctx *c, uint64_t *written)
+{
+	FILE *f = c->opt.writes ? fopen(c->opt.writes, "w") : NULL;
+
+	*written = 0;
+	if (c->opt.writes && !f) {
+		fprintf(stderr, "migrate-vm: --writes %s: %s\n", c->opt.writes, strerror(errno));
+		return -1;
 	}
-	c->discard_started = false;
-	return true;
+	for (uint64_t i = 0; c->last_write && i < c->pages; i++) {
+		if (!c->last_write[i].offset)
+			continue;
+		(*written)++;
+		if (f)
+			fprintf(f, "%" PRIu64 " %" PRIu32 " %016" PRIx64 "\n", i,
+				c->last_write[i].offset, c->last_write[i].value);
+	}
+	if (f && fclose(f) != 0) {
+		fprintf(stderr, "migrate-vm: --writes %s: %s\n", c->opt.writes, strerror(errno));
+		return -1;
+	}
+	return 0;
 }
 
 static int run_target(struct migrate_vm_ctx *c)
@@ -1342,13 +1819,9 @@ static int run_target(struct migrate_vm_ctx *c)
 	uint64_t t0 = now_ns();
 	c->vcpus_start_ns = t0;
 	start_vcpus(c);
-	if (c->opt.ndiscard) {
-		r = pthread_create(&c->discard_thread, NULL, discard_thread, c);
-		if (r)
-			die("pthread_create (discard): %s", strerror(r));
-		c->discard_started = true;
-		pthread_setname_np(c->discard_thread, "discard");
-	}
+	if (c->opt.ndiscard)
+		start_timed_thread(c, &c->discard_thread, &c->discard_started, discard_thread,
+				   "discard");
 	if (c->opt.json) {
 		pthread_mutex_lock(&c->out_lock);
 		fprintf(stdout, "{\"event\":\"vcpus_started\",\"start_ns\":%" PRIu64 ",\"tids\":[", t0);
@@ -1372,6 +1845,11 @@ static int run_target(struct migrate_vm_ctx *c)
 	if (!stopped)
 		emit_error(c, "stop", "a vCPU did not stop within 5 s (blocked in a userfault "
 			   "nobody resolves?)");
+	/* Before verification, which may wait for the router: the record is
+	 * complete now (a vCPU that did not stop is blocked in a read fault). */
+	uint64_t written_pages;
+	if (target_writes(c, &written_pages) < 0)
+		rc = 1;
 
 	/* Verify in its own thread so a page nobody places cannot hang us. */
 	struct verify_result vr = { .hash = calloc(c->pages, sizeof(uint64_t)),
@@ -1407,8 +1885,9 @@ static int run_target(struct migrate_vm_ctx *c)
 	for (unsigned i = 0; i < c->opt.vcpus; i++)
 		hits += c->vcpu[i].poison_reads + c->vcpu[i].poison_writes;
 	fprintf(stderr, "migrate-vm: target ran %.1f ms, verified %" PRIu64 " pages in %.1f ms: "
-		"%" PRIu64 " SIGBUS (poisoned), %" PRIu64 " poison MMIO exits\n", ran / 1e6,
-		c->pages, vr.ns / 1e6, vr.nsigbus, hits);
+		"%" PRIu64 " SIGBUS (poisoned), %" PRIu64 " %s, %" PRIu64 " pages written\n",
+		ran / 1e6, c->pages, vr.ns / 1e6, vr.nsigbus, hits, poison_hits_name(&c->opt),
+		written_pages);
 	if (c->opt.json) {
 		pthread_mutex_lock(&c->out_lock);
 		FILE *f = stdout;
@@ -1433,6 +1912,17 @@ static int run_target(struct migrate_vm_ctx *c)
 				c->opt.discard[i].first, c->opt.discard[i].count);
 			first = false;
 		}
+		fprintf(f, "],\"written_pages\":%" PRIu64 ",\"writes_reverted\":", written_pages);
+		uint64_t reverted = 0;
+		for (unsigned i = 0; i < c->opt.vcpus; i++)
+			reverted += c->vcpu[i].writes_reverted;
+		fprintf(f, "%" PRIu64 ",\"reverted_pages\":[", reverted);
+		first = true;
+		for (unsigned i = 0; i < c->opt.vcpus; i++)
+			for (unsigned k = 0; k < c->vcpu[i].nreverted; k++) {
+				fprintf(f, "%s%" PRIu64, first ? "" : ",", c->vcpu[i].reverted_page[k]);
+				first = false;
+			}
 		fputs("]", f);
 		print_vcpu_stats(c, f);
 		fprintf(f, ",\"ok\":%s}\n", rc ? "false" : "true");
@@ -1480,6 +1970,7 @@ int main(int argc, char **argv)
 
 	memory_setup(c);
 	vm_setup(c);
+	writes_setup(c);
 	uffd_setup(c);
 	return c->opt.role == ROLE_SOURCE ? run_source(c) : run_target(c);
 }
