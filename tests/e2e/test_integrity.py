@@ -16,14 +16,10 @@ and the target guest's own record of its writes:
     discarded pages read zero).
 """
 import os
-import select
 import shutil
-import socket
-import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

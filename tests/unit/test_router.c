@@ -50,6 +50,7 @@
 #define S_ZERO FAULTLINE__WIRE__PAGE_STATE__PAGE_ZERO
 
 /* The scripted source: memory, states, and what to do when. */
+enum { FIRST_SERVE, FIRST_ERROR_BUSY, FIRST_HALF_OPEN };
 #define PEER_MAX_CONNS 4
 
 struct peer {
@@ -63,6 +64,7 @@ struct peer {
 	int poison_after_requests;	/* PoisonUpdate of poison_late_page after N requests */
 	uint64_t poison_late_page;
 	uint64_t session;		/* its Hello's migration session; 0: 42 */
+	int first_conn;			/* FIRST_*: how the first connection misbehaves */
 	int requests;			/* PageRequest frames answered */
 	int queries;
 	pthread_t thr;
@@ -426,6 +428,30 @@ static void peer_conn(struct peer *p, int fd, int conn)
 	}
 }
 
+/* A source still holding the old connection (an Error frame, EBUSY, where
+ * the Hello should be), or a half-open one (the Hello never comes): either
+ * way, until the router gives up on this connection. */
+static void peer_misbehave(struct peer *p, int fd)
+{
+	fl_frame *in;
+	char err[200], buf[256];
+
+	if (fl_wire_recv(fd, NULL, 5000, &in, err, sizeof(err)) == 0)
+		fl_wire_free(in);
+	if (p->first_conn == FIRST_ERROR_BUSY) {
+		Faultline__Wire__Error e = FAULTLINE__WIRE__ERROR__INIT;
+		fl_frame f = FAULTLINE__WIRE__FRAME__INIT;
+
+		e.code = EBUSY;
+		e.text = "another target is already connected";
+		f.body_case = FAULTLINE__WIRE__FRAME__BODY_ERROR;
+		f.error = &e;
+		send_frame(fd, &f);
+	}
+	while (recv(fd, buf, sizeof(buf), 0) > 0)
+		;
+}
+
 static void *peer_main(void *arg)
 {
 	struct peer *p = arg;
@@ -441,7 +467,10 @@ static void *peer_main(void *arg)
 		p->conns++;
 		pthread_cond_broadcast(&p->cond);
 		pthread_mutex_unlock(&p->lock);
-		peer_conn(p, fd, conn);
+		if (conn == 0 && p->first_conn != FIRST_SERVE)
+			peer_misbehave(p, fd);
+		else
+			peer_conn(p, fd, conn);
 		pthread_mutex_lock(&p->lock);
 		p->fd = -1;
 		pthread_mutex_unlock(&p->lock);
@@ -1904,6 +1933,52 @@ static void test_malformed_frame(void **state)
 	vmm_fini(&v);
 }
 
+/*
+ * The source answers the first connection with an Error (EBUSY: it still
+ * holds the old connection), or not at all (half-open).  The router must
+ * not end the migration (the guest would freeze): it backs off, connects
+ * again and serves every fault.
+ */
+static void first_connection_refused(int how)
+{
+	struct peer p;
+	struct vmm v;
+	struct run run;
+	struct fl_router_stats st;
+	int64_t t0 = mono_ms();
+
+	peer_init(&p);
+	p.poison_after_requests = -1;
+	p.first_conn = how;
+	p.max_conns = 2;
+	vmm_init(&v, false);
+	peer_start(&p);
+	router_start(&run, &v, &p, NULL);
+	check_pages_at(v.mem, &p, 0, 8);
+	router_stop(&run, &st);
+	pthread_mutex_lock(&p.lock);
+	assert_int_equal(p.conns, 2);
+	pthread_mutex_unlock(&p.lock);
+	assert_int_equal(st.connected, 1);
+	if (how == FIRST_HALF_OPEN)	/* given up on after the Hello timeout (5 s) */
+		assert_true(mono_ms() - t0 >= 4500);
+	fl_router_destroy(run.r);
+	peer_finish(&p);
+	vmm_fini(&v);
+}
+
+static void test_source_busy_reconnects(void **state)
+{
+	(void)state;
+	first_connection_refused(FIRST_ERROR_BUSY);
+}
+
+static void test_source_half_open_reconnects(void **state)
+{
+	(void)state;
+	first_connection_refused(FIRST_HALF_OPEN);
+}
+
 static void test_bad_config(void **state)
 {
 	struct fl_region reg = { .base = (void *)0x10000000, .length = PS, .memfd = -1 };
@@ -1949,6 +2024,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_fork),
 		cmocka_unit_test(test_source_reconnect),
 		cmocka_unit_test(test_malformed_frame),
+		cmocka_unit_test(test_source_busy_reconnects),
+		cmocka_unit_test(test_source_half_open_reconnects),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
