@@ -263,8 +263,8 @@ int main(int argc, char **argv)
 	       (double)ref[b.rounds / 2] / 1e3 / (double)b.pages);
 	printf("  faultline router (libfaultline):     %9.0f faults/s  (%.2f us/fault)\n", rt_rate,
 	       (double)rt[b.rounds / 2] / 1e3 / (double)b.pages);
-	printf("  ratio router/reference: %.3f  (target >= 0.9: %s)\n", rt_rate / ref_rate,
-	       rt_rate / ref_rate >= 0.9 ? "met" : "MISSED");
+	printf("  ratio router/reference: %.3f  (target >= 0.95: %s)\n", rt_rate / ref_rate,
+	       rt_rate / ref_rate >= 0.95 ? "met" : "MISSED");
 	free(b.src);
 	return 0;
 }
