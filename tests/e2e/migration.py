@@ -308,6 +308,11 @@ def classify_pages(res, discarded=()):
 
 
 def check_pages(res, discarded=()):
+    r, tv = res["router"], res["tv"]
+    print(f"# router: faults {r['faults']} received {r['pages_received']} reconnects {r['reconnects']} "
+          f"eagain {r['eagain']} events {r['events']} kept_guest {r.get('kept_guest')} "
+          f"stale_dropped {r.get('stale_dropped')} poisons {r['poisons']}; guest wrote "
+          f"{tv.get('written_pages')} pages", flush=True)
     bad = classify_pages(res, discarded)
     # The guest's own record of writes found replaced while it ran (a revert
     # its later writes would hide in the final image).

@@ -1706,7 +1706,7 @@ static void test_eagain(void **state)
 					  .zap_ctx = &h, .zap_wait_fd = h.efd };
 	struct fl_wire_writer w;
 	uint8_t buf[PS];
-	uint64_t page2 = 2;
+	uint64_t pages24[2] = { 2, 4 };
 
 	(void)state;
 	assert_true(h.efd >= 0);
@@ -1728,7 +1728,8 @@ static void test_eagain(void **state)
 	pthread_mutex_lock(&p.lock);
 	fl_statemap_set(&p.states, 1, S_POISON);
 	assert_int_equal(peer_put_poison(&w, 1), 0);
-	assert_int_equal(peer_put_pages(&p, &w, 0, &page2, 1, false), 0);
+	/* page 4 rides along as a background push: nobody waits for it */
+	assert_int_equal(peer_put_pages(&p, &w, 0, pages24, 2, true), 0);
 	assert_int_equal(writer_send(&w, p.fd), 0);
 	pthread_mutex_unlock(&p.lock);
 
@@ -1736,6 +1737,19 @@ static void test_eagain(void **state)
 	assert_int_equal(t.sig[0], 0);
 	assert_memory_equal(t.copy, p.mem + 2 * PS, PS);
 	toucher_free(&t);
+	/* The push that met EAGAIN is not dropped: the router asks for page 4
+	 * again on its own and places it, before anyone touches it (else it
+	 * would read zero once the range is unregistered at the end). */
+	assert_true(peer_wait_asked(&p, 4, 1, 5000));
+	{
+		unsigned char vec = 0;
+		int64_t until = mono_ms() + 5000;
+
+		while (mincore(v.mem + 4 * PS, PS, &vec) == 0 && !(vec & 1) && mono_ms() < until)
+			usleep(1000);
+		assert_true(vec & 1);
+	}
+	check_pages_at(v.mem + 4 * PS, &p, 4, 1);
 	assert_int_equal(read_page(v.mem + 1 * PS, buf), 1);
 	/* the discard that raised the EAGAIN is a discard like any other */
 	assert_int_equal(read_page(v.mem + 10 * PS, buf), 0);

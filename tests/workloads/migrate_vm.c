@@ -173,6 +173,7 @@ struct options {
 	unsigned long run_ms;           /* 0: until SIGTERM/SIGINT */
 	bool json;
 	double hot_fraction;
+	double touch_fraction;          /* target: share of each slice its guest reads */
 	unsigned long pace_us;
 	unsigned long pace_pages;
 	uint64_t seed;
@@ -205,6 +206,7 @@ struct vcpu {
 
 	uint64_t control_page;          /* data page index */
 	uint64_t slice_first, slice_pages, hot_pages;
+	uint64_t touch_pages;           /* target: the read pass covers these of the slice */
 
 	/* written by this vCPU's thread; read after it stopped */
 	bool seen_counter;
@@ -438,6 +440,9 @@ static void usage(FILE *f)
 "                       router sees UFFD_EVENT_REMOVE and the pages must read\n"
 "                       zero from then on, unless poisoned. Repeatable (up to\n"
 "                       %d); FIRST >= --vcpus (control pages hold guest state)\n"
+"  --touch-fraction F   the guest's read pass covers only the first F of its\n"
+"                       slice, 0 < F <= 1 (default 1): the rest reaches the\n"
+"                       target only by the source's background push\n"
 "  --write-percent P    --cpu threads only: the guest also writes, 0..100\n"
 "                       (default 0). Pages of the slices picked by a hash of\n"
 "                       (page, --seed) get an 8-byte stamp at offset 0x80 +\n"
@@ -545,7 +550,7 @@ static void parse_options(struct options *o, int argc, char **argv)
 	enum { OPT_ROLE = 256, OPT_VCPUS, OPT_MEM, OPT_RUN, OPT_JSON, OPT_HOT, OPT_PACE_US,
 	       OPT_PACE_PAGES, OPT_SEED, OPT_ZERO, OPT_ROUTER, OPT_MODE, OPT_RECONNECT,
 	       OPT_DUMP, OPT_CONNECT, OPT_START, OPT_VERIFY, OPT_IMAGE, OPT_DISCARD,
-	       OPT_UNTIL_ROUTER, OPT_CPU, OPT_WRITE_PERCENT, OPT_WRITES, OPT_ZERO_AT };
+	       OPT_UNTIL_ROUTER, OPT_CPU, OPT_WRITE_PERCENT, OPT_WRITES, OPT_ZERO_AT, OPT_TOUCH };
 	static const struct option lo[] = {
 		{ "role", required_argument, 0, OPT_ROLE },
 		{ "vcpus", required_argument, 0, OPT_VCPUS },
@@ -571,13 +576,14 @@ static void parse_options(struct options *o, int argc, char **argv)
 		{ "write-percent", required_argument, 0, OPT_WRITE_PERCENT },
 		{ "writes", required_argument, 0, OPT_WRITES },
 		{ "zero-at", required_argument, 0, OPT_ZERO_AT },
+		{ "touch-fraction", required_argument, 0, OPT_TOUCH },
 		{ "help", no_argument, 0, 'h' },
 		{ 0, 0, 0, 0 },
 	};
 	bool run_given = false;
 	int ch;
 
-	*o = (struct options){ .vcpus = 4, .mem_mib = 256, .hot_fraction = 0.125,
+	*o = (struct options){ .vcpus = 4, .mem_mib = 256, .hot_fraction = 0.125, .touch_fraction = 1,
 			       .pace_us = 1000, .pace_pages = 64, .seed = 1, .zero_percent = 10,
 			       .mode = FL_MODE_MISSING, .connect_timeout_ms = 10000,
 			       .verify_timeout_ms = 120000 };
@@ -656,6 +662,14 @@ static void parse_options(struct options *o, int argc, char **argv)
 			o->write_percent = parse_ulong("--write-percent", optarg, 0, 100);
 			break;
 		case OPT_WRITES: o->writes = optarg; break;
+		case OPT_TOUCH: {
+			char *end;
+			errno = 0;
+			o->touch_fraction = strtod(optarg, &end);
+			if (errno || *end || !(o->touch_fraction > 0 && o->touch_fraction <= 1))
+				bad_usage("--touch-fraction '%s': expected a number in (0, 1]", optarg);
+			break;
+		}
 		case OPT_ZERO_AT:
 			if (o->nzero == MAX_ZEROS) {
 				fprintf(stderr, "migrate-vm: --zero-at: at most %d of them\n", MAX_ZEROS);
@@ -865,6 +879,9 @@ static void vm_setup(struct migrate_vm_ctx *c)
 		vc->slice_first = o->vcpus + (uint64_t)i * slice;
 		vc->slice_pages = slice;
 		vc->hot_pages = hot;
+		vc->touch_pages = (uint64_t)((double)slice * o->touch_fraction);
+		if (vc->touch_pages < hot)
+			vc->touch_pages = hot;
 		vc->fd = -1;
 		if (!kvm)
 			continue;
@@ -874,7 +891,7 @@ static void vm_setup(struct migrate_vm_ctx *c)
 			.control_gpa = (uint32_t)(DATA_GPA + vc->control_page * PAGE_SZ + CONTROL_OFF),
 			.slice_gpa = (uint32_t)(DATA_GPA + vc->slice_first * PAGE_SZ),
 			.hot_pages = (uint32_t)hot,
-			.slice_pages = (uint32_t)slice,
+			.slice_pages = (uint32_t)(o->role == ROLE_TARGET ? vc->touch_pages : slice),
 			.pace_pages = (uint32_t)o->pace_pages,
 		};
 		memcpy(c->vm.code_mem + PARAM_GPA + 32 * i, &gp, sizeof(gp));
@@ -1159,7 +1176,7 @@ static void guest_threads_loop(struct migrate_vm_ctx *c, struct vcpu *v)
 			}
 		} else if (!guest_read_pass(c, v, v->hot_pages, 0, v->hot_pages,
 					    (uint32_t)counter, &pace_left) ||
-			   !guest_read_pass(c, v, v->slice_pages, v->hot_pages, v->slice_pages,
+			   !guest_read_pass(c, v, v->touch_pages, v->hot_pages, v->touch_pages,
 					    (uint32_t)counter, &pace_left)) {
 			return;
 		}
