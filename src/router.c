@@ -26,9 +26,9 @@
  * their precopy) are punched out of the page cache at once: left there,
  * the guest would read the stale copy once the range is unregistered.
  *
- * Memory: the state map (2 bits a page), two bits a page more (owned,
- * cached), a bounded table of pages with waiting faults, and the
- * connection's buffers.
+ * Memory: the state map (2 bits a page), one bit a page more for owned
+ * pages and in MINOR mode one for cached ones, a bounded table of pages
+ * with waiting faults, and the connection's buffers.
  *
  * The kernel's userfaultfd is the only source of truth for waiters, so every
  * placement failure ends in a UFFDIO_WAKE or a retry: no waiter is left
@@ -2007,9 +2007,12 @@ int fl_router_create(const struct fl_router_config *cfg, struct fl_router **out,
 		g->ask_data = calloc(FL_WIRE_MAX_PAGES, sizeof(uint64_t));
 		g->ask_state = calloc(FL_WIRE_MAX_PAGES, sizeof(uint64_t));
 		g->owned = calloc((g->npages + 63) / 64, sizeof(uint64_t));
-		g->cached = calloc((g->npages + 63) / 64, sizeof(uint64_t));
+		/* only MINOR mode writes (and finds) copies in the page cache */
+		if (cfg->mode == FL_MODE_MINOR)
+			g->cached = calloc((g->npages + 63) / 64, sizeof(uint64_t));
 		ret = fl_statemap_init(&g->map, g->npages, ST_DIRTY);
-		if (ret || !g->ask_data || !g->ask_state || !g->owned || !g->cached) {
+		if (ret || !g->ask_data || !g->ask_state || !g->owned ||
+		    (cfg->mode == FL_MODE_MINOR && !g->cached)) {
 			snprintf(err, errlen, "out of memory for region %u's page-state map", i);
 			ret = -ENOMEM;
 			goto fail;

@@ -70,6 +70,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", 5)))
     ap.add_argument("--touches", type=int, default=2000)
     a = ap.parse_args()
+    if not os.access(TOUCH, os.X_OK):
+        sys.exit(f"bench_migration: {TOUCH} is missing: build it with `make bench` (or make {TOUCH})")
     if os.geteuid() != 0:
         sys.exit("bench_migration: needs root (network namespaces, userfaultfd of another process)")
     p50, p99 = [], []
