@@ -476,50 +476,42 @@ static void usage(FILE *f)
 		MAX_VCPUS, MAX_MEM_MIB, MAX_ZEROS, MAX_DISCARDS);
 }
 
-/* FIRST:COUNT@MS, each a non-negative integer, COUNT at least 1. */
-static struct discard parse_discard(const char *s)
+/* "A<sep1>B<sep2>C", three non-negative decimal integers. */
+static bool parse_three(const char *s, char sep1, char sep2, uint64_t v[3])
 {
-	struct discard d;
+	const char seps[3] = { sep1, sep2, 0 };
 	char *end;
 
-	errno = 0;
-	if (*s < '0' || *s > '9')
-		goto bad;
-	d.first = strtoull(s, &end, 10);
-	if (errno || *end != ':' || end[1] < '0' || end[1] > '9')
-		goto bad;
-	d.count = strtoull(end + 1, &end, 10);
-	if (errno || *end != '@' || end[1] < '0' || end[1] > '9' || !d.count)
-		goto bad;
-	d.at_ms = strtoul(end + 1, &end, 10);
-	if (errno || *end || d.at_ms > 86400000)
-		goto bad;
-	return d;
-bad:
-	bad_usage("--discard '%s': expected FIRST:COUNT@MS (page index, pages >= 1, ms)", s);
+	for (int i = 0; i < 3; i++) {
+		if (*s < '0' || *s > '9')
+			return false;
+		errno = 0;
+		v[i] = strtoull(s, &end, 10);
+		if (errno || *end != seps[i])
+			return false;
+		s = end + 1;
+	}
+	return true;
 }
 
-/* MS:FIRST:COUNT, each a non-negative integer, COUNT at least 1. */
+/* --discard FIRST:COUNT@MS, COUNT at least 1. */
+static struct discard parse_discard(const char *s)
+{
+	uint64_t v[3];
+
+	if (!parse_three(s, ':', '@', v) || !v[1] || v[2] > 86400000)
+		bad_usage("--discard '%s': expected FIRST:COUNT@MS (page index, pages >= 1, ms)", s);
+	return (struct discard){ .first = v[0], .count = v[1], .at_ms = (unsigned long)v[2] };
+}
+
+/* --zero-at MS:FIRST:COUNT, COUNT at least 1. */
 static struct discard parse_zero_at(const char *s)
 {
-	struct discard z;
-	char *end;
+	uint64_t v[3];
 
-	errno = 0;
-	if (*s < '0' || *s > '9')
-		goto bad;
-	z.at_ms = strtoul(s, &end, 10);
-	if (errno || *end != ':' || end[1] < '0' || end[1] > '9' || z.at_ms > 86400000)
-		goto bad;
-	z.first = strtoull(end + 1, &end, 10);
-	if (errno || *end != ':' || end[1] < '0' || end[1] > '9')
-		goto bad;
-	z.count = strtoull(end + 1, &end, 10);
-	if (errno || *end || !z.count)
-		goto bad;
-	return z;
-bad:
-	bad_usage("--zero-at '%s': expected MS:FIRST:COUNT (ms, page index, pages >= 1)", s);
+	if (!parse_three(s, ':', ':', v) || !v[2] || v[0] > 86400000)
+		bad_usage("--zero-at '%s': expected MS:FIRST:COUNT (ms, page index, pages >= 1)", s);
+	return (struct discard){ .first = v[1], .count = v[2], .at_ms = (unsigned long)v[0] };
 }
 
 /* --cpu's default: KVM when this process may use it. */
