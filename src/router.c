@@ -1241,9 +1241,10 @@ static int on_source_hello(struct fl_router *r, const Faultline__Wire__Hello *h)
 		return -EINVAL;
 	}
 	for (unsigned i = 0; i < r->nregions; i++) {
-		if (h->regions[i]->length != r->reg[i].length) {
+		/* by id, as the limits every later frame is checked against */
+		if ((uint64_t)r->lim.region_pages[i] * r->lim.page_size != r->reg[i].length) {
 			set_err(r, "region %u is %llu bytes on the source but %llu on the target", i,
-				(unsigned long long)h->regions[i]->length,
+				(unsigned long long)r->lim.region_pages[i] * r->lim.page_size,
 				(unsigned long long)r->reg[i].length);
 			return -EINVAL;
 		}

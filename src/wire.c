@@ -155,10 +155,12 @@ static int validate_hello(const Faultline__Wire__Hello *h, char *err, size_t err
 	for (size_t i = 0; i < h->n_regions; i++) {
 		const Faultline__Wire__Region *rg = h->regions[i];
 
-		if (rg->id >= h->n_regions || (seen & (1ull << rg->id)))
+		/* Listed in id order: a peer comparing lengths by position then
+		 * compares the same regions the limits (by id) describe. */
+		if (rg->id != i || (seen & (1ull << rg->id)))
 			return fail(err, errlen, -EPROTO,
-				    "Hello region %zu has id %u; ids must be 0..%zu, each once.", i,
-				    rg->id, h->n_regions - 1);
+				    "Hello region %zu has id %u; regions must be listed in id order "
+				    "0..%zu.", i, rg->id, h->n_regions - 1);
 		seen |= 1ull << rg->id;
 		if (!rg->length || rg->length % h->page_size)
 			return fail(err, errlen, -EINVAL,

@@ -223,8 +223,12 @@ static void test_limits_from_hello(void **state)
 
 	(void)state;
 	make_samples(&s);
-	/* ids name the slot, whatever order the regions come in */
+	/* regions come in id order: permuted, the Hello is refused (a peer
+	 * checking lengths by position would check the wrong regions) */
 	s.regp[0] = &s.reg[1], s.regp[1] = &s.reg[0];
+	assert_int_equal(fl_wire_limits_from_hello(&lim, &s.hello, err, sizeof(err)), -EPROTO);
+	assert_non_null(strstr(err, "id order"));
+	s.regp[0] = &s.reg[0], s.regp[1] = &s.reg[1];
 	assert_int_equal(fl_wire_limits_from_hello(&lim, &s.hello, err, sizeof(err)), 0);
 	assert_int_equal(lim.page_size, 4096);
 	assert_int_equal(lim.nregions, 2);
@@ -609,6 +613,12 @@ static void test_reject_hello(void **state)
 	expect_reject(&s.f[0], NULL, -EPROTO, "id 2");
 	s.reg[1].id = 1;
 	expect_accept(&s.f[0], NULL);
+	/* Each id once, but out of order: a peer comparing lengths by
+	 * position would check other regions than the limits (by id) bound,
+	 * and later frames would index past a region's state map. */
+	s.reg[0].id = 1, s.reg[1].id = 0;
+	expect_reject(&s.f[0], NULL, -EPROTO, "id order");
+	s.reg[0].id = 0, s.reg[1].id = 1;
 
 	for (int i = 0; i <= FL_WIRE_MAX_REGIONS; i++) {
 		faultline__wire__region__init(&many[i]);
