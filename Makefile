@@ -12,7 +12,9 @@ ARCH     := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -Isrc -I$(OUT)
-LDLIBS   := -lbpf -lelf -lz -pthread -lmicrohttpd -lm -lprotobuf-c
+LDLIBS   := -lbpf -lelf -lz -pthread -lmicrohttpd -lm -lprotobuf-c -lgnutls
+# What a program linking libfaultline.a needs besides it.
+MIG_LIBS := -lprotobuf-c -lz -lgnutls
 BPFFLAGS := -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) -I. -Iinclude -Wall -Werror
 
 # The agent: everything in src/ but main.c also goes into the test binaries.
@@ -28,7 +30,7 @@ CMD_SRCS += src/cmd_stuck.c
 # a VMM can embed the router without the tracer.
 PROTO    := src/faultline.proto
 PB_GEN   := $(OUT)/faultline.pb-c.c $(OUT)/faultline.pb-c.h
-MIG_SRCS := src/wire.c src/statemap.c src/handover.c src/router.c src/journal.c
+MIG_SRCS := src/wire.c src/statemap.c src/handover.c src/router.c src/journal.c src/tls.c
 CMD_SRCS += src/cmd_source.c src/cmd_target.c
 LIB_SRCS += src/source.c src/netaddr.c
 LIB_OBJS := $(LIB_SRCS:src/%.c=$(OUT)/%.o)
@@ -99,14 +101,14 @@ $(OUT)/stuck-scenarios: tests/workloads/stuck_scenarios.c include/uffd_compat.h 
 	$(CC) $(CFLAGS) -pthread $< -o $@
 
 $(OUT)/wire-client: tests/workloads/wire_client.c include/uffd_compat.h $(OUT)/libfaultline.a | $(OUT)
-	$(CC) $(CFLAGS) $< -o $@ $(OUT)/libfaultline.a -lprotobuf-c -lz
+	$(CC) $(CFLAGS) $< -o $@ $(OUT)/libfaultline.a $(MIG_LIBS)
 
 $(OUT)/migrate-vm: tests/workloads/migrate_vm.c $(KVM_VM) include/uffd_compat.h \
 		  $(OUT)/libfaultline.a | $(OUT)
-	$(CC) $(CFLAGS) -pthread $(filter %.c,$^) -o $@ $(OUT)/libfaultline.a -lprotobuf-c -lz
+	$(CC) $(CFLAGS) -pthread $(filter %.c,$^) -o $@ $(OUT)/libfaultline.a $(MIG_LIBS)
 
 $(OUT)/test_handover: tests/unit/test_handover.c $(OUT)/libfaultline.a include/uffd_compat.h
-	$(CC) $(CFLAGS) -pthread $< -o $@ $(OUT)/libfaultline.a -lprotobuf-c -lz -lcmocka
+	$(CC) $(CFLAGS) -pthread $< -o $@ $(OUT)/libfaultline.a $(MIG_LIBS) -lcmocka
 
 $(OUT)/test_correlator: tests/unit/test_correlator.c $(OUT)/correlator.o
 	$(CC) $(CFLAGS) $^ -o $@ -lcmocka
@@ -126,7 +128,7 @@ $(OUT)/test_history: tests/unit/test_history.c $(OUT)/history.o $(OUT)/histsock.
 	$(CC) $(CFLAGS) -pthread $^ -o $@ -lcmocka
 
 $(OUT)/test_router: tests/unit/test_router.c $(OUT)/libfaultline.a
-	$(CC) $(CFLAGS) -pthread $^ -o $@ -lprotobuf-c -lz -lcmocka
+	$(CC) $(CFLAGS) -pthread $^ -o $@ $(MIG_LIBS) -lcmocka
 
 $(OUT)/test_metrics: tests/unit/test_metrics.c $(OUT)/metrics.o
 	$(CC) $(CFLAGS) $^ -o $@ -lcmocka -lm
@@ -134,14 +136,14 @@ $(OUT)/test_metrics: tests/unit/test_metrics.c $(OUT)/metrics.o
 WIRE_OBJS := $(OUT)/wire.o $(OUT)/statemap.o $(OUT)/faultline.pb-c.o
 
 $(OUT)/test_wire: tests/unit/test_wire.c $(WIRE_OBJS)
-	$(CC) $(CFLAGS) -pthread $^ -o $@ -lprotobuf-c -lz -lcmocka
+	$(CC) $(CFLAGS) -pthread $^ -o $@ $(MIG_LIBS) -lcmocka
 
 $(OUT)/test_statemap: tests/unit/test_statemap.c $(WIRE_OBJS)
-	$(CC) $(CFLAGS) $^ -o $@ -lprotobuf-c -lz -lcmocka
+	$(CC) $(CFLAGS) $^ -o $@ $(MIG_LIBS) -lcmocka
 
 $(OUT)/test_source: tests/unit/test_source.c $(OUT)/source.o $(OUT)/netaddr.o $(OUT)/output.o \
 		   $(OUT)/correlator.o $(OUT)/libfaultline.a
-	$(CC) $(CFLAGS) $^ -o $@ -lprotobuf-c -lz -lcmocka
+	$(CC) $(CFLAGS) $^ -o $@ $(MIG_LIBS) -lcmocka
 
 # Sanitizers need every line of the code under test instrumented: the
 # sources are compiled here by clang, not taken from the gcc objects.
@@ -150,16 +152,16 @@ $(OUT)/fuzz-frame: tests/fuzz/fuzz_frame.c tests/fuzz/fuzz_common.h src/wire.c s
 	$(CLANG) -g -O1 -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -Isrc -I$(OUT) \
 		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 		tests/fuzz/fuzz_frame.c src/wire.c src/statemap.c $(OUT)/faultline.pb-c.c \
-		-o $@ -lprotobuf-c -lz
+		-o $@ $(MIG_LIBS)
 
 $(OUT)/fuzz-make-corpus: tests/fuzz/make_corpus.c tests/fuzz/fuzz_common.h $(WIRE_OBJS)
-	$(CC) $(CFLAGS) $(filter-out %.h,$^) -o $@ -lprotobuf-c -lz
+	$(CC) $(CFLAGS) $(filter-out %.h,$^) -o $@ $(MIG_LIBS)
 
 $(OUT)/fuzz-corpus.stamp: $(OUT)/fuzz-make-corpus
 	rm -rf $(OUT)/fuzz-corpus && $(OUT)/fuzz-make-corpus $(OUT)/fuzz-corpus && touch $@
 
 $(OUT)/bench-statemap: tests/bench/bench_statemap.c $(WIRE_OBJS)
-	$(CC) $(CFLAGS) -pthread $^ -o $@ -lprotobuf-c -lz
+	$(CC) $(CFLAGS) -pthread $^ -o $@ $(MIG_LIBS)
 
 $(OUT)/test_bpf_kvm: tests/bpf/test_bpf_kvm.c tests/bpf/bpf_harness.h $(LIB_OBJS) $(OUT)/libfaultline.a
 	$(CC) $(CFLAGS) -pthread $(filter-out %.h,$^) -o $@ $(LDLIBS) -lcmocka
@@ -168,10 +170,10 @@ $(OUT)/test_bpf_handlers: tests/bpf/test_bpf_handlers.c tests/bpf/bpf_harness.h 
 	$(CC) $(CFLAGS) $(filter-out %.h,$^) -o $@ $(LDLIBS) -lcmocka
 
 $(OUT)/bench-router: tests/bench/bench_router.c $(OUT)/libfaultline.a
-	$(CC) $(CFLAGS) -pthread $^ -o $@ -lprotobuf-c -lz
+	$(CC) $(CFLAGS) -pthread $^ -o $@ $(MIG_LIBS)
 
 $(OUT)/remote-touch: tests/bench/remote_touch.c $(OUT)/libfaultline.a
-	$(CC) $(CFLAGS) $^ -o $@ -lprotobuf-c -lz
+	$(CC) $(CFLAGS) $^ -o $@ $(MIG_LIBS)
 
 $(OUT)/bench-floor: tests/bench/floor.c $(OUT)/empty.skel.h
 	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)

@@ -16,6 +16,7 @@ pkgs=(
 	busybox-static cpio          # that guest's initramfs
 	libc6-dev                    # gcc -static for the guest's memory-dirtying workload
 	protobuf-c-compiler libprotobuf-c-dev  # migration wire protocol
+	libgnutls28-dev openssl      # TLS on the migration connection; test certificates
 	libclang-rt-14-dev           # libFuzzer for the frame decoder's fuzz target
 	iproute2                     # network namespaces + veth for the two-host tests
 )

@@ -25,6 +25,10 @@ enum {
 	OPT_SWITCH_NOW,
 	OPT_BANDWIDTH,
 	OPT_SESSION,
+	OPT_TLS_DIR,
+	OPT_TLS_PSK,
+	OPT_TLS_NAME,
+	OPT_INSECURE,
 	OPT_VMM_SOCKET,
 };
 
@@ -94,6 +98,8 @@ static const char source_doc[] =
 	"  faultline source --control /run/fl-src.sock --inject 0:17,40-43   # poison pages\n"
 	"  faultline source --control /run/fl-src.sock --switchover-now\n"
 	"  faultline source --control /run/fl-src.sock --status\n"
+	"  faultline source --pid 4242 --range 0x7f1200000000:1G --listen 10.0.0.1:7411 \\\n"
+	"      --tls-dir /etc/pki/qemu     # x509 with QEMU's files; or --tls-psk keys.psk\n"
 	"  faultline source --pid 4242 --range 0x7f1200000000:1G --session 9f3c0e5a12b4d677\n"
 	"      # a restarted source, same migration\n";
 
@@ -130,6 +136,15 @@ static const struct argp_option source_options[] = {
 	  "Cap precopy and background pushes at MIB/S MiB/s (answers to page requests are "
 	  "never held back; default: no cap)", 1 },
 	{ "json", 'j', NULL, 0, "JSON lines on stdout instead of progress text", 1 },
+	{ "tls-dir", OPT_TLS_DIR, "DIR", 0, "TLS 1.3 with x509 credentials in DIR (QEMU's "
+	  "tls-creds-x509 layout: ca-cert.pem, server-cert.pem, server-key.pem); the target must "
+	  "present a certificate of the same CA", 1 },
+	{ "tls-psk", OPT_TLS_PSK, "FILE", 0, "TLS 1.3 with pre-shared keys from FILE (QEMU's "
+	  "keys.psk: username:hexkey lines)", 1 },
+	{ "tls-name", OPT_TLS_NAME, "NAME", 0, "x509: the name the target's certificate must carry",
+	  1 },
+	{ "insecure", OPT_INSECURE, NULL, 0, "allow plaintext on a --listen address off loopback "
+	  "(anyone on the path can read guest memory or pose as the target)", 1 },
 	{ NULL, 0, NULL, 0, "Client of a running source's control socket (with --control):", 2 },
 	{ "inject", OPT_INJECT, "REGION:PAGE[,PAGE...]", 0,
 	  "Poison these pages in the served process (page ranges FIRST-LAST allowed)", 2 },
@@ -195,6 +210,18 @@ static error_t source_parse(int key, char *arg, struct argp_state *state)
 		break;
 	case OPT_KEEP:
 		c->cfg.keep_serving = true;
+		break;
+	case OPT_TLS_DIR:
+		c->cfg.tls.dir = arg;
+		break;
+	case OPT_TLS_PSK:
+		c->cfg.tls.psk_file = arg;
+		break;
+	case OPT_TLS_NAME:
+		c->cfg.tls.peer_name = arg;
+		break;
+	case OPT_INSECURE:
+		c->cfg.tls.insecure = true;
 		break;
 	case OPT_SESSION:
 		errno = 0;

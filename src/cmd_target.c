@@ -34,6 +34,8 @@ struct target_ctx {
 	const char *vmm_socket;
 	const char *journal;
 	uint64_t journal_session;
+	const char *tls_dir, *tls_psk, *tls_psk_user, *tls_name;
+	bool insecure;
 	bool json;
 	int accept_timeout_ms;
 	unsigned interval_ms;		/* progress every this many ms */
@@ -54,11 +56,17 @@ static const char doc[] =
 	"applied only once its migration is confirmed (the source's Hello names the same\n"
 	"session, or --journal-session does): a journal left from another migration poisons\n"
 	"nothing and is refused.\n\n"
+	"The source connection is TLS 1.3 (GnuTLS) with QEMU's credentials: --tls-dir DIR\n"
+	"(ca-cert.pem, client-cert.pem, client-key.pem; the source's certificate must name the\n"
+	"host in --source, or --tls-name) or --tls-psk FILE (keys.psk: username:hexkey).\n"
+	"Without them the source must be on loopback, or --insecure says to accept the risk.\n\n"
 	"With `-- CMD ARGS`, the router starts the VMM itself and passes the socket path in\n"
 	"FAULTLINE_ROUTER_SOCKET.\n\n"
 	"EXAMPLES:\n"
 	"  faultline target --source 10.0.0.1:7411 --journal /var/lib/vm1.poison\n"
 	"  faultline target --journal /var/lib/vm1.poison --journal-session 9f3c0e5a12b4d677\n"
+	"  faultline target --source 10.0.0.1:7411 --tls-dir /etc/pki/qemu   # x509, QEMU's files\n"
+	"  faultline target --source 10.0.0.1:7411 --tls-psk /etc/faultline/keys.psk\n"
 	"  faultline target --vmm-socket /tmp/r.sock -- build/migrate-vm --role target --mode minor\n"
 	"  faultline target --source 127.0.0.1:7411 --json > progress.jsonl";
 
@@ -68,6 +76,15 @@ static const struct argp_option options[] = {
 	{ "journal", 'j', "FILE", 0, "poison journal: reloaded on restart (default: none, not restart-safe)", 0 },
 	{ "journal-session", 'S', "HEX", 0, "the migration session the journal belongs to (the "
 	  "source prints it): its poison is applied at once, before the source is reached", 0 },
+	{ "tls-dir", 'T', "DIR", 0, "TLS with x509 credentials in DIR (QEMU's layout: ca-cert.pem, "
+	  "client-cert.pem, client-key.pem)", 0 },
+	{ "tls-psk", 'P', "FILE", 0, "TLS with a pre-shared key from FILE (QEMU's keys.psk: "
+	  "username:hexkey lines)", 0 },
+	{ "tls-psk-user", 1001, "NAME", 0, "the keys.psk line to use (default: the first)", 0 },
+	{ "tls-name", 1002, "NAME", 0, "the name the source's certificate must carry (default: the "
+	  "host in --source)", 0 },
+	{ "insecure", 1003, NULL, 0, "allow a plaintext connection to a source off loopback "
+	  "(guest memory readable and forgeable on the path)", 0 },
 	{ "json", 'J', NULL, 0, "JSON lines on stdout instead of the progress line", 0 },
 	{ "accept-timeout", 't', "SECONDS", 0, "give up if no VMM hands over within this time (default: wait)", 0 },
 	{ "interval", 'i', "MS", 0, "progress every MS milliseconds (default 1000)", 0 },
@@ -95,6 +112,21 @@ static error_t parse_opt(int key, char *arg, struct argp_state *state)
 		if (errno || end == arg || *end || !c->journal_session)
 			argp_error(state, "--journal-session wants the source's session id in hex "
 				   "(16 digits, not 0), not \"%s\"", arg);
+		break;
+	case 'T':
+		c->tls_dir = arg;
+		break;
+	case 'P':
+		c->tls_psk = arg;
+		break;
+	case 1001:
+		c->tls_psk_user = arg;
+		break;
+	case 1002:
+		c->tls_name = arg;
+		break;
+	case 1003:
+		c->insecure = true;
 		break;
 	case 'J':
 		c->json = true;
@@ -215,6 +247,23 @@ static void print_stats(struct target_ctx *c, const char *event, bool final)
 	}
 }
 
+static void print_note(struct target_ctx *c, const char *text)
+{
+	if (!c->json) {
+		fprintf(stderr, "\nfaultline target: %s\n", text);
+		return;
+	}
+	fputs("{\"event\":\"router_note\",\"text\":\"", stdout);
+	for (const char *p = text; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			putchar('\\');
+		if ((unsigned char)*p >= 0x20)
+			putchar(*p);
+	}
+	fputs("\"}\n", stdout);
+	fflush(stdout);
+}
+
 static int launch_vmm(struct target_ctx *c)
 {
 	c->child = fork();
@@ -273,13 +322,26 @@ static int run(struct target_ctx *c)
 		.source = c->source,
 		.journal = c->journal,
 		.journal_session = c->journal_session,
+		.tls_dir = c->tls_dir,
+		.tls_psk = c->tls_psk,
+		.tls_psk_user = c->tls_psk_user,
+		.tls_name = c->tls_name,
+		.insecure = c->insecure,
 		.zap = zap_via_vmm,
 		.zap_finish = zap_finish,
 		.zap_ctx = c,
 	};
 	uint64_t last = 0;
+	char last_note[256] = "";
 	int lsock, ret;
 
+	/* Refuse a bad source address or credentials before a VMM hands its
+	 * guest over (the guest would freeze with nobody to serve it). */
+	ret = fl_router_check_source(&cfg, err, sizeof(err));
+	if (ret) {
+		fprintf(stderr, "faultline target: %s\n", err);
+		return ret;
+	}
 	lsock = fl_handover_listen(c->vmm_socket, err, sizeof(err));
 	if (lsock < 0) {
 		fprintf(stderr, "faultline target: %s\n", err);
@@ -310,6 +372,8 @@ static int run(struct target_ctx *c)
 		fprintf(stderr, "faultline target: %s\n", err);
 		goto out_ho;
 	}
+	if (*err)
+		fprintf(stderr, "faultline target: %s\n", err);	/* --insecure's warning */
 	c->start_ns = mono_ns();
 	if (c->json)
 		printf("{\"event\":\"router_start\",\"vmm_pid\":%d,\"mode\":\"%s\",\"regions\":%u,\"source\":\"%s\"}\n",
@@ -322,6 +386,13 @@ static int run(struct target_ctx *c)
 		ret = fl_router_step(c->router, c->interval_ms < 200 ? (int)c->interval_ms : 200);
 		if (ret)
 			break;
+		/* Why it reconnects (refused TLS, lost connection, ...): said once
+		 * each time it changes, not only at the end. */
+		if (strcmp(last_note, fl_router_error(c->router))) {
+			snprintf(last_note, sizeof(last_note), "%s", fl_router_error(c->router));
+			if (*last_note)
+				print_note(c, last_note);
+		}
 		if (target_stop_signal) {
 			ret = -EINTR;
 			break;

@@ -58,6 +58,7 @@
 #include "faultline/faultline.h"
 #include "journal.h"
 #include "statemap.h"
+#include "tls.h"
 #include "uffd_compat.h"
 #include "wire.h"
 
@@ -146,6 +147,8 @@ struct fl_router {
 	socklen_t src_addrlen;
 	unsigned backoff_ms;
 	uint64_t hello_deadline_ns;
+	struct fl_tls *tls;		/* NULL: plaintext (loopback, or --insecure) */
+	struct fl_chan ch;		/* the connection's stream, TLS or not */
 	bool resync;			/* lost track of pages to fetch: reconnect */
 	int sock;
 	bool connecting, hello_done, switchover, src_end, end_sent, unregistered;
@@ -1130,6 +1133,7 @@ static int flush_asks(struct fl_router *r)
 
 static void conn_close(struct fl_router *r)
 {
+	fl_chan_end(&r->ch);
 	if (r->sock >= 0)
 		close(r->sock);
 	r->sock = -1;
@@ -1216,6 +1220,8 @@ static void send_hello(struct fl_router *r)
 	h.want_precopy = r->cfg.mode == FL_MODE_MINOR && !r->ever_switched && r->connects == 0 &&
 			 !r->journal.session;
 	h.resume = r->connects > 0 || r->journal.session != 0;
+	/* a resume names the migration it continues: the source refuses others */
+	h.session = r->session ? r->session : r->journal.session;
 	f.body_case = FAULTLINE__WIRE__FRAME__BODY_HELLO;
 	f.hello = &h;
 	put_frame(r, &f);
@@ -1586,8 +1592,8 @@ static void send_error(struct fl_router *r, int code, const char *text)
 	e.text = (char *)text;
 	f.body_case = FAULTLINE__WIRE__FRAME__BODY_ERROR;
 	f.error = &e;
-	if (!fl_wire_put(&r->wr, &f))
-		fl_wire_flush(&r->wr, r->sock);
+	if (!r->ch.handshaking && !fl_wire_put(&r->wr, &f))
+		fl_wire_flush_io(&r->wr, &r->ch.io);
 }
 
 /* <0 only for errors that end the migration; a broken connection just
@@ -1606,10 +1612,31 @@ static int on_sock(struct fl_router *r, short revents)
 			return 0;
 		}
 		r->connecting = false;
-		send_hello(r);
+		if (fl_chan_start(&r->ch, r->tls, r->sock, false, r->host, r->err, sizeof(r->err))) {
+			conn_close(r);
+			return 0;
+		}
+		if (!r->ch.handshaking)
+			send_hello(r);
 	}
-	if (revents & (POLLIN | POLLHUP | POLLERR)) {
-		ssize_t n = fl_wire_reader_fill(&r->rd, r->sock);
+	if (r->ch.handshaking) {
+		char err[200] = "";
+		int ret = fl_chan_handshake(&r->ch, err, sizeof(err));
+
+		if (ret == -EAGAIN)
+			return 0;
+		if (ret) {
+			/* wrong CA, wrong key, an impostor: said, retried after the
+			 * back-off (the operator may fix the files meanwhile) */
+			set_err(r, "source %s:%s: %s; retrying", r->host, r->port, err);
+			conn_close(r);
+			return 0;
+		}
+		send_hello(r);
+		revents |= POLLIN;	/* records may have come with the handshake */
+	}
+	while (revents & (POLLIN | POLLHUP | POLLERR)) {
+		ssize_t n = fl_wire_reader_fill_io(&r->rd, &r->ch.io);
 		char err[200] = "";
 		fl_frame *f;
 		int ret;
@@ -1637,12 +1664,15 @@ static int on_sock(struct fl_router *r, short revents)
 			conn_close(r);
 			return 0;
 		}
-		if (n <= 0 && n != -EAGAIN) {
+		if (n <= 0 && n != -EAGAIN && n != -ENOBUFS) {
 			if (!r->src_end)
 				set_err(r, "lost the source connection (%s)", n ? strerror((int)-n) : "closed");
 			conn_close(r);
 			return 0;
 		}
+		/* TLS may hold decrypted records poll() knows nothing of */
+		if (r->sock < 0 || !fl_chan_buffered(&r->ch))
+			break;
 	}
 	return 0;
 }
@@ -1704,8 +1734,8 @@ int fl_router_step(struct fl_router *r, int timeout_ms)
 	int ret, n = 0, sock_i = -1;
 
 	if (r->st.finished) {
-		if (r->sock >= 0 && fl_wire_pending(&r->wr))
-			fl_wire_flush(&r->wr, r->sock);
+		if (r->sock >= 0 && !r->ch.handshaking && fl_wire_pending(&r->wr))
+			fl_wire_flush_io(&r->wr, &r->ch.io);
 		return 1;
 	}
 	if (r->sock >= 0 && !r->hello_done && now >= r->hello_deadline_ns) {
@@ -1770,7 +1800,11 @@ int fl_router_step(struct fl_router *r, int timeout_ms)
 	if (r->sock >= 0) {
 		sock_i = n;
 		pfd[n++] = (struct pollfd){ .fd = r->sock,
-					    .events = (short)(POLLIN | (r->connecting || fl_wire_pending(&r->wr) ? POLLOUT : 0)) };
+					    .events = r->connecting ? POLLOUT :
+					    r->ch.handshaking ? fl_chan_events(&r->ch) :
+					    (short)(POLLIN | (fl_wire_pending(&r->wr) ? POLLOUT : 0)) };
+		if (fl_chan_buffered(&r->ch))
+			timeout_ms = 0;
 	}
 	ret = poll(pfd, (nfds_t)n, timeout_ms);
 	if (ret < 0)
@@ -1786,8 +1820,8 @@ int fl_router_step(struct fl_router *r, int timeout_ms)
 		if (ret)
 			return ret;
 	}
-	if (sock_i >= 0 && pfd[sock_i].revents) {
-		ret = on_sock(r, pfd[sock_i].revents);
+	if (sock_i >= 0 && (pfd[sock_i].revents || fl_chan_buffered(&r->ch))) {
+		ret = on_sock(r, (short)(pfd[sock_i].revents | (fl_chan_buffered(&r->ch) ? POLLIN : 0)));
 		if (ret)
 			return ret;
 	}
@@ -1797,8 +1831,8 @@ int fl_router_step(struct fl_router *r, int timeout_ms)
 			return ret;
 	}
 	flush_asks(r);
-	if (r->sock >= 0 && !r->connecting && fl_wire_pending(&r->wr)) {
-		ssize_t left = fl_wire_flush(&r->wr, r->sock);
+	if (r->sock >= 0 && !r->connecting && !r->ch.handshaking && fl_wire_pending(&r->wr)) {
+		ssize_t left = fl_wire_flush_io(&r->wr, &r->ch.io);
 
 		if (left < 0 && left != -EAGAIN) {
 			set_err(r, "lost the source connection while sending (%s)", strerror((int)-left));
@@ -1929,6 +1963,36 @@ static int split_hostport(struct fl_router *r, const char *s)
 	return 0;
 }
 
+int fl_router_check_source(const struct fl_router_config *cfg, char *err, size_t errlen)
+{
+	struct fl_tls_opts o = { .dir = cfg->tls_dir, .psk_file = cfg->tls_psk,
+				 .psk_user = cfg->tls_psk_user, .peer_name = cfg->tls_name,
+				 .insecure = cfg->insecure };
+	struct fl_router *r = calloc(1, sizeof(*r));
+	char what[300];
+	int ret;
+
+	if (!r)
+		return -ENOMEM;
+	*err = 0;
+	ret = split_hostport(r, cfg->source ? cfg->source : "");
+	if (ret)
+		snprintf(err, errlen, "source address \"%s\" is not HOST:PORT",
+			 cfg->source ? cfg->source : "");
+	if (!ret)
+		ret = resolve_source(r, err, errlen);
+	if (!ret)
+		ret = fl_tls_load(&o, false, &r->tls, err, errlen);
+	if (!ret) {
+		snprintf(what, sizeof(what), "source %s:%s", r->host, r->port);
+		ret = fl_tls_plain_check(r->tls, &o, (struct sockaddr *)&r->src_addr, what, err, errlen);
+		ret = ret > 0 ? 0 : ret;
+	}
+	fl_tls_free(r->tls);
+	free(r);
+	return ret;
+}
+
 int fl_router_create(const struct fl_router_config *cfg, struct fl_router **out, char *err, size_t errlen)
 {
 	struct fl_router *r;
@@ -1953,6 +2017,7 @@ int fl_router_create(const struct fl_router_config *cfg, struct fl_router **out,
 	r->uffd = cfg->uffd;
 	r->page_size = (uint32_t)ps;
 	r->sock = -1;
+	r->ch.fd = -1;
 	r->journal.fd = -1;
 	r->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	r->backoff_ms = cfg->reconnect_ms ? cfg->reconnect_ms : 200;
@@ -1972,9 +2037,21 @@ int fl_router_create(const struct fl_router_config *cfg, struct fl_router **out,
 		goto fail;
 	}
 	if (!cfg->fetch) {
+		struct fl_tls_opts o = { .dir = cfg->tls_dir, .psk_file = cfg->tls_psk,
+					 .psk_user = cfg->tls_psk_user, .peer_name = cfg->tls_name,
+					 .insecure = cfg->insecure };
+		char what[300];
+
 		ret = resolve_source(r, err, errlen);
+		if (!ret)
+			ret = fl_tls_load(&o, false, &r->tls, err, errlen);
 		if (ret)
 			goto fail;
+		snprintf(what, sizeof(what), "source %s:%s", r->host, r->port);
+		ret = fl_tls_plain_check(r->tls, &o, (struct sockaddr *)&r->src_addr, what, err, errlen);
+		if (ret < 0)
+			goto fail;
+		ret = 0;	/* 1: a warning is left in err */
 	}
 	fl_wire_reader_init(&r->rd);
 	fl_wire_writer_init(&r->wr);
@@ -2078,18 +2155,21 @@ void fl_router_destroy(struct fl_router *r)
 		 * which otherwise waits for a reconnect: give it a moment. */
 		uint64_t deadline = now_ns() + 2000000000ull;
 
-		while (!r->connecting && fl_wire_pending(&r->wr) && now_ns() < deadline) {
+		while (!r->connecting && !r->ch.handshaking && fl_wire_pending(&r->wr) &&
+		       now_ns() < deadline) {
 			struct pollfd p = { .fd = r->sock, .events = POLLOUT };
 			ssize_t left;
 
 			if (poll(&p, 1, 100) < 0 && errno != EINTR)
 				break;
-			left = fl_wire_flush(&r->wr, r->sock);
+			left = fl_wire_flush_io(&r->wr, &r->ch.io);
 			if (left < 0 && left != -EAGAIN)
 				break;
 		}
+		fl_chan_end(&r->ch);
 		close(r->sock);
 	}
+	fl_tls_free(r->tls);
 	fl_wire_reader_free(&r->rd);
 	fl_wire_writer_free(&r->wr);
 	fl_journal_close(&r->journal);

@@ -71,6 +71,7 @@
 #include "handover.h"
 #include "jsonstr.h"
 #include "netaddr.h"
+#include "tls.h"
 #include "source.h"
 #include "statemap.h"
 #include "uffd_compat.h"
@@ -104,7 +105,11 @@
 #define MAX_CONNS 4		/* the active target + newcomers that haven't said Hello */
 #define MAX_CTLS 8
 #define CTL_LINE 4096
-#define HELLO_TIMEOUT_NS (10 * NS)
+/* From accept to the target's Hello, TLS handshake included: a peer that
+ * says nothing in time gives its slot back. */
+#define HELLO_TIMEOUT_NS (5 * NS)
+/* Newcomers from one address that may wait for their Hello at once. */
+#define MAX_PENDING_PER_HOST 2
 #define SCAN_BUDGET 262144	/* pages checked for new poison per tick (1 GiB) */
 #define STOP_WAIT_NS (2 * NS)
 #define NS 1000000000ll
@@ -143,6 +148,8 @@ struct region {
 
 struct conn {
 	int fd;
+	struct fl_chan ch;	/* the stream: TLS or plaintext */
+	char host[INET6_ADDRSTRLEN];
 	struct fl_wire_reader rd;
 	struct fl_wire_writer wr;
 	char peer[80];
@@ -185,6 +192,9 @@ struct src {
 	char where[96];
 	bool ctl_created;
 	struct conn conns[MAX_CONNS];
+	struct fl_tls *tls;		/* NULL: plaintext */
+	char target_id[160];		/* the migration's target, pinned at its first Hello */
+	bool target_pinned;
 	struct ctl ctls[MAX_CTLS];
 	bool softdirty, sd_cleared, precopy_valid, memory_failure;
 	bool switched, switch_requested, vm_stopped, target_done, completed;
@@ -1167,6 +1177,7 @@ static int inject_poison(struct src *s, unsigned ri, uint64_t p, char *err, size
 static void conn_close(struct src *s, struct conn *c)
 {
 	(void)s;
+	fl_chan_end(&c->ch);
 	if (c->fd >= 0)
 		close(c->fd);
 	fl_wire_reader_free(&c->rd);
@@ -1226,8 +1237,8 @@ static void protocol_error(struct src *s, struct conn *c, int code, const char *
 	e.text = (char *)text;
 	f.body_case = FAULTLINE__WIRE__FRAME__BODY_ERROR;
 	f.error = &e;
-	if (!fl_wire_put(&c->wr, &f))
-		fl_wire_flush(&c->wr, c->fd);
+	if (!c->ch.handshaking && !fl_wire_put(&c->wr, &f))
+		fl_wire_flush_io(&c->wr, &c->ch.io);
 	if (s->cfg->json && out_open(s)) {
 		fprintf(s->out, "{\"event\":\"protocol_error\",\"ts_ns\":%" PRId64 ",\"peer\":\"%s\","
 			"\"code\":%u", now_ns(), c->peer, e.code);
@@ -1440,6 +1451,22 @@ static int on_hello(struct src *s, struct conn *c, const Faultline__Wire__Hello 
 		protocol_error(s, c, EPROTO, text);
 		return 0;
 	}
+	/* One migration, one target: once a target has said Hello, only the
+	 * same authenticated identity (TLS) may come back, and a resume must
+	 * name this migration's session.  Nobody else displaces it, ends it or
+	 * gets a page. */
+	if (s->target_pinned && strcmp(c->ch.peer_id, s->target_id)) {
+		snprintf(text, sizeof(text), "authenticated as \"%.60s\", not as this migration's "
+			 "target \"%.60s\"", c->ch.peer_id, s->target_id);
+		protocol_error(s, c, EACCES, text);
+		return 0;
+	}
+	if (h->resume && h->session != s->session) {
+		snprintf(text, sizeof(text), "resume of migration session %016" PRIx64 ", but this "
+			 "source serves session %016" PRIx64, h->session, s->session);
+		protocol_error(s, c, EACCES, text);
+		return 0;
+	}
 	if (old) {
 		if (!h->resume) {
 			snprintf(text, sizeof(text), "another target (%s) is already connected; a "
@@ -1449,6 +1476,18 @@ static int on_hello(struct src *s, struct conn *c, const Faultline__Wire__Hello 
 		}
 		drop_conn(s, old, "replaced by a resumed connection");
 	}
+	if (!s->target_pinned) {
+		snprintf(s->target_id, sizeof(s->target_id), "%s", c->ch.peer_id);
+		s->target_pinned = true;
+	}
+	/* for the JSON event: a certificate DN may hold quotes */
+	char id[sizeof(c->ch.peer_id)];
+	size_t k = 0;
+
+	for (const char *p = c->ch.peer_id; *p && k + 1 < sizeof(id); p++)
+		if (*p != '"' && *p != '\\' && (unsigned char)*p >= 0x20)
+			id[k++] = *p;
+	id[k] = 0;
 	for (unsigned i = 0; i < s->nreg; i++) {
 		c->sent[i] = bits_alloc(s->reg[i].npages);
 		c->owed[i] = bits_alloc(s->reg[i].npages);
@@ -1478,8 +1517,9 @@ static int on_hello(struct src *s, struct conn *c, const Faultline__Wire__Hello 
 		c->phase = CP_WAIT;
 	if (s->cfg->json)
 		event(s, "target_connected", "\"peer\":\"%s\",\"want_precopy\":%s,\"resume\":%s,"
-		      "\"connections\":%" PRIu64, c->peer, h->want_precopy ? "true" : "false",
-		      h->resume ? "true" : "false", s->connections);
+		      "\"connections\":%" PRIu64 ",\"tls\":\"%s\",\"identity\":\"%s\"", c->peer,
+		      h->want_precopy ? "true" : "false", h->resume ? "true" : "false", s->connections,
+		      fl_tls_kind(s->tls), id);
 	else
 		say(s, "target %s connected%s%s", c->peer, h->want_precopy ? ", wants precopy" : "",
 		    h->resume ? " (resuming)" : "");
@@ -2327,6 +2367,21 @@ static int tcp_listen(struct src *s)
 		return fd;
 	}
 	s->lfd = fd;
+	{
+		struct sockaddr_storage a;
+		socklen_t alen = sizeof(a);
+		char what[300];
+
+		snprintf(what, sizeof(what), "--listen %s", spec);
+		if (getsockname(fd, (struct sockaddr *)&a, &alen) < 0)
+			return -errno;
+		int ret = fl_tls_plain_check(s->tls, &s->cfg->tls, (struct sockaddr *)&a, what, err,
+					     sizeof(err));
+		if (ret)
+			say(s, "%s", err);
+		if (ret < 0)
+			return ret;
+	}
 	return 0;
 }
 
@@ -2679,6 +2734,16 @@ static int setup(struct src *s)
 	const struct fl_source_config *cfg = s->cfg;
 	int ret;
 
+	{
+		char err[512] = "";
+
+		/* first: bad credentials show before anything else is set up */
+		ret = fl_tls_load(&cfg->tls, true, &s->tls, err, sizeof(err));
+		if (ret) {
+			say(s, "%s", err);
+			return ret;
+		}
+	}
 	s->ps = (uint32_t)sysconf(_SC_PAGESIZE);
 	s->batch_pages = fl_source_frame_pages(s->ps, BATCH_PAGES);
 	s->answer_pages = fl_source_frame_pages(s->ps, ANSWER_PAGES);
@@ -2934,14 +2999,6 @@ static void accept_target(struct src *s)
 
 	if (fd < 0)
 		return;
-	for (int i = 0; i < MAX_CONNS && slot < 0; i++)
-		if (s->conns[i].fd < 0)
-			slot = i;
-	if (slot < 0) {
-		close(fd);	/* more half-open newcomers than slots: refuse at once */
-		return;
-	}
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (sa.ss_family == AF_INET6) {
 		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&sa)->sin6_addr, host, sizeof(host));
 		port = ntohs(((struct sockaddr_in6 *)&sa)->sin6_port);
@@ -2949,15 +3006,55 @@ static void accept_target(struct src *s)
 		inet_ntop(AF_INET, &((struct sockaddr_in *)&sa)->sin_addr, host, sizeof(host));
 		port = ntohs(((struct sockaddr_in *)&sa)->sin_port);
 	}
+	/* Idle newcomers must not lock the target out: one address may hold
+	 * only a few slots before its Hello, and with every slot taken the
+	 * newcomer that has waited longest gives way (the target, past its
+	 * Hello, never does). */
+	int same_host = 0, oldest = -1;
+
+	for (int i = 0; i < MAX_CONNS; i++) {
+		struct conn *k = &s->conns[i];
+
+		if (k->fd < 0) {
+			if (slot < 0)
+				slot = i;
+			continue;
+		}
+		if (k->phase != CP_HELLO)
+			continue;
+		if (!strcmp(k->host, host))
+			same_host++;
+		if (oldest < 0 || k->since_ns < s->conns[oldest].since_ns)
+			oldest = i;
+	}
+	if (same_host >= MAX_PENDING_PER_HOST) {
+		close(fd);
+		return;
+	}
+	if (slot < 0 && oldest >= 0) {
+		drop_conn(s, &s->conns[oldest], "a newer peer needed its slot (no Hello yet)");
+		slot = oldest;
+	}
+	if (slot < 0) {
+		close(fd);
+		return;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	struct conn *c = &s->conns[slot];
+	char err[256] = "";
 
 	memset(c, 0, sizeof(*c));
 	c->fd = fd;
 	c->phase = CP_HELLO;
 	c->since_ns = now_ns();
+	snprintf(c->host, sizeof(c->host), "%s", host);
 	snprintf(c->peer, sizeof(c->peer), sa.ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", host, port);
-	if (fl_wire_reader_init(&c->rd) || fl_wire_writer_init(&c->wr))
+	if (fl_wire_reader_init(&c->rd) || fl_wire_writer_init(&c->wr) ||
+	    fl_chan_start(&c->ch, s->tls, fd, true, NULL, err, sizeof(err))) {
+		if (*err)
+			say(s, "%s: %s", c->peer, err);
 		conn_close(s, c);
+	}
 }
 
 static void accept_ctl(struct src *s)
@@ -2979,8 +3076,32 @@ static int conn_io(struct src *s, struct conn *c, short rev)
 {
 	int ret;
 
-	if (rev & (POLLIN | POLLHUP | POLLERR)) {
-		ssize_t k = fl_wire_reader_fill(&c->rd, c->fd);
+	if (c->ch.handshaking) {
+		char err[256] = "", why[300];
+
+		ret = fl_chan_handshake(&c->ch, err, sizeof(err));
+		if (ret == -EAGAIN)
+			return 0;
+		if (ret) {
+			/* no page, no frame: a peer without the credentials gets nothing */
+			snprintf(why, sizeof(why), "refused: %s", err);
+			s->protocol_errors++;
+			if (s->cfg->json && out_open(s)) {
+				fprintf(s->out, "{\"event\":\"peer_refused\",\"ts_ns\":%" PRId64
+					",\"peer\":\"%s\"", now_ns(), c->peer);
+				json_str_field(s->out, "reason", why);
+				fputs("}\n", s->out);
+				out_end(s);
+			} else if (!s->cfg->json) {
+				say(s, "%s %s", c->peer, why);
+			}
+			drop_conn(s, c, why);
+			return 0;
+		}
+		rev |= POLLIN;	/* its Hello may have come with the handshake */
+	}
+	while (rev & (POLLIN | POLLHUP | POLLERR)) {
+		ssize_t k = fl_wire_reader_fill_io(&c->rd, &c->ch.io);
 
 		if (k == 0) {
 			/* frames that came with the FIN (its End, say) still count */
@@ -2999,6 +3120,12 @@ static int conn_io(struct src *s, struct conn *c, short rev)
 			drop_conn(s, c, why);
 			return 0;
 		}
+		/* records TLS decrypted already: poll() would not say so */
+		if (k == -ENOBUFS || !fl_chan_buffered(&c->ch))
+			break;
+		ret = process_frames(s, c);
+		if (ret || c->fd < 0)
+			return ret;
 	}
 	ret = process_frames(s, c);
 	if (ret || c->fd < 0)
@@ -3011,7 +3138,8 @@ static int conn_io(struct src *s, struct conn *c, short rev)
 static int conn_flush(struct src *s, struct conn *c)
 {
 	size_t before = fl_wire_pending(&c->wr);
-	ssize_t left = fl_wire_flush(&c->wr, c->fd);
+	ssize_t left = c->ch.handshaking ? (ssize_t)fl_wire_pending(&c->wr) :
+		       fl_wire_flush_io(&c->wr, &c->ch.io);
 
 	if (left < 0) {
 		char why[128];
@@ -3032,6 +3160,7 @@ static int serve(struct src *s)
 	while (!stop_flag) {
 		struct pollfd pfd[2 + MAX_CONNS + MAX_CTLS];
 		int kind[2 + MAX_CONNS + MAX_CTLS], np = 0, timeout;
+		bool timeout_now = false;	/* a TLS layer holds decrypted records */
 		struct conn *c = active_conn(s);
 		int64_t t = now_ns(), wake = s->next_tick < s->next_progress ? s->next_tick :
 					 s->next_progress;
@@ -3066,7 +3195,7 @@ static int serve(struct src *s)
 			if (k->fd < 0)
 				continue;
 			if (k->phase == CP_HELLO && t - k->since_ns > HELLO_TIMEOUT_NS) {
-				protocol_error(s, k, ETIMEDOUT, "no Hello within 10 s of connecting");
+				protocol_error(s, k, ETIMEDOUT, "no Hello within 5 s of connecting");
 				continue;
 			}
 			if (fl_wire_pending(&k->wr))
@@ -3074,10 +3203,15 @@ static int serve(struct src *s)
 			if (k->fd < 0)
 				continue;
 			pfd[np] = (struct pollfd){ .fd = k->fd, .events = 0 };
-			if (fl_wire_pending(&k->wr) < RD_HIGH)
+			if (k->ch.handshaking)
+				pfd[np].events = fl_chan_events(&k->ch);
+			else if (fl_wire_pending(&k->wr) < RD_HIGH)
 				pfd[np].events |= POLLIN;
-			if (fl_wire_pending(&k->wr))
+			if (!k->ch.handshaking && fl_wire_pending(&k->wr))
 				pfd[np].events |= POLLOUT;
+			if (!k->ch.handshaking && fl_chan_buffered(&k->ch) &&
+			    fl_wire_pending(&k->wr) < RD_HIGH)
+				timeout_now = true;
 			kind[np++] = i;
 		}
 		for (int i = 0; i < MAX_CTLS; i++)
@@ -3102,9 +3236,14 @@ static int serve(struct src *s)
 		if (c && !s->switched && c->phase == CP_WAIT && (s->switch_requested ||
 		    (!s->cfg->switchover_on_command && s->switch_at <= t)))
 			timeout = 0;
+		if (timeout_now)
+			timeout = 0;
 		if (poll(pfd, (nfds_t)np, timeout) < 0 && errno != EINTR)
 			return -errno;
 		for (int i = 0; i < np; i++) {
+			if (kind[i] >= 0 && kind[i] < 100 && s->conns[kind[i]].fd >= 0 &&
+			    fl_chan_buffered(&s->conns[kind[i]].ch))
+				pfd[i].revents |= POLLIN;
 			if (!pfd[i].revents)
 				continue;
 			if (kind[i] == -1) {
@@ -3184,9 +3323,12 @@ static void cleanup(struct src *s)
 {
 	for (int i = 0; i < MAX_CONNS; i++)
 		if (s->conns[i].fd >= 0) {
-			fl_wire_flush(&s->conns[i].wr, s->conns[i].fd);
+			if (!s->conns[i].ch.handshaking)
+				fl_wire_flush_io(&s->conns[i].wr, &s->conns[i].ch.io);
 			conn_close(s, &s->conns[i]);
 		}
+	fl_tls_free(s->tls);	/* after the sessions that use it */
+	s->tls = NULL;
 	for (int i = 0; i < MAX_CTLS; i++)
 		if (s->ctls[i].fd >= 0)
 			close(s->ctls[i].fd);

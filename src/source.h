@@ -20,6 +20,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <sys/types.h>
+#include "tls.h"
 #include "wire.h"
 
 #define FL_SOURCE_DEFAULT_LISTEN "127.0.0.1:7411"
@@ -55,6 +56,7 @@ struct fl_source_config {
 	unsigned progress_ms;		/* progress interval, 0: 1000 */
 	uint64_t max_bandwidth;		/* bytes/s for precopy + pushes, 0: no cap */
 	uint64_t session;		/* migration session id; 0: random */
+	struct fl_tls_opts tls;		/* TLS credentials (tls.h); none: plaintext */
 	FILE *out;			/* JSON lines and the summary; NULL: stdout */
 };
 

@@ -388,7 +388,34 @@ static int reader_make_room(struct fl_wire_reader *r)
 	return r->len < r->cap ? 0 : -ENOBUFS;
 }
 
-ssize_t fl_wire_reader_fill(struct fl_wire_reader *r, int fd)
+static ssize_t fd_read(void *ctx, void *buf, size_t len)
+{
+	ssize_t n;
+
+	do
+		n = read(*(int *)ctx, buf, len);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	return n;
+}
+
+static ssize_t fd_write(void *ctx, const void *buf, size_t len)
+{
+	int fd = *(int *)ctx;
+	ssize_t k;
+
+	do {
+		k = send(fd, buf, len, MSG_NOSIGNAL);
+		if (k < 0 && errno == ENOTSOCK)
+			k = write(fd, buf, len);
+	} while (k < 0 && errno == EINTR);
+	if (k < 0)
+		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	return k;
+}
+
+ssize_t fl_wire_reader_fill_io(struct fl_wire_reader *r, const struct fl_io *io)
 {
 	ssize_t n;
 	int rc;
@@ -398,13 +425,17 @@ ssize_t fl_wire_reader_fill(struct fl_wire_reader *r, int fd)
 	rc = reader_make_room(r);
 	if (rc)
 		return rc;
-	do
-		n = read(fd, r->buf + r->len, r->cap - r->len);
-	while (n < 0 && errno == EINTR);
-	if (n < 0)
-		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-	r->len += (size_t)n;
+	n = io->read(io->ctx, r->buf + r->len, r->cap - r->len);
+	if (n > 0)
+		r->len += (size_t)n;
 	return n;
+}
+
+ssize_t fl_wire_reader_fill(struct fl_wire_reader *r, int fd)
+{
+	struct fl_io io = { &fd, fd_read, fd_write };
+
+	return fl_wire_reader_fill_io(r, &io);
 }
 
 int fl_wire_next(struct fl_wire_reader *r, const struct fl_wire_limits *lim,
@@ -492,32 +523,27 @@ int fl_wire_put(struct fl_wire_writer *w, const fl_frame *f)
 
 /* SIGPIPE would kill the whole router for one dead peer: ask for EPIPE
  * instead where the fd is a socket, and fall back to write() elsewhere. */
-static ssize_t write_some(int fd, const uint8_t *p, size_t n)
-{
-	ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
-
-	if (k < 0 && errno == ENOTSOCK)
-		k = write(fd, p, n);
-	return k;
-}
-
-ssize_t fl_wire_flush(struct fl_wire_writer *w, int fd)
+ssize_t fl_wire_flush_io(struct fl_wire_writer *w, const struct fl_io *io)
 {
 	while (w->off < w->len) {
-		ssize_t k = write_some(fd, w->buf + w->off, w->len - w->off);
+		ssize_t k = io->write(io->ctx, w->buf + w->off, w->len - w->off);
 
-		if (k < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				break;
-			return -errno;
-		}
+		if (k == -EAGAIN)
+			break;
+		if (k < 0)
+			return k;
 		w->off += (size_t)k;
 	}
 	if (w->off == w->len)
 		w->off = w->len = 0;
 	return (ssize_t)(w->len - w->off);
+}
+
+ssize_t fl_wire_flush(struct fl_wire_writer *w, int fd)
+{
+	struct fl_io io = { &fd, fd_read, fd_write };
+
+	return fl_wire_flush_io(w, &io);
 }
 
 /* ---- blocking helpers ---- */
@@ -570,19 +596,14 @@ int fl_wire_send(int fd, const fl_frame *f)
 	faultline__wire__frame__pack(f, buf + 4);
 	n += 4;
 	while (done < n) {
-		ssize_t k = write_some(fd, buf + done, n - done);
+		ssize_t k = fd_write(&fd, buf + done, n - done);
 
 		if (k >= 0) {
 			done += (size_t)k;
 			continue;
 		}
-		if (errno == EINTR)
-			continue;
 		/* a non-blocking fd handed to the blocking helper still works */
-		if (errno == EAGAIN || errno == EWOULDBLOCK)
-			rc = wait_fd(fd, POLLOUT, -1);
-		else
-			rc = -errno;
+		rc = k == -EAGAIN ? wait_fd(fd, POLLOUT, -1) : (int)k;
 		if (rc)
 			break;
 	}

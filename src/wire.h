@@ -34,6 +34,17 @@ struct fl_wire_limits {
 	uint64_t region_pages[FL_WIRE_MAX_REGIONS];
 };
 
+/*
+ * A byte stream to read frames from and write them to: a plain fd, or a
+ * TLS channel (tls.h).  Both return bytes moved, 0 at EOF (read), or a
+ * negative errno (-EAGAIN: nothing now).
+ */
+struct fl_io {
+	void *ctx;
+	ssize_t (*read)(void *ctx, void *buf, size_t len);
+	ssize_t (*write)(void *ctx, const void *buf, size_t len);
+};
+
 /* Buffered, non-blocking-friendly reader of one connection. */
 struct fl_wire_reader {
 	uint8_t *buf;
@@ -55,6 +66,8 @@ void fl_wire_reader_free(struct fl_wire_reader *r);
  * non-blocking fd has nothing (not a failure), -ENOBUFS when the buffer is
  * full of complete frames (drain with fl_wire_next first), else -errno. */
 ssize_t fl_wire_reader_fill(struct fl_wire_reader *r, int fd);
+/* The same from any stream. */
+ssize_t fl_wire_reader_fill_io(struct fl_wire_reader *r, const struct fl_io *io);
 /*
  * Next complete frame: 1 and *out (free with fl_wire_free), 0 when more
  * bytes are needed, negative errno (-EPROTO, -EMSGSIZE, -ERANGE, ...) on a
@@ -77,6 +90,7 @@ int fl_wire_put(struct fl_wire_writer *w, const fl_frame *f);
 /* write() buffered bytes; returns bytes still pending (0: all written) or
  * negative errno.  EAGAIN leaves them pending. */
 ssize_t fl_wire_flush(struct fl_wire_writer *w, int fd);
+ssize_t fl_wire_flush_io(struct fl_wire_writer *w, const struct fl_io *io);
 static inline size_t fl_wire_pending(const struct fl_wire_writer *w) { return w->len - w->off; }
 
 /* Blocking helpers for simple peers (handover, tests): send one frame /

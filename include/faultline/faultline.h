@@ -109,6 +109,15 @@ struct fl_router_config {
 	 * journal's poison is applied at once, before any connection; nothing
 	 * in a journal is applied before its session is confirmed. */
 	uint64_t journal_session;
+	/* TLS 1.3 to the source (QEMU's credential layouts): tls_dir holds
+	 * ca-cert.pem, client-cert.pem, client-key.pem; or tls_psk names a
+	 * keys.psk file (username:hexkey lines; tls_psk_user picks one, default
+	 * the first).  tls_name: the name the source's certificate must carry
+	 * (default: the host in `source`).  Without credentials the source must
+	 * be on loopback, unless `insecure` (then fl_router_create() leaves a
+	 * warning in err and succeeds). */
+	const char *tls_dir, *tls_psk, *tls_psk_user, *tls_name;
+	int insecure;
 };
 
 struct fl_router_stats {
@@ -141,6 +150,10 @@ struct fl_router_stats {
 
 int fl_router_create(const struct fl_router_config *cfg, struct fl_router **out,
 		     char *err, size_t errlen);
+/* What fl_router_create() would say of cfg's source before any guest memory
+ * is at stake: resolves it, loads the TLS credentials, applies the
+ * plaintext policy.  0 (err may hold --insecure's warning) or -errno. */
+int fl_router_check_source(const struct fl_router_config *cfg, char *err, size_t errlen);
 /* Route until the migration ends or fl_router_stop(): 0 or negative errno. */
 int fl_router_run(struct fl_router *r);
 /* One round of work, waiting at most timeout_ms: 1 finished, 0 not yet, <0 error. */

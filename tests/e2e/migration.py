@@ -31,6 +31,7 @@ import threading
 import time
 
 import tap
+import tlscreds
 
 MIGRATE_VM = os.path.join(tap.BUILD, "migrate-vm")
 PAGE = 4096
@@ -131,7 +132,7 @@ def read_writes(path):
 class Migration:
     def __init__(self, net, tmp, mode, *, cpu="threads", vcpus=2, mem_mib=64, hot=0.25,
                  write_percent=30, max_bandwidth=16, journal=True, vm_args=(), src_args=(),
-                 router_args=(), target_run_ms=2500, on_command=True, session=None):
+                 router_args=(), target_run_ms=2500, on_command=True, session=None, tls="psk"):
         self.net, self.tmp, self.mode, self.cpu = net, tmp, mode, cpu
         self.vcpus, self.mem_mib, self.hot = vcpus, mem_mib, hot
         self.write_percent, self.max_bandwidth = write_percent, max_bandwidth
@@ -143,6 +144,18 @@ class Migration:
         self.image = os.path.join(tmp, "target.img")
         self.writes = os.path.join(tmp, "writes.txt")
         self.injected = []
+        # The hosts are not on loopback: the connection is TLS (PSK by
+        # default, QEMU's keys.psk format), x509 (QEMU's directory layout),
+        # or plaintext with --insecure.
+        self.tls = tls
+        if tls == "psk":
+            psk = tlscreds.make_psk(os.path.join(tmp, "keys.psk"))
+            self.tls_args = ["--tls-psk", psk]
+        elif tls == "x509":
+            d = tlscreds.make_x509(os.path.join(tmp, "pki"), net.src_ip)
+            self.tls_args = ["--tls-dir", d]
+        else:
+            self.tls_args = ["--insecure"]
         self.routers = []           # every faultline target started, in order
         self.src = self.src_out = None
 
@@ -169,6 +182,7 @@ class Migration:
             cmd += ["--max-bandwidth", str(self.max_bandwidth)]
         if self.on_command:
             cmd.append("--switchover-on-command")
+        cmd += self.tls_args
         if self.session:
             cmd += ["--session", self.session]
         p = self.net.popen("src", cmd + self.src_args, stdout=subprocess.PIPE, text=True)
@@ -210,7 +224,7 @@ class Migration:
 
     def router_cmd(self, extra=()):
         cmd = [tap.FAULTLINE, "target", "--source", f"{self.net.src_ip}:{PORT}",
-               "--vmm-socket", self.vsock, "--json", "--interval", "100"]
+               "--vmm-socket", self.vsock, "--json", "--interval", "100", *self.tls_args]
         if self.journal:
             cmd += ["--journal", self.journal]
         return cmd + self.router_args + list(extra)

@@ -291,7 +291,8 @@ def test_duplicate_page_data_minor():
     not replace what the guest wrote meanwhile."""
     tap.require_root()
     with tempfile.TemporaryDirectory() as tmp, NetnsPair() as net:
-        m = Migration(net, tmp, "minor")
+        # plaintext (--insecure): the proxy must see the frames to copy them
+        m = Migration(net, tmp, "minor", tls="insecure")
         proxy = DupProxy(net, PORT + 1)
         m.router_args = []
         vm = m.start_source_vm()

@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tap  # noqa: E402
 from netns import NetnsPair  # noqa: E402
 from migration import Lines, stopped, read_source_pages  # noqa: E402
+import tlscreds  # noqa: E402
 
 MIGRATE_VM = os.path.join(tap.BUILD, "migrate-vm")
 # 4 vCPUs over 256 MiB: slice 2 starts at page 32770 (see migrate-vm's slices)
@@ -98,6 +99,8 @@ def migrate(mode, kill_router=False, traced=False, cut_source=False, discard=Non
         vsock = os.path.join(tmp, "router.sock")
         journal = os.path.join(tmp, "poison.journal")
         image = os.path.join(tmp, "target.img")
+        # two hosts, not loopback: TLS with a pre-shared key (QEMU's keys.psk)
+        tls = ["--tls-psk", tlscreds.make_psk(os.path.join(tmp, "keys.psk"))]
 
         # Half of each vCPU's slice is written every loop: plenty of pages are
         # dirty after precopy, so the postcopy phase lasts a while.
@@ -114,7 +117,7 @@ def migrate(mode, kill_router=False, traced=False, cut_source=False, discard=Non
                                 "--range", f"{vm['addr']}:{length}",
                                 "--listen", f"{net.src_ip}:{PORT}", "--control", ctrl,
                                 # slow enough that poison lands mid-migration
-                                "--max-bandwidth", "64", "--json"],
+                                "--max-bandwidth", "64", "--json", *tls],
                         stdout=subprocess.PIPE, text=True)
         src_out = Lines(src, "faultline source")
         deadline = time.monotonic() + 20
@@ -135,7 +138,7 @@ def migrate(mode, kill_router=False, traced=False, cut_source=False, discard=Non
             first, count = discard
             tgt_vm_cmd += ["--discard", f"{first}:{count}@1500"]
         router_cmd = [tap.FAULTLINE, "target", "--source", f"{net.src_ip}:{PORT}",
-                      "--vmm-socket", vsock, "--journal", journal, "--json", "--interval", "100"]
+                      "--vmm-socket", vsock, "--journal", journal, "--json", "--interval", "100", *tls]
         tgt = net.popen("tgt", router_cmd + ["--", *tgt_vm_cmd], stdout=subprocess.PIPE, text=True)
         tgt_out = Lines(tgt, "faultline target")
         vm_out = tgt_out                    # the target VM shares its launcher's stdout

@@ -286,6 +286,8 @@ struct req {
 struct client {
 	const char *host, *port, *image_dir, *role;
 	bool precopy, no_end, garbage;
+	bool resume_first;		/* --resume: the first Hello already says resume */
+	uint64_t session, forged_session;	/* the source's; --session: claimed instead */
 	int fd;
 	struct fl_wire_limits lim;
 	uint32_t ps;
@@ -380,7 +382,8 @@ static void do_connect(struct client *c, bool resume)
 	h.version = FL_WIRE_VERSION;
 	h.role = (char *)(c->role ? c->role : "target");
 	h.want_precopy = c->precopy && !resume;
-	h.resume = resume;
+	h.resume = resume || c->resume_first;
+	h.session = c->forged_session ? c->forged_session : c->session;
 	send_frame(c, FAULTLINE__WIRE__FRAME__BODY_HELLO, &h);
 }
 
@@ -404,6 +407,7 @@ static void on_source_hello(struct client *c, const Faultline__Wire__Hello *h)
 		die("source hello: %s", err);
 	c->ps = h->page_size;
 	c->nreg = (unsigned)h->n_regions;
+	c->session = h->session;
 	for (unsigned i = 0; i < c->nreg; i++) {
 		uint64_t n = h->regions[i]->length / c->ps;
 		unsigned id = h->regions[i]->id;
@@ -546,6 +550,10 @@ static int target_main(int argc, char **argv)
 			c->no_end = true;
 		} else if (!strcmp(a, "--garbage")) {
 			c->garbage = true;
+		} else if (!strcmp(a, "--resume")) {
+			c->resume_first = true;
+		} else if (!strcmp(a, "--session") && v) {
+			c->forged_session = strtoull(argv[++i], NULL, 16);
 		} else if (!strcmp(a, "--role") && v) {
 			c->role = argv[++i];
 		} else if (!strcmp(a, "--image-dir") && v) {
@@ -713,6 +721,6 @@ int main(int argc, char **argv)
 			"              [--request-after-switchover R:P,..] [--query R:P,..]\n"
 			"              [--pause-at hello|precopy_done|switchover|map_done|end]\n"
 			"              [--drop-after FRAMES] [--image-dir DIR] [--no-end] [--garbage]\n"
-			"              [--role NAME] [--timeout-ms MS]\n");
+			"              [--role NAME] [--timeout-ms MS] [--resume] [--session HEX]\n");
 	return 2;
 }
