@@ -405,6 +405,41 @@ static int unix_addr(const char *path, struct sockaddr_un *sa, char *err, size_t
 /* ------------------------------------------------------------------------ */
 /* VMM side                                                                  */
 
+/*
+ * The guest's memory goes only to a router run by root, by this VMM's own
+ * user, or by the uid FAULTLINE_ROUTER_UID names: whoever else listens on
+ * the path (a stale or planted socket in a shared directory) gets nothing.
+ */
+static int check_router_peer(int sock, const char *path, char *err, size_t errlen)
+{
+	struct ucred cred;
+	socklen_t cl = sizeof(cred);
+	const char *want = getenv("FAULTLINE_ROUTER_UID");
+	char *end;
+	long uid = -1;
+
+	if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0) {
+		int e = errno;
+
+		seterr(err, errlen, "who listens on %s? SO_PEERCRED: %s", path, strerror(e));
+		return -e;
+	}
+	if (want && *want) {
+		uid = strtol(want, &end, 10);
+		if (*end || uid < 0) {
+			seterr(err, errlen, "FAULTLINE_ROUTER_UID=\"%s\" is not a uid", want);
+			return -EINVAL;
+		}
+	}
+	if (cred.uid == 0 || (uid >= 0 ? cred.uid == (uid_t)uid : cred.uid == geteuid()))
+		return 0;
+	seterr(err, errlen, "the process listening on %s (pid %d) runs as uid %u, not root%s%ld: "
+	       "guest memory not handed over (set FAULTLINE_ROUTER_UID to trust that uid)", path,
+	       (int)cred.pid, (unsigned)cred.uid, uid >= 0 ? " or uid " : " or this VMM's uid ",
+	       uid >= 0 ? uid : (long)geteuid());
+	return -EPERM;
+}
+
 int fl_handover(const char *socket_path, int uffd, enum fl_uffd_mode mode,
 		const struct fl_region *regions, unsigned nregions,
 		char *err, size_t errlen)
@@ -503,6 +538,9 @@ int fl_handover(const char *socket_path, int uffd, enum fl_uffd_mode mode,
 			seterr(err, errlen, "connect to the router at %s: %s", socket_path, strerror(-r));
 		goto fail;
 	}
+	r = check_router_peer(sock, socket_path, err, errlen);
+	if (r < 0)
+		goto fail;
 	r = send_frame(sock, &f, fds, nfds);
 	if (r < 0) {
 		seterr(err, errlen, "sending the handover to %s: %s", socket_path, strerror(-r));
@@ -893,6 +931,21 @@ int fl_handover_accept_flags(int lsock, struct fl_handover_recv *out, unsigned f
 		r = -errno;
 		seterr(err, errlen, "accepting the VMM's connection: %s", strerror(-r));
 		return r;
+	}
+	{
+		/* The socket is 0600: only our uid (or root) can reach it; say so
+		 * plainly if anyone else got through (a loosened mode). */
+		struct ucred pc;
+		socklen_t pcl = sizeof(pc);
+
+		if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &pc, &pcl) < 0 ||
+		    (pc.uid != 0 && pc.uid != geteuid())) {
+			seterr(err, errlen, "a process of uid %d (pid %d) offered a handover; only root or "
+			       "uid %u may: refused", pcl == sizeof(pc) ? (int)pc.uid : -1,
+			       pcl == sizeof(pc) ? (int)pc.pid : -1, (unsigned)geteuid());
+			r = -EPERM;
+			goto fail;
+		}
 	}
 
 	char why[256] = "";

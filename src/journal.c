@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -120,15 +121,32 @@ int fl_journal_open(struct fl_journal *j, const char *path, const struct fl_jour
 	want.nregions = id->nregions;
 	memcpy(want.region_pages, id->region_pages, id->nregions * sizeof(uint64_t));
 
-	j->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	/* Never through a symlink (someone else's file poisoned on our word),
+	 * only a regular file of ours that nobody else may write, and only one
+	 * router at a time (two would interleave their records). */
+	j->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (j->fd < 0) {
 		ret = -errno;
-		snprintf(err, errlen, "cannot open poison journal %s: %s", path, strerror(-ret));
+		snprintf(err, errlen, "cannot open poison journal %s: %s%s", path, strerror(-ret),
+			 ret == -ELOOP ? " (it is a symlink: give the real path)" : "");
 		return ret;
 	}
 	if (fstat(j->fd, &st) < 0) {
 		ret = -errno;
 		snprintf(err, errlen, "cannot stat poison journal %s: %s", path, strerror(-ret));
+		goto fail;
+	}
+	if (!S_ISREG(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 022)) {
+		snprintf(err, errlen, "poison journal %s is not a regular file owned by uid %u and "
+			 "writable by it alone (uid %u, mode %03o): refused", path, (unsigned)geteuid(),
+			 (unsigned)st.st_uid, (unsigned)(st.st_mode & 0777));
+		ret = -EPERM;
+		goto fail;
+	}
+	if (flock(j->fd, LOCK_EX | LOCK_NB) < 0) {
+		ret = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		snprintf(err, errlen, "poison journal %s is in use by another router (locked)%s", path,
+			 ret == -EBUSY ? "; one journal, one router" : "");
 		goto fail;
 	}
 	if (st.st_size == 0) {

@@ -27,7 +27,9 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -730,6 +732,73 @@ static void test_vmm_side_errors(void **state)
 	munmap(mem, NPAGES * PS);
 }
 
+/*
+ * A socket at the router's path that a stranger listens on (a planted or
+ * stale path in a shared directory): the VMM hands nothing over, unless
+ * FAULTLINE_ROUTER_UID says that uid is the router's.
+ */
+static void test_untrusted_listener(void **state)
+{
+	struct fixture *fx = *state;
+	uint8_t *mem = anon(NPAGES * PS);
+	int uffd = make_uffd(UFFD_FEATURE_THREAD_ID), ready[2], got[2];
+	char err[256], c;
+	struct fl_region rg = { .base = mem, .length = NPAGES * PS, .memfd = -1 };
+	pid_t child;
+	long first_bytes = -1;
+
+	uffd_register(uffd, mem, NPAGES * PS, UFFDIO_REGISTER_MODE_MISSING);
+	assert_int_equal(chmod(fx->dir, 0777), 0);
+	assert_int_equal(pipe(ready), 0);
+	assert_int_equal(pipe(got), 0);
+	child = fork();
+	assert_true(child >= 0);
+	if (child == 0) {
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+		int ls;
+
+		if (setgid(65534) || setuid(65534))
+			_exit(2);
+		snprintf(sa.sun_path, sizeof(sa.sun_path), "%.100s", fx->path);
+		ls = socket(AF_UNIX, SOCK_STREAM, 0);
+		if (ls < 0 || bind(ls, (struct sockaddr *)&sa, sizeof(sa)) || listen(ls, 4))
+			_exit(3);
+		if (write(ready[1], "r", 1) != 1)
+			_exit(4);
+		for (;;) {	/* report what each connection brought */
+			int cs = accept(ls, NULL, NULL);
+			char buf[4096];
+			long n = 0, k;
+
+			while (cs >= 0 && (k = read(cs, buf, sizeof(buf))) > 0)
+				n += k;
+			if (write(got[1], &n, sizeof(n)) != sizeof(n))
+				_exit(5);
+			close(cs);
+		}
+	}
+	assert_int_equal(read(ready[0], &c, 1), 1);
+	unsetenv("FAULTLINE_ROUTER_UID");
+	assert_int_equal(fl_handover(fx->path, uffd, FL_MODE_MISSING, &rg, 1, err, sizeof(err)),
+			 -EPERM);
+	assert_non_null(strstr(err, "uid 65534"));
+	assert_int_equal(read(got[0], &first_bytes, sizeof(first_bytes)), sizeof(first_bytes));
+	assert_int_equal(first_bytes, 0);	/* not a byte of the handover */
+
+	setenv("FAULTLINE_ROUTER_UID", "65534", 1);
+	assert_int_not_equal(fl_handover(fx->path, uffd, FL_MODE_MISSING, &rg, 1, err, sizeof(err)),
+			     -EPERM);
+	unsetenv("FAULTLINE_ROUTER_UID");
+	kill(child, SIGKILL);
+	waitpid(child, NULL, 0);
+	close(ready[0]);
+	close(ready[1]);
+	close(got[0]);
+	close(got[1]);
+	close(uffd);
+	munmap(mem, NPAGES * PS);
+}
+
 static void test_listen(void **state)
 {
 	struct fixture *fx = *state;
@@ -785,6 +854,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_rejections, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_vmm_side_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_listen, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_untrusted_listener, setup, teardown),
 	};
 
 	int probe = uffd_new();

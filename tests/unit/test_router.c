@@ -31,6 +31,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1180,6 +1181,60 @@ static void test_journal_reload(void **state)
 	free(buf);
 }
 
+/*
+ * The journal file itself: never through a symlink, never one somebody else
+ * may write, never two routers on one.  Each refused with the reason, the
+ * guest untouched.
+ */
+static void test_journal_files_refused(void **state)
+{
+	char dir[] = "/tmp/faultline-jdir-XXXXXX", path[128], link[128], bad[128];
+	struct fl_region reg = { .base = (void *)0x10000000, .length = NPAGES * PS, .memfd = -1 };
+	struct fl_router_config cfg = { .source = "127.0.0.1:1", .mode = FL_MODE_MISSING, .uffd = -1,
+					.regions = &reg, .nregions = 1 };
+	struct fl_router *r1, *r2;
+	struct vmm v;
+	char err[256] = "";
+	int fd;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/j", dir);
+	snprintf(link, sizeof(link), "%s/link", dir);
+	snprintf(bad, sizeof(bad), "%s/bad", dir);
+	assert_int_equal(symlink(path, link), 0);
+	cfg.journal = link;
+	assert_int_equal(fl_router_create(&cfg, &r2, err, sizeof(err)), -ELOOP);
+	assert_non_null(strstr(err, "symlink"));
+
+	fd = open(bad, O_CREAT | O_WRONLY, 0666);
+	assert_true(fd >= 0);
+	assert_int_equal(fchmod(fd, 0666), 0);
+	close(fd);
+	cfg.journal = bad;
+	assert_int_equal(fl_router_create(&cfg, &r2, err, sizeof(err)), -EPERM);
+	assert_non_null(strstr(err, "writable by it alone"));
+
+	vmm_init(&v, false);
+	r1 = router_new(&v, 1, path);
+	{
+		struct fl_region vr = { .base = v.mem, .length = NPAGES * PS, .memfd = -1 };
+		struct fl_router_config c2 = cfg;
+
+		c2.regions = &vr;
+		c2.uffd = v.uffd;
+		c2.journal = path;
+		assert_int_equal(fl_router_create(&c2, &r2, err, sizeof(err)), -EBUSY);
+		assert_non_null(strstr(err, "in use by another router"));
+	}
+	fl_router_destroy(r1);
+	vmm_fini(&v);
+	unlink(link);
+	unlink(bad);
+	unlink(path);
+	rmdir(dir);
+}
+
 /* ---- mapping changes: UFFD events built for real ----------------------------- */
 
 static uint64_t total_asked(struct peer *p, uint64_t first, unsigned n)
@@ -2024,6 +2079,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_late_poison_event_remove),
 		cmocka_unit_test(test_minor),
 		cmocka_unit_test(test_journal_reload),
+		cmocka_unit_test(test_journal_files_refused),
 		cmocka_unit_test(test_bad_config),
 		cmocka_unit_test(test_minor_uncached),
 		cmocka_unit_test(test_finish_while_faulting),
