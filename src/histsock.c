@@ -402,6 +402,22 @@ int fl_hist_fetch(const char *path, const pid_t *pids, int npids, struct fl_hist
 		close(fd);
 		return ret;
 	}
+	{
+		/* The answer decides verdicts an operator acts on: only the
+		 * exporter daemon (root, or this user's own) may give it. */
+		struct ucred cred;
+		socklen_t clen = sizeof(cred);
+
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) ||
+		    (cred.uid != 0 && cred.uid != geteuid())) {
+			snprintf(err, errlen, "the process serving %s (pid %d) runs as uid %d, not root "
+				 "or uid %u: its history is not trusted", path,
+				 clen == sizeof(cred) ? (int)cred.pid : -1,
+				 clen == sizeof(cred) ? (int)cred.uid : -1, (unsigned)geteuid());
+			close(fd);
+			return -EPERM;
+		}
+	}
 	rq = open_memstream(&req, &reqlen);
 	if (!rq) {
 		close(fd);

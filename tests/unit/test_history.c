@@ -20,6 +20,8 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
+#include <signal.h>
 #include <unistd.h>
 #include <linux/userfaultfd.h>
 
@@ -893,6 +895,54 @@ static void test_socket_serve_fetch_stale_in_use(void **state)
 	fl_hist_free(h);
 }
 
+/* A stranger (uid 65534) answering on the history socket's path: its
+ * "history" would steer stuck verdicts; the client refuses it unread. */
+static void test_fetch_refuses_untrusted_daemon(void **state)
+{
+	char dir[] = "/tmp/fl-hist-XXXXXX", path[96], c;
+	struct fl_hist_answer a;
+	char err[256] = "";
+	int ready[2];
+	pid_t pid = getpid(), child;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	assert_int_equal(chmod(dir, 0777), 0);
+	snprintf(path, sizeof(path), "%s/h.sock", dir);
+	assert_int_equal(pipe(ready), 0);
+	child = fork();
+	assert_true(child >= 0);
+	if (child == 0) {
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+		int ls;
+
+		if (setgid(65534) || setuid(65534))
+			_exit(2);
+		snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+		ls = socket(AF_UNIX, SOCK_STREAM, 0);
+		if (ls < 0 || bind(ls, (struct sockaddr *)&sa, sizeof(sa)) || listen(ls, 4) ||
+		    chmod(path, 0666) || write(ready[1], "r", 1) != 1)
+			_exit(3);
+		for (;;) {
+			int cs = accept(ls, NULL, NULL);
+			static const char lie[] = "{\"event\":\"history\"}\n";
+
+			if (cs >= 0 && write(cs, lie, sizeof(lie) - 1) < 0)
+				_exit(4);
+			close(cs);
+		}
+	}
+	assert_int_equal(read(ready[0], &c, 1), 1);
+	assert_int_equal(fl_hist_fetch(path, &pid, 1, &a, err, sizeof(err)), -EPERM);
+	assert_non_null(strstr(err, "not trusted"));
+	kill(child, SIGKILL);
+	waitpid(child, NULL, 0);
+	close(ready[0]);
+	close(ready[1]);
+	unlink(path);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -914,6 +964,7 @@ int main(void)
 		cmocka_unit_test(test_merge_not_read_and_mismatch),
 		cmocka_unit_test(test_merge_last_activity_of_gone_handler),
 		cmocka_unit_test(test_socket_serve_fetch_stale_in_use),
+		cmocka_unit_test(test_fetch_refuses_untrusted_daemon),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
