@@ -51,7 +51,7 @@ TESTS     += $(OUT)/test_router
 TESTS     += $(OUT)/test_wire $(OUT)/test_statemap
 TESTS     += $(OUT)/test_source
 # libFuzzer target of the wire decoder and its seed corpus (clang, ASan+UBSan)
-FUZZ      := $(OUT)/fuzz-frame $(OUT)/fuzz-corpus.stamp
+FUZZ      := $(OUT)/fuzz-frame $(OUT)/fuzz-router $(OUT)/fuzz-journal $(OUT)/fuzz-corpus.stamp
 TESTS     += $(FUZZ)
 BENCH     := $(OUT)/bench-floor
 BENCH     += $(OUT)/bench-statemap $(FUZZ)
@@ -154,6 +154,20 @@ $(OUT)/fuzz-frame: tests/fuzz/fuzz_frame.c tests/fuzz/fuzz_common.h src/wire.c s
 		tests/fuzz/fuzz_frame.c src/wire.c src/statemap.c $(OUT)/faultline.pb-c.c \
 		-o $@ $(MIG_LIBS)
 
+# The router's session with a hostile source, on a real userfaultfd.
+FUZZ_ROUTER_SRCS := src/router.c src/wire.c src/statemap.c src/journal.c src/tls.c
+$(OUT)/fuzz-router: tests/fuzz/fuzz_router.c tests/fuzz/fuzz_common.h $(FUZZ_ROUTER_SRCS) \
+		src/router_test.h include/faultline/faultline.h $(PB_GEN)
+	$(CLANG) -g -O1 -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -Isrc -I$(OUT) \
+		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+		tests/fuzz/fuzz_router.c $(FUZZ_ROUTER_SRCS) $(OUT)/faultline.pb-c.c \
+		-o $@ -pthread $(MIG_LIBS)
+
+$(OUT)/fuzz-journal: tests/fuzz/fuzz_journal.c tests/fuzz/fuzz_common.h src/journal.c src/journal.h
+	$(CLANG) -g -O1 -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -Isrc -I$(OUT) \
+		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+		tests/fuzz/fuzz_journal.c src/journal.c -o $@
+
 $(OUT)/fuzz-make-corpus: tests/fuzz/make_corpus.c tests/fuzz/fuzz_common.h $(WIRE_OBJS)
 	$(CC) $(CFLAGS) $(filter-out %.h,$^) -o $@ $(MIG_LIBS)
 
@@ -188,7 +202,8 @@ bench: all $(BENCH)
 	$(OUT)/bench-router --threads 4
 	$(OUT)/bench-router --spin-us 1
 	python3 tests/bench/bench_migration.py
-	tests/fuzz/run_fuzz.sh 300
+	tests/fuzz/run_fuzz.sh 120 frame journal
+	tests/fuzz/run_fuzz.sh 450 router
 
 vmlinux:
 	scripts/gen-vmlinux.sh

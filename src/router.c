@@ -57,6 +57,7 @@
 
 #include "faultline/faultline.h"
 #include "journal.h"
+#include "router_test.h"
 #include "statemap.h"
 #include "tls.h"
 #include "uffd_compat.h"
@@ -1027,7 +1028,7 @@ static int retry_pending(struct fl_router *r)
 	if (r->in_zap)
 		return 0;
 	r->retry_due = false;
-	for (size_t i = 0; i < PEND_CAP; i++) {
+	for (size_t i = 0; r->npend && i < PEND_CAP; i++) {
 		struct pend *p = &r->pend[i];
 
 		if (!p->key || !(p->flags & P_RETRY))
@@ -1146,7 +1147,7 @@ static void conn_close(struct fl_router *r)
 	/* Whatever was asked is lost with the connection: ask again later. */
 	for (unsigned i = 0; i < r->nregions; i++)
 		r->reg[i].n_data = r->reg[i].n_state = 0;
-	for (size_t i = 0; i < PEND_CAP; i++)
+	for (size_t i = 0; r->npend && i < PEND_CAP; i++)
 		if (r->pend[i].key)
 			r->pend[i].flags &= (uint8_t)~(P_DATA_ASKED | P_STATE_ASKED | P_QUEUED);
 	/* Back off while the source keeps failing (refused, busy with the old
@@ -1292,7 +1293,7 @@ static int on_source_hello(struct fl_router *r, const Faultline__Wire__Hello *h)
 /* Decide every waiting page again: after a (re)connection's Switchover. */
 static int redecide_all(struct fl_router *r)
 {
-	for (size_t i = 0; i < PEND_CAP; i++) {
+	for (size_t i = 0; r->npend && i < PEND_CAP; i++) {
 		struct pend *p = &r->pend[i];
 
 		if (!p->key)
@@ -1514,7 +1515,7 @@ static int on_state_map(struct fl_router *r, const Faultline__Wire__StateMapChun
 		r->st.map_pages_known += r->reg[i].frontier;
 	fl_statemap_free(&chunk);
 	/* Waiting faults on pages that are now known can be decided locally. */
-	for (size_t i = 0; i < PEND_CAP; i++) {
+	for (size_t i = 0; r->npend && i < PEND_CAP; i++) {
 		struct pend *p = &r->pend[i];
 
 		if (!p->key || (p->flags & P_DATA_ASKED))
@@ -1675,6 +1676,49 @@ static int on_sock(struct fl_router *r, short revents)
 			break;
 	}
 	return 0;
+}
+
+/*
+ * Fuzzing and tests (src/router_test.h): `len` bytes arrive from the source
+ * on a fresh plaintext connection, as if after a connect, and are handled
+ * exactly as on_sock() handles a real one.  Returns what on_sock() would
+ * make the router return (0: carry on, <0: the router ends).
+ */
+int fl_router_test_feed(struct fl_router *r, const uint8_t *data, size_t len)
+{
+	int sv[2], ret = 0;
+	size_t off = 0;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
+		return -errno;
+	conn_close(r);
+	r->sock = sv[0];
+	r->connecting = true;
+	ret = on_sock(r, POLLOUT);	/* connected: plaintext channel, our Hello queued */
+	while (!ret && r->sock >= 0) {
+		ssize_t k = off < len ? write(sv[1], data + off, len - off) : 0;
+
+		if (k > 0)
+			off += (size_t)k;
+		if (off == len)
+			shutdown(sv[1], SHUT_WR);
+		ret = on_sock(r, POLLIN);
+		if (r->sock >= 0 && fl_wire_pending(&r->wr))
+			fl_wire_flush_io(&r->wr, &r->ch.io);
+		/* drain what the router sent, or the socket fills up */
+		char sink[4096];
+
+		while (read(sv[1], sink, sizeof(sink)) > 0)
+			;
+		if (off == len && k <= 0 && r->sock >= 0) {
+			ret = on_sock(r, POLLIN | POLLHUP);
+			break;
+		}
+	}
+	if (r->sock >= 0)
+		conn_close(r);
+	close(sv[1]);
+	return ret;
 }
 
 /* ---- finishing ------------------------------------------------------------- */
