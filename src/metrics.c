@@ -447,17 +447,62 @@ void fl_metric_clear(struct fl_metric *f)
 
 /* --- rendering --- */
 
+/* Length of the well-formed UTF-8 sequence at s (1..4), 0 if it is not
+ * one: overlong forms, surrogates and code points past U+10FFFF included. */
+static size_t utf8_len(const unsigned char *s)
+{
+	unsigned c = s[0];
+	size_t n;
+	uint32_t cp;
+
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf)
+		n = 2, cp = c & 0x1f;
+	else if (c >= 0xe0 && c <= 0xef)
+		n = 3, cp = c & 0x0f;
+	else if (c >= 0xf0 && c <= 0xf4)
+		n = 4, cp = c & 0x07;
+	else
+		return 0;
+	for (size_t i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;	/* also stops at the terminating NUL */
+		cp = cp << 6 | (s[i] & 0x3f);
+	}
+	if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+	    (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return n;
+}
+
+/*
+ * Prometheus rejects a scrape with a label value that is not UTF-8, and a
+ * process may name itself anything: a byte that is not part of a
+ * well-formed sequence is written as the four characters \xNN.
+ */
 void fl_metrics_escape_label(FILE *out, const char *s)
 {
-	for (; *s; s++) {
-		if (*s == '\\')
+	const unsigned char *p = (const unsigned char *)s;
+
+	while (*p) {
+		size_t n = utf8_len(p);
+
+		if (!n) {
+			fprintf(out, "\\\\x%02x", *p++);
+		} else if (*p == '\\') {
 			fputs("\\\\", out);
-		else if (*s == '"')
+			p++;
+		} else if (*p == '"') {
 			fputs("\\\"", out);
-		else if (*s == '\n')
+			p++;
+		} else if (*p == '\n') {
 			fputs("\\n", out);
-		else
-			fputc(*s, out);
+			p++;
+		} else {
+			fwrite(p, 1, n, out);
+			p += n;
+		}
 	}
 }
 

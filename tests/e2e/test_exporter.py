@@ -106,8 +106,22 @@ def total(samples, name, **want):
                if n == name and all(l.get(k) == x for k, x in want.items()))
 
 
-def workload(*args, out=None, delay=START_DELAY_MS):
-    cmd = [WORKLOAD, *args, "--start-delay-ms", delay]
+# A process may name itself any bytes; this one's comm is not UTF-8, and
+# the label values built from it must still be (Prometheus rejects a scrape
+# otherwise).  exec through a symlink of that name sets the comm.
+ODD_NAME = b"uffd-\xff\xfe\xc3"
+ODD_LABEL = "uffd-\\\\xff\\\\xfe\\\\xc3"   # as the exposition text has it
+
+
+def odd_workload_path():
+    d = tempfile.mkdtemp(prefix="faultline-odd-")
+    path = os.path.join(d.encode(), ODD_NAME)
+    os.symlink(WORKLOAD, path)
+    return path
+
+
+def workload(*args, out=None, delay=START_DELAY_MS, exe=WORKLOAD):
+    cmd = [exe, *args, "--start-delay-ms", delay]
     cmd += ["--out", out] if out else ["--quiet"]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -176,7 +190,8 @@ def test_scrape_during_workload_passes_promtool():
     require_root()
     if not shutil.which("promtool"):
         raise Skip("promtool not installed (scripts/install-deps.sh)")
-    wl = workload("--threads", "2", "--pages", "300", "--delay-us", "2000", "--resolve", "mix")
+    wl = workload("--threads", "2", "--pages", "300", "--delay-us", "2000", "--resolve", "mix",
+                  exe=odd_workload_path())
     exp = None
     try:
         exp = Exporter("-p", str(wl.pid))
@@ -200,6 +215,9 @@ def test_scrape_during_workload_passes_promtool():
         assert p.returncode == 0 and not p.stdout.strip() and not p.stderr.strip(), \
             f"promtool: rc {p.returncode}\n{p.stdout}{p.stderr}"
         check_contracts(body)
+        assert f'process="{ODD_LABEL}"' in body, \
+            f"no label for the non-UTF-8 process name: {[l for l in body.splitlines() if 'process=' in l][:3]}"
+        body.encode("utf-8")
         print(f"# {len(mid)} scrapes while the workload ran, slowest "
               f"{max(s for _, _, s in mid) * 1e3:.1f} ms; {len(body)} bytes")
         exp.stop()
@@ -222,7 +240,7 @@ def test_prometheus_counts_every_fault():
     tmp = tempfile.mkdtemp(prefix="faultline-prom-")
     out = os.path.join(tmp, "wl.jsonl")
     wl = workload("--threads", "3", "--pages", "40", "--delay-us", "300", "--resolve", "mix",
-                  out=out, delay="4000")
+                  out=out, delay="4000", exe=odd_workload_path())
     exp = prom = None
     try:
         exp = Exporter("-p", str(wl.pid))

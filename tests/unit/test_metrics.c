@@ -181,6 +181,19 @@ static void test_escaping(void **state)
 	assert_non_null(strstr(text, "# HELP t_esc_total Back\\\\slash and\\nnewline.\n"));
 	assert_true(sample(text, "t_esc_total{process=\"a\\\"b\\\\c\\nd\",what=\"x y{},=\"}") == 1);
 	assert_true(sample(text, "t_esc_total{process=\"\",what=\"empty\"}") == 1);
+	free(text);
+	/* Not UTF-8 (a process may name itself any bytes): each stray byte as
+	 * \xNN; well-formed multi-byte characters kept.  Overlong, surrogate,
+	 * truncated and out-of-range sequences are not well formed. */
+	assert_int_equal(fl_metric_add(c, 1, "q\xff\xfe\xc3\xa9", "bad"), 0);
+	assert_int_equal(fl_metric_add(c, 1, "\xc0\xaf\xed\xa0\x80\xe2\x82", "forms"), 0);
+	assert_int_equal(fl_metric_add(c, 1, "\xf4\x90\x80\x80\xf0\x9f\x98\x80", "range"), 0);
+	text = render(m);
+	assert_true(sample(text, "t_esc_total{process=\"q\\\\xff\\\\xfe\xc3\xa9\",what=\"bad\"}") == 1);
+	assert_true(sample(text, "t_esc_total{process=\"\\\\xc0\\\\xaf\\\\xed\\\\xa0\\\\x80"
+			   "\\\\xe2\\\\x82\",what=\"forms\"}") == 1);
+	assert_true(sample(text, "t_esc_total{process=\"\\\\xf4\\\\x90\\\\x80\\\\x80\xf0\x9f\x98\x80\","
+			   "what=\"range\"}") == 1);
 	/* no raw newline inside a sample line: every line is a comment or a sample */
 	for (char *l = strtok(text, "\n"); l; l = strtok(NULL, "\n"))
 		assert_true(l[0] == '#' || !strncmp(l, "t_esc_total{", 12));
