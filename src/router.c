@@ -1220,9 +1220,11 @@ static void send_hello(struct fl_router *r)
 	 * holds what precopy delivered and the dirty map says what is stale. */
 	h.want_precopy = r->cfg.mode == FL_MODE_MINOR && !r->ever_switched && r->connects == 0 &&
 			 !r->journal.session;
-	h.resume = r->connects > 0 || r->journal.session != 0;
-	/* a resume names the migration it continues: the source refuses others */
-	h.session = r->session ? r->session : r->journal.session;
+	/* A resume names the migration this router took part in (the source
+	 * refuses any other).  A journal alone proves nothing: it may be
+	 * another migration's, which the source's Hello will tell. */
+	h.resume = r->connects > 0;
+	h.session = r->session;
 	f.body_case = FAULTLINE__WIRE__FRAME__BODY_HELLO;
 	f.hello = &h;
 	put_frame(r, &f);

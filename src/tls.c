@@ -18,6 +18,20 @@
 /* TLS 1.3 only; PSK with (EC)DHE first, for forward secrecy. */
 #define PRIO_X509 "NORMAL:-VERS-ALL:+VERS-TLS1.3"
 #define PRIO_PSK "NORMAL:-VERS-ALL:+VERS-TLS1.3:+ECDHE-PSK:+DHE-PSK:+PSK"
+/* With AES instructions AES-GCM costs ~1 us a 4 KiB page here, software
+ * ChaCha20-Poly1305 ~8 us, and GnuTLS picked ChaCha on this machine: the
+ * fault path pays it twice per page.  Prefer AES-GCM where the CPU has AES. */
+#define PRIO_AES_FIRST ":-CIPHER-ALL:+AES-128-GCM:+AES-256-GCM:+CHACHA20-POLY1305"
+
+static bool cpu_has_aes(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_cpu_init();
+	return __builtin_cpu_supports("aes");
+#else
+	return false;	/* leave GnuTLS's own order */
+#endif
+}
 
 struct fl_tls {
 	bool server;
@@ -275,7 +289,8 @@ int fl_chan_start(struct fl_chan *c, struct fl_tls *t, int fd, bool server,
 		return 0;
 	if (gnutls_init(&s, (server ? GNUTLS_SERVER : GNUTLS_CLIENT) | GNUTLS_NONBLOCK) < 0)
 		return -ENOMEM;
-	ret = gnutls_priority_set_direct(s, t->x509 ? PRIO_X509 : PRIO_PSK, NULL);
+	ret = gnutls_priority_set_direct(s, t->x509 ? (cpu_has_aes() ? PRIO_X509 PRIO_AES_FIRST : PRIO_X509) :
+					 (cpu_has_aes() ? PRIO_PSK PRIO_AES_FIRST : PRIO_PSK), NULL);
 	if (!ret && t->x509)
 		ret = gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, t->x509);
 	else if (!ret)
