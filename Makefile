@@ -55,7 +55,7 @@ FUZZ      := $(OUT)/fuzz-frame $(OUT)/fuzz-router $(OUT)/fuzz-journal $(OUT)/fuz
 TESTS     += $(FUZZ)
 BENCH     := $(OUT)/bench-floor
 BENCH     += $(OUT)/bench-statemap $(FUZZ)
-BENCH     += $(OUT)/bench-router $(OUT)/remote-touch
+BENCH     += $(OUT)/bench-router $(OUT)/remote-touch $(OUT)/bench-tls-floor
 
 .PHONY: all test bench clean vmlinux
 .SECONDARY:
@@ -188,6 +188,9 @@ $(OUT)/bench-router: tests/bench/bench_router.c $(OUT)/libfaultline.a
 
 $(OUT)/remote-touch: tests/bench/remote_touch.c $(OUT)/libfaultline.a
 	$(CC) $(CFLAGS) $^ -o $@ $(MIG_LIBS)
+
+$(OUT)/bench-tls-floor: tests/bench/tls_floor.c | $(OUT)
+	$(CC) $(CFLAGS) $< -o $@ -lgnutls
 
 $(OUT)/bench-floor: tests/bench/floor.c $(OUT)/empty.skel.h
 	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)

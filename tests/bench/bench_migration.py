@@ -152,6 +152,17 @@ def main():
         print(f"  {k:9s} {med(bulk[k]):8.1f}  (rounds: {', '.join(f'{x:.1f}' for x in bulk[k])})")
     rb = med(bulk["tls-psk"]) / med(bulk["plaintext"])
     print(f"  TLS/plaintext {rb:.3f} (target >= 0.80: {'met' if rb >= 0.8 else 'MISSED'})")
+    # The floor: every pushed byte is sealed by the source and opened by the
+    # router, on top of what the plaintext push costs (measured above).
+    floor_bin = os.path.join(tap.BUILD, "bench-tls-floor")
+    if os.access(floor_bin, os.X_OK):
+        f = json.loads(subprocess.run([floor_bin], capture_output=True, text=True,
+                                      timeout=60).stdout)
+        plain_s = 1 / med(bulk["plaintext"])
+        best = plain_s / (plain_s + 1 / f["seal_mib_s"] + 1 / f["open_mib_s"])
+        print(f"  crypto floor ({f['cipher']}, one core): seal {f['seal_mib_s']:.0f} MiB/s, open "
+              f"{f['open_mib_s']:.0f} MiB/s -> best TLS/plaintext here if nothing else cost "
+              f"anything: {best:.3f}")
 
 
 if __name__ == "__main__":
