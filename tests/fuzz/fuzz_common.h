@@ -4,7 +4,20 @@
 #ifndef FAULTLINE_FUZZ_COMMON_H
 #define FAULTLINE_FUZZ_COMMON_H
 
+#include <stdio.h>
+#include <stdlib.h>
+
 #include "wire.h"
+
+/* A property the callers rely on failed: abort, so libFuzzer keeps the input. */
+#define CHECK(cond)                                                              \
+	do {                                                                     \
+		if (!(cond)) {                                                   \
+			fprintf(stderr, "%s:%d: property failed: %s\n", __FILE__, \
+				__LINE__, #cond);                                \
+			abort();                                                 \
+		}                                                                \
+	} while (0)
 
 #define FUZZ_PAGE_SIZE 4096u
 #define FUZZ_NREGIONS 3u

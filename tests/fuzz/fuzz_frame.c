@@ -25,15 +25,6 @@
 
 #define READER_BOUND ((size_t)FL_WIRE_MAX_FRAME + 4 + (64u << 10))
 
-#define CHECK(cond)                                                              \
-	do {                                                                     \
-		if (!(cond)) {                                                   \
-			fprintf(stderr, "%s:%d: property failed: %s\n", __FILE__, \
-				__LINE__, #cond);                                \
-			abort();                                                 \
-		}                                                                \
-	} while (0)
-
 static void check_chunk(const Faultline__Wire__StateMapChunk *c, const struct fl_wire_limits *lim)
 {
 	struct fl_statemap m, before;

@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "handover.h"
+#include "stranger.h"
 #include "uffd_compat.h"
 
 #define PS 4096UL
@@ -741,43 +742,17 @@ static void test_untrusted_listener(void **state)
 {
 	struct fixture *fx = *state;
 	uint8_t *mem = anon(NPAGES * PS);
-	int uffd = make_uffd(UFFD_FEATURE_THREAD_ID), ready[2], got[2];
-	char err[256], c;
+	int uffd = make_uffd(UFFD_FEATURE_THREAD_ID), got[2];
+	char err[256];
 	struct fl_region rg = { .base = mem, .length = NPAGES * PS, .memfd = -1 };
 	pid_t child;
 	long first_bytes = -1;
 
 	uffd_register(uffd, mem, NPAGES * PS, UFFDIO_REGISTER_MODE_MISSING);
 	assert_int_equal(chmod(fx->dir, 0777), 0);
-	assert_int_equal(pipe(ready), 0);
 	assert_int_equal(pipe(got), 0);
-	child = fork();
-	assert_true(child >= 0);
-	if (child == 0) {
-		struct sockaddr_un sa = { .sun_family = AF_UNIX };
-		int ls;
-
-		if (setgid(65534) || setuid(65534))
-			_exit(2);
-		snprintf(sa.sun_path, sizeof(sa.sun_path), "%.100s", fx->path);
-		ls = socket(AF_UNIX, SOCK_STREAM, 0);
-		if (ls < 0 || bind(ls, (struct sockaddr *)&sa, sizeof(sa)) || listen(ls, 4))
-			_exit(3);
-		if (write(ready[1], "r", 1) != 1)
-			_exit(4);
-		for (;;) {	/* report what each connection brought */
-			int cs = accept(ls, NULL, NULL);
-			char buf[4096];
-			long n = 0, k;
-
-			while (cs >= 0 && (k = read(cs, buf, sizeof(buf))) > 0)
-				n += k;
-			if (write(got[1], &n, sizeof(n)) != sizeof(n))
-				_exit(5);
-			close(cs);
-		}
-	}
-	assert_int_equal(read(ready[0], &c, 1), 1);
+	child = stranger_listen(fx->path, NULL, got[1]);
+	assert_true(child > 0);
 	unsetenv("FAULTLINE_ROUTER_UID");
 	assert_int_equal(fl_handover(fx->path, uffd, FL_MODE_MISSING, &rg, 1, err, sizeof(err)),
 			 -EPERM);
@@ -791,8 +766,6 @@ static void test_untrusted_listener(void **state)
 	unsetenv("FAULTLINE_ROUTER_UID");
 	kill(child, SIGKILL);
 	waitpid(child, NULL, 0);
-	close(ready[0]);
-	close(ready[1]);
 	close(got[0]);
 	close(got[1]);
 	close(uffd);

@@ -29,6 +29,7 @@
 #include "history.h"
 #include "stuck_hist.h"
 #include "stuck_asserts.h"
+#include "stranger.h"
 
 #define MS 1000000ull
 #define SEC 1000000000ull
@@ -899,46 +900,21 @@ static void test_socket_serve_fetch_stale_in_use(void **state)
  * "history" would steer stuck verdicts; the client refuses it unread. */
 static void test_fetch_refuses_untrusted_daemon(void **state)
 {
-	char dir[] = "/tmp/fl-hist-XXXXXX", path[96], c;
+	char dir[] = "/tmp/fl-hist-XXXXXX", path[96];
 	struct fl_hist_answer a;
 	char err[256] = "";
-	int ready[2];
 	pid_t pid = getpid(), child;
 
 	(void)state;
 	assert_non_null(mkdtemp(dir));
 	assert_int_equal(chmod(dir, 0777), 0);
 	snprintf(path, sizeof(path), "%s/h.sock", dir);
-	assert_int_equal(pipe(ready), 0);
-	child = fork();
-	assert_true(child >= 0);
-	if (child == 0) {
-		struct sockaddr_un sa = { .sun_family = AF_UNIX };
-		int ls;
-
-		if (setgid(65534) || setuid(65534))
-			_exit(2);
-		snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-		ls = socket(AF_UNIX, SOCK_STREAM, 0);
-		if (ls < 0 || bind(ls, (struct sockaddr *)&sa, sizeof(sa)) || listen(ls, 4) ||
-		    chmod(path, 0666) || write(ready[1], "r", 1) != 1)
-			_exit(3);
-		for (;;) {
-			int cs = accept(ls, NULL, NULL);
-			static const char lie[] = "{\"event\":\"history\"}\n";
-
-			if (cs >= 0 && write(cs, lie, sizeof(lie) - 1) < 0)
-				_exit(4);
-			close(cs);
-		}
-	}
-	assert_int_equal(read(ready[0], &c, 1), 1);
+	child = stranger_listen(path, "{\"event\":\"history\"}\n", -1);
+	assert_true(child > 0);
 	assert_int_equal(fl_hist_fetch(path, &pid, 1, &a, err, sizeof(err)), -EPERM);
 	assert_non_null(strstr(err, "not trusted"));
 	kill(child, SIGKILL);
 	waitpid(child, NULL, 0);
-	close(ready[0]);
-	close(ready[1]);
 	unlink(path);
 	rmdir(dir);
 }
