@@ -51,7 +51,8 @@ TESTS     += $(OUT)/test_router
 TESTS     += $(OUT)/test_wire $(OUT)/test_statemap
 TESTS     += $(OUT)/test_source
 # libFuzzer target of the wire decoder and its seed corpus (clang, ASan+UBSan)
-FUZZ      := $(OUT)/fuzz-frame $(OUT)/fuzz-router $(OUT)/fuzz-journal $(OUT)/fuzz-corpus.stamp
+FUZZ      := $(OUT)/fuzz-frame $(OUT)/fuzz-router $(OUT)/fuzz-journal $(OUT)/fuzz-history \
+             $(OUT)/fuzz-handover $(OUT)/fuzz-corpus.stamp
 TESTS     += $(FUZZ)
 BENCH     := $(OUT)/bench-floor
 BENCH     += $(OUT)/bench-statemap $(FUZZ)
@@ -168,6 +169,21 @@ $(OUT)/fuzz-journal: tests/fuzz/fuzz_journal.c tests/fuzz/fuzz_common.h src/jour
 		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 		tests/fuzz/fuzz_journal.c src/journal.c -o $@
 
+# The history socket's request and answer lines (src/history.c).
+$(OUT)/fuzz-history: tests/fuzz/fuzz_history.c tests/fuzz/fuzz_common.h src/history.c src/output.c \
+		src/correlator.c src/history.h $(PB_GEN)
+	$(CLANG) -g -O1 -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -Isrc -I$(OUT) \
+		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+		tests/fuzz/fuzz_history.c src/history.c src/output.c src/correlator.c -o $@
+
+# The router's side of the VMM handover (src/handover.c).
+$(OUT)/fuzz-handover: tests/fuzz/fuzz_handover.c tests/fuzz/fuzz_common.h src/handover.c \
+		src/handover.h src/wire.c src/statemap.c $(PB_GEN)
+	$(CLANG) -g -O1 -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -Isrc -I$(OUT) \
+		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+		tests/fuzz/fuzz_handover.c src/handover.c src/wire.c src/statemap.c \
+		$(OUT)/faultline.pb-c.c -o $@ -lprotobuf-c -lz
+
 $(OUT)/fuzz-make-corpus: tests/fuzz/make_corpus.c tests/fuzz/fuzz_common.h $(WIRE_OBJS)
 	$(CC) $(CFLAGS) $(filter-out %.h,$^) -o $@ $(MIG_LIBS)
 
@@ -205,7 +221,7 @@ bench: all $(BENCH)
 	$(OUT)/bench-router --threads 4
 	$(OUT)/bench-router --spin-us 1
 	python3 tests/bench/bench_migration.py
-	tests/fuzz/run_fuzz.sh 120 frame journal
+	tests/fuzz/run_fuzz.sh 120 frame journal history handover
 	tests/fuzz/run_fuzz.sh 450 router
 
 vmlinux:

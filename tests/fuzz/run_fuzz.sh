@@ -5,6 +5,8 @@
 #   frame    the wire decoder, reader and state-map decoder
 #   router   the router's session with a hostile source (real userfaultfd)
 #   journal  the poison journal reader
+#   history  the history socket's request line and answer lines
+#   handover the router's side of a VMM's handover (frames from the VMM)
 # Builds nothing: `make test` and `make bench` build them first.  A crash,
 # leak, timeout or OOM input is kept in build/fuzz-artifacts/ and named in
 # the failure line; reproduce with `build/fuzz-TARGET FILE`.
@@ -14,7 +16,7 @@ cd "$(dirname "$0")/../.."
 secs=${1:-20}
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(frame router journal)
+((${#targets[@]})) || targets=(frame router journal history handover)
 echo "1..${#targets[@]}"
 failed=0 i=0
 for t in "${targets[@]}"; do
@@ -23,7 +25,7 @@ for t in "${targets[@]}"; do
 	# frame and router read the same thing: frame streams of the session
 	# tests/fuzz/fuzz_common.h describes; the journal starts from nothing
 	corpus=build/fuzz-corpus
-	[[ $t == journal ]] && corpus=
+	[[ $t == journal || $t == history ]] && corpus=
 	if [[ ! -x $bin || ( -n $corpus && ! -d $corpus ) ]]; then
 		echo "not ok $i - fuzz_$t: $bin or its corpus missing (make $bin build/fuzz-corpus.stamp)"
 		failed=1
@@ -32,6 +34,10 @@ for t in "${targets[@]}"; do
 	work=$(mktemp -d)
 	mkdir -p "$work/corpus"
 	[[ -n $corpus ]] && cp -r "$corpus"/. "$work/corpus/"
+	if [[ $t == history ]]; then	# a request and an answer line to start from
+		printf '\0{"pids":[1,42]}' >"$work/corpus/request"
+		printf '\1{"event":"history","daemon_pid":1,"now_ns":5}' >"$work/corpus/answer"
+	fi
 	"$bin" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
 		-artifact_prefix="$work/" "$work/corpus" >"$work/log" 2>&1
 	rc=$?
