@@ -9,7 +9,8 @@
 #   handover the router's side of a VMM's handover (frames from the VMM)
 # Builds nothing: `make test` and `make bench` build them first.  A crash,
 # leak, timeout or OOM input is kept in build/fuzz-artifacts/ and named in
-# the failure line; reproduce with `build/fuzz-TARGET FILE`.
+# the failure line; reproduce with `build/fuzz-TARGET FILE`.  Inputs that once
+# crashed a target are kept in tests/fuzz/regress/TARGET-NAME and run first.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -34,6 +35,10 @@ for t in "${targets[@]}"; do
 	work=$(mktemp -d)
 	mkdir -p "$work/corpus"
 	[[ -n $corpus ]] && cp -r "$corpus"/. "$work/corpus/"
+	# inputs that once crashed a target (tests/fuzz/regress/TARGET-*) run first, every time
+	for f in tests/fuzz/regress/"$t"-*; do
+		[[ -e $f ]] && cp "$f" "$work/corpus/"
+	done
 	if [[ $t == history ]]; then	# a request and an answer line to start from
 		printf '\0{"pids":[1,42]}' >"$work/corpus/request"
 		printf '\1{"event":"history","daemon_pid":1,"now_ns":5}' >"$work/corpus/answer"
