@@ -772,6 +772,73 @@ static void test_untrusted_listener(void **state)
 	munmap(mem, NPAGES * PS);
 }
 
+/*
+ * The router's side: a path planted as a symlink (to a file of someone
+ * else's, or to another listener's socket) is never followed into, and a
+ * VMM of a uid other than root's or the router's is refused even if the
+ * socket's mode let it in.
+ */
+static void test_router_side_trust(void **state)
+{
+	struct fixture *fx = *state;
+	char victim[160], other[160], err[256];
+	struct fl_handover_recv h;
+	int fd, ls;
+	pid_t child;
+
+	snprintf(victim, sizeof(victim), "%s/victim", fx->dir);
+	snprintf(other, sizeof(other), "%s/other.sock", fx->dir);
+	fd = open(victim, O_CREAT | O_WRONLY, 0600);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(symlink(victim, fx->path), 0);
+	assert_int_equal(fl_handover_listen(fx->path, err, sizeof(err)), -EEXIST);
+	assert_non_null(strstr(err, "not a socket"));
+	{
+		struct stat st;
+
+		assert_int_equal(stat(victim, &st), 0);	/* the file it pointed at is untouched */
+		assert_true(S_ISREG(st.st_mode));
+	}
+	unlink(fx->path);
+
+	/* a live listener behind the symlink: the symlink itself is refused */
+	ls = fl_handover_listen(other, err, sizeof(err));
+	assert_true(ls >= 0);
+	assert_int_equal(symlink(other, fx->path), 0);
+	assert_int_equal(fl_handover_listen(fx->path, err, sizeof(err)), -EEXIST);
+	close(ls);
+	unlink(other);
+	unlink(fx->path);
+
+	/* a VMM of uid 65534 through a loosened socket mode */
+	assert_int_equal(chmod(fx->dir, 0777), 0);
+	ls = fl_handover_listen(fx->path, err, sizeof(err));
+	assert_true(ls >= 0);
+	assert_int_equal(chmod(fx->path, 0666), 0);
+	child = fork();
+	assert_true(child >= 0);
+	if (child == 0) {
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+		int c;
+
+		if (setgid(65534) || setuid(65534))
+			_exit(2);
+		snprintf(sa.sun_path, sizeof(sa.sun_path), "%.100s", fx->path);
+		c = socket(AF_UNIX, SOCK_STREAM, 0);
+		if (c < 0 || connect(c, (struct sockaddr *)&sa, sizeof(sa)))
+			_exit(3);
+		pause();
+		_exit(0);
+	}
+	assert_int_equal(fl_handover_accept(ls, &h, 5000, err, sizeof(err)), -EPERM);
+	assert_non_null(strstr(err, "uid 65534"));
+	kill(child, SIGKILL);
+	waitpid(child, NULL, 0);
+	close(ls);
+	unlink(victim);
+}
+
 static void test_listen(void **state)
 {
 	struct fixture *fx = *state;
@@ -828,6 +895,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_vmm_side_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_listen, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_untrusted_listener, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_router_side_trust, setup, teardown),
 	};
 
 	int probe = uffd_new();
