@@ -190,7 +190,7 @@ $(OUT)/fuzz-make-corpus: tests/fuzz/make_corpus.c tests/fuzz/fuzz_common.h $(WIR
 $(OUT)/fuzz-corpus.stamp: $(OUT)/fuzz-make-corpus
 	rm -rf $(OUT)/fuzz-corpus && $(OUT)/fuzz-make-corpus $(OUT)/fuzz-corpus && touch $@
 
-$(OUT)/bench-statemap: tests/bench/bench_statemap.c $(WIRE_OBJS)
+$(OUT)/bench-statemap: tests/bench/bench_statemap.c $(WIRE_OBJS) $(OUT)/tls.o
 	$(CC) $(CFLAGS) -pthread $^ -o $@ $(MIG_LIBS)
 
 $(OUT)/test_bpf_kvm: tests/bpf/test_bpf_kvm.c tests/bpf/bpf_harness.h $(LIB_OBJS) $(OUT)/libfaultline.a
@@ -217,6 +217,8 @@ test: all $(TESTS)
 bench: all $(BENCH)
 	python3 tests/bench/bench.py
 	$(OUT)/bench-statemap
+	printf 'bench:%s\n' $$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n') > $(OUT)/bench.psk && \
+		$(OUT)/bench-statemap --tls-psk $(OUT)/bench.psk
 	$(OUT)/bench-router
 	$(OUT)/bench-router --threads 4
 	$(OUT)/bench-router --spin-us 1

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "statemap.h"
+#include "tls.h"
 #include "wire.h"
 
 #define CLEAN FAULTLINE__WIRE__PAGE_STATE__PAGE_CLEAN
@@ -43,6 +44,7 @@ struct opts {
 	int rounds;
 	uint64_t chunk;
 	uint64_t npages;
+	const char *psk;	/* --tls-psk FILE: the transfer runs over TLS 1.3 (src/tls.c) */
 };
 
 struct round {
@@ -69,7 +71,20 @@ struct xfer {
 	size_t dst_transient;
 	int recv_rc;
 	char err[256];
+	struct fl_tls *tls_client, *tls_server;	/* NULL: plain TCP */
 };
+
+/* The connection as the migration pair has it: TLS when asked, else plain;
+ * blocking sockets, so the handshake just runs to its end. */
+static int chan_open(struct fl_chan *ch, struct fl_tls *t, int fd, bool server, char *err,
+		     size_t errlen)
+{
+	int rc = fl_chan_start(ch, t, fd, server, "127.0.0.1", err, errlen);
+
+	while (!rc && (rc = fl_chan_handshake(ch, err, errlen)) == -EAGAIN)
+		rc = 0;
+	return rc;
+}
 
 static double now_s(void)
 {
@@ -184,9 +199,18 @@ static void *sender(void *arg)
 	}
 	/* the last chunk is small: don't let Nagle hold it back */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	struct fl_chan ch;
+	char cerr[256] = "";
+
 	fl_wire_writer_init(&w);
 	hello_frame(x->src->npages, &f, &h, &rg, &rgp);
-	x->send_rc = fl_wire_send(fd, &f);
+	x->send_rc = chan_open(&ch, x->tls_client, fd, false, cerr, sizeof(cerr));
+	if (x->send_rc)
+		fprintf(stderr, "bench-statemap: sender: %s\n", cerr);
+	if (!x->send_rc)
+		x->send_rc = fl_wire_put(&w, &f);
+	if (!x->send_rc && fl_wire_flush_io(&w, &ch.io))
+		x->send_rc = -EIO;
 
 	x->t_start = now_s();
 	for (uint64_t first = 0; first < x->src->npages && !x->send_rc; first += x->o->chunk) {
@@ -211,12 +235,13 @@ static void *sender(void *arg)
 		if (x->send_rc)
 			break;
 		x->wire_bytes += w.len - w.off;
-		left = fl_wire_flush(&w, fd);	/* blocking socket: all or an error */
+		left = fl_wire_flush_io(&w, &ch.io);	/* blocking socket: all or an error */
 		if (left)
 			x->send_rc = left < 0 ? (int)left : -EIO;
 	}
 	x->src_transient = w.cap + zmax;
 	fl_wire_writer_free(&w);
+	fl_chan_end(&ch);
 	close(fd);
 	return NULL;
 }
@@ -235,9 +260,12 @@ static void *receiver(void *arg)
 		x->recv_rc = -errno;
 		return NULL;
 	}
+	struct fl_chan ch;
+
 	fl_wire_reader_init(&r);
+	rc = chan_open(&ch, x->tls_server, fd, true, x->err, sizeof(x->err));
 	while (!done && !rc) {
-		ssize_t k = fl_wire_reader_fill(&r, fd);
+		ssize_t k = fl_wire_reader_fill_io(&r, &ch.io);
 
 		if (k <= 0) {
 			rc = k ? (int)k : -ECONNRESET;
@@ -280,6 +308,7 @@ static void *receiver(void *arg)
 	x->dst_transient = r.cap + scratch_max;
 	x->recv_rc = rc;
 	fl_wire_reader_free(&r);
+	fl_chan_end(&ch);
 	close(fd);
 	return NULL;
 }
@@ -300,9 +329,10 @@ static int listen_loopback(uint16_t *port)
 	return fd;
 }
 
-static int run_round(const struct opts *o, const struct fl_statemap *src, struct round *res)
+static int run_round(const struct opts *o, const struct fl_statemap *src, struct round *res,
+		     struct fl_tls *client, struct fl_tls *server)
 {
-	struct xfer x = { .o = o, .src = src };
+	struct xfer x = { .o = o, .src = src, .tls_client = client, .tls_server = server };
 	pthread_t ts, tr;
 	double t;
 	int rc;
@@ -398,6 +428,7 @@ static const char *commas(uint64_t v, char *buf)
 static int parse_opts(int argc, char **argv, struct opts *o)
 {
 	o->rounds = 5;
+	o->psk = NULL;
 	/* 1 Mi pages (256 KiB of states) measured fastest here: small enough
 	 * that decoding overlaps encoding, big enough that per-chunk costs
 	 * (zlib setup, a frame, a scratch buffer) stay negligible */
@@ -412,6 +443,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			o->chunk = strtoull(v, NULL, 0), i++;
 		else if (!strcmp(argv[i], "--pages") && v)
 			o->npages = strtoull(v, NULL, 0), i++;
+		else if (!strcmp(argv[i], "--tls-psk") && v)
+			o->psk = v, i++;
 		else
 			return -1;
 	}
@@ -435,8 +468,21 @@ int main(int argc, char **argv)
 
 	if (parse_opts(argc, argv, &o)) {
 		fprintf(stderr, "usage: bench-statemap [--rounds N<=%d] [--chunk PAGES (multiple of 4, "
-				"<= %llu)] [--pages N]\n", MAX_ROUNDS, FL_WIRE_MAX_CHUNK_PAGES);
+				"<= %llu)] [--pages N] [--tls-psk KEYS.PSK]\n", MAX_ROUNDS,
+			FL_WIRE_MAX_CHUNK_PAGES);
 		return 2;
+	}
+	struct fl_tls *tls_client = NULL, *tls_server = NULL;
+
+	if (o.psk) {
+		struct fl_tls_opts to = { .psk_file = o.psk };
+		char err[512];
+
+		if (fl_tls_load(&to, false, &tls_client, err, sizeof(err)) ||
+		    fl_tls_load(&to, true, &tls_server, err, sizeof(err))) {
+			fprintf(stderr, "bench-statemap: %s\n", err);
+			return 1;
+		}
 	}
 	if (build_source(&src, o.npages, &mix)) {
 		fprintf(stderr, "bench-statemap: no memory for a %llu-page map\n",
@@ -448,9 +494,9 @@ int main(int argc, char **argv)
 	double gib = (double)o.npages / PAGES_PER_GIB;
 
 	printf("\nbench-statemap: page-state map of a %g %s guest, %s pages of 4 KiB, "
-	       "StateMapChunk over TCP loopback  (%d rounds, medians)\n",
+	       "StateMapChunk over TCP loopback%s  (%d rounds, medians)\n",
 	       gib >= 1024 ? gib / 1024 : gib, gib >= 1024 ? "TiB" : "GiB", commas(o.npages, b1),
-	       o.rounds);
+	       o.psk ? ", TLS 1.3 (PSK)" : "", o.rounds);
 	printf("  source map: clean %s, zero %s (%llu runs), dirty %s (%llu runs of 1-64), "
 	       "poisoned %s\n",
 	       commas(fl_statemap_count(&src, CLEAN), b1), commas(fl_statemap_count(&src, ZERO), b2),
@@ -458,7 +504,7 @@ int main(int argc, char **argv)
 	       (unsigned long long)mix.dirty_runs, commas(fl_statemap_count(&src, POISONED), b4));
 
 	for (int i = 0; i < o.rounds; i++) {
-		if (run_round(&o, &src, &res[i])) {
+		if (run_round(&o, &src, &res[i], tls_client, tls_server)) {
 			fl_statemap_free(&src);
 			return 1;
 		}
@@ -494,6 +540,8 @@ int main(int argc, char **argv)
 	printf("  %s: transfer %.3f s (goal <= 1 s), map %.3f bits/page each side (goal <= 2)\n",
 	       tr.med <= 1.0 && bpp <= 2.0 ? "PASS" : "MISS", tr.med, bpp);
 	fl_statemap_free(&src);
+	fl_tls_free(tls_client);
+	fl_tls_free(tls_server);
 	if (equal != o.rounds) {
 		fprintf(stderr, "bench-statemap: the receiver's map differs from the sender's\n");
 		return 1;
