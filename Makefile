@@ -52,7 +52,7 @@ TESTS     += $(OUT)/test_wire $(OUT)/test_statemap
 TESTS     += $(OUT)/test_source
 # libFuzzer target of the wire decoder and its seed corpus (clang, ASan+UBSan)
 FUZZ      := $(OUT)/fuzz-frame $(OUT)/fuzz-router $(OUT)/fuzz-journal $(OUT)/fuzz-history \
-             $(OUT)/fuzz-handover $(OUT)/fuzz-corpus.stamp
+             $(OUT)/fuzz-handover $(OUT)/fuzz-control $(OUT)/fuzz-corpus.stamp
 TESTS     += $(FUZZ)
 BENCH     := $(OUT)/bench-floor
 BENCH     += $(OUT)/bench-statemap $(FUZZ)
@@ -184,6 +184,16 @@ $(OUT)/fuzz-handover: tests/fuzz/fuzz_handover.c tests/fuzz/fuzz_common.h src/ha
 		tests/fuzz/fuzz_handover.c src/handover.c src/wire.c src/statemap.c \
 		$(OUT)/faultline.pb-c.c -o $@ -lprotobuf-c -lz
 
+# The source's text parsers: control-socket page lists, --range, HOST:PORT.
+FUZZ_SOURCE_SRCS := src/source.c src/netaddr.c src/output.c src/correlator.c src/wire.c \
+		    src/statemap.c src/handover.c src/tls.c
+$(OUT)/fuzz-control: tests/fuzz/fuzz_control.c tests/fuzz/fuzz_common.h $(FUZZ_SOURCE_SRCS) \
+		src/source.h $(PB_GEN)
+	$(CLANG) -g -O1 -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -Isrc -I$(OUT) \
+		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+		tests/fuzz/fuzz_control.c $(FUZZ_SOURCE_SRCS) $(OUT)/faultline.pb-c.c -o $@ \
+		-pthread $(MIG_LIBS)
+
 $(OUT)/fuzz-make-corpus: tests/fuzz/make_corpus.c tests/fuzz/fuzz_common.h $(WIRE_OBJS)
 	$(CC) $(CFLAGS) $(filter-out %.h,$^) -o $@ $(MIG_LIBS)
 
@@ -223,7 +233,7 @@ bench: all $(BENCH)
 	$(OUT)/bench-router --threads 4
 	$(OUT)/bench-router --spin-us 1
 	python3 tests/bench/bench_migration.py
-	tests/fuzz/run_fuzz.sh 120 frame journal history handover
+	tests/fuzz/run_fuzz.sh 120 frame journal history handover control
 	tests/fuzz/run_fuzz.sh 450 router
 
 vmlinux:

@@ -7,6 +7,7 @@
 #   journal  the poison journal reader
 #   history  the history socket's request line and answer lines
 #   handover the router's side of a VMM's handover (frames from the VMM)
+#   control  the source's control-socket page lists, --range, HOST:PORT
 # Builds nothing: `make test` and `make bench` build them first.  A crash,
 # leak, timeout or OOM input is kept in build/fuzz-artifacts/ and named in
 # the failure line; reproduce with `build/fuzz-TARGET FILE`.  Inputs that once
@@ -17,7 +18,7 @@ cd "$(dirname "$0")/../.."
 secs=${1:-20}
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(frame router journal history handover)
+((${#targets[@]})) || targets=(frame router journal history handover control)
 echo "1..${#targets[@]}"
 failed=0 i=0
 for t in "${targets[@]}"; do
@@ -26,7 +27,7 @@ for t in "${targets[@]}"; do
 	# frame and router read the same thing: frame streams of the session
 	# tests/fuzz/fuzz_common.h describes; the journal starts from nothing
 	corpus=build/fuzz-corpus
-	[[ $t == journal || $t == history ]] && corpus=
+	[[ $t == journal || $t == history || $t == control ]] && corpus=
 	if [[ ! -x $bin || ( -n $corpus && ! -d $corpus ) ]]; then
 		echo "not ok $i - fuzz_$t: $bin or its corpus missing (make $bin build/fuzz-corpus.stamp)"
 		failed=1
