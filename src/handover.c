@@ -15,6 +15,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -585,6 +586,80 @@ fail:
 	return r;
 }
 
+struct zap_call {
+	void *addr;
+	size_t len;
+	int done;	/* socket end the result (an errno) is sent on */
+};
+
+static void *zap_call_thread(void *arg)
+{
+	struct zap_call *z = arg;
+	int e = madvise(z->addr, z->len, MADV_DONTNEED) < 0 ? errno : 0;
+
+	/* the serving side may have given up on us: no SIGPIPE for that */
+	if (send(z->done, &e, sizeof(e), MSG_NOSIGNAL) < 0) {
+		/* nobody waits for the result any more */
+	}
+	close(z->done);
+	free(z);
+	return NULL;
+}
+
+/*
+ * MADV_DONTNEED on uffd-registered memory raises UFFD_EVENT_REMOVE and
+ * waits until a router has read it.  If the router dies meanwhile the
+ * madvise waits for the next router, and that one can only come once the
+ * VMM hands over again: so the zap runs on its own thread, and a router
+ * hanging up ends the wait here (ECONNRESET) while the zap finishes later.
+ * Returns the zap's errno (0 done) or ECONNRESET.
+ */
+static int zap_watching(int sock, void *addr, size_t len)
+{
+	struct zap_call *z = malloc(sizeof(*z));
+	pthread_attr_t attr;
+	pthread_t th;
+	int sv[2], e = 0;
+
+	if (!z || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+		free(z);
+		return madvise(addr, len, MADV_DONTNEED) < 0 ? errno : 0;
+	}
+	*z = (struct zap_call){ .addr = addr, .len = len, .done = sv[1] };
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&th, &attr, zap_call_thread, z)) {
+		pthread_attr_destroy(&attr);
+		close(sv[0]);
+		close(sv[1]);
+		free(z);
+		return madvise(addr, len, MADV_DONTNEED) < 0 ? errno : 0;
+	}
+	pthread_attr_destroy(&attr);
+	for (;;) {
+		struct pollfd p[2] = { { .fd = sv[0], .events = POLLIN },
+				       { .fd = sock, .events = POLLRDHUP } };
+
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			e = errno;
+			break;
+		}
+		if (p[0].revents) {
+			if (recv(sv[0], &e, sizeof(e), 0) != sizeof(e))
+				e = EIO;
+			break;
+		}
+		if (p[1].revents & (POLLRDHUP | POLLHUP | POLLERR)) {
+			e = ECONNRESET;
+			break;
+		}
+	}
+	close(sv[0]);
+	return e;
+}
+
 int fl_handover_serve(int sock, const struct fl_region *regions, unsigned nregions)
 {
 	long ps = regions_page_size(regions, nregions, NULL, 0);
@@ -620,8 +695,10 @@ int fl_handover_serve(int sock, const struct fl_region *regions, unsigned nregio
 			e = ERANGE;
 		} else {
 			uint8_t *a = (uint8_t *)regions[ans.region].base + ans.first_page * (uint64_t)ps;
-			if (madvise(a, ans.npages * (uint64_t)ps, MADV_DONTNEED) < 0)
-				e = errno;
+
+			e = zap_watching(sock, a, ans.npages * (uint64_t)ps);
+			if (e == ECONNRESET)
+				return -ECONNRESET;
 		}
 
 		fl_frame out = FAULTLINE__WIRE__FRAME__INIT;

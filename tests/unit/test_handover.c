@@ -778,6 +778,47 @@ static void test_untrusted_listener(void **state)
  * VMM of a uid other than root's or the router's is refused even if the
  * socket's mode let it in.
  */
+/*
+ * The router dies while the VMM's zap waits in madvise() for its REMOVE
+ * event to be read.  The VMM must see the hang-up at once (to hand over to
+ * the next router, which reads that event), not sit in madvise() for ever.
+ */
+static void test_router_dies_mid_zap(void **state)
+{
+	struct fixture *fx = *state;
+	uint8_t *mem = anon(NPAGES * PS);
+	int uffd = make_uffd(UFFD_FEATURE_POISON | UFFD_FEATURE_THREAD_ID |
+			     UFFD_FEATURE_EVENT_REMOVE);
+	struct fl_handover_recv h;
+	char err[256] = "";
+	struct uffd_msg msg;
+
+	uffd_register(uffd, mem, NPAGES * PS, UFFDIO_REGISTER_MODE_MISSING);
+	struct vmm v = { .uffd = uffd, .mode = FL_MODE_MISSING, .serve = true, .nregions = 1,
+			 .regions = { { .base = mem, .length = NPAGES * PS, .memfd = -1 } } };
+	assert_int_equal(router_accept(fx, &v, &h, err, sizeof(err)), 0);
+
+	struct uffdio_zeropage zp = { .range = { .start = (uint64_t)(uintptr_t)(mem + 3 * PS),
+						 .len = PS } };
+	assert_int_equal(ioctl(h.uffd, UFFDIO_ZEROPAGE, &zp), 0);
+	assert_int_equal(fl_handover_zap_request(&h, 0, 3, 1), 0);
+	struct pollfd p = { .fd = h.uffd, .events = POLLIN };
+	assert_int_equal(poll(&p, 1, 5000), 1);	/* the REMOVE is raised, nobody reads it */
+	close(h.sock);				/* the router is gone */
+	h.sock = -1;
+	pthread_join(v.th, NULL);		/* returns: it does not wait in madvise() */
+	assert_int_equal(v.serve_rc, -ECONNRESET);
+	/* the next router reads the event; the zap completes then */
+	assert_int_equal(read(h.uffd, &msg, sizeof(msg)), (ssize_t)sizeof(msg));
+	assert_int_equal(msg.event, UFFD_EVENT_REMOVE);
+	for (int i = 0; i < 500 && resident(mem + 3 * PS); i++)
+		usleep(1000);
+	assert_false(resident(mem + 3 * PS));
+	fl_handover_close(&h);
+	munmap(mem, NPAGES * PS);
+	close(uffd);
+}
+
 static void test_router_side_trust(void **state)
 {
 	struct fixture *fx = *state;
@@ -896,6 +937,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_listen, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_untrusted_listener, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_router_side_trust, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_router_dies_mid_zap, setup, teardown),
 	};
 
 	int probe = uffd_new();
