@@ -87,6 +87,17 @@ class NetnsPair:
             raise
 
     def teardown(self):
+        # Everything still running in the namespaces goes too: a process
+        # started through popen may have children of its own (faultline
+        # target launches the VMM), and an orphan left holding a
+        # userfaultfd would change what later tests see.
+        for ns in self._created:
+            pids = _ip("netns", "pids", ns, check=False).stdout.split()
+            for pid in pids:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
         for p in self._procs:
             if p.poll() is None:
                 p.kill()
