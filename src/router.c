@@ -940,12 +940,10 @@ static int on_remove(struct fl_router *r, uint64_t start, uint64_t end)
 		if (!addr_to_page(r, a, &region, &page))
 			continue;
 		if (fl_statemap_get(&r->reg[region].map, page) == ST_POISONED) {
-			bool fresh;
 			int ret;
 
 			if (r->in_zap) {
 				/* re-poisoned when the zap in progress is over */
-				(void)fresh;
 				retry_later(r, region, page);
 				continue;
 			}
@@ -2009,34 +2007,46 @@ static int split_hostport(struct fl_router *r, const char *s)
 	return 0;
 }
 
-int fl_router_check_source(const struct fl_router_config *cfg, char *err, size_t errlen)
+/*
+ * Everything about the source that can be refused before guest memory is at
+ * stake: its address (resolved once, here), the TLS credentials, and the
+ * plaintext policy.  0, 1 (a warning in err: --insecure), or -errno.
+ */
+static int source_setup(struct fl_router *r, const struct fl_router_config *cfg, char *err,
+			size_t errlen)
 {
 	struct fl_tls_opts o = { .dir = cfg->tls_dir, .psk_file = cfg->tls_psk,
 				 .psk_user = cfg->tls_psk_user, .peer_name = cfg->tls_name,
 				 .insecure = cfg->insecure };
-	struct fl_router *r = calloc(1, sizeof(*r));
 	char what[300];
+	int ret = split_hostport(r, cfg->source ? cfg->source : "");
+
+	if (ret) {
+		snprintf(err, errlen, "source address \"%s\" is not HOST:PORT",
+			 cfg->source ? cfg->source : "");
+		return ret;
+	}
+	ret = resolve_source(r, err, errlen);
+	if (!ret)
+		ret = fl_tls_load(&o, false, &r->tls, err, errlen);
+	if (ret)
+		return ret;
+	snprintf(what, sizeof(what), "source %s:%s", r->host, r->port);
+	return fl_tls_plain_check(r->tls, &o, (struct sockaddr *)&r->src_addr, what, err, errlen);
+}
+
+int fl_router_check_source(const struct fl_router_config *cfg, char *err, size_t errlen)
+{
+	struct fl_router *r = calloc(1, sizeof(*r));
 	int ret;
 
 	if (!r)
 		return -ENOMEM;
 	*err = 0;
-	ret = split_hostport(r, cfg->source ? cfg->source : "");
-	if (ret)
-		snprintf(err, errlen, "source address \"%s\" is not HOST:PORT",
-			 cfg->source ? cfg->source : "");
-	if (!ret)
-		ret = resolve_source(r, err, errlen);
-	if (!ret)
-		ret = fl_tls_load(&o, false, &r->tls, err, errlen);
-	if (!ret) {
-		snprintf(what, sizeof(what), "source %s:%s", r->host, r->port);
-		ret = fl_tls_plain_check(r->tls, &o, (struct sockaddr *)&r->src_addr, what, err, errlen);
-		ret = ret > 0 ? 0 : ret;
-	}
+	ret = source_setup(r, cfg, err, errlen);
 	fl_tls_free(r->tls);
 	free(r);
-	return ret;
+	return ret > 0 ? 0 : ret;
 }
 
 int fl_router_create(const struct fl_router_config *cfg, struct fl_router **out, char *err, size_t errlen)
@@ -2077,28 +2087,11 @@ int fl_router_create(const struct fl_router_config *cfg, struct fl_router **out,
 		goto fail;
 	}
 	memset(r->zero_page, 0, (size_t)ps);
-	ret = cfg->fetch ? 0 : split_hostport(r, cfg->source ? cfg->source : "");
-	if (ret) {
-		snprintf(err, errlen, "source address \"%s\" is not HOST:PORT", cfg->source ? cfg->source : "");
+	/* a local provider has no source to reach */
+	ret = cfg->fetch ? 0 : source_setup(r, cfg, err, errlen);
+	if (ret < 0)
 		goto fail;
-	}
-	if (!cfg->fetch) {
-		struct fl_tls_opts o = { .dir = cfg->tls_dir, .psk_file = cfg->tls_psk,
-					 .psk_user = cfg->tls_psk_user, .peer_name = cfg->tls_name,
-					 .insecure = cfg->insecure };
-		char what[300];
-
-		ret = resolve_source(r, err, errlen);
-		if (!ret)
-			ret = fl_tls_load(&o, false, &r->tls, err, errlen);
-		if (ret)
-			goto fail;
-		snprintf(what, sizeof(what), "source %s:%s", r->host, r->port);
-		ret = fl_tls_plain_check(r->tls, &o, (struct sockaddr *)&r->src_addr, what, err, errlen);
-		if (ret < 0)
-			goto fail;
-		ret = 0;	/* 1: a warning is left in err */
-	}
+	ret = 0;	/* 1: --insecure's warning is left in err */
 	fl_wire_reader_init(&r->rd);
 	fl_wire_writer_init(&r->wr);
 	/* The kernel refuses to poll a userfaultfd without O_NONBLOCK

@@ -6,6 +6,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "wire.h"
 
@@ -31,6 +32,19 @@ static inline struct fl_wire_limits fuzz_limits(void)
 	for (unsigned i = 0; i < FUZZ_NREGIONS; i++)
 		lim.region_pages[i] = fuzz_region_pages[i];
 	return lim;
+}
+
+/* The input past its selector byte as one NUL-terminated line, as a parser
+ * reading text gets it (malloc'ed; NULL when out of memory). */
+static inline char *fuzz_line(const uint8_t *data, size_t size)
+{
+	char *s = malloc(size);
+
+	if (s) {
+		memcpy(s, data + 1, size - 1);
+		s[size - 1] = 0;
+	}
+	return s;
 }
 
 #endif

@@ -25,11 +25,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (!size)
 		return 0;
-	s = malloc(size);
+	s = fuzz_line(data, size);
 	if (!s)
 		return 0;
-	memcpy(s, data + 1, size - 1);
-	s[size - 1] = 0;
 	switch (data[0] % 3) {
 	case 0:
 		if (!fl_source_parse_pages(s, pages, 64, &n, err, sizeof(err)))

@@ -24,11 +24,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (!size)
 		return 0;
-	line = malloc(size);
+	line = fuzz_line(data, size);
 	if (!line)
 		return 0;
-	memcpy(line, data + 1, size - 1);
-	line[size - 1] = 0;	/* one NUL-terminated line, as read */
 	if (data[0] & 1) {
 		struct fl_hist_answer a;
 

@@ -338,6 +338,21 @@ static void test_minor_memfd(void **state)
 	close(memfd);
 }
 
+/* A VMM serving zaps over MISSING memory whose uffd raises REMOVE events,
+ * handed over to this test as the router. */
+static void zap_vmm_start(struct fixture *fx, struct vmm *v, uint8_t **mem, int *uffd,
+			  struct fl_handover_recv *h)
+{
+	char err[256] = "";
+
+	*mem = anon(NPAGES * PS);
+	*uffd = make_uffd(UFFD_FEATURE_POISON | UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_EVENT_REMOVE);
+	uffd_register(*uffd, *mem, NPAGES * PS, UFFDIO_REGISTER_MODE_MISSING);
+	*v = (struct vmm){ .uffd = *uffd, .mode = FL_MODE_MISSING, .serve = true, .nregions = 1,
+			   .regions = { { .base = *mem, .length = NPAGES * PS, .memfd = -1 } } };
+	assert_int_equal(router_accept(fx, v, h, err, sizeof(err)), 0);
+}
+
 /*
  * With EVENT_REMOVE the VMM's madvise() waits until the REMOVE event has
  * been read from the uffd: the router must keep reading it while the zap is
@@ -346,16 +361,12 @@ static void test_minor_memfd(void **state)
 static void test_zap_with_event_remove(void **state)
 {
 	struct fixture *fx = *state;
-	uint8_t *mem = anon(NPAGES * PS);
-	int uffd = make_uffd(UFFD_FEATURE_POISON | UFFD_FEATURE_THREAD_ID |
-			     UFFD_FEATURE_EVENT_REMOVE);
+	uint8_t *mem;
+	int uffd;
 	struct fl_handover_recv h;
-	char err[256] = "";
+	struct vmm v;
 
-	uffd_register(uffd, mem, NPAGES * PS, UFFDIO_REGISTER_MODE_MISSING);
-	struct vmm v = { .uffd = uffd, .mode = FL_MODE_MISSING, .serve = true, .nregions = 1,
-			 .regions = { { .base = mem, .length = NPAGES * PS, .memfd = -1 } } };
-	assert_int_equal(router_accept(fx, &v, &h, err, sizeof(err)), 0);
+	zap_vmm_start(fx, &v, &mem, &uffd, &h);
 
 	struct uffdio_zeropage zp = { .range = { .start = (uint64_t)(uintptr_t)(mem + 6 * PS),
 						 .len = 2 * PS } };
@@ -786,17 +797,13 @@ static void test_untrusted_listener(void **state)
 static void test_router_dies_mid_zap(void **state)
 {
 	struct fixture *fx = *state;
-	uint8_t *mem = anon(NPAGES * PS);
-	int uffd = make_uffd(UFFD_FEATURE_POISON | UFFD_FEATURE_THREAD_ID |
-			     UFFD_FEATURE_EVENT_REMOVE);
+	uint8_t *mem;
+	int uffd;
 	struct fl_handover_recv h;
-	char err[256] = "";
+	struct vmm v;
 	struct uffd_msg msg;
 
-	uffd_register(uffd, mem, NPAGES * PS, UFFDIO_REGISTER_MODE_MISSING);
-	struct vmm v = { .uffd = uffd, .mode = FL_MODE_MISSING, .serve = true, .nregions = 1,
-			 .regions = { { .base = mem, .length = NPAGES * PS, .memfd = -1 } } };
-	assert_int_equal(router_accept(fx, &v, &h, err, sizeof(err)), 0);
+	zap_vmm_start(fx, &v, &mem, &uffd, &h);
 
 	struct uffdio_zeropage zp = { .range = { .start = (uint64_t)(uintptr_t)(mem + 3 * PS),
 						 .len = PS } };
