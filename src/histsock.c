@@ -202,7 +202,12 @@ static bool listening(const struct sockaddr_un *sa, pid_t *pid)
 	return yes;
 }
 
-/* The parent directory of path, made (0755, one level) when missing. */
+/*
+ * The parent directory of path, made (0755, one level) when missing.  An
+ * existing one must be a real directory that only root or we can change
+ * (or a sticky one like /tmp, where nobody can replace our file): whoever
+ * else can write there could swap the socket for theirs after we bound it.
+ */
 static int make_parent(const char *path, char *err, size_t errlen)
 {
 	char dir[PATH_MAX];
@@ -211,18 +216,35 @@ static int make_parent(const char *path, char *err, size_t errlen)
 
 	snprintf(dir, sizeof(dir), "%s", path);
 	slash = strrchr(dir, '/');
-	if (!slash || slash == dir)
-		return 0;
-	*slash = 0;
-	if (!stat(dir, &st))
-		return S_ISDIR(st.st_mode) ? 0 : (snprintf(err, errlen, "cannot create the history "
-					"socket %s: %s is not a directory", path, dir), -ENOTDIR);
-	if (mkdir(dir, 0755) && errno != EEXIST) {
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else if (slash == dir)
+		dir[1] = 0;
+	else
+		*slash = 0;
+	if (lstat(dir, &st) && errno == ENOENT) {
+		if (!mkdir(dir, 0755) || errno == EEXIST)
+			return 0;
 		int e = errno;
 
 		snprintf(err, errlen, "cannot create the history socket's directory %s: %s", dir,
 			 strerror(e));
 		return -e;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		snprintf(err, errlen, "cannot create the history socket %s: %s is %s", path, dir,
+			 S_ISLNK(st.st_mode) ? "a symlink (a real directory is needed)" :
+					       "not a directory");
+		return S_ISLNK(st.st_mode) ? -ELOOP : -ENOTDIR;
+	}
+	if ((st.st_uid != 0 && st.st_uid != geteuid()) ||
+	    ((st.st_mode & (S_IWGRP | S_IWOTH)) && !(st.st_mode & S_ISVTX))) {
+		snprintf(err, errlen, "refusing to serve the history socket in %s: it is owned by "
+			 "uid %u with mode %04o, so others could replace the socket; use a "
+			 "directory only root or uid %u can write (the default is "
+			 FL_HIST_SOCKET_DEFAULT ")", dir, (unsigned)st.st_uid,
+			 (unsigned)(st.st_mode & 07777), (unsigned)geteuid());
+		return -EPERM;
 	}
 	return 0;
 }

@@ -919,6 +919,96 @@ static void test_fetch_refuses_untrusted_daemon(void **state)
 	rmdir(dir);
 }
 
+/*
+ * Paths an attacker prepared before the exporter started: a symlink where
+ * the socket goes (to a file of someone else's, or to a stranger's live
+ * socket), a symlinked directory, a directory a stranger owns, one anybody
+ * may write.  The server refuses each and touches nothing it points to;
+ * the client that follows a symlink to a stranger's socket refuses it.
+ */
+static void test_socket_paths_planted(void **state)
+{
+	char dir[] = "/tmp/fl-hist-XXXXXX", path[128], sub[128], victim[128], other[128];
+	struct fl_hist *h = story_failed_copy();
+	pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+	struct fl_histsrv srv;
+	struct fl_hist_answer a;
+	char err[320] = "", buf[16] = "";
+	pid_t pid = getpid(), child;
+	struct stat st;
+	int fd;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/h.sock", dir);
+	snprintf(victim, sizeof(victim), "%s/victim", dir);
+	fd = open(victim, O_CREAT | O_WRONLY, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "keep", 4), 4);
+	close(fd);
+
+	/* the socket's path a symlink to a file: refused, the file as it was */
+	assert_int_equal(symlink(victim, path), 0);
+	assert_int_equal(fl_histsrv_start(&srv, path, h, &mu, err, sizeof(err)), -EEXIST);
+	assert_non_null(strstr(err, "not a socket"));
+	assert_int_equal(lstat(path, &st), 0);
+	assert_true(S_ISLNK(st.st_mode));
+	fd = open(victim, O_RDONLY);
+	assert_int_equal(read(fd, buf, sizeof(buf)), 4);
+	close(fd);
+	assert_memory_equal(buf, "keep", 4);
+	assert_int_equal(unlink(path), 0);
+
+	/* a symlink to a stranger's live socket: the server won't take the
+	 * path, the client that follows it won't trust the stranger */
+	assert_int_equal(chmod(dir, 0777), 0);
+	snprintf(other, sizeof(other), "%s/stranger.sock", dir);
+	child = stranger_listen(other, "{\"event\":\"history\"}\n", -1);
+	assert_true(child > 0);
+	assert_int_equal(chmod(dir, 0700), 0);
+	assert_int_equal(symlink(other, path), 0);
+	assert_int_equal(fl_histsrv_start(&srv, path, h, &mu, err, sizeof(err)), -EADDRINUSE);
+	assert_int_equal(fl_hist_fetch(path, &pid, 1, &a, err, sizeof(err)), -EPERM);
+	assert_non_null(strstr(err, "not trusted"));
+	kill(child, SIGKILL);
+	waitpid(child, NULL, 0);
+	unlink(path);
+	unlink(other);
+
+	/* the directory a symlink (to one of ours even): refused */
+	snprintf(sub, sizeof(sub), "%s/real", dir);
+	assert_int_equal(mkdir(sub, 0755), 0);
+	snprintf(other, sizeof(other), "%s/link", dir);
+	assert_int_equal(symlink(sub, other), 0);
+	snprintf(path, sizeof(path), "%s/link/h.sock", dir);
+	assert_int_equal(fl_histsrv_start(&srv, path, h, &mu, err, sizeof(err)), -ELOOP);
+	assert_non_null(strstr(err, "symlink"));
+	assert_int_equal(unlink(other), 0);
+
+	/* a directory anybody may write (not sticky), or a stranger owns */
+	snprintf(path, sizeof(path), "%s/real/h.sock", dir);
+	assert_int_equal(chmod(sub, 0777), 0);
+	assert_int_equal(fl_histsrv_start(&srv, path, h, &mu, err, sizeof(err)), -EPERM);
+	assert_non_null(strstr(err, "others could replace the socket"));
+	assert_int_equal(chmod(sub, 0755), 0);
+	assert_int_equal(chown(sub, 65534, 65534), 0);
+	assert_int_equal(fl_histsrv_start(&srv, path, h, &mu, err, sizeof(err)), -EPERM);
+	assert_non_null(strstr(err, "uid 65534"));
+	assert_int_equal(lstat(path, &st), -1);	/* nothing created in any of them */
+	/* ours again: served */
+	assert_int_equal(chown(sub, geteuid(), getegid()), 0);
+	assert_int_equal(fl_histsrv_start(&srv, path, h, &mu, err, sizeof(err)), 0);
+	fl_histsrv_stop(&srv);
+	/* a sticky world-writable directory (/tmp's kind) is fine */
+	assert_int_equal(chmod(sub, 01777), 0);
+	assert_int_equal(fl_histsrv_start(&srv, path, h, &mu, err, sizeof(err)), 0);
+	fl_histsrv_stop(&srv);
+	assert_int_equal(rmdir(sub), 0);
+	assert_int_equal(unlink(victim), 0);
+	assert_int_equal(rmdir(dir), 0);
+	fl_hist_free(h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -941,6 +1031,7 @@ int main(void)
 		cmocka_unit_test(test_merge_last_activity_of_gone_handler),
 		cmocka_unit_test(test_socket_serve_fetch_stale_in_use),
 		cmocka_unit_test(test_fetch_refuses_untrusted_daemon),
+		cmocka_unit_test(test_socket_paths_planted),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
