@@ -52,7 +52,7 @@ TESTS     += $(OUT)/test_wire $(OUT)/test_statemap
 TESTS     += $(OUT)/test_source
 # libFuzzer target of the wire decoder and its seed corpus (clang, ASan+UBSan)
 FUZZ      := $(OUT)/fuzz-frame $(OUT)/fuzz-router $(OUT)/fuzz-journal $(OUT)/fuzz-history \
-             $(OUT)/fuzz-handover $(OUT)/fuzz-control $(OUT)/fuzz-corpus.stamp
+             $(OUT)/fuzz-handover $(OUT)/fuzz-control $(OUT)/fuzz-source $(OUT)/fuzz-corpus.stamp
 TESTS     += $(FUZZ)
 BENCH     := $(OUT)/bench-floor
 BENCH     += $(OUT)/bench-statemap $(FUZZ)
@@ -194,6 +194,15 @@ $(OUT)/fuzz-control: tests/fuzz/fuzz_control.c tests/fuzz/fuzz_common.h $(FUZZ_S
 		tests/fuzz/fuzz_control.c $(FUZZ_SOURCE_SRCS) $(OUT)/faultline.pb-c.c -o $@ \
 		-pthread $(MIG_LIBS)
 
+# The source's session with its peers (Hello rules, requests by region id),
+# on this process's own memory.
+$(OUT)/fuzz-source: tests/fuzz/fuzz_source.c tests/fuzz/fuzz_common.h $(FUZZ_SOURCE_SRCS) \
+		src/source.h src/source_test.h $(PB_GEN)
+	$(CLANG) -g -O1 -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -Isrc -I$(OUT) \
+		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+		tests/fuzz/fuzz_source.c $(FUZZ_SOURCE_SRCS) $(OUT)/faultline.pb-c.c -o $@ \
+		-pthread $(MIG_LIBS)
+
 $(OUT)/fuzz-make-corpus: tests/fuzz/make_corpus.c tests/fuzz/fuzz_common.h $(WIRE_OBJS)
 	$(CC) $(CFLAGS) $(filter-out %.h,$^) -o $@ $(MIG_LIBS)
 
@@ -235,6 +244,7 @@ bench: all $(BENCH)
 	python3 tests/bench/bench_migration.py
 	tests/fuzz/run_fuzz.sh 120 frame journal history handover control
 	tests/fuzz/run_fuzz.sh 450 router
+	tests/fuzz/run_fuzz.sh 300 source
 
 vmlinux:
 	scripts/gen-vmlinux.sh

@@ -18,7 +18,7 @@ suites=(
 	"unit: page-state map (zlib chunks, sticky poison)|build/test_statemap"
 	"unit: source (CLI parsers, dirty-tracking page hash)|build/test_source"
 	"unit: VMM handover (real uffd + memfd over a Unix socket, zaps, refusals)|build/test_handover"
-	"fuzz: wire frame decoder, router session, poison journal, history lines, VMM handover, source control lines (libFuzzer, 10 s each)|tests/fuzz/run_fuzz.sh 10"
+	"fuzz: wire frame decoder, router session, poison journal, history lines, VMM handover, source control lines, source session (libFuzzer, 10 s each)|tests/fuzz/run_fuzz.sh 10"
 	"bpf: handlers via BPF_PROG_TEST_RUN|build/test_bpf_handlers"
 	"bpf: KVM, poison, machine errors via BPF_PROG_TEST_RUN|build/test_bpf_kvm"
 	"e2e: faultline trace|python3 tests/e2e/test_trace.py"

@@ -73,6 +73,7 @@
 #include "netaddr.h"
 #include "tls.h"
 #include "source.h"
+#include "source_test.h"
 #include "statemap.h"
 #include "uffd_compat.h"
 #include "wire.h"
@@ -202,6 +203,7 @@ struct src {
 	bool vm_was_stopped;	/* already stopped before our SIGSTOP: not ours to resume */
 	bool vm_resumed;	/* SIGCONT at exit: no target was ever told to take over */
 	bool out_dead;		/* a write to s->out failed: events are no longer printed */
+	bool no_sockets;	/* the test hook: peers come from socketpairs, no port */
 	char why[512];		/* why a failed run ended: said once, sent to the target */
 	unsigned batch_pages, answer_pages;	/* BATCH_PAGES, ANSWER_PAGES that fit a frame */
 	int64_t t0, first_hello_ns, switch_at, next_tick, next_progress;
@@ -2802,7 +2804,7 @@ static int setup(struct src *s)
 	s->buf = aligned_alloc(4096, (size_t)SCAN_PAGES * s->ps);
 	if (!s->buf)
 		return -ENOMEM;
-	if (!cfg->vmm_socket) {
+	if (!cfg->vmm_socket && !s->no_sockets) {
 		ret = tcp_listen(s);
 		if (!ret && cfg->control)
 			ret = ctl_listen(s, cfg->control);
@@ -3366,15 +3368,8 @@ static void cleanup(struct src *s)
 	free(s->buf);
 }
 
-int fl_source_run(const struct fl_source_config *cfg)
+static void src_init(struct src *s, const struct fl_source_config *cfg)
 {
-	struct sigaction sa = { .sa_handler = on_signal }, ign = { .sa_handler = SIG_IGN };
-	struct sigaction old_int, old_term, old_pipe;
-	struct src *s = calloc(1, sizeof(*s));
-	int ret;
-
-	if (!s)
-		return -ENOMEM;
 	s->cfg = cfg;
 	s->out = cfg->out ? cfg->out : stdout;
 	s->pid = cfg->pid;
@@ -3386,6 +3381,18 @@ int fl_source_run(const struct fl_source_config *cfg)
 		s->conns[i].fd = -1;
 	for (int i = 0; i < MAX_CTLS; i++)
 		s->ctls[i].fd = -1;
+}
+
+int fl_source_run(const struct fl_source_config *cfg)
+{
+	struct sigaction sa = { .sa_handler = on_signal }, ign = { .sa_handler = SIG_IGN };
+	struct sigaction old_int, old_term, old_pipe;
+	struct src *s = calloc(1, sizeof(*s));
+	int ret;
+
+	if (!s)
+		return -ENOMEM;
+	src_init(s, cfg);
 	stop_flag = 0;
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, &old_int);
@@ -3418,5 +3425,178 @@ int fl_source_run(const struct fl_source_config *cfg)
 	sigaction(SIGTERM, &old_term, NULL);
 	sigaction(SIGPIPE, &old_pipe, NULL);
 	free(s);
+	return ret;
+}
+
+/* ---- test hook (source_test.h) ------------------------------------------------ */
+
+/* Count what the source sent to a test peer: frames, and pages with contents. */
+static void test_drain(int fd, struct fl_wire_reader *rd, const struct fl_wire_limits *lim,
+		       struct fl_source_test_peer *p)
+{
+	for (;;) {
+		ssize_t k = fl_wire_reader_fill(rd, fd);
+		fl_frame *f;
+		char err[256];
+
+		while (fl_wire_next(rd, lim, &f, err, sizeof(err)) > 0) {
+			p->frames++;
+			if (f->body_case == FAULTLINE__WIRE__FRAME__BODY_PAGE_DATA)
+				p->pages += f->page_data->data.len / lim->page_size;
+			fl_wire_free(f);
+		}
+		if (k <= 0 && k != -ENOBUFS)
+			return;
+	}
+}
+
+static struct conn *test_connect(struct src *s, int fd, unsigned i)
+{
+	for (int j = 0; j < MAX_CONNS; j++) {
+		struct conn *c = &s->conns[j];
+		char err[256] = "";
+
+		if (c->fd >= 0)
+			continue;
+		memset(c, 0, sizeof(*c));
+		c->fd = fd;
+		c->phase = CP_HELLO;
+		c->since_ns = now_ns();
+		snprintf(c->host, sizeof(c->host), "peer%u", i);
+		snprintf(c->peer, sizeof(c->peer), "peer%u", i);
+		if (fl_wire_reader_init(&c->rd) || fl_wire_writer_init(&c->wr) ||
+		    fl_chan_start(&c->ch, NULL, fd, true, NULL, err, sizeof(err))) {
+			conn_close(s, c);
+			return NULL;
+		}
+		return c;
+	}
+	close(fd);
+	return NULL;
+}
+
+/* One source set up once (regions, pagemap, buffers: the expensive part)
+ * and the state right after it, which every session starts from. */
+struct fl_source_test {
+	struct src s, pristine;
+};
+
+int fl_source_test_open(const struct fl_source_config *cfg, struct fl_source_test **out)
+{
+	struct fl_source_test *t;
+	int ret;
+
+	if (cfg->vmm_socket || !cfg->no_stop)
+		return -EINVAL;
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	src_init(&t->s, cfg);
+	t->s.no_sockets = true;
+	ret = setup(&t->s);
+	if (ret) {
+		cleanup(&t->s);
+		free(t);
+		return ret;
+	}
+	t->pristine = t->s;
+	*out = t;
+	return 0;
+}
+
+void fl_source_test_close(struct fl_source_test *t)
+{
+	if (!t)
+		return;
+	cleanup(&t->s);
+	free(t);
+}
+
+/* Back to the state right after setup: the per-page bits cleared in
+ * place, every other field (flags, pins, counters, cursors) copied back. */
+static void test_reset(struct fl_source_test *t)
+{
+	struct src *s = &t->s;
+
+	for (int i = 0; i < MAX_CONNS; i++)
+		if (s->conns[i].fd >= 0)
+			conn_close(s, &s->conns[i]);
+	for (unsigned i = 0; i < s->nreg; i++) {
+		struct region *r = &s->reg[i];
+
+		memset(r->poison, 0, (r->npages + 7) / 8);
+		memset(r->psent, 0, (r->npages + 7) / 8);
+		if (r->hash)
+			memset(r->hash, 0, r->npages * 8);
+		fl_statemap_free(&r->map);
+	}
+	*s = t->pristine;
+}
+
+int fl_source_test_session(struct fl_source_test *t, struct fl_source_test_peer *p, unsigned n,
+			   unsigned switch_after)
+{
+	struct src *s = &t->s;
+	int ret = 0, peer[MAX_CONNS];
+	struct fl_wire_reader prd[MAX_CONNS];
+	struct fl_wire_limits lim;
+
+	if (n > MAX_CONNS)
+		return -EINVAL;
+	test_reset(t);
+	lim = s->lim;
+	/* what the target reads: the source's frames, any region, any page */
+	for (unsigned i = 0; i < s->nreg; i++)
+		lim.region_pages[i] = s->reg[i].npages;
+	for (unsigned i = 0; i < n; i++) {
+		peer[i] = -1;
+		fl_wire_reader_init(&prd[i]);
+	}
+	for (unsigned i = 0; !ret && i < n; i++) {
+		struct conn *c, *tgt = active_conn(s);
+		int sv[2];
+		size_t off = 0;
+
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0) {
+			ret = -errno;
+			break;
+		}
+		peer[i] = sv[1];
+		p[i].target_before = tgt != NULL;
+		c = test_connect(s, sv[0], i);
+		/* feed it, answer, drain, until the source neither reads nor says more */
+		for (unsigned round = 0; !ret && c && c->fd >= 0 && round < 1000; round++) {
+			ssize_t k = off < p[i].len ? write(sv[1], p[i].in + off, p[i].len - off) : 0;
+			uint64_t before = p[i].frames;
+
+			if (k > 0)
+				off += (size_t)k;
+			ret = conn_io(s, c, POLLIN);
+			for (int j = 0; !ret && j < MAX_CONNS; j++) {
+				struct conn *a = &s->conns[j];
+
+				if (a->fd >= 0 && a == active_conn(s))
+					ret = produce(s, a);
+				if (!ret && a->fd >= 0 && fl_wire_pending(&a->wr))
+					ret = conn_flush(s, a);
+			}
+			for (unsigned j = 0; j <= i; j++)
+				if (peer[j] >= 0)
+					test_drain(peer[j], &prd[j], &lim, &p[j]);
+			if (off == p[i].len && k <= 0 && p[i].frames == before &&
+			    (c->fd < 0 || !fl_wire_pending(&c->wr)) && c->rd.len == c->rd.off)
+				break;
+		}
+		p[i].target_before_stays = tgt && tgt->fd >= 0 && tgt == active_conn(s) && tgt != c;
+		p[i].target_after = c && c->fd >= 0 && c == active_conn(s);
+		if (!ret && i == switch_after && active_conn(s) && active_conn(s)->phase == CP_WAIT)
+			ret = do_switchover(s, active_conn(s));
+	}
+	for (unsigned i = 0; i < n; i++) {
+		if (peer[i] >= 0)
+			close(peer[i]);
+		fl_wire_reader_free(&prd[i]);
+	}
+	test_reset(t);
 	return ret;
 }

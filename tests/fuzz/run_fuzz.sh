@@ -8,6 +8,7 @@
 #   history  the history socket's request line and answer lines
 #   handover the router's side of a VMM's handover (frames from the VMM)
 #   control  the source's control-socket page lists, --range, HOST:PORT
+#   source   the source's session with up to three peers (its own memory)
 # Builds nothing: `make test` and `make bench` build them first.  A crash,
 # leak, timeout or OOM input is kept in build/fuzz-artifacts/ and named in
 # the failure line; reproduce with `build/fuzz-TARGET FILE`.  Inputs that once
@@ -18,7 +19,7 @@ cd "$(dirname "$0")/../.."
 secs=${1:-20}
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(frame router journal history handover control)
+((${#targets[@]})) || targets=(frame router journal history handover control source)
 echo "1..${#targets[@]}"
 failed=0 i=0
 for t in "${targets[@]}"; do
