@@ -117,7 +117,7 @@ $(OUT)/test_correlator: tests/unit/test_correlator.c $(OUT)/correlator.o
 $(OUT)/test_vmstats: tests/unit/test_vmstats.c $(OUT)/vmstats.o
 	$(CC) $(CFLAGS) $^ -o $@ -lcmocka
 
-$(OUT)/test_tpformat: tests/unit/test_tpformat.c $(OUT)/tpformat.o
+$(OUT)/test_tpformat: tests/unit/test_tpformat.c $(OUT)/tpformat.o $(OUT)/tracefs.o
 	$(CC) $(CFLAGS) $^ -o $@ -lcmocka
 
 $(OUT)/test_stuck: tests/unit/test_stuck.c $(OUT)/stuck.o $(OUT)/procscan.o

@@ -24,8 +24,11 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Kernel text ranges, from /proc/kallsyms, set before load. */
 const volatile __u64 huf_start = 0;	/* handle_userfault */
 const volatile __u64 huf_end = 0;
-/* Start tracking any process that creates a userfaultfd. */
+/* Start tracking any process that creates a userfaultfd (or uses one it
+ * was handed), from that syscall on; with track_comm set, only processes
+ * of that name (the group leader's comm, as /proc/PID/comm shows it). */
 const volatile bool track_new = true;
+const volatile char track_comm[16] = {};
 const volatile __u32 self_tgid = 0;
 /* Block detection for user faults by inference, confirmed in the agent (not in --lite). */
 const volatile bool infer_user_faults = false;
@@ -330,6 +333,7 @@ static __always_inline void on_block(void *ctx, struct task_struct *prev, __u32 
 		return;
 	e->ts = b.ts;
 	BPF_CORE_READ_STR_INTO(&e->comm, prev, comm);
+	BPF_CORE_READ_STR_INTO(&e->block.pcomm, prev, group_leader, comm);
 	e->block.state = prev_state;
 	e->block.mm = (__u64)BPF_CORE_READ(prev, mm);
 	if (pf) {
@@ -614,17 +618,59 @@ static __always_inline bool current_tracked(void)
 	return tracked(bpf_get_current_pid_tgid() >> 32);
 }
 
+static __always_inline void track_current(__u32 why)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u32 *old = bpf_map_lookup_elem(&fl_tracked, &tgid);
+	__u32 v = why;
+
+	if (tgid == self_tgid)
+		return;
+	if (old)
+		*old |= why;	/* racy but idempotent */
+	else
+		bpf_map_update_elem(&fl_tracked, &tgid, &v, BPF_NOEXIST);
+}
+
+/* May the current, untracked process start being tracked? */
+static __always_inline bool may_track_new(void)
+{
+	struct task_struct *t;
+	char comm[16];
+
+	if (!track_new)
+		return false;
+	if (!track_comm[0])
+		return true;
+	t = (struct task_struct *)bpf_get_current_task();
+	BPF_CORE_READ_STR_INTO(&comm, t, group_leader, comm);
+	for (int i = 0; i < 16; i++) {
+		if (comm[i] != track_comm[i])
+			return false;
+		if (!comm[i])
+			break;
+	}
+	return true;
+}
+
 static __always_inline int on_read_enter(__u64 fd, __u64 buf, __u64 count_)
 {
 	__u64 args[3] = { fd, buf, count_ };
 	__u64 ctx;
 	struct fl_sc *sc;
 
-	if (!current_tracked())
-		return 0;
-	ctx = uffd_ctx_of(fd);
-	if (!ctx)
-		return 0;
+	if (!current_tracked()) {
+		/* A handler handed a userfaultfd (SCM_RIGHTS, pidfd_getfd)
+		 * reading it for the first time: a holder from this read on.
+		 * Cheap for everyone else only once a uffd's f_op is known. */
+		if (!uffd_fops || !may_track_new() || !(ctx = uffd_ctx_of(fd)))
+			return 0;
+		track_current(FL_TRACK_HOLDER);
+	} else {
+		ctx = uffd_ctx_of(fd);
+		if (!ctx)
+			return 0;
+	}
 	sc = sc_save(SC_READ, args, 3);
 	if (sc) {
 		sc->ctx = ctx;
@@ -813,19 +859,6 @@ static __always_inline int on_kvm_ioctl(__u64 fd, __u64 cmd, __u64 arg)
 	return 0;
 }
 
-static __always_inline void track_current(__u32 why)
-{
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	__u32 *old = bpf_map_lookup_elem(&fl_tracked, &tgid);
-	__u32 v = why;
-
-	if (tgid == self_tgid)
-		return;
-	if (old)
-		*old |= why;	/* racy but idempotent */
-	else
-		bpf_map_update_elem(&fl_tracked, &tgid, &v, BPF_NOEXIST);
-}
 
 static __always_inline int on_ioctl_enter(__u64 fd, __u64 cmd, __u64 arg)
 {
@@ -843,7 +876,7 @@ static __always_inline int on_ioctl_enter(__u64 fd, __u64 cmd, __u64 arg)
 			return 0;
 	}
 	if (!current_tracked()) {
-		if (!track_new)
+		if (!may_track_new())
 			return 0;
 		/* A UFFDIO_* on a userfaultfd this process was handed (SCM_RIGHTS,
 		 * pidfd_getfd: a migration router) makes it a holder from now on;
@@ -1133,7 +1166,7 @@ int tp_userfaultfd_enter(struct trace_event_raw_sys_enter *ctx)
 {
 	__u64 a[1] = { ctx->args[0] };
 
-	if (!track_new && !current_tracked())
+	if (!current_tracked() && !may_track_new())
 		return 0;
 	sc_save(SC_USERFAULTFD, a, 1);
 	return 0;

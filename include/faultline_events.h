@@ -73,6 +73,7 @@ struct fl_ev_block {
 	__u32 flags;	/* FL_BLOCK_* */
 	__u32 state;	/* prev_state from sched_switch */
 	__u64 pf_err;	/* x86 page-fault error code */
+	char pcomm[FL_COMM_LEN];	/* the process's name (group leader's comm) */
 };
 
 struct fl_ev_wake {

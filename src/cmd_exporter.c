@@ -76,7 +76,8 @@ struct exit_seen {
 
 struct families {
 	struct fl_metric *latency, *faults, *resolutions, *pending, *vcpu_blocked, *all_blocked,
-		*exits, *poison, *races, *lost, *programs, *missing, *up, *build, *dropped, *stuck;
+		*exits, *poison, *races, *lost, *programs, *missing, *up, *build, *dropped, *stuck,
+		*late;
 };
 
 /* Everything an exporter run mutates lives here. */
@@ -120,6 +121,7 @@ static int make_families(struct exporter *x)
 	static const char *const where[] = { "where", NULL };
 	static const char *const feature[] = { "feature", NULL };
 	static const char *const verdict[] = { "verdict", NULL };
+	static const char *const proc_reason[] = { "process", "reason", NULL };
 	static const char *const version[] = { "version", NULL };
 	struct fl_metrics_cfg cfg = { .limited_label = "process", .top_n = x->top_n };
 	struct families *f = &x->f;
@@ -161,6 +163,11 @@ static int make_families(struct exporter *x)
 	FAM(lost, "faultline_lost_records_total", FL_METRIC_COUNTER, where, NULL, 0,
 	    "Trace records lost, by where they were lost; episodes may be missing from "
 	    "the other metrics while this grows.");
+	FAM(late, "faultline_processes_tracked_late_total", FL_METRIC_COUNTER, proc_reason, NULL,
+	    0, "userfaultfd processes tracked only after they may have faulted, by reason "
+	    "(predates_faultline: running before the exporter; found_by_scan: found by the "
+	    "/proc scan, not at its userfaultfd's creation): their earlier faults are not in "
+	    "these metrics.");
 	FAM(stuck, "faultline_stuck_waiters", FL_METRIC_GAUGE, verdict, NULL, 0,
 	    "Threads asleep in a userfault for at least 1 s, by the verdict of "
 	    "`faultline stuck` (one-shot /proc analysis, refreshed every 5 s).");
@@ -196,33 +203,52 @@ static int make_families(struct exporter *x)
 
 /* --- session callbacks (session thread) --- */
 
-/* The process's name (comm), cached: an episode must not cost a /proc read. */
-static const char *process_name(struct exporter *x, uint32_t pid, const char *thread_comm)
+static struct pid_name *name_slot(struct exporter *x, uint32_t pid)
 {
-	struct pid_name *e = NULL;
-	struct fl_vm_stats *vm;
-
 	for (unsigned i = 0; i < NAME_SLOTS; i++) {
 		struct pid_name *c = &x->names[(pid + i) % NAME_SLOTS];
 
-		if (!c->pid || c->pid == pid) {
-			e = c;
-			break;
-		}
+		if (!c->pid || c->pid == pid)
+			return c;
 	}
-	if (!e) {	/* full: start over rather than grow without bound */
-		memset(x->names, 0, sizeof(x->names));
-		e = &x->names[pid % NAME_SLOTS];
-	}
-	if (e->pid == pid && !e->stale)
+	/* full: start over rather than grow without bound */
+	memset(x->names, 0, sizeof(x->names));
+	return &x->names[pid % NAME_SLOTS];
+}
+
+/* The name a process had when the kernel saw it block (its group leader's
+ * comm): right even if it exits before its records are read. */
+static void learn_name(struct exporter *x, uint32_t pid, const char *pcomm)
+{
+	struct pid_name *e = name_slot(x, pid);
+
+	if (!pcomm[0] || (e->pid == pid && !e->stale && e->name[0]))
+		return;
+	e->pid = pid;
+	e->stale = false;
+	snprintf(e->name, FL_COMM_LEN, "%s", pcomm);
+}
+
+/*
+ * The process's name (comm), cached: an episode must not cost a /proc read.
+ * Never empty: an exited process keeps the name it had; one never seen
+ * alive is named by its thread, or "unknown".
+ */
+static const char *process_name(struct exporter *x, uint32_t pid, const char *thread_comm)
+{
+	struct pid_name *e = name_slot(x, pid);
+	struct fl_vm_stats *vm;
+
+	if (e->pid == pid && e->name[0] && (!e->stale || !fl_proc_exists((pid_t)pid)))
 		return e->name;
 	e->pid = pid;
 	e->stale = false;
 	vm = fl_vms_find(&x->s.vms, pid);
 	if (vm && vm->comm[0] && strcmp(vm->comm, "?"))
 		memcpy(e->name, vm->comm, FL_COMM_LEN);
-	else if (fl_proc_comm((pid_t)pid, e->name, FL_COMM_LEN))
-		snprintf(e->name, FL_COMM_LEN, "%s", thread_comm);
+	else if (fl_proc_comm((pid_t)pid, e->name, FL_COMM_LEN) || !e->name[0])
+		snprintf(e->name, FL_COMM_LEN, "%s", thread_comm && thread_comm[0] ? thread_comm :
+			 "unknown");
 	return e->name;
 }
 
@@ -272,6 +298,18 @@ static void on_poison(void *arg, const struct fl_poison_note *n)
 	pthread_mutex_unlock(&x->mu);
 }
 
+static void on_late(void *arg, const struct fl_late_note *n)
+{
+	struct exporter *x = arg;
+
+	learn_name(x, n->pid, n->comm);
+	fprintf(stderr, "faultline: tracking %u (%s) late (%s): its earlier faults are not "
+		"counted\n", n->pid, n->comm, fl_late_reason_name(n->reason));
+	pthread_mutex_lock(&x->mu);
+	fl_metric_add(x->f.late, 1, n->comm, fl_late_reason_name(n->reason));
+	pthread_mutex_unlock(&x->mu);
+}
+
 static void on_lost(void *arg, const char *where, uint64_t n, uint64_t ts)
 {
 	/* the session's sentences, as short label values */
@@ -316,6 +354,8 @@ static void on_record(void *arg, const struct fl_event *e)
 		fl_hist_record(x->hist, e);
 		pthread_mutex_unlock(&x->hist_mu);
 	}
+	if (e->type == FL_EV_BLOCK)
+		learn_name(x, e->pid, e->block.pcomm);
 	if (e->type == FL_EV_PROC_EXIT) {
 		for (unsigned i = 0; i < NAME_SLOTS; i++) {
 			struct pid_name *c = &x->names[(e->pid + i) % NAME_SLOTS];
@@ -834,7 +874,7 @@ static int exporter_run(struct exporter *x)
 	x->s.o.tick_ns = TICK_NS;
 	x->s.ops = (struct fl_session_ops){
 		.episode = on_episode, .race = on_race, .record = on_record, .poison = on_poison,
-		.lost = on_lost, .tick = refresh, .arg = x,
+		.lost = on_lost, .late = on_late, .tick = refresh, .arg = x,
 	};
 	ret = fl_session_run(&x->s);
 	/* stop serving before the registry and the session it reads go away */

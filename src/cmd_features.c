@@ -115,7 +115,7 @@ static const struct {
 	{ "syscalls", "sys_enter_fallocate", "PUNCH_HOLE events" },
 	{ "syscalls", "sys_enter_userfaultfd", "instant pick-up of new uffd users (/proc scan remains)" },
 	{ "signal", "signal_deliver", "SIGBUS/SIGSEGV delivery (poison consumed by a thread)" },
-	{ "ras", "memory_failure_event", "hardware memory-failure events (CONFIG_MEMORY_FAILURE)" },
+	{ NULL, "memory_failure_event", "hardware memory-failure events (CONFIG_MEMORY_FAILURE)" },
 	{ "mce", "mce_record", "MCE records" },
 	{ "kvm", "kvm_exit", "KVM exit reasons" },
 	{ "kvm", "kvm_userspace_exit", "KVM userspace exits" },
@@ -158,10 +158,12 @@ static int features_run(struct feat_report *r)
 	}
 	row(r, "ring buffer", true, "BPF_MAP_TYPE_RINGBUF (checked by the load above)", NULL);
 	for (unsigned i = 0; i < sizeof(tps) / sizeof(tps[0]); i++) {
+		/* NULL: the memory-failure one, in whichever group this kernel has it */
+		const char *cat = tps[i].cat ? tps[i].cat : FL_MEMORY_FAILURE_GROUP;
 		char name[96];
 
-		snprintf(name, sizeof(name), "tracepoint %s:%s", tps[i].cat, tps[i].name);
-		row(r, name, fl_tracepoint_exists(tps[i].cat, tps[i].name), "", tps[i].disables);
+		snprintf(name, sizeof(name), "tracepoint %s:%s", cat, tps[i].name);
+		row(r, name, fl_tracepoint_exists(cat, tps[i].name), "", tps[i].disables);
 	}
 	row(r, "kprobes", !access("/sys/kernel/tracing/kprobe_events", F_OK), "optional, unused",
 	    "nothing: faultline works on tracepoints alone");

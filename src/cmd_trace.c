@@ -103,6 +103,13 @@ static void on_lost(void *arg, const char *where, uint64_t n, uint64_t ts)
 	fl_out_lost(t->out, where, n, ts, t->o.json);
 }
 
+static void on_late(void *arg, const struct fl_late_note *n)
+{
+	struct trace_ctx *t = arg;
+
+	fl_out_late(t->out, n, t->o.json);
+}
+
 static void on_tick(void *arg, uint64_t now)
 {
 	struct trace_ctx *t = arg;
@@ -230,7 +237,7 @@ static int run(struct trace_ctx *t)
 
 	t->s.ops = (struct fl_session_ops){
 		.episode = on_episode, .race = on_race, .record = on_record, .poison = on_poison,
-		.signal = on_signal, .memfault = on_memfault, .lost = on_lost, .tick = on_tick, .arg = t,
+		.signal = on_signal, .memfault = on_memfault, .lost = on_lost, .late = on_late, .tick = on_tick, .arg = t,
 	};
 	t->s.o.tick_ns = 50 * 1000000ULL;	/* flush output as it comes */
 	if (!t->o.json)

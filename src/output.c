@@ -177,6 +177,33 @@ void fl_out_lost(FILE *out, const char *where, uint64_t n, uint64_t ts, bool jso
 	fl_out_line_done(out);
 }
 
+const char *fl_late_reason_name(enum fl_late_reason r)
+{
+	return r == FL_LATE_PREDATES ? "predates_faultline" : "found_by_scan";
+}
+
+void fl_out_late(FILE *out, const struct fl_late_note *n, bool json)
+{
+	double ago = n->since_ns && n->ts > n->since_ns ? (n->ts - n->since_ns) / 1e9 : -1;
+
+	if (json) {
+		fprintf(out, "{\"event\":\"tracked_late\",\"ts_ns\":%" PRIu64 ",\"pid\":%u,"
+			"\"comm\":", n->ts, n->pid);
+		fl_json_str(out, n->comm, FL_COMM_LEN);
+		fprintf(out, ",\"since_ns\":%" PRIu64 ",\"reason\":\"%s\","
+			"\"earlier_faults_unseen\":true}\n", n->since_ns, fl_late_reason_name(n->reason));
+	} else if (ago >= 0) {
+		fprintf(out, "%-16.6f LATE %u (%s): %s; its faults in the %.3f s before now were not "
+			"seen\n", n->ts / 1e9, n->pid, n->comm, n->reason == FL_LATE_PREDATES ?
+			"it started before faultline" : "found by the /proc scan", ago);
+	} else {
+		fprintf(out, "%-16.6f LATE %u (%s): %s; its earlier faults were not seen\n",
+			n->ts / 1e9, n->pid, n->comm, n->reason == FL_LATE_PREDATES ?
+			"it started before faultline" : "found by the /proc scan");
+	}
+	fl_out_line_done(out);
+}
+
 static const char *const poison_kind[] = {
 	[FL_POISON_INSTALLED] = "installed", [FL_POISON_SIGBUS] = "sigbus",
 	[FL_POISON_KVM_MMIO] = "kvm_mmio", [FL_POISON_MEMORY_FAILURE] = "memory_failure",

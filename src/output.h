@@ -23,5 +23,6 @@ void fl_out_kvm_memfault(FILE *out, const struct fl_event *e, bool json);
 void fl_out_signal(FILE *out, const struct fl_event *e, int32_t vcpu, bool json);
 /* Records the kernel side dropped: where, how many since the last report. */
 void fl_out_lost(FILE *out, const char *where, uint64_t n, uint64_t ts, bool json);
+void fl_out_late(FILE *out, const struct fl_late_note *n, bool json);
 
 #endif

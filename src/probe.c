@@ -84,7 +84,8 @@ static int other_progs(struct faultline_bpf *s, struct other_prog *out)
 		{ "kvm", "kvm_async_pf_completed", s->progs.tp_kvm_async_pf_completed, false, false },
 		{ "kvm", "kvm_async_pf_repeated_fault", s->progs.tp_kvm_async_pf_repeated_fault,
 		  false, false },
-		{ "ras", "memory_failure_event", s->progs.raw_memory_failure_event, true, false },
+		{ FL_MEMORY_FAILURE_GROUP, "memory_failure_event", s->progs.raw_memory_failure_event,
+		  true, false },
 		{ "mce", "mce_record", s->progs.raw_mce_record, true, false },
 	};
 
@@ -185,6 +186,9 @@ static int open_and_load(struct fl_probe *p, const struct fl_probe_opts *o, bool
 	p->skel->rodata->huf_start = o->huf_start ? o->huf_start : ks[0].start;
 	p->skel->rodata->huf_end = o->huf_end ? o->huf_end : ks[0].end;
 	p->skel->rodata->track_new = o->track_new;
+	if (o->track_comm)
+		snprintf((char *)p->skel->rodata->track_comm, sizeof(p->skel->rodata->track_comm),
+			 "%s", o->track_comm);
 	/* inference needs the notify/resolve records that confirm it */
 	p->skel->rodata->infer_user_faults = !o->lite && !o->no_infer;
 	p->skel->rodata->self_tgid = getpid();
@@ -411,10 +415,12 @@ int fl_probe_track(struct fl_probe *p, pid_t pid, uint32_t why)
 {
 	uint32_t key = pid, val = 0;
 	int fd = bpf_map__fd(p->skel->maps.fl_tracked);
+	bool fresh = bpf_map_lookup_elem(fd, &key, &val) != 0;
 
-	bpf_map_lookup_elem(fd, &key, &val);
 	val |= why;
-	return bpf_map_update_elem(fd, &key, &val, BPF_ANY) ? -errno : 0;
+	if (bpf_map_update_elem(fd, &key, &val, BPF_ANY))
+		return -errno;
+	return fresh;
 }
 
 int fl_probe_untrack(struct fl_probe *p, pid_t pid)

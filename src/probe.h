@@ -19,6 +19,7 @@ struct fl_link_reaper;
 struct fl_probe_opts {
 	bool lite;		/* block/wake probes only: no syscall tracepoints */
 	bool track_new;		/* track any process that creates a userfaultfd */
+	const char *track_comm;	/* ... only if its process has this name (-c) */
 	bool force_raw_tp;	/* skip tp_btf (tests the fallback) */
 	bool test_hooks;	/* load the raw_tp test entry points */
 	bool no_attach;		/* load only (BPF_PROG_TEST_RUN tests) */
@@ -60,6 +61,7 @@ void fl_probe_stop(struct fl_probe *p);
 int fl_probe_syscalls_attach(struct fl_probe *p, char *err, size_t errlen);
 void fl_probe_syscalls_detach(struct fl_probe *p);
 
+/* 1 when pid was not tracked before, 0 when it was, or negative errno. */
 int fl_probe_track(struct fl_probe *p, pid_t pid, uint32_t why);
 int fl_probe_untrack(struct fl_probe *p, pid_t pid);
 /* Number of tracked processes, pruning ones that no longer exist. */

@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 /* Calls fn for every process with an fd on anon_inode:[userfaultfd]. Returns how many. */
@@ -19,6 +20,8 @@ pid_t fl_proc_tgid(pid_t tid);
 int fl_proc_comm(pid_t pid, char *buf, size_t len);
 /* Is thread tid asleep in handle_userfault (its /proc wchan)? */
 bool fl_proc_in_userfault(pid_t tid);
+/* When pid started, in CLOCK_MONOTONIC ns (0 if unknown). */
+uint64_t fl_proc_start_ns(pid_t pid);
 /* How many userfaultfds pid holds (0 if none, -errno if unreadable). */
 int fl_proc_count_uffds(pid_t pid);
 

@@ -14,6 +14,7 @@
 #include <linux/userfaultfd.h>
 #include "procscan.h"
 #include "session.h"
+#include "tracefs.h"
 
 #define SCAN_INTERVAL_NS (250 * 1000000ULL)
 /*
@@ -160,11 +161,37 @@ static int on_record(void *arg, void *data, size_t size)
 	return 0;
 }
 
+/*
+ * A holder the /proc scan found untracked: whatever it did before now was
+ * not seen.  Said once per process, with its start time, so nobody reads
+ * its first faults' absence as "there were none".
+ */
 static void track_holder(void *arg, pid_t pid)
 {
 	struct fl_session *s = arg;
+	struct fl_late_note n = { .pid = (uint32_t)pid, .ts = fl_now_ns() };
 
-	fl_probe_track(&s->probe, pid, FL_TRACK_HOLDER);
+	if (fl_probe_track(&s->probe, pid, FL_TRACK_HOLDER) != 1)
+		return;
+	n.reason = s->scanned ? FL_LATE_SCAN : FL_LATE_PREDATES;
+	n.since_ns = fl_proc_start_ns(pid);
+	if (fl_proc_comm(pid, n.comm, sizeof(n.comm)))
+		snprintf(n.comm, sizeof(n.comm), "?");
+	s->late_total++;
+	if (s->ops.late)
+		s->ops.late(s->ops.arg, &n);
+}
+
+/* -c: every process of that name; late only if it holds a userfaultfd
+ * (without one it cannot have had userfaults yet). */
+static void track_named(void *arg, pid_t pid)
+{
+	struct fl_session *s = arg;
+
+	if (fl_proc_count_uffds(pid) > 0)
+		track_holder(s, pid);
+	else
+		fl_probe_track(&s->probe, pid, FL_TRACK_USER);
 }
 
 static const char *const lost_where[FL_CNT_MAX] = {
@@ -197,12 +224,22 @@ static int housekeeping(struct fl_session *s, uint64_t now)
 	char err[256];
 	int n, ret;
 
+	/* Eager: on before the first scan, so a uffd created after that scan
+	 * began is caught at its creation by the kernel side. */
+	if (s->eager && !s->probe.nsc) {
+		ret = fl_probe_syscalls_attach(&s->probe, err, sizeof(err));
+		if (ret) {
+			fprintf(stderr, "faultline: %s\n", err);
+			return ret;
+		}
+	}
 	if (now - s->last_scan_ns >= SCAN_INTERVAL_NS) {
 		s->last_scan_ns = now;
 		if (!s->o.npids && !s->o.comm && !s->child)
 			fl_proc_each_uffd_holder(track_holder, s);
 		else if (s->o.comm)
-			fl_proc_each_comm(s->o.comm, track_holder, s);
+			fl_proc_each_comm(s->o.comm, track_named, s);
+		s->scanned = true;
 		n = fl_probe_tracked_count(&s->probe);
 		if (n > 0)
 			s->untracked_since_ns = 0;
@@ -214,7 +251,7 @@ static int housekeeping(struct fl_session *s, uint64_t now)
 				fprintf(stderr, "faultline: %s\n", err);
 				return ret;
 			}
-		} else if (n == 0 && s->probe.nsc &&
+		} else if (n == 0 && s->probe.nsc && !s->eager &&
 			   now - s->untracked_since_ns >= SC_IDLE_DETACH_NS) {
 			fl_probe_syscalls_detach(&s->probe);
 		}
@@ -260,8 +297,8 @@ static void load_names(struct fl_session *s)
 	fl_tp_symbols("kvm", "kvm_exit", 0, &s->vmx);
 	fl_tp_symbols("kvm", "kvm_exit", 1, &s->svm);
 	fl_tp_symbols("kvm", "kvm_userspace_exit", 0, &s->uexit);
-	fl_tp_symbols("ras", "memory_failure_event", 0, &s->mf_type);
-	fl_tp_symbols("ras", "memory_failure_event", 1, &s->mf_result);
+	fl_tp_symbols(FL_MEMORY_FAILURE_GROUP, "memory_failure_event", 0, &s->mf_type);
+	fl_tp_symbols(FL_MEMORY_FAILURE_GROUP, "memory_failure_event", 1, &s->mf_result);
 }
 
 const char *fl_session_exit_name(struct fl_session *s, uint32_t kind, uint32_t reason, char *buf,
@@ -329,8 +366,11 @@ void fl_session_exits(struct fl_session *s, fl_exit_fn fn, void *arg)
 
 int fl_session_run(struct fl_session *s)
 {
+	/* default scope and -c: a new process is tracked by the kernel side
+	 * from the syscall that creates (or first uses) its userfaultfd */
 	struct fl_probe_opts po = {
-		.lite = s->o.lite, .track_new = !s->o.npids && !s->o.comm && !s->o.cmd,
+		.lite = s->o.lite, .track_new = !s->o.npids && !s->o.cmd,
+		.track_comm = s->o.comm,
 		.force_raw_tp = s->o.raw_tp, .ringbuf_bytes = s->o.ringbuf_bytes,
 	};
 	struct fl_correlator_cfg cc = { .strand_after_ns = s->o.strand_ms * 1000000ULL,
@@ -392,6 +432,7 @@ int fl_session_run(struct fl_session *s)
 	}
 	s->start_ns = fl_now_ns();
 	s->last_scan_ns = 0;
+	s->eager = po.track_new && !s->o.lite && !s->o.lazy_syscalls;
 	ret = housekeeping(s, s->start_ns);
 	if (ret)
 		goto out;

@@ -24,6 +24,9 @@ struct fl_session_opts {
 	int npids;
 	const char *comm;
 	bool lite, raw_tp;
+	/* Syscall probes only while something is tracked (the cheaper, older
+	 * way): a new process's first faults are then missed, and reported. */
+	bool lazy_syscalls;
 	uint32_t ringbuf_bytes;
 	uint64_t strand_ms;
 	char **cmd;		/* launch and trace this command */
@@ -56,6 +59,24 @@ struct fl_poison_note {
 	uint64_t status;	/* MCE */
 };
 
+/* A process tracked after it may already have faulted: its earlier
+ * faults, notifies and resolutions were not seen. */
+enum fl_late_reason {
+	FL_LATE_PREDATES = 1,	/* it ran before faultline started */
+	FL_LATE_SCAN,		/* found by the periodic /proc scan, not at its uffd's creation */
+};
+
+struct fl_late_note {
+	uint32_t pid;
+	char comm[FL_COMM_LEN];
+	uint64_t ts;		/* when faultline began tracking it */
+	uint64_t since_ns;	/* the process's start (CLOCK_MONOTONIC), 0 unknown */
+	enum fl_late_reason reason;
+};
+
+/* "predates_faultline", "found_by_scan" (output.c) */
+const char *fl_late_reason_name(enum fl_late_reason r);
+
 struct fl_session_ops {
 	void (*episode)(void *arg, const struct fl_episode *ep);	/* vcpu filled in */
 	void (*race)(void *arg, const struct fl_race *r);
@@ -64,6 +85,7 @@ struct fl_session_ops {
 	void (*signal)(void *arg, const struct fl_event *e, int32_t vcpu);	/* SIGSEGV */
 	void (*memfault)(void *arg, const struct fl_event *e);	/* KVM_EXIT_MEMORY_FAULT */
 	void (*lost)(void *arg, const char *where, uint64_t n, uint64_t ts);
+	void (*late)(void *arg, const struct fl_late_note *n);
 	void (*tick)(void *arg, uint64_t now);
 	void *arg;
 };
@@ -78,6 +100,9 @@ struct fl_session {
 	struct fl_symtab vmx, svm, uexit, mf_type, mf_result;
 	uint64_t start_ns, last_scan_ns, lost_seen[FL_CNT_MAX], lost_total;
 	uint64_t untracked_since_ns;	/* nothing tracked since then; 0 while something is */
+	uint64_t late_total;		/* processes tracked late (fl_late_note) */
+	bool eager;			/* syscall probes attached for the whole run */
+	bool scanned;			/* the first /proc scan is done */
 	pid_t child;
 	int child_status;
 	bool child_done;

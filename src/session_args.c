@@ -13,6 +13,10 @@ static const struct argp_option options[] = {
 	{ "duration", 'd', "SECONDS", 0, "Stop after SECONDS", 0 },
 	{ "lite", 'l', NULL, 0, "Block/wake probes only (no syscall tracepoints)", 0 },
 	{ "raw-tp", 'R', NULL, 0, "Use raw_tp even where tp_btf works", 0 },
+	{ "lazy-syscalls", 1000, NULL, 0, "Attach the syscall probes only while a userfaultfd "
+	  "process is tracked: cheaper for the host's other processes, but a new process is then "
+	  "found by the 250 ms /proc scan and its first faults are missed (reported as "
+	  "tracked_late)", 0 },
 	{ "strand-ms", 'S', "MS", 0, "Report a waiter stranded after MS ms (default 100)", 0 },
 	{ "ringbuf-kb", 'B', "KB", 0, "Ring buffer size, a power of two >= 4 (default 16384)", 0 },
 	{ 0 },
@@ -68,6 +72,7 @@ static error_t parse(int key, char *arg, struct argp_state *state)
 		break;
 	case 'l': o->lite = true; break;
 	case 'R': o->raw_tp = true; break;
+	case 1000: o->lazy_syscalls = true; break;
 	case ARGP_KEY_ARGS:
 		o->cmd = state->argv + state->next;
 		break;

@@ -21,6 +21,14 @@ int fl_tracefs_ensure(void)
 	return 0;
 }
 
+const char *fl_tracepoint_group(const char *const *groups, const char *name)
+{
+	for (; *groups; groups++)
+		if (fl_tracepoint_exists(*groups, name))
+			return *groups;
+	return NULL;
+}
+
 bool fl_tracepoint_exists(const char *category, const char *name)
 {
 	for (unsigned i = 0; i < sizeof(roots) / sizeof(roots[0]); i++) {

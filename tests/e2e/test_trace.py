@@ -257,13 +257,28 @@ def test_lite_mode_without_syscall_probes():
         wl.wait(timeout=20)
 
 
+def test_syscall_probes_eager_by_default():
+    """Default scope: the syscall probes are on from the start, nothing
+    tracked or not, so a new process is tracked from its uffd's creation."""
+    require_root()
+    tr = subprocess.Popen([FAULTLINE, "trace", "--duration", "6"], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: {"sys_enter_userfaultfd", "sys_enter_read", "sys_exit_ioctl"}
+                        <= syscall_tps_of(tr.pid), timeout=5.0), syscall_tps_of(tr.pid)
+    finally:
+        tr.terminate()
+        tr.wait(timeout=10)
+
+
 def test_syscall_probes_only_while_tracked():
+    """--lazy-syscalls: attached while something is tracked, detached after."""
     require_root()
     if subprocess.run(["sh", "-c", "ls -l /proc/[0-9]*/fd 2>/dev/null | grep -q userfaultfd"]
                       ).returncode == 0:
         raise Skip("another process on this machine holds a userfaultfd")
-    tr = subprocess.Popen([FAULTLINE, "trace", "--duration", "14"], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
+    tr = subprocess.Popen([FAULTLINE, "trace", "--lazy-syscalls", "--duration", "14"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(1.0)
         assert syscall_tps_of(tr.pid) == set(), "attached with nothing tracked"
@@ -427,7 +442,8 @@ if __name__ == "__main__":
           test_multiple_handler_threads_loops, test_munmap_race_reported,
           test_kvm_vcpu_faults_via_gup, test_pid_filter_on_running_process,
           test_default_scope_finds_uffd_holders, test_lite_mode_without_syscall_probes,
-          test_syscall_probes_only_while_tracked, test_uffd_processes_coming_and_going,
+          test_syscall_probes_eager_by_default, test_syscall_probes_only_while_tracked,
+          test_uffd_processes_coming_and_going,
           test_raw_tp_fallback, test_lost_records_are_reported, test_hist_and_summary,
           test_sigint_flushes_and_summarises,
           test_errors_are_clear, test_features_lists_kernel_support, test_help_has_examples])

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "tpformat.h"
+#include "tracefs.h"
 
 static void expect_entry(const struct fl_symtab *t, int i, int64_t val, const char *name)
 {
@@ -370,6 +371,33 @@ static void test_kernel_no_table(void **state)
 	assert_null(t.e);
 }
 
+/* A tracepoint looked up in the first group that has it: the one the
+ * kernel's tracefs shows (checked by path), never a group it lacks. */
+static void test_tracepoint_group(void **state)
+{
+	const char *const groups[] = { "no_such_group_fl", "sched", NULL };
+	const char *const none[] = { "no_such_group_fl", NULL };
+	const char *mf;
+	char path[128];
+
+	(void)state;
+	if (fl_tracefs_ensure() || !fl_tracepoint_exists("sched", "sched_switch"))
+		skip_because("no tracefs with sched:sched_switch here");
+	assert_string_equal(fl_tracepoint_group(groups, "sched_switch"), "sched");
+	assert_null(fl_tracepoint_group(none, "sched_switch"));
+	mf = fl_tracepoint_group(FL_MEMORY_FAILURE_GROUPS, "memory_failure_event");
+	for (const char *const *g = FL_MEMORY_FAILURE_GROUPS; *g; g++) {
+		snprintf(path, sizeof(path), "/sys/kernel/tracing/events/%s/memory_failure_event", *g);
+		if (!access(path, F_OK)) {
+			assert_non_null(mf);
+			assert_string_equal(mf, *g);
+			break;
+		}
+		assert_true(!mf || strcmp(mf, *g));
+	}
+	assert_string_equal(FL_MEMORY_FAILURE_GROUP, mf ? mf : "ras");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -384,6 +412,7 @@ int main(void)
 		cmocka_unit_test(test_kernel_kvm_userspace_exit),
 		cmocka_unit_test(test_kernel_missing),
 		cmocka_unit_test(test_kernel_no_table),
+		cmocka_unit_test(test_tracepoint_group),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
