@@ -71,6 +71,7 @@ const char *fl_verdict_name(enum fl_verdict v)
 		[FL_V_NOT_READ] = "not_read", [FL_V_NOT_RESOLVED] = "not_resolved",
 		[FL_V_PLACEMENT_FAILED] = "placement_failed",
 		[FL_V_RANGE_UNMAPPED] = "range_unmapped", [FL_V_HANDLER_GONE] = "handler_gone",
+		[FL_V_HANDLER_STALLED] = "handler_stalled",
 	};
 
 	return (unsigned)v < FL_V_NR ? names[v] : "?";
@@ -770,7 +771,21 @@ static void scan_readers(struct fl_stuck_uffd *u, struct fl_stuck_holder *h)
 		if (!fl_proc_numeric(d->d_name))
 			continue;
 		tid = (pid_t)atoi(d->d_name);
+		if (h->ntasks < FL_STUCK_MAX_THREADS) {
+			struct fl_stuck_task *k = &h->tasks[h->ntasks];
+
+			k->tid = tid;
+			snprintf(path, sizeof(path), "/proc/%d/task/%d/comm", h->pid, tid);
+			read_comm(path, k->comm);
+			if (task_stat(h->pid, tid, &k->state, NULL))
+				k->state = '?';
+			wchan_is(h->pid, tid, "", k->wchan, sizeof(k->wchan));
+			chomp(k->wchan);
+		}
+		h->ntasks++;
 		if (in_userfault(h->pid, tid, &by_stack)) {
+			if (h->ntasks <= FL_STUCK_MAX_THREADS)
+				h->tasks[h->ntasks - 1].waiter = true;
 			h->blocked++;
 			continue;
 		}
@@ -1185,6 +1200,67 @@ static const char *fds_str(const struct fl_stuck_holder *h, char *buf, size_t le
 	return buf;
 }
 
+const struct fl_stuck_task *fl_stuck_holder_task(const struct fl_stuck_uffd *u, pid_t tid)
+{
+	for (int i = 0; i < u->nholders; i++) {
+		const struct fl_stuck_holder *h = &u->holders[i];
+
+		for (int j = 0; j < h->ntasks && j < FL_STUCK_MAX_THREADS; j++)
+			if (h->tasks[j].tid == tid)
+				return &h->tasks[j];
+	}
+	return NULL;
+}
+
+int fl_stuck_live_tasks(const struct fl_stuck_uffd *u)
+{
+	int n = 0;
+
+	for (int i = 0; i < u->nholders; i++)
+		n += u->holders[i].ntasks - u->holders[i].blocked;
+	return n;
+}
+
+/* "1234 postcopy/fault S futex_wait_queue": one thread, for the evidence. */
+static int task_str(char *buf, size_t len, const struct fl_stuck_task *k)
+{
+	const char *w = k->waiter ? "handle_userfault (a waiter)" :
+			k->wchan[0] && strcmp(k->wchan, "0") ? k->wchan : "-";
+
+	return snprintf(buf, len, "%d %s %c %s", k->tid, k->comm, k->state, w);
+}
+
+void fl_stuck_threads_evidence(struct fl_stuck_verdict *v, const struct fl_stuck_uffd *u)
+{
+	for (int i = 0; i < u->nholders && i < SHOWN_HOLDERS; i++) {
+		const struct fl_stuck_holder *h = &u->holders[i];
+		int shown = h->ntasks < FL_STUCK_MAX_THREADS ? h->ntasks : FL_STUCK_MAX_THREADS;
+		int j = 0;
+
+		/* as many sentences as the threads need, at most 4 per holder */
+		for (int part = 0; part < 4 && j < shown; part++) {
+			char line[FL_STUCK_EV_LEN];
+			size_t off = (size_t)snprintf(line, sizeof(line), "pid %d (%s) threads%s "
+						      "(tid name state wait-channel): ", h->pid,
+						      h->comm, part ? ", continued" : "");
+
+			for (bool first = true; j < shown; j++, first = false) {
+				char one[96];
+				int n = task_str(one, sizeof(one), &h->tasks[j]);
+
+				if (off + (size_t)n + 8 >= sizeof(line) - 24)
+					break;
+				off += (size_t)snprintf(line + off, sizeof(line) - off, "%s%s",
+							first ? "" : "; ", one);
+			}
+			if (j == shown && h->ntasks > shown)
+				snprintf(line + off, sizeof(line) - off, "; and %d more",
+					 h->ntasks - shown);
+			fl_stuck_ev(v, "%s", line);
+		}
+	}
+}
+
 /* One sentence per holder (the first SHOWN_HOLDERS): who, and whether it reads the uffd. */
 static void holder_evidence(struct fl_stuck_verdict *v, const struct fl_stuck_uffd *u, pid_t self)
 {
@@ -1283,7 +1359,7 @@ static void decide_by_handler(const struct fl_stuck_scan *s, struct fl_stuck_thr
 	const struct fl_stuck_proc *p = &s->procs[t->proc];
 	const struct fl_stuck_uffd *u1 = t->ncand ? &s->uffds[t->cand[0]] : NULL;
 	long pending = 0, total = 0;
-	int others = 0, readers = 0, maybe = 0;
+	int others = 0, readers = 0, maybe = 0, live = 0;
 	bool unread;
 
 	for (int c = 0; c < t->ncand; c++) {
@@ -1291,6 +1367,7 @@ static void decide_by_handler(const struct fl_stuck_scan *s, struct fl_stuck_thr
 
 		pending += u->pending;
 		total += u->total;
+		live += fl_stuck_live_tasks(u);
 		for (int h = 0; h < u->nholders; h++) {
 			others += u->holders[h].pid != t->pid;
 			readers += u->holders[h].nreaders;
@@ -1347,29 +1424,48 @@ static void decide_by_handler(const struct fl_stuck_scan *s, struct fl_stuck_thr
 			    u1 ? u1->nwaiters : 0);
 	}
 
-	/* 4. who could read it */
-	if (!others && !readers && !maybe) {
+	/* 4. who could read it: gone only if nobody but waiters is left */
+	if (!others && !readers && !maybe && !live) {
 		v->verdict = FL_V_HANDLER_GONE;
-		fl_stuck_ev(v, "uffd ino %" PRIu64 " is held only by the waiter's own process %d "
-			    "and no thread of it reads or polls it (read/poll/select/epoll): no "
-			    "handler is left", u1->ino, t->pid);
+		fl_stuck_ev(v, "uffd ino %" PRIu64 " is held only by the waiter's own process %d, "
+			    "whose every thread is itself asleep in a userfault: no handler is "
+			    "left", u1->ino, t->pid);
 		if (unread)
 			fl_stuck_ev(v, "the fault message is still queued (fdinfo pending %ld, "
 				    "total %ld): nobody has read it", pending, total);
 		else {
-			fl_stuck_ev(v, "the fault was read (fdinfo pending 0, total %ld) but "
-				    "nothing reads the uffd any more; if a thread of %d is still "
-				    "fetching the page, this is not_resolved instead", total,
-				    t->pid);
+			fl_stuck_ev(v, "the fault was read (fdinfo pending 0, total %ld) by a "
+				    "thread that is gone: nothing reads the uffd any more", total);
 			v->needs_history = "whether the handler died after reading the fault, or a "
 					   "placement failed (placement_failed), needs the daemon's "
 					   "history";
 		}
 		v->unstick = "start a new handler and hand it the uffd (SCM_RIGHTS from the "
 			     "holding process), or resolve/WAKE the range from the holder itself";
+		fl_stuck_threads_evidence(v, u1);
 		return;
 	}
-	if (unread) {
+	if (!readers && !maybe) {
+		/* Somebody lives, nobody reads: a stalled handler (QEMU's fault
+		 * thread while a postcopy is paused) and a gone one look alike. */
+		v->verdict = unread ? FL_V_NOT_READ : FL_V_NOT_RESOLVED;
+		fl_stuck_ev(v, "fdinfo pending %ld, total %ld: %s", pending, total, unread ?
+			    "the fault message is still queued: the handler never read it" :
+			    "the handler read the fault and never resolved it");
+		fl_stuck_ev(v, "no thread of any holder reads or polls uffd ino %" PRIu64 " now, "
+			    "yet %d live thread(s) of its holder(s) remain (listed below): a "
+			    "handler thread that stalled (blocked elsewhere, e.g. a paused "
+			    "postcopy waiting for recovery) and one that is gone look the same "
+			    "from /proc", u1->ino, live);
+		v->needs_history = "which thread last read this uffd, and whether it still lives "
+				   "(handler_stalled) or not (handler_gone), needs the daemon's "
+				   "history";
+		v->unstick = "if a live handler thread stalled: find what it waits for and let it "
+			     "go on (a paused postcopy: migrate-recover on the destination, then "
+			     "resume the migration on the source) and start no second handler; if "
+			     "the handler is gone: hand the uffd to a new handler (SCM_RIGHTS from "
+			     "the holder), or resolve/WAKE the range from the holder itself";
+	} else if (unread) {
 		v->verdict = FL_V_NOT_READ;
 		fl_stuck_ev(v, "fdinfo pending %ld, total %ld: the fault message is still queued: "
 			    "the handler never read it", pending, total);
@@ -1388,6 +1484,8 @@ static void decide_by_handler(const struct fl_stuck_scan *s, struct fl_stuck_thr
 	}
 	for (int c = 0; c < t->ncand; c++)
 		holder_evidence(v, &s->uffds[t->cand[c]], t->pid);
+	for (int c = 0; c < t->ncand; c++)
+		fl_stuck_threads_evidence(v, &s->uffds[t->cand[c]]);
 	if (unread && readers)
 		fl_stuck_ev(v, "a thread waits on the uffd yet the message stays unread: it may be "
 			    "busy elsewhere between polls, or polling for the wrong events");

@@ -21,6 +21,7 @@
 #define FL_STUCK_COMM 16
 #define FL_STUCK_MAX_FDS 8	/* fds of one uffd listed per holder */
 #define FL_STUCK_MAX_READERS 4	/* reader threads listed per holder */
+#define FL_STUCK_MAX_THREADS 64	/* threads of a holder named in the evidence */
 #define FL_STUCK_MAX_CAND 4	/* candidate uffds listed per thread */
 #define FL_STUCK_MAX_EV 20	/* evidence sentences per verdict (with history: more) */
 #define FL_STUCK_EV_LEN 320
@@ -31,6 +32,7 @@ enum fl_verdict {
 	FL_V_PLACEMENT_FAILED,	/* a COPY/CONTINUE failed, no WAKE followed: history only */
 	FL_V_RANGE_UNMAPPED,	/* the range went away under the waiter */
 	FL_V_HANDLER_GONE,	/* nobody left to read it */
+	FL_V_HANDLER_STALLED,	/* the thread that read it last lives, but reads it no more: history */
 	FL_V_NR,
 };
 
@@ -68,6 +70,15 @@ struct fl_syscall_line {
 	uint64_t args[6], sp, pc;
 };
 
+/* One thread of a holder process, as /proc shows it. */
+struct fl_stuck_task {
+	pid_t tid;
+	char comm[FL_STUCK_COMM];	/* its own name: QEMU names its threads (debug-threads=on) */
+	char state;
+	char wchan[40];
+	bool waiter;		/* asleep in handle_userfault itself */
+};
+
 struct fl_stuck_holder {
 	pid_t pid;
 	char comm[FL_STUCK_COMM];
@@ -80,6 +91,8 @@ struct fl_stuck_holder {
 	int maybe_readers;	/* in poll/select/epoll with a set that could not be read */
 	char doing[48];		/* what its main thread is blocked in, for the evidence */
 	int blocked;		/* its own threads asleep in handle_userfault */
+	int ntasks;		/* threads seen (tasks holds the first FL_STUCK_MAX_THREADS) */
+	struct fl_stuck_task tasks[FL_STUCK_MAX_THREADS];
 };
 
 struct fl_stuck_uffd {
@@ -163,6 +176,13 @@ struct fl_stuck_scan {
  */
 int fl_stuck_scan(struct fl_stuck_scan *s, const pid_t *pids, int npids);
 void fl_stuck_free(struct fl_stuck_scan *s);
+
+/* The thread tid of a holder of uffd u, or NULL (pure). */
+const struct fl_stuck_task *fl_stuck_holder_task(const struct fl_stuck_uffd *u, pid_t tid);
+/* Threads of u's holders that could still read it: alive and not themselves waiters. */
+int fl_stuck_live_tasks(const struct fl_stuck_uffd *u);
+/* Evidence naming every thread of every holder of u: tid, name, state, wait channel. */
+void fl_stuck_threads_evidence(struct fl_stuck_verdict *v, const struct fl_stuck_uffd *u);
 
 /* Decides t's verdict from the scan's facts (pure: no /proc access). */
 void fl_stuck_decide(const struct fl_stuck_scan *s, struct fl_stuck_thread *t);

@@ -248,6 +248,95 @@ static const char *placement_unstick(int64_t ret)
 	}
 }
 
+/* The history's record of the fault's userfaultfd with the latest read, or NULL. */
+static const struct fl_hist_uffd *last_reader(const struct fl_hist_answer *a,
+					      const struct fl_stuck_thread *t,
+					      const struct fl_stuck_hist *h)
+{
+	const struct fl_hist_uffd *best = NULL;
+
+	for (int i = 0; i < a->nuffds; i++) {
+		const struct fl_hist_uffd *u = &a->uffds[i];
+
+		if (!u->last_read_ts || !u->last_read_tid)
+			continue;
+		if (h->f.ctx ? u->ctx != h->f.ctx :
+			       !((h->f.mm && u->mm == h->f.mm) || u->owner_pid == (uint32_t)t->pid))
+			continue;
+		if (!best || u->last_read_ts > best->last_read_ts)
+			best = u;
+	}
+	return best;
+}
+
+/* The thread tid among the holders of the waiter's candidate uffds. */
+static const struct fl_stuck_task *holder_task(const struct fl_stuck_scan *s,
+					       const struct fl_stuck_thread *t, uint32_t tid)
+{
+	for (int c = 0; c < t->ncand; c++) {
+		const struct fl_stuck_task *k = fl_stuck_holder_task(&s->uffds[t->cand[c]],
+								     (pid_t)tid);
+
+		if (k)
+			return k;
+	}
+	return NULL;
+}
+
+/*
+ * Nobody reads the uffd now: the thread that read it last tells a stalled
+ * handler (alive, blocked elsewhere: QEMU's fault thread while a postcopy
+ * is paused) from a gone one.  Only a handler that no longer lives is gone.
+ */
+static void stalled_or_gone(const struct fl_hist_answer *a, const struct fl_stuck_scan *s,
+			    struct fl_stuck_thread *t, const struct fl_stuck_hist *h)
+{
+	struct fl_stuck_verdict *v = &t->v;
+	const struct fl_hist_uffd *r;
+	const struct fl_stuck_task *k;
+	int readers = 0;
+	char d[32];
+
+	if (v->verdict != FL_V_NOT_READ && v->verdict != FL_V_NOT_RESOLVED &&
+	    v->verdict != FL_V_HANDLER_GONE)
+		return;
+	for (int c = 0; c < t->ncand; c++)
+		for (int i = 0; i < s->uffds[t->cand[c]].nholders; i++)
+			readers += s->uffds[t->cand[c]].holders[i].nreaders +
+				   s->uffds[t->cand[c]].holders[i].maybe_readers;
+	if (readers || !t->ncand)
+		return;
+	r = last_reader(a, t, h);
+	if (!r) {
+		fl_stuck_ev(v, "the daemon saw no read of this userfaultfd in its history (%s)",
+			    dur(d, sizeof(d), (int64_t)(a->now_ns - a->since_ns)));
+		return;
+	}
+	k = holder_task(s, t, r->last_read_tid);
+	if (k && !k->waiter) {
+		v->verdict = FL_V_HANDLER_STALLED;
+		v->needs_history = NULL;
+		fl_stuck_ev(v, "thread %u (%s) of pid %u read this userfaultfd last, %s ago, and "
+			    "still lives (state %c, waiting in %s) but reads it no more: the "
+			    "handler is stalled, not gone", r->last_read_tid, k->comm,
+			    r->last_read_pid, dur(d, sizeof(d), (int64_t)(a->now_ns - r->last_read_ts)),
+			    k->state, k->wchan[0] && strcmp(k->wchan, "0") ? k->wchan : "-");
+		v->unstick = "find what the handler thread waits for and let it go on (a paused "
+			     "postcopy: migrate-recover on the destination, then resume the "
+			     "migration on the source); do not hand the uffd to a second handler "
+			     "while this one lives";
+		return;
+	}
+	v->verdict = FL_V_HANDLER_GONE;
+	v->needs_history = NULL;
+	fl_stuck_ev(v, "thread %u of pid %u, the last to read this userfaultfd (%s ago), %s, and "
+		    "no thread reads or polls it now: no handler is left", r->last_read_tid,
+		    r->last_read_pid, dur(d, sizeof(d), (int64_t)(a->now_ns - r->last_read_ts)),
+		    k ? "is itself asleep in a userfault" : "is gone");
+	v->unstick = "start a new handler and hand it the uffd (SCM_RIGHTS from the holding "
+		     "process), or resolve/WAKE the range from the holder itself";
+}
+
 /* The history's sentences, newest facts last. */
 static void history_evidence(const struct fl_hist_answer *a, struct fl_stuck_thread *t,
 			     const struct fl_stuck_hist *h, struct fl_stuck_verdict *v)
@@ -374,6 +463,7 @@ void fl_stuck_hist_apply(const struct fl_hist_answer *a, const struct fl_stuck_s
 			     "UFFDIO_WAKE the thread; check where its page request went";
 	}
 	history_evidence(a, t, h, v);
+	stalled_or_gone(a, s, t, h);
 	if (v->verdict == FL_V_RANGE_UNMAPPED && old.verdict != FL_V_RANGE_UNMAPPED)
 		fl_stuck_ev(v, "fault address 0x%" PRIx64 " lies in none of pid %d's %d registered "
 			    "range(s): its range was unmapped, remapped or resized under it",
@@ -388,6 +478,10 @@ void fl_stuck_hist_apply(const struct fl_hist_answer *a, const struct fl_stuck_s
 	for (int i = 0; i < old.nev; i++) {
 		/* what the address now settles, one-shot could only ask */
 		if (h->f.addr && strstr(old.ev[i], "needs its fault address"))
+			continue;
+		/* ... and whether the handler is stalled or gone */
+		if ((v->verdict == FL_V_HANDLER_STALLED || v->verdict == FL_V_HANDLER_GONE) &&
+		    strstr(old.ev[i], "look the same from /proc"))
 			continue;
 		fl_stuck_ev(v, "%s", old.ev[i]);
 	}

@@ -170,7 +170,9 @@ def test_not_read():
         ev = " | ".join(o["evidence"])
         assert "pending 1" in ev and "never read" in ev, ev
         assert f"pid {sc.handler_pid} (stuck-handler" in ev and "in pause" in ev, ev
-        assert o["needs_history"] is None
+        # a live handler process that does not read: stalled or gone needs the history
+        assert f"{sc.handler_pid} stuck-handler S " in ev, ev
+        assert "handler_stalled" in o["needs_history"], o
 
 
 def test_not_read_handed_off_uffd():
@@ -245,13 +247,16 @@ def test_munmap_failed_copy_is_range_unmapped():
 
 
 def test_handler_gone():
+    """The handler process was killed; the waiter's process lives on (its main
+    thread waits for a signal). One-shot cannot tell that main thread from a
+    stalled handler: not_read, saying so, with both remedies."""
     require_root()
     with Scenario("handler_gone") as sc:
         assert sc.killed_handler_pid > 0
         assert not os.path.exists(f"/proc/{sc.killed_handler_pid}"), "handler not reaped"
         sc.wait_age(300 * MS)
         o, _ = one_for(sc, "--min-age", "200ms")
-        assert o["verdict"] == "handler_gone", o
+        assert o["verdict"] == "not_read", o
         u = o["uffd"]
         assert (u["pending"], u["total"]) == (1, 1), u
         h = holders_of(o)
@@ -259,8 +264,45 @@ def test_handler_gone():
         assert not h[sc.pid]["reading"] and h[sc.pid]["maybe_reading"] == 0, h
         check_range(o, sc)
         ev = " | ".join(o["evidence"])
-        assert "held only by the waiter's own process" in ev and "no handler is left" in ev, ev
-        assert "pending 1" in ev, ev
+        assert "look the same from /proc" in ev and "pending 1" in ev, ev
+        # every thread of the holder, by /proc's own account
+        for tid in os.listdir(f"/proc/{sc.pid}/task"):
+            with open(f"/proc/{sc.pid}/task/{tid}/comm") as f:
+                assert f"{tid} {f.read().strip()} " in ev, (tid, ev)
+        assert "handler_gone" in o["needs_history"], o
+        assert "new handler" in o["unstick"] and "second handler" in o["unstick"], o
+
+
+def stalled_scenario_thread(sc):
+    """The scenario's handler thread as /proc shows it: (name, state, wchan)."""
+    base = f"/proc/{sc.pid}/task/{sc.handler_tid}"
+    with open(f"{base}/comm") as f:
+        name = f.read().strip()
+    with open(f"{base}/stat") as f:
+        state = f.read().rsplit(")", 1)[1].split()[0]
+    with open(f"{base}/wchan") as f:
+        wchan = f.read().strip()
+    return name, state, wchan
+
+
+def test_handler_stalled_one_shot():
+    """A live handler thread (named like QEMU's postcopy fault thread) that
+    stopped reading, before or after taking the message: not handler_gone;
+    the evidence names it with its state and wait channel."""
+    require_root()
+    for name, verdict, counts in (("handler_stalled_unread", "not_read", (1, 1)),
+                                  ("handler_stalled_read", "not_resolved", (0, 1))):
+        with Scenario(name) as sc:
+            sc.wait_age(300 * MS)
+            o, _ = one_for(sc, "--min-age", "200ms")
+            assert o["verdict"] == verdict, (name, o)
+            assert (o["uffd"]["pending"], o["uffd"]["total"]) == counts, o["uffd"]
+            tname, state, wchan = stalled_scenario_thread(sc)
+            assert tname == "postcopy/fault" and state == "S", (tname, state)
+            ev = " | ".join(o["evidence"])
+            assert f"{sc.handler_tid} postcopy/fault S {wchan}" in ev, ev
+            assert "look the same from /proc" in ev, ev
+            assert "migrate-recover" in o["unstick"], o
 
 
 def test_kvm_vcpu_stuck_in_gup():
@@ -603,7 +645,27 @@ def test_history_handler_gone():
         assert last and last["op"] == "ZEROPAGE" and last["pid"] == sc.killed_handler_pid, h
         assert int(last["start"], 16) == sc.addr - 4096 and last["errno"] is None, last
         assert f"by pid {sc.killed_handler_pid}" in ev and "no longer holds the uffd" in ev, ev
-        assert "no handler is left" in ev, ev
+        # the thread that read the uffd last is the killed process's, and it is gone
+        assert f"of pid {sc.killed_handler_pid}, the last to read this userfaultfd" in ev, ev
+        assert "is gone" in ev and "no handler is left" in ev, ev
+        assert "look the same from /proc" not in ev, ev
+
+
+def test_history_handler_stalled():
+    """With the daemon's history the stalled handler is named: it read the uffd
+    last and still lives. handler_stalled, never handler_gone."""
+    d = daemon()
+    for name in ("handler_stalled_unread", "handler_stalled_read"):
+        with Scenario(name, delay_ms=DELAY_MS) as sc:
+            o, h, ev = with_history(sc, d, "handler_stalled")
+            tname, state, wchan = stalled_scenario_thread(sc)
+            assert (f"thread {sc.handler_tid} (postcopy/fault) of pid {sc.pid} read this "
+                    "userfaultfd last") in ev, ev
+            assert f"still lives (state {state}, waiting in {wchan})" in ev, ev
+            if name == "handler_stalled_read":
+                check_read(h, sc)
+            assert "second handler" in o["unstick"] and "new handler" not in o["unstick"], o
+            assert "look the same from /proc" not in ev, ev
 
 
 def test_history_healthy_reports_nothing():
@@ -704,7 +766,7 @@ if __name__ == "__main__":
         test_not_resolved,
         test_handler_wait_kinds_recognised,
         test_munmap_failed_copy_is_range_unmapped,
-        test_handler_gone,
+        test_handler_gone, test_handler_stalled_one_shot,
         test_kvm_vcpu_stuck_in_gup,
         test_healthy_reports_nothing,
         test_min_age_filters,
@@ -713,7 +775,7 @@ if __name__ == "__main__":
         test_history_not_resolved,
         test_history_placement_failed,
         test_history_range_unmapped,
-        test_history_handler_gone,
+        test_history_handler_gone, test_history_handler_stalled,
         test_history_healthy_reports_nothing,
         test_daemon_not_running_is_clear,
         test_exporter_history_socket_errors,

@@ -920,6 +920,68 @@ static void test_fetch_refuses_untrusted_daemon(void **state)
 }
 
 /*
+ * The handler thread of the waiter's own process read the uffd last and is
+ * alive, blocked elsewhere (QEMU's fault thread while a postcopy is paused):
+ * one-shot cannot tell that from a gone handler; the history can, and says
+ * handler_stalled, not handler_gone.  The same history with that thread
+ * gone (or itself a waiter) says handler_gone.
+ */
+static void test_merge_stalled_handler(void **state)
+{
+	struct fl_hist *h = fl_hist_new(0);
+	struct fl_stuck_hist sh;
+	struct fixture f;
+
+	(void)state;
+	/* HANDLER read and resolved an earlier fault, then stopped reading */
+	block(h, 5 * SEC, 103, PAGE - 0x1000, 5 * SEC - 10);
+	notify(h, 5 * SEC + 1, 103, PAGE - 0x1000);
+	ioctl_(h, 5 * SEC + 2, FL_OP_ZEROPAGE, PAGE - 0x1000, 0x1000, 0);
+	run(h, 5 * SEC + 3, 103);
+	block(h, 10 * SEC, WAITER, PAGE, 10 * SEC - 10);
+	fx(&f, 1, 1, 1, PAGE);
+	f.h[0].nreaders = 0;
+	f.h[0].tasks[0] = (struct fl_stuck_task){ .tid = VMM, .comm = "vmm", .state = 'S',
+						  .wchan = "do_sys_poll" };
+	f.h[0].tasks[1] = (struct fl_stuck_task){ .tid = HANDLER, .comm = "postcopy/fault",
+						  .state = 'S', .wchan = "futex_wait_queue" };
+	f.h[0].tasks[2] = (struct fl_stuck_task){ .tid = WAITER, .comm = "vcpu0", .state = 'S',
+						  .waiter = true };
+	f.h[0].ntasks = 3;
+	f.h[0].blocked = 1;
+	fl_stuck_decide(&f.s, &f.t);
+	assert_int_equal(f.t.v.verdict, FL_V_NOT_READ);
+	assert_ev(&f.t, "look the same from /proc");
+	merge(&f, h, &sh);
+	assert_true(sh.matched);
+	assert_int_equal(f.t.v.verdict, FL_V_HANDLER_STALLED);
+	assert_string_equal(fl_verdict_name(f.t.v.verdict), "handler_stalled");
+	assert_ev(&f.t, "postcopy/fault) of pid");
+	assert_ev(&f.t, "still lives (state S, waiting in futex_wait_queue)");
+	assert_ev(&f.t, "postcopy/fault S futex_wait_queue");
+	assert_false(has_ev(&f.t, "look the same from /proc"));
+	assert_non_null(strstr(f.t.v.unstick, "do not hand the uffd to a second handler"));
+	assert_null(f.t.v.needs_history);
+
+	/* the same history, the handler thread gone: handler_gone */
+	f.h[0].tasks[1] = f.h[0].tasks[2];
+	f.h[0].ntasks = 2;
+	fl_stuck_decide(&f.s, &f.t);
+	merge(&f, h, &sh);
+	assert_int_equal(f.t.v.verdict, FL_V_HANDLER_GONE);
+	assert_ev(&f.t, "the last to read this userfaultfd");
+	assert_ev(&f.t, "is gone");
+	assert_non_null(strstr(f.t.v.unstick, "new handler"));
+
+	/* somebody polls it now: neither, the counters decide (not_read) */
+	f.h[0].nreaders = 1;
+	fl_stuck_decide(&f.s, &f.t);
+	merge(&f, h, &sh);
+	assert_int_equal(f.t.v.verdict, FL_V_NOT_READ);
+	fl_hist_free(h);
+}
+
+/*
  * Paths an attacker prepared before the exporter started: a symlink where
  * the socket goes (to a file of someone else's, or to a stranger's live
  * socket), a symlinked directory, a directory a stranger owns, one anybody
@@ -1029,6 +1091,7 @@ int main(void)
 		cmocka_unit_test(test_merge_mixed_counters),
 		cmocka_unit_test(test_merge_not_read_and_mismatch),
 		cmocka_unit_test(test_merge_last_activity_of_gone_handler),
+		cmocka_unit_test(test_merge_stalled_handler),
 		cmocka_unit_test(test_socket_serve_fetch_stale_in_use),
 		cmocka_unit_test(test_fetch_refuses_untrusted_daemon),
 		cmocka_unit_test(test_socket_paths_planted),

@@ -210,6 +210,20 @@ static struct fl_stuck_holder *fx_holder(struct fixture *f, int u, pid_t pid, co
 	return h;
 }
 
+/* A thread of holder h as the scan would list it. */
+static void fx_task(struct fl_stuck_holder *h, pid_t tid, const char *comm, char state,
+		    const char *wchan, bool waiter)
+{
+	struct fl_stuck_task *k = &h->tasks[h->ntasks++];
+
+	k->tid = tid;
+	snprintf(k->comm, sizeof(k->comm), "%s", comm);
+	k->state = state;
+	snprintf(k->wchan, sizeof(k->wchan), "%s", wchan);
+	k->waiter = waiter;
+	h->blocked += waiter;
+}
+
 static int fx_proc(struct fixture *f, pid_t pid, int nranges)
 {
 	int i = f->s.nprocs++;
@@ -257,7 +271,8 @@ static void test_not_read_external_handler(void **state)
 	fx_init(&f);
 	u = fx_uffd(&f, 500, 1, 1, UFFD_FEATURE_THREAD_ID);
 	fx_holder(&f, u, 100, "vmm", 'S', 3, 0);
-	fx_holder(&f, u, 200, "handler", 'S', 3, 0);
+	fx_task(fx_holder(&f, u, 200, "handler", 'S', 3, 0), 200, "handler", 'S', "do_nanosleep",
+		false);
 	p = fx_proc(&f, 100, 1);
 	fx_thread(&f, p, 101, 90);
 	decide_all(&f);
@@ -266,8 +281,13 @@ static void test_not_read_external_handler(void **state)
 	assert_int_equal(f.t[0].v.verdict, FL_V_NOT_READ);
 	assert_ev(&f.t[0], "pending 1, total 1");
 	assert_ev(&f.t[0], "pid 200 (handler, state S) as fd 3: no thread of it reads or polls it");
-	assert_null(f.t[0].v.needs_history);
-	assert_non_null(f.t[0].v.unstick);
+	/* a live holder that does not read: stalled or gone, one-shot cannot tell */
+	assert_ev(&f.t[0], "1 live thread(s)");
+	assert_ev(&f.t[0], "pid 200 (handler) threads (tid name state wait-channel): 200 handler S "
+		  "do_nanosleep");
+	assert_non_null(strstr(f.t[0].v.needs_history, "handler_stalled"));
+	assert_non_null(strstr(f.t[0].v.unstick, "start no second handler"));
+	assert_non_null(strstr(f.t[0].v.unstick, "hand the uffd to a new handler"));
 	assert_string_equal(fl_verdict_name(f.t[0].v.verdict), "not_read");
 }
 
@@ -291,27 +311,45 @@ static void test_not_resolved_with_reader(void **state)
 
 static void test_handler_gone_own_process_only(void **state)
 {
+	struct fl_stuck_holder *h;
 	struct fixture f;
 	int u, p;
 
 	(void)state;
 	fx_init(&f);
 	u = fx_uffd(&f, 500, 1, 1, 0);
-	fx_holder(&f, u, 100, "vmm", 'S', 7, 0);
+	h = fx_holder(&f, u, 100, "vmm", 'S', 7, 0);
+	fx_task(h, 101, "vcpu0", 'S', "", true);	/* the waiter is its only thread */
 	p = fx_proc(&f, 100, 1);
 	fx_thread(&f, p, 101, 90);
 	decide_all(&f);
 	assert_int_equal(f.t[0].v.verdict, FL_V_HANDLER_GONE);
-	assert_ev(&f.t[0], "held only by the waiter's own process 100");
+	assert_ev(&f.t[0], "held only by the waiter's own process 100, whose every thread is "
+		  "itself asleep in a userfault");
 	assert_ev(&f.t[0], "nobody has read it");
+	assert_ev(&f.t[0], "101 vcpu0 S handle_userfault (a waiter)");
 	assert_null(f.t[0].v.needs_history);
 
-	/* read, then nothing reads any more: still gone, but the alternative is said */
+	/* read, then nothing reads any more: the reader is gone */
 	f.u[u].pending = 0;
 	decide_all(&f);
 	assert_int_equal(f.t[0].v.verdict, FL_V_HANDLER_GONE);
-	assert_ev(&f.t[0], "this is not_resolved instead");
+	assert_ev(&f.t[0], "by a thread that is gone");
 	assert_non_null(f.t[0].v.needs_history);
+
+	/* another thread lives (QEMU's fault thread, paused): not gone, and both
+	 * remedies are given */
+	fx_task(h, 105, "postcopy/fault", 'S', "futex_wait_queue", false);
+	decide_all(&f);
+	assert_int_equal(f.t[0].v.verdict, FL_V_NOT_RESOLVED);
+	assert_ev(&f.t[0], "105 postcopy/fault S futex_wait_queue");
+	assert_ev(&f.t[0], "look the same from /proc");
+	assert_non_null(strstr(f.t[0].v.unstick, "migrate-recover"));
+	f.u[u].pending = 1;
+	decide_all(&f);
+	assert_int_equal(f.t[0].v.verdict, FL_V_NOT_READ);
+	h->ntasks = 1;
+	h->blocked = 1;
 
 	/* a thread in poll on a set we could not read might be the handler: not gone */
 	f.u[u].pending = 1;

@@ -27,6 +27,13 @@
  *                       on page 0, then is SIGKILLed and reaped; the waiter
  *                       then faults on page 1 while only this process holds
  *                       the uffd and nobody reads it.
+ *   handler_stalled_unread  a handler thread named like QEMU's postcopy fault
+ *                       thread ("postcopy/fault") serves a first fault on page
+ *                       0, then blocks on a semaphore (a paused postcopy
+ *                       waiting for recovery) before it reads the waiter's
+ *                       message for page 1: alive, not reading (pending 1).
+ *   handler_stalled_read  the same, but it reads page 1's message before it
+ *                       blocks (pending 0, total 1).
  *   healthy             a handler thread resolves every fault at once while
  *                       the waiter faults page 1 again and again
  *                       (MADV_DONTNEED in between): nothing is stuck.
@@ -70,6 +77,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -96,7 +104,8 @@
 #define SC_SETTLE_NS 5000000000ull	/* how long a state may take to appear */
 
 enum sc_kind {
-	SC_NOT_READ, SC_NOT_RESOLVED, SC_MUNMAP, SC_UNMAPPED, SC_HANDLER_GONE, SC_HEALTHY, SC_NR
+	SC_NOT_READ, SC_NOT_RESOLVED, SC_MUNMAP, SC_UNMAPPED, SC_HANDLER_GONE, SC_STALLED_UNREAD,
+	SC_STALLED_READ, SC_HEALTHY, SC_NR
 };
 
 /* How the handler thread waits for a fault message (what faultline must recognise). */
@@ -111,6 +120,7 @@ static const char *const sc_names[SC_NR] = {
 	[SC_NOT_READ] = "not_read", [SC_NOT_RESOLVED] = "not_resolved",
 	[SC_MUNMAP] = "munmap_failed_copy", [SC_UNMAPPED] = "range_unmapped",
 	[SC_HANDLER_GONE] = "handler_gone",
+	[SC_STALLED_UNREAD] = "handler_stalled_unread", [SC_STALLED_READ] = "handler_stalled_read",
 	[SC_HEALTHY] = "healthy",
 };
 
@@ -139,6 +149,8 @@ struct sc_ctx {
 	_Atomic pid_t handler_tid;
 	_Atomic uint64_t read_ns, unmap_ns, copy_enter_ns, copy_exit_ns;
 	_Atomic int waiter_signal;
+	_Atomic int paused;	/* handler_stalled_*: the handler thread blocks on resume */
+	sem_t resume;
 	pthread_t waiter, handler;
 	bool have_handler_thread;
 };
@@ -293,8 +305,9 @@ static void *waiter_main(void *arg)
 		}
 		return NULL;
 	}
-	if (c->kind == SC_HANDLER_GONE) {
-		/* the first fault proves the handler process works */
+	if (c->kind == SC_HANDLER_GONE || c->kind == SC_STALLED_UNREAD ||
+	    c->kind == SC_STALLED_READ) {
+		/* the first fault proves the handler works */
 		(void)*(volatile uint8_t *)c->base;
 		while (!atomic_load(&c->stop))	/* main kills the handler meanwhile */
 			usleep(1000);
@@ -413,6 +426,26 @@ static void *handler_main(void *arg)
 		case SC_UNMAPPED:
 			/* read, then back to polling: the fault is forgotten */
 			break;
+		case SC_STALLED_UNREAD:
+		case SC_STALLED_READ: {
+			unsigned page = (unsigned)((addr - (uintptr_t)c->base) / c->ps);
+			bool serve_first = c->kind == SC_STALLED_UNREAD && page == 0;
+
+			/* page 0 served; then paused once, before (unread) or after
+			 * (read) taking the waiter's next message, until release() */
+			/* read_ns: the read of the waiter's message (page 1), 0 if none */
+			atomic_store(&c->read_ns, page ? now_ns() : 0);
+			if (serve_first)
+				zeropage(c, 0);
+			if (!atomic_load(&c->paused) && (serve_first || page != 0)) {
+				atomic_store(&c->paused, 1);
+				while (sem_wait(&c->resume) && errno == EINTR)
+					;
+			}
+			if (!serve_first)
+				zeropage(c, page);
+			break;
+		}
 		case SC_MUNMAP: {
 			/* wait for the main thread's munmap, then place the page anyway */
 			while (!atomic_load(&c->unmapped))
@@ -483,6 +516,8 @@ static void setup(struct sc_ctx *c)
 
 	c->pid = getpid();
 	c->ps = (size_t)sysconf(_SC_PAGESIZE);
+	if (sem_init(&c->resume, 0, 0))
+		die("sem_init: %s", strerror(errno));
 	atomic_store(&c->copy_errno, -1);
 	c->uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
 	if (c->uffd < 0)
@@ -602,6 +637,25 @@ static void build(struct sc_ctx *c)
 		settle(c, 1, 1);
 		break;
 	}
+	case SC_STALLED_UNREAD:
+	case SC_STALLED_READ:
+		start_thread(&c->handler, handler_main, c, "postcopy/fault");
+		c->have_handler_thread = true;
+		start_thread(&c->waiter, waiter_main, c, "stuck-waiter");
+		if (c->kind == SC_STALLED_UNREAD) {
+			while (!atomic_load(&c->paused))
+				usleep(1000);
+			atomic_store(&c->stop, 1);	/* the waiter goes on to page 1 */
+			settle(c, 1, 1);
+		} else {
+			while (atomic_load(&c->msgs_read) < 1)
+				usleep(1000);
+			atomic_store(&c->stop, 1);
+			while (!atomic_load(&c->paused))
+				usleep(1000);
+			settle(c, 0, 1);
+		}
+		break;
 	case SC_HEALTHY:
 		start_thread(&c->handler, handler_main, c, "stuck-handler");
 		c->have_handler_thread = true;
@@ -633,6 +687,8 @@ static void release(struct sc_ctx *c)
 
 	if (c->kind == SC_HEALTHY) {
 		atomic_store(&c->stop, 1);
+	} else if (c->kind == SC_STALLED_UNREAD || c->kind == SC_STALLED_READ) {
+		sem_post(&c->resume);	/* the handler resumes and serves page 1 */
 	} else if (c->handoff) {
 		/*
 		 * The last reference goes with the handler: the kernel wakes the waiter
@@ -675,7 +731,8 @@ static void usage(FILE *out)
 	fputs("Usage: " SC_PROG " --scenario NAME [--hold-ms N] [--start-delay-ms N]\n"
 	      "Builds a real stuck-userfault state and holds it for `faultline stuck`.\n\n"
 	      "  --scenario NAME  not_read | not_resolved | munmap_failed_copy |\n"
-	      "                   range_unmapped | handler_gone | healthy\n"
+	      "                   range_unmapped | handler_gone | handler_stalled_unread |\n"
+	      "                   handler_stalled_read | healthy\n"
 	      "  --hold-ms N      release after N ms (default: until SIGTERM/SIGINT)\n"
 	      "  --start-delay-ms N  wait N ms between creating the uffd and the first\n"
 	      "                   fault (lets a tracer that scans /proc attach first)\n"
