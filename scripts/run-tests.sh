@@ -25,6 +25,7 @@ suites=(
 	"e2e: workload variants (handler process, races)|python3 tests/e2e/test_workload_variants.py"
 	"e2e: VMs, vCPUs, KVM exits, poison|python3 tests/e2e/test_vm.py"
 	"e2e: real QEMU postcopy|python3 tests/e2e/test_qemu_postcopy.py"
+	"e2e: real QEMU postcopy under a faultline daemon (started first; migrate-pause and recovery)|python3 tests/e2e/test_qemu_daemon.py"
 	"e2e: faultline stuck|python3 tests/e2e/test_stuck.py"
 	"e2e: faultline source (precopy, dirty map, poison injection, resume)|python3 tests/e2e/test_source.py"
 	"e2e: two-host migration with poison (netns + veth; MISSING, MINOR, faults injected)|python3 tests/e2e/test_migration.py"

@@ -17,6 +17,9 @@
 #include "tracefs.h"
 
 #define SCAN_INTERVAL_NS (250 * 1000000ULL)
+/* Eager syscall probes find new processes in the kernel; the /proc scan is
+ * then only a safety net (a uffd received but not used yet): rarely. */
+#define EAGER_SCAN_INTERVAL_NS (2000 * 1000000ULL)
 /*
  * Syscall probes stay attached this long after the last tracked process
  * went: a host that starts its next migration straight away keeps them,
@@ -233,7 +236,7 @@ static int housekeeping(struct fl_session *s, uint64_t now)
 			return ret;
 		}
 	}
-	if (now - s->last_scan_ns >= SCAN_INTERVAL_NS) {
+	if (now - s->last_scan_ns >= (s->eager ? EAGER_SCAN_INTERVAL_NS : SCAN_INTERVAL_NS)) {
 		s->last_scan_ns = now;
 		if (!s->o.npids && !s->o.comm && !s->child)
 			fl_proc_each_uffd_holder(track_holder, s);

@@ -337,6 +337,20 @@ static void stalled_or_gone(const struct fl_hist_answer *a, const struct fl_stuc
 		     "process), or resolve/WAKE the range from the holder itself";
 }
 
+/* Removes the evidence sentences containing what (settled since). */
+static void drop_ev(struct fl_stuck_verdict *v, const char *what)
+{
+	int k = 0;
+
+	for (int i = 0; i < v->nev; i++)
+		if (!strstr(v->ev[i], what)) {
+			if (k != i)
+				memcpy(v->ev[k], v->ev[i], sizeof(v->ev[k]));
+			k++;
+		}
+	v->nev = k;
+}
+
 /* The history's sentences, newest facts last. */
 static void history_evidence(const struct fl_hist_answer *a, struct fl_stuck_thread *t,
 			     const struct fl_stuck_hist *h, struct fl_stuck_verdict *v)
@@ -433,6 +447,11 @@ void fl_stuck_hist_apply(const struct fl_hist_answer *a, const struct fl_stuck_s
 	h->failed = -1;
 	if (!match(a, t, h)) {
 		fl_stuck_ev(v, "history: %s", h->why);
+		/* who read the uffd last is about the uffd, not this wait: it
+		 * still tells a stalled handler from a gone one */
+		stalled_or_gone(a, s, t, h);
+		if (v->verdict == FL_V_HANDLER_STALLED || v->verdict == FL_V_HANDLER_GONE)
+			drop_ev(v, "look the same from /proc");
 		return;
 	}
 	h->matched = true;

@@ -138,6 +138,48 @@ def bench_untracked_syscall_probes():
            "empty BPF on same tps (ns/syscall)", "faultline within 1.10 of the floor")
 
 
+class Exporter:
+    """faultline exporter in the background (the host daemon), up once it traces."""
+
+    def __init__(self, *args):
+        self.p = subprocess.Popen([FL, "exporter", "--listen", "127.0.0.1:0", "--no-history-socket",
+                                   *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                  text=True)
+        for line in self.p.stderr:
+            if line.startswith("Tracing"):
+                break
+        else:
+            sys.exit("bench: faultline exporter did not start")
+        time.sleep(0.3)  # first /proc scan, syscall attach
+
+    def stop(self):
+        self.p.send_signal(15)
+        self.p.wait(timeout=20)
+
+
+def bench_discovery_cost():
+    """What seeing a new uffd process from its first fault costs everyone else.
+
+    The syscall probes stay attached in default scope (they track a new
+    process from the syscall that creates its userfaultfd); an untracked
+    process pays the kernel's syscall-tracepoint path on every syscall.
+    --lazy-syscalls attaches them only while something is tracked (and
+    misses a new process's first faults). Nothing holds a userfaultfd here.
+    """
+    res = interleave({
+        "no probes (ns/syscall)": (None, None),
+        "empty BPF on same tps (ns/syscall)": (Floor, lambda f: f.stop()),
+        "exporter, eager (ns/syscall)": (Exporter, lambda x: x.stop()),
+        "exporter --lazy-syscalls (ns/syscall)": (lambda: Exporter("--lazy-syscalls"),
+                                                   lambda x: x.stop()),
+    }, syscall_ns)
+    report("2b. Untracked getppid loop, exporter daemon idle (nothing tracked)", res,
+           "no probes (ns/syscall)", "exporter eager <= 1.05")
+    r = med(res["exporter, eager (ns/syscall)"]) / med(res["empty BPF on same tps (ns/syscall)"])
+    print(f"  ratio exporter eager / empty BPF on the same tracepoints (the kernel's floor for "
+          f"any syscall-tracepoint discovery): {r:.3f}")
+
+
 def kvm_touch_rate(prefix=()):
     """The test VM's guest-measured memory-touching throughput (bytes/s, all vCPUs)."""
     with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as out:
@@ -192,6 +234,7 @@ def main():
     bench_round_trip()
     bench_untracked_lite()
     bench_untracked_syscall_probes()
+    bench_discovery_cost()
     bench_max_rate()
     if os.access("/dev/kvm", os.R_OK | os.W_OK):
         bench_vm_throughput()

@@ -260,14 +260,43 @@ def qemu_common(name, assets, smp, mem_mib, serial, qmp_path, trace_events=(),
     return args
 
 
+def wait_status(sq, dq, want_src, want_dst, timeout):
+    """Polls query-migrate on both sides until each is in its wanted status."""
+    end = time.monotonic() + timeout
+    while True:
+        si, di = sq.cmd("query-migrate"), dq.cmd("query-migrate")
+        if si.get("status") in want_src and di.get("status") in want_dst:
+            return si, di
+        if "failed" in (si.get("status"), di.get("status")):
+            raise HarnessError(f"migration failed: source {si} destination {di}")
+        if time.monotonic() > end:
+            raise HarnessError(f"not {want_src}/{want_dst} after {timeout} s: source "
+                               f"{si.get('status')}, destination {di.get('status')}")
+        time.sleep(0.02)
+
+
+def scrape(addr):
+    """The exporter's /metrics text."""
+    import urllib.request
+    with urllib.request.urlopen(f"http://{addr}/metrics", timeout=10) as r:
+        return r.read().decode()
+
+
 def run_migration(assets=None, workdir=None, faultline=FAULTLINE, smp=2, mem_mib=256,
                   postcopy_delay_s=0.0, postcopy_bandwidth=0, extra_trace_events=BLOCKTIME_EVENTS,
-                  faultline_args=(), boot_timeout=120, migrate_timeout=300, log=None):
+                  faultline_args=(), boot_timeout=120, migrate_timeout=300, log=None,
+                  daemon=False, pause=None):
     """Run one traced postcopy migration; return a dict with everything collected.
 
     assets: dir from prepare_assets() (prepared here when None).
     postcopy_delay_s: seconds of precopy before migrate-start-postcopy.
     postcopy_bandwidth: max-postcopy-bandwidth in bytes/s (0: unlimited).
+    daemon: faultline runs as a host daemon would, started before the
+      destination QEMU exists: `trace` in default scope and `exporter`
+      (history socket in the run dir); res["metrics"] is its last scrape.
+    pause: a function(res, dst_pid) called while the postcopy is paused by
+      migrate-pause on the source (QEMU's fault thread alive, waiting for
+      recovery); then migrate-recover + resume, and the migration completes.
     Raises HarnessError when the migration itself cannot be done.
     """
     log = log or (lambda msg: None)
@@ -296,7 +325,7 @@ def run_migration(assets=None, workdir=None, faultline=FAULTLINE, smp=2, mem_mib
         files.append(open(P(name), "w"))
         return files[-1]
 
-    src = dst = fl = None
+    src = dst = fl = ex = None
     sq = dq = None
     t0 = time.monotonic()
     try:
@@ -308,6 +337,17 @@ def run_migration(assets=None, workdir=None, faultline=FAULTLINE, smp=2, mem_mib
         wait_for_file_text(P("src.serial"), marker, src, boot_timeout)
         res["boot_s"] = time.monotonic() - t0
         log(f"source QEMU {src.pid}: guest up in {res['boot_s']:.1f} s")
+
+        if daemon:
+            # -- faultline as a host daemon: up before the destination exists
+            fl = start_tracer(faultline, ["trace", "--json", *faultline_args], out, P)
+            res["history_socket"] = P("history.sock")
+            ex_addr = f"127.0.0.1:{free_port()}"
+            ex = spawn([faultline, "exporter", "--listen", ex_addr, "--history-socket",
+                        P("history.sock")], stdout=out("exporter.out"), stderr=out("exporter.err"))
+            wait_for_file_text(P("exporter.err"), "Tracing", ex, 60)
+            res["exporter_addr"] = ex_addr
+            log(f"faultline trace {fl.pid} and exporter {ex.pid} up before the destination")
 
         # -- destination: waits for the incoming stream
         port = free_port()
@@ -326,21 +366,11 @@ def run_migration(assets=None, workdir=None, faultline=FAULTLINE, smp=2, mem_mib
             sq.cmd("migrate-set-parameters", **{"max-postcopy-bandwidth": postcopy_bandwidth})
         log(f"destination QEMU {dst.pid}: -incoming tcp:127.0.0.1:{port}")
 
-        # -- faultline on the destination
-        fl = spawn([faultline, "trace", "--json", "-p", str(dst.pid), *faultline_args],
-                   stdout=out("faultline.jsonl"), stderr=out("faultline.err"))
-        end = time.monotonic() + 60
-        while True:
-            with open(P("faultline.err"), errors="replace") as f:
-                err = f.read()
-            if any(l.startswith("Tracing") for l in err.splitlines()):
-                break
-            if fl.poll() is not None:
-                raise HarnessError(f"faultline exited {fl.returncode} before tracing: {err[-2000:]}")
-            if time.monotonic() > end:
-                raise HarnessError(f"faultline printed no Tracing line in 60 s: {err[-2000:]}")
-            time.sleep(0.05)
-        log(f"faultline {fl.pid} tracing pid {dst.pid}")
+        if not daemon:
+            # -- faultline on the destination
+            fl = start_tracer(faultline, ["trace", "--json", "-p", str(dst.pid),
+                                          *faultline_args], out, P)
+            log(f"faultline {fl.pid} tracing pid {dst.pid}")
 
         # -- migrate, switch to postcopy early
         res["migrate_ns"] = time.monotonic_ns()
@@ -349,6 +379,22 @@ def run_migration(assets=None, workdir=None, faultline=FAULTLINE, smp=2, mem_mib
             time.sleep(postcopy_delay_s)
         sq.cmd("migrate-start-postcopy")
         res["start_postcopy_ns"] = time.monotonic_ns()
+        if pause:
+            # a network failure in the middle of the postcopy, then its recovery
+            wait_status(sq, dq, ("postcopy-active",), ("postcopy-active",), 60)
+            time.sleep(0.5)
+            sq.cmd("migrate-pause")
+            wait_status(sq, dq, ("postcopy-paused",), ("postcopy-paused",), 30)
+            res["paused_ns"] = time.monotonic_ns()
+            log("postcopy paused (migrate-pause)")
+            pause(res, dst.pid)
+            port2 = free_port()
+            dq.cmd("migrate-recover", uri=f"tcp:127.0.0.1:{port2}")
+            sq.cmd("migrate", uri=f"tcp:127.0.0.1:{port2}", resume=True)
+            # the rest at full speed
+            sq.cmd("migrate-set-parameters", **{"max-postcopy-bandwidth": 0})
+            res["recovered_ns"] = time.monotonic_ns()
+            log("postcopy recovered (migrate-recover, migrate resume=true)")
         end = time.monotonic() + migrate_timeout
         seen = set()
         src_status = dst_status = None
@@ -377,6 +423,10 @@ def run_migration(assets=None, workdir=None, faultline=FAULTLINE, smp=2, mem_mib
         # the guest keeps running on the destination: its heartbeat shows up there
         wait_for_file_text(P("dst.serial"), "heartbeat", dst, 30)
         time.sleep(1.0)
+        if ex is not None:
+            res["metrics"] = scrape(res["exporter_addr"])
+        if pause:
+            pause(res, dst.pid)  # once more, after the recovery
         fl.send_signal(signal.SIGINT)
         try:
             fl.wait(timeout=30)
@@ -384,6 +434,9 @@ def run_migration(assets=None, workdir=None, faultline=FAULTLINE, smp=2, mem_mib
             raise HarnessError("faultline did not exit within 30 s of SIGINT")
         res["faultline_rc"] = fl.returncode
         res["stopped_ns"] = time.monotonic_ns()
+        if ex is not None:
+            stop(ex, sig=signal.SIGTERM)
+            res["exporter_rc"] = ex.returncode
 
         res["cpus"] = dq.cmd("query-cpus-fast")
         res["vcpu_tids"] = {c["cpu-index"]: c["thread-id"] for c in res["cpus"]}
@@ -409,6 +462,8 @@ def run_migration(assets=None, workdir=None, faultline=FAULTLINE, smp=2, mem_mib
     finally:
         if fl is not None and fl.poll() is None:
             stop(fl, sig=signal.SIGINT)
+        if ex is not None and ex.poll() is None:
+            stop(ex, sig=signal.SIGTERM)
         for q, pr in ((dq, dst), (sq, src)):
             stop(pr, q)
             if q is not None:
@@ -419,6 +474,22 @@ def run_migration(assets=None, workdir=None, faultline=FAULTLINE, smp=2, mem_mib
             shutil.rmtree(workdir, ignore_errors=True)
         else:
             log(f"run files kept in {workdir}")
+
+
+def start_tracer(faultline, args, out, P):
+    """faultline with output to faultline.jsonl/.err, up once its Tracing line is out."""
+    fl = spawn([faultline, *args], stdout=out("faultline.jsonl"), stderr=out("faultline.err"))
+    end = time.monotonic() + 60
+    while True:
+        with open(P("faultline.err"), errors="replace") as f:
+            err = f.read()
+        if any(l.startswith("Tracing") for l in err.splitlines()):
+            return fl
+        if fl.poll() is not None:
+            raise HarnessError(f"faultline exited {fl.returncode} before tracing: {err[-2000:]}")
+        if time.monotonic() > end:
+            raise HarnessError(f"faultline printed no Tracing line in 60 s: {err[-2000:]}")
+        time.sleep(0.05)
 
 
 def page(a):
