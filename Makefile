@@ -1,235 +1,202 @@
 # faultline — build, test and benchmark.
-#   make            build/faultline and the test workloads
+#   make            build/faultline, build/libfaultline.a and the test workloads
 #   make test       every test (unit, BPF handler, end to end); needs root
 #   make bench      side-by-side performance figures
 #   make vmlinux    regenerate vmlinux.h from this kernel's BTF
+#   make build/libfaultline.a   the embeddable router alone (no clang, no bpftool)
+#
+# Layout (docs/layout.md): src/<subsystem>/ holds one subsystem each; bpf/
+# the BPF programs and their ABI header; include/faultline/ the public API.
+# Objects go to build/obj/<subsystem>/, with their header dependencies
+# (-MMD -MP), so a change rebuilds exactly what uses it.
 
 OUT      := build
+OBJ      := $(OUT)/obj
 CC       ?= gcc
 CLANG    ?= clang
 BPFTOOL  ?= bpftool
 ARCH     := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 
+# CFLAGS / LDFLAGS are the user's (optimisation, debug, sanitizers); the
+# project's own flags live apart and survive `make CFLAGS=...`.
 CFLAGS   ?= -O2 -g
-CFLAGS   += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -Isrc -I$(OUT)
+SUBDIRS  := common trace stuck exporter migrate cli
+FL_CPPFLAGS := -D_GNU_SOURCE -Iinclude -Ibpf $(addprefix -Isrc/,$(SUBDIRS)) -I$(OUT)
+FL_CFLAGS   := -std=gnu11 -Wall -Wextra -Werror
+COMPILE   = $(CC) $(FL_CPPFLAGS) $(FL_CFLAGS) $(CFLAGS)
 LDLIBS   := -lbpf -lelf -lz -pthread -lmicrohttpd -lm -lprotobuf-c -lgnutls
 # What a program linking libfaultline.a needs besides it.
 MIG_LIBS := -lprotobuf-c -lz -lgnutls
-BPFFLAGS := -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) -I. -Iinclude -Wall -Werror
+BPFFLAGS := -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) -I. -Ibpf -Wall -Werror
 
-# The agent: everything in src/ but main.c also goes into the test binaries.
-LIB_SRCS := src/correlator.c src/probe.c src/kallsyms.c src/tracefs.c src/procscan.c \
-            src/output.c src/hist.c src/vmstats.c src/tpformat.c src/session.c \
-            src/session_args.c src/vmreport.c src/metrics.c
-LIB_SRCS += src/stuck.c
-LIB_SRCS += src/history.c src/histsock.c src/stuck_hist.c
-CMD_SRCS := src/main.c src/cmd_trace.c src/cmd_features.c src/cmd_top.c src/cmd_exporter.c
-CMD_SRCS += src/cmd_stuck.c
-# The migration pair.  libfaultline.a (public API: include/faultline/) holds
-# the wire protocol, the page-state map, the VMM handover and the router, so
+obj = $(patsubst src/%.c,$(OBJ)/%.o,$(1))
+
+# --- sources, by subsystem -------------------------------------------------
+COMMON   := $(wildcard src/common/*.c)
+TRACE    := $(wildcard src/trace/*.c)
+STUCK    := $(wildcard src/stuck/*.c)
+EXPORTER := $(wildcard src/exporter/*.c)
+CLI      := $(wildcard src/cli/*.c)
+# libfaultline.a (public API: include/faultline/) holds the wire protocol,
+# the page-state map, the VMM handover, HOST:PORT parsing and the router, so
 # a VMM can embed the router without the tracer.
-PROTO    := src/faultline.proto
+PROTO    := src/migrate/faultline.proto
 PB_GEN   := $(OUT)/faultline.pb-c.c $(OUT)/faultline.pb-c.h
-MIG_SRCS := src/wire.c src/statemap.c src/handover.c src/router.c src/journal.c src/tls.c
-CMD_SRCS += src/cmd_source.c src/cmd_target.c
-LIB_SRCS += src/source.c src/netaddr.c
-LIB_OBJS := $(LIB_SRCS:src/%.c=$(OUT)/%.o)
-CMD_OBJS := $(CMD_SRCS:src/%.c=$(OUT)/%.o)
-MIG_OBJS := $(MIG_SRCS:src/%.c=$(OUT)/%.o) $(OUT)/faultline.pb-c.o
-SKELS    := $(OUT)/faultline.skel.h $(OUT)/empty.skel.h
+LIBFL    := $(addprefix src/migrate/,wire.c statemap.c handover.c router.c journal.c tls.c \
+                                     netaddr.c)
+SOURCE   := src/migrate/source.c
 
-WORKLOADS := $(OUT)/uffd-workload $(OUT)/kvm-guest $(OUT)/syscall-loop
-WORKLOADS += $(OUT)/stuck-scenarios
-WORKLOADS += $(OUT)/migrate-vm
-WORKLOADS += $(OUT)/wire-client
-TESTS     := $(OUT)/test_correlator $(OUT)/test_vmstats $(OUT)/test_tpformat \
-             $(OUT)/test_bpf_handlers $(OUT)/test_bpf_kvm $(OUT)/test_metrics
-TESTS     += $(OUT)/test_stuck
-TESTS     += $(OUT)/test_history
-TESTS     += $(OUT)/test_handover
-TESTS     += $(OUT)/test_router
-TESTS     += $(OUT)/test_wire $(OUT)/test_statemap
-TESTS     += $(OUT)/test_source
-# libFuzzer target of the wire decoder and its seed corpus (clang, ASan+UBSan)
-FUZZ      := $(OUT)/fuzz-frame $(OUT)/fuzz-router $(OUT)/fuzz-journal $(OUT)/fuzz-history \
-             $(OUT)/fuzz-handover $(OUT)/fuzz-control $(OUT)/fuzz-source $(OUT)/fuzz-corpus.stamp
-TESTS     += $(FUZZ)
-BENCH     := $(OUT)/bench-floor
-BENCH     += $(OUT)/bench-statemap $(FUZZ)
-BENCH     += $(OUT)/bench-router $(OUT)/remote-touch $(OUT)/bench-tls-floor
+LIBFL_OBJS := $(call obj,$(LIBFL)) $(OBJ)/faultline.pb-c.o
+# Everything of the agent but the command-line front end (the BPF tests link it).
+AGENT_OBJS := $(call obj,$(COMMON) $(TRACE) $(STUCK) $(EXPORTER) $(SOURCE))
+WIRE_OBJS  := $(call obj,src/migrate/wire.c src/migrate/statemap.c) $(OBJ)/faultline.pb-c.o
+
+WORKLOADS := $(addprefix $(OUT)/,uffd-workload kvm-guest syscall-loop stuck-scenarios \
+                                  migrate-vm wire-client)
 
 .PHONY: all test bench clean vmlinux
 .SECONDARY:
+.DELETE_ON_ERROR:
 all: $(OUT)/faultline $(OUT)/libfaultline.a $(WORKLOADS)
 
-$(OUT):
-	mkdir -p $@
+# --- compiling -------------------------------------------------------------
+$(OBJ)/%.o: src/%.c | $(PB_GEN)
+	@mkdir -p $(@D)
+	$(COMPILE) -MMD -MP -c $< -o $@
 
-$(OUT)/%.bpf.o: bpf/%.bpf.c include/faultline_events.h vmlinux.h | $(OUT)
+$(OBJ)/faultline.pb-c.o: $(OUT)/faultline.pb-c.c $(OUT)/faultline.pb-c.h
+	@mkdir -p $(@D)
+	$(COMPILE) -c $< -o $@
+
+$(PB_GEN) &: $(PROTO)
+	@mkdir -p $(OUT)
+	protoc-c --proto_path=src/migrate --c_out=$(OUT) $(PROTO)
+
+# BPF: only the loader includes a skeleton, so only it waits for clang/bpftool.
+$(OUT)/%.bpf.o: bpf/%.bpf.c bpf/faultline_events.h vmlinux.h
+	@mkdir -p $(OUT)
 	$(CLANG) $(BPFFLAGS) -c $< -o $@
 
 $(OUT)/%.skel.h: $(OUT)/%.bpf.o
 	$(BPFTOOL) gen skeleton $< name $*_bpf > $@
 
-$(PB_GEN) &: $(PROTO) | $(OUT)
-	protoc-c --proto_path=src --c_out=$(OUT) $(PROTO)
+$(OBJ)/trace/probe.o: $(OUT)/faultline.skel.h
 
-$(OUT)/faultline.pb-c.o: $(OUT)/faultline.pb-c.c $(OUT)/faultline.pb-c.h
-	$(CC) $(CFLAGS) -c $< -o $@
+-include $(shell find $(OBJ) -name '*.d' 2>/dev/null)
 
-$(OUT)/%.o: src/%.c $(wildcard src/*.h include/*.h include/faultline/*.h) $(SKELS) $(PB_GEN) | $(OUT)
-	$(CC) $(CFLAGS) -c $< -o $@
-
-$(OUT)/libfaultline.a: $(MIG_OBJS)
+# --- linking ---------------------------------------------------------------
+$(OUT)/libfaultline.a: $(LIBFL_OBJS)
 	rm -f $@ && ar rcs $@ $^
 
-$(OUT)/faultline: $(CMD_OBJS) $(LIB_OBJS) $(OUT)/libfaultline.a
-	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+$(OUT)/faultline: $(call obj,$(CLI)) $(AGENT_OBJS) $(OUT)/libfaultline.a
+	$(COMPILE) $^ -o $@ $(LDFLAGS) $(LDLIBS)
 
-$(OUT)/uffd-workload: tests/workloads/uffd_workload.c include/uffd_compat.h | $(OUT)
-	$(CC) $(CFLAGS) -pthread $< -o $@
-
+# --- test workloads --------------------------------------------------------
 # The test VMMs share their VM plumbing (tests/workloads/kvm_vm.c).
-KVM_VM := tests/workloads/kvm_vm.c tests/workloads/kvm_vm.h
+KVM_VM := tests/workloads/kvm_vm.c
 
-$(OUT)/kvm-guest: tests/workloads/kvm_guest.c $(KVM_VM) include/uffd_compat.h | $(OUT)
-	$(CC) $(CFLAGS) -pthread $(filter %.c,$^) -o $@
+$(OUT)/uffd-workload: tests/workloads/uffd_workload.c
+$(OUT)/syscall-loop: tests/workloads/syscall_loop.c
+$(OUT)/stuck-scenarios: tests/workloads/stuck_scenarios.c
+$(OUT)/kvm-guest: tests/workloads/kvm_guest.c $(KVM_VM)
+$(OUT)/uffd-workload $(OUT)/syscall-loop $(OUT)/stuck-scenarios $(OUT)/kvm-guest:
+	@mkdir -p $(OUT)
+	$(COMPILE) -MMD -MP -MF $@.d -pthread $(filter %.c,$^) -o $@ $(LDFLAGS)
 
-$(OUT)/syscall-loop: tests/workloads/syscall_loop.c | $(OUT)
-	$(CC) $(CFLAGS) $< -o $@
+$(OUT)/wire-client: tests/workloads/wire_client.c
+$(OUT)/migrate-vm: tests/workloads/migrate_vm.c $(KVM_VM)
+$(OUT)/wire-client $(OUT)/migrate-vm: $(OUT)/libfaultline.a
+	$(COMPILE) -MMD -MP -MF $@.d -pthread $(filter %.c,$^) -o $@ $(OUT)/libfaultline.a \
+		$(LDFLAGS) $(MIG_LIBS)
 
-$(OUT)/stuck-scenarios: tests/workloads/stuck_scenarios.c include/uffd_compat.h | $(OUT)
-	$(CC) $(CFLAGS) -pthread $< -o $@
+-include $(wildcard $(OUT)/*.d)
 
-$(OUT)/wire-client: tests/workloads/wire_client.c include/uffd_compat.h $(OUT)/libfaultline.a | $(OUT)
-	$(CC) $(CFLAGS) $< -o $@ $(OUT)/libfaultline.a $(MIG_LIBS)
+# --- tests -----------------------------------------------------------------
+# Each test is listed once, with what it links; scripts/run-tests.sh runs them.
+UNIT_TESTS := correlator vmstats tpformat stuck history metrics wire statemap source handover \
+              router
+BPF_TESTS  := bpf_handlers bpf_kvm
+test_correlator_LINK := $(call obj,src/trace/correlator.c)
+test_vmstats_LINK    := $(call obj,src/trace/vmstats.c)
+test_tpformat_LINK   := $(call obj,src/common/tpformat.c src/common/tracefs.c)
+test_stuck_LINK      := $(call obj,src/stuck/stuck.c src/common/procscan.c)
+test_history_LINK    := $(call obj,src/exporter/history.c src/exporter/histsock.c \
+                                   src/stuck/stuck_hist.c src/stuck/stuck.c \
+                                   src/common/procscan.c src/trace/output.c \
+                                   src/common/jsonstr.c src/trace/correlator.c)
+test_metrics_LINK    := $(call obj,src/exporter/metrics.c) -lm
+test_wire_LINK       := $(WIRE_OBJS) $(MIG_LIBS)
+test_statemap_LINK   := $(WIRE_OBJS) $(MIG_LIBS)
+test_source_LINK     := $(call obj,$(SOURCE) src/common/jsonstr.c) $(OUT)/libfaultline.a \
+                        $(MIG_LIBS)
+test_handover_LINK   := $(OUT)/libfaultline.a $(MIG_LIBS)
+test_router_LINK     := $(OUT)/libfaultline.a $(MIG_LIBS)
+test_bpf_handlers_LINK := $(AGENT_OBJS) $(OUT)/libfaultline.a $(LDLIBS)
+test_bpf_kvm_LINK    := $(AGENT_OBJS) $(OUT)/libfaultline.a $(LDLIBS)
 
-$(OUT)/migrate-vm: tests/workloads/migrate_vm.c $(KVM_VM) include/uffd_compat.h \
-		  $(OUT)/libfaultline.a | $(OUT)
-	$(CC) $(CFLAGS) -pthread $(filter %.c,$^) -o $@ $(OUT)/libfaultline.a $(MIG_LIBS)
+TESTS := $(addprefix $(OUT)/test_,$(UNIT_TESTS) $(BPF_TESTS))
+# The files among a test's link line (its -l and -pthread are no prerequisites).
+link_files = $(filter-out -%,$(test_$(1)_LINK))
 
-$(OUT)/test_handover: tests/unit/test_handover.c $(OUT)/libfaultline.a include/uffd_compat.h
-	$(CC) $(CFLAGS) -pthread $< -o $@ $(OUT)/libfaultline.a $(MIG_LIBS) -lcmocka
+.SECONDEXPANSION:
+$(addprefix $(OUT)/test_,$(UNIT_TESTS)): $(OUT)/test_%: tests/unit/test_%.c \
+		$$(call link_files,$$*) | $(PB_GEN)
+	$(COMPILE) -MMD -MP -MF $@.d -pthread $< -o $@ $(test_$*_LINK) $(LDFLAGS) -lcmocka
+$(addprefix $(OUT)/test_,$(BPF_TESTS)): $(OUT)/test_%: tests/bpf/test_%.c \
+		$$(call link_files,$$*)
+	$(COMPILE) -MMD -MP -MF $@.d -pthread $< -o $@ $(test_$*_LINK) $(LDFLAGS) -lcmocka
 
-$(OUT)/test_correlator: tests/unit/test_correlator.c $(OUT)/correlator.o
-	$(CC) $(CFLAGS) $^ -o $@ -lcmocka
-
-$(OUT)/test_vmstats: tests/unit/test_vmstats.c $(OUT)/vmstats.o
-	$(CC) $(CFLAGS) $^ -o $@ -lcmocka
-
-$(OUT)/test_tpformat: tests/unit/test_tpformat.c $(OUT)/tpformat.o $(OUT)/tracefs.o
-	$(CC) $(CFLAGS) $^ -o $@ -lcmocka
-
-$(OUT)/test_stuck: tests/unit/test_stuck.c $(OUT)/stuck.o $(OUT)/procscan.o
-	$(CC) $(CFLAGS) $^ -o $@ -lcmocka
-
-$(OUT)/test_history: tests/unit/test_history.c $(OUT)/history.o $(OUT)/histsock.o \
-		     $(OUT)/stuck_hist.o $(OUT)/stuck.o $(OUT)/procscan.o $(OUT)/output.o \
-		     $(OUT)/correlator.o
-	$(CC) $(CFLAGS) -pthread $^ -o $@ -lcmocka
-
-$(OUT)/test_router: tests/unit/test_router.c $(OUT)/libfaultline.a
-	$(CC) $(CFLAGS) -pthread $^ -o $@ $(MIG_LIBS) -lcmocka
-
-$(OUT)/test_metrics: tests/unit/test_metrics.c $(OUT)/metrics.o
-	$(CC) $(CFLAGS) $^ -o $@ -lcmocka -lm
-
-WIRE_OBJS := $(OUT)/wire.o $(OUT)/statemap.o $(OUT)/faultline.pb-c.o
-
-$(OUT)/test_wire: tests/unit/test_wire.c $(WIRE_OBJS)
-	$(CC) $(CFLAGS) -pthread $^ -o $@ $(MIG_LIBS) -lcmocka
-
-$(OUT)/test_statemap: tests/unit/test_statemap.c $(WIRE_OBJS)
-	$(CC) $(CFLAGS) $^ -o $@ $(MIG_LIBS) -lcmocka
-
-$(OUT)/test_source: tests/unit/test_source.c $(OUT)/source.o $(OUT)/netaddr.o $(OUT)/output.o \
-		   $(OUT)/correlator.o $(OUT)/libfaultline.a
-	$(CC) $(CFLAGS) $^ -o $@ $(MIG_LIBS) -lcmocka
-
+# --- fuzzing (clang, ASan + UBSan) -------------------------------------------
 # Sanitizers need every line of the code under test instrumented: the
 # sources are compiled here by clang, not taken from the gcc objects.
-$(OUT)/fuzz-frame: tests/fuzz/fuzz_frame.c tests/fuzz/fuzz_common.h src/wire.c src/statemap.c \
-		src/wire.h src/statemap.h $(PB_GEN)
-	$(CLANG) -g -O1 -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -Isrc -I$(OUT) \
-		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-		tests/fuzz/fuzz_frame.c src/wire.c src/statemap.c $(OUT)/faultline.pb-c.c \
-		-o $@ $(MIG_LIBS)
+FUZZ_TARGETS := frame router journal history handover control source
+fuzz_frame_SRCS    := src/migrate/wire.c src/migrate/statemap.c $(OUT)/faultline.pb-c.c
+fuzz_router_SRCS   := src/migrate/router.c src/migrate/wire.c src/migrate/statemap.c \
+                      src/migrate/journal.c src/migrate/tls.c $(OUT)/faultline.pb-c.c
+fuzz_journal_SRCS  := src/migrate/journal.c
+fuzz_history_SRCS  := src/exporter/history.c src/trace/output.c src/trace/correlator.c \
+                      src/common/jsonstr.c
+fuzz_handover_SRCS := src/migrate/handover.c src/migrate/wire.c src/migrate/statemap.c \
+                      $(OUT)/faultline.pb-c.c
+fuzz_control_SRCS  := $(SOURCE) $(LIBFL) src/common/jsonstr.c $(OUT)/faultline.pb-c.c
+fuzz_source_SRCS   := $(fuzz_control_SRCS)
+FUZZ := $(addprefix $(OUT)/fuzz-,$(FUZZ_TARGETS)) $(OUT)/fuzz-corpus.stamp
 
-# The router's session with a hostile source, on a real userfaultfd.
-FUZZ_ROUTER_SRCS := src/router.c src/wire.c src/statemap.c src/journal.c src/tls.c
-$(OUT)/fuzz-router: tests/fuzz/fuzz_router.c tests/fuzz/fuzz_common.h $(FUZZ_ROUTER_SRCS) \
-		src/router_test.h include/faultline/faultline.h $(PB_GEN)
-	$(CLANG) -g -O1 -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -Isrc -I$(OUT) \
+$(addprefix $(OUT)/fuzz-,$(FUZZ_TARGETS)): $(OUT)/fuzz-%: tests/fuzz/fuzz_%.c $$(fuzz_%_SRCS) \
+		| $(PB_GEN)
+	$(CLANG) -g -O1 $(FL_CPPFLAGS) $(FL_CFLAGS) -MMD -MP -MF $@.d \
 		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-		tests/fuzz/fuzz_router.c $(FUZZ_ROUTER_SRCS) $(OUT)/faultline.pb-c.c \
-		-o $@ -pthread $(MIG_LIBS)
+		$< $(fuzz_$*_SRCS) -o $@ -pthread $(MIG_LIBS)
 
-$(OUT)/fuzz-journal: tests/fuzz/fuzz_journal.c tests/fuzz/fuzz_common.h src/journal.c src/journal.h
-	$(CLANG) -g -O1 -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -Isrc -I$(OUT) \
-		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-		tests/fuzz/fuzz_journal.c src/journal.c -o $@
-
-# The history socket's request and answer lines (src/history.c).
-$(OUT)/fuzz-history: tests/fuzz/fuzz_history.c tests/fuzz/fuzz_common.h src/history.c src/output.c \
-		src/correlator.c src/history.h $(PB_GEN)
-	$(CLANG) -g -O1 -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -Isrc -I$(OUT) \
-		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-		tests/fuzz/fuzz_history.c src/history.c src/output.c src/correlator.c -o $@
-
-# The router's side of the VMM handover (src/handover.c).
-$(OUT)/fuzz-handover: tests/fuzz/fuzz_handover.c tests/fuzz/fuzz_common.h src/handover.c \
-		src/handover.h src/wire.c src/statemap.c $(PB_GEN)
-	$(CLANG) -g -O1 -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -Isrc -I$(OUT) \
-		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-		tests/fuzz/fuzz_handover.c src/handover.c src/wire.c src/statemap.c \
-		$(OUT)/faultline.pb-c.c -o $@ -lprotobuf-c -lz
-
-# The source's text parsers: control-socket page lists, --range, HOST:PORT.
-FUZZ_SOURCE_SRCS := src/source.c src/netaddr.c src/output.c src/correlator.c src/wire.c \
-		    src/statemap.c src/handover.c src/tls.c
-$(OUT)/fuzz-control: tests/fuzz/fuzz_control.c tests/fuzz/fuzz_common.h $(FUZZ_SOURCE_SRCS) \
-		src/source.h $(PB_GEN)
-	$(CLANG) -g -O1 -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -Isrc -I$(OUT) \
-		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-		tests/fuzz/fuzz_control.c $(FUZZ_SOURCE_SRCS) $(OUT)/faultline.pb-c.c -o $@ \
-		-pthread $(MIG_LIBS)
-
-# The source's session with its peers (Hello rules, requests by region id),
-# on this process's own memory.
-$(OUT)/fuzz-source: tests/fuzz/fuzz_source.c tests/fuzz/fuzz_common.h $(FUZZ_SOURCE_SRCS) \
-		src/source.h src/source_test.h $(PB_GEN)
-	$(CLANG) -g -O1 -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iinclude -Isrc -I$(OUT) \
-		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-		tests/fuzz/fuzz_source.c $(FUZZ_SOURCE_SRCS) $(OUT)/faultline.pb-c.c -o $@ \
-		-pthread $(MIG_LIBS)
-
-$(OUT)/fuzz-make-corpus: tests/fuzz/make_corpus.c tests/fuzz/fuzz_common.h $(WIRE_OBJS)
-	$(CC) $(CFLAGS) $(filter-out %.h,$^) -o $@ $(MIG_LIBS)
+$(OUT)/fuzz-make-corpus: tests/fuzz/make_corpus.c $(WIRE_OBJS)
+	$(COMPILE) -MMD -MP -MF $@.d $^ -o $@ $(MIG_LIBS)
 
 $(OUT)/fuzz-corpus.stamp: $(OUT)/fuzz-make-corpus
 	rm -rf $(OUT)/fuzz-corpus && $(OUT)/fuzz-make-corpus $(OUT)/fuzz-corpus && touch $@
 
-$(OUT)/bench-statemap: tests/bench/bench_statemap.c $(WIRE_OBJS) $(OUT)/tls.o
-	$(CC) $(CFLAGS) -pthread $^ -o $@ $(MIG_LIBS)
+TESTS += $(FUZZ)
 
-$(OUT)/test_bpf_kvm: tests/bpf/test_bpf_kvm.c tests/bpf/bpf_harness.h $(LIB_OBJS) $(OUT)/libfaultline.a
-	$(CC) $(CFLAGS) -pthread $(filter-out %.h,$^) -o $@ $(LDLIBS) -lcmocka
+# --- benchmarks --------------------------------------------------------------
+BENCH := $(addprefix $(OUT)/,bench-floor bench-statemap bench-router remote-touch \
+                             bench-tls-floor) $(FUZZ)
 
-$(OUT)/test_bpf_handlers: tests/bpf/test_bpf_handlers.c tests/bpf/bpf_harness.h $(LIB_OBJS) $(OUT)/libfaultline.a
-	$(CC) $(CFLAGS) $(filter-out %.h,$^) -o $@ $(LDLIBS) -lcmocka
+$(OUT)/bench-statemap: tests/bench/bench_statemap.c $(WIRE_OBJS) $(call obj,src/migrate/tls.c)
+	$(COMPILE) -pthread $^ -o $@ $(MIG_LIBS)
 
 $(OUT)/bench-router: tests/bench/bench_router.c $(OUT)/libfaultline.a
-	$(CC) $(CFLAGS) -pthread $^ -o $@ $(MIG_LIBS)
+	$(COMPILE) -pthread $^ -o $@ $(MIG_LIBS)
 
 $(OUT)/remote-touch: tests/bench/remote_touch.c $(OUT)/libfaultline.a
-	$(CC) $(CFLAGS) $^ -o $@ $(MIG_LIBS)
+	$(COMPILE) $^ -o $@ $(MIG_LIBS)
 
-$(OUT)/bench-tls-floor: tests/bench/tls_floor.c | $(OUT)
-	$(CC) $(CFLAGS) $< -o $@ -lgnutls
+$(OUT)/bench-tls-floor: tests/bench/tls_floor.c
+	@mkdir -p $(OUT)
+	$(COMPILE) $< -o $@ -lgnutls
 
 $(OUT)/bench-floor: tests/bench/floor.c $(OUT)/empty.skel.h
-	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
+	$(COMPILE) $< -o $@ $(LDLIBS)
 
+# --- entry points ------------------------------------------------------------
 test: all $(TESTS)
 	scripts/run-tests.sh
 

@@ -44,7 +44,7 @@ struct opts {
 	int rounds;
 	uint64_t chunk;
 	uint64_t npages;
-	const char *psk;	/* --tls-psk FILE: the transfer runs over TLS 1.3 (src/tls.c) */
+	const char *psk;	/* --tls-psk FILE: the transfer runs over TLS 1.3 (src/migrate/tls.c) */
 };
 
 struct round {

@@ -108,7 +108,7 @@ static bool pf_get(struct fx *f, uint32_t t, struct t_pf *out)
 
 static void track_self(struct fx *f)
 {
-	assert_int_equal(fl_probe_track(&f->p, getpid(), FL_TRACK_USER), 0);
+	assert_true(fl_probe_track(&f->p, getpid(), FL_TRACK_USER) >= 0);
 }
 
 static void assert_self(const struct fl_event *e, uint32_t type)
@@ -226,7 +226,7 @@ static void test_load_tp_btf_preferred(void **state)
 	/* The test-run entry points must be loaded alongside (tp_btf cannot be test-run). */
 	if (bpf_program__fd(f->s->progs.raw_sched_switch) < 0)
 		fail_msg("raw_sched_switch is not loaded on the tp_btf path even though "
-			 "opts.test_hooks is set: src/probe.c open_and_load() sets raw autoload "
+			 "opts.test_hooks is set: src/trace/probe.c open_and_load() sets raw autoload "
 			 "to !btf_ok; it should be (!btf_ok && exists) || o->test_hooks");
 	assert_true(bpf_program__fd(f->s->progs.raw_sched_wakeup) >= 0);
 	assert_true(bpf_program__fd(f->s->progs.raw_page_fault_user) >= 0);

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
  * libFuzzer target of everything that reads bytes from a peer: frame
- * decoding and validation (src/wire.c), the buffered reader, and the
- * page-state map decoder (src/statemap.c) behind StateMapChunk.
+ * decoding and validation (src/migrate/wire.c), the buffered reader, and the
+ * page-state map decoder (src/migrate/statemap.c) behind StateMapChunk.
  *
  * The input is read as a stream of frames (4-byte length + body), as on
  * the wire.  Each body is decoded on its own, with and without session

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
  * libFuzzer target of the router's side of the VMM handover
- * (src/handover.c: framing, take_hello's region list, modes, page sizes):
+ * (src/migrate/handover.c: framing, take_hello's region list, modes, page sizes):
  * the input is what a VMM writes on the router's socket (no fds passed),
  * received by fl_handover_accept() exactly as `faultline target` does.
  * A handover it accepts must describe page-aligned, non-overlapping

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
- * libFuzzer target of the history socket's two parsers (src/history.c):
+ * libFuzzer target of the history socket's two parsers (src/exporter/history.c):
  * the daemon reads a request line from whoever connects, the stuck client
  * reads answer lines from the daemon.  The input's first byte picks one.
  * Properties: a request accepted is written back and parsed again to the

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
- * libFuzzer target of the poison journal reader (src/journal.c): whatever a
+ * libFuzzer target of the poison journal reader (src/migrate/journal.c): whatever a
  * crash, a disk or an operator left in the file, opening it either refuses
  * it with a reason or yields only records that name pages of the guest
  * memory it was opened for, bound to a session.  The input's first byte

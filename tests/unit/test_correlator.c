@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
- * Unit tests of the correlator (src/correlator.c): synthetic fl_event
+ * Unit tests of the correlator (src/trace/correlator.c): synthetic fl_event
  * sequences in, exact episodes and races out.
  *
  * Every sequence is written in ring-buffer order. Timestamps are

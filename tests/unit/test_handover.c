@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
- * Unit tests of the VMM -> router handover (src/handover.c) over a real
+ * Unit tests of the VMM -> router handover (src/migrate/handover.c) over a real
  * Unix socket in a temporary directory, with a real userfaultfd and memfd.
  * The "VMM" runs in a thread of this process, so the router side can check
  * what it received against the originals: the uffd it got places pages that

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
- * Unit tests of the exporter's recent-history store (src/history.c), its
+ * Unit tests of the exporter's recent-history store (src/exporter/history.c), its
  * JSON-lines answer, and how `faultline stuck` merges it into a verdict
- * (src/stuck_hist.c): synthetic record sequences and synthetic scans; the
+ * (src/stuck/stuck_hist.c): synthetic record sequences and synthetic scans; the
  * real states with a real daemon are in tests/e2e/test_stuck.py.
  */
 #include <stdarg.h>

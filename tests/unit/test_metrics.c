@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
  * Unit tests of the metrics registry and Prometheus text writer
- * (src/metrics.c): bucket placement on exact boundaries (values land in the
+ * (src/exporter/metrics.c): bucket placement on exact boundaries (values land in the
  * first bucket whose le they do not exceed), cumulative buckets, +Inf, _sum
  * and _count, label and HELP escaping, number formatting, and the
  * cardinality cap of the limited ("process") label.

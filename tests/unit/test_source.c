@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
- * Unit tests of `faultline source`'s small pieces (src/source.c): the CLI
+ * Unit tests of `faultline source`'s small pieces (src/migrate/source.c): the CLI
  * parsers, the page hash that hash-based dirty tracking relies on and how
  * many pages one frame can carry.  The serving itself is tested end to end
  * in tests/e2e/test_source.py.

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
- * Unit tests of the page-state map (src/statemap.c): the 2-bit packing at
+ * Unit tests of the page-state map (src/migrate/statemap.c): the 2-bit packing at
  * every bit position, zlib chunk round trips including chunks whose length
  * is not a multiple of 4, sticky poison (a chunk that would unpoison a page
  * is refused and leaves the map byte-for-byte unchanged), refusal of corrupt

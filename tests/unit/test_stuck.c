@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
- * Unit tests of `faultline stuck`'s analysis (src/stuck.c): the /proc text
+ * Unit tests of `faultline stuck`'s analysis (src/stuck/stuck.c): the /proc text
  * parsers on real samples from this kernel, and the attribution and verdict
  * logic on synthetic scans (the real stuck states are built end to end in
  * tests/e2e/test_stuck.py).

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
- * Unit tests of the __print_symbolic() table parser (src/tpformat.c): on
+ * Unit tests of the __print_symbolic() table parser (src/common/tpformat.c): on
  * synthetic print-fmt strings, then on this kernel's kvm:kvm_exit and
  * kvm:kvm_userspace_exit format files (skipped, with the reason, where
  * tracefs or the tracepoint is missing or unreadable).

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
- * Unit tests of the per-VM statistics (src/vmstats.c): latency buckets,
+ * Unit tests of the per-VM statistics (src/trace/vmstats.c): latency buckets,
  * per-vCPU and non-vCPU totals, vCPU detection from QEMU thread names, and
  * the all-vCPU blocktime sweep on hand-built interval sets.
  *

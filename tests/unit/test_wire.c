@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
- * Unit tests of the wire protocol framing (src/wire.c): every message type
+ * Unit tests of the wire protocol framing (src/migrate/wire.c): every message type
  * survives a round trip over a real socket, streams split into single
  * bytes or coalesced into one read come out frame by frame, each
  * validation rule refuses its frame with its errno and a message naming

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
 /*
- * Framing of the migration wire protocol (src/faultline.proto): 4-byte
+ * Framing of the migration wire protocol (src/migrate/faultline.proto): 4-byte
  * big-endian length + one protobuf-c `Frame`.  Decoding validates every
  * field against hard limits and the session's region table, so the router
  * and the source only ever see well-formed frames; a bad frame yields a

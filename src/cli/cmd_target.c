@@ -3,7 +3,7 @@
  * faultline target: the migration target's router as a program.  A VMM
  * hands over its guest memory and userfaultfd on a Unix socket
  * (fl_handover(), or the test VMM started with `-- CMD`), and every fault is
- * routed to the source (src/router.c).  Progress once a second; summary at
+ * routed to the source (src/migrate/router.c).  Progress once a second; summary at
  * the end; --json for scripts.
  */
 #include <argp.h>

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
  * faultline source: serve a running process's memory, dirty map and poison
- * to a migration target (the engine is src/source.c), or, as a client of
+ * to a migration target (the engine is src/migrate/source.c), or, as a client of
  * its control socket, inject poison / ask for the switchover / show status.
  */
 #include <argp.h>

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
  * faultline stuck: which threads are stuck in a userfault, on which
- * userfaultfd, who holds it, and why, one-shot from /proc (src/stuck.c),
+ * userfaultfd, who holds it, and why, one-shot from /proc (src/stuck/stuck.c),
  * with the exporter daemon's recent history when it answers on its socket
- * (src/histsock.c, src/stuck_hist.c).
+ * (src/exporter/histsock.c, src/stuck/stuck_hist.c).
  */
 #include <argp.h>
 #include <errno.h>

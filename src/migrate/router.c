@@ -1679,7 +1679,7 @@ static int on_sock(struct fl_router *r, short revents)
 }
 
 /*
- * Fuzzing and tests (src/router_test.h): `len` bytes arrive from the source
+ * Fuzzing and tests (src/migrate/router_test.h): `len` bytes arrive from the source
  * on a fresh plaintext connection, as if after a connect, and are handled
  * exactly as on_sock() handles a real one.  Returns what on_sock() would
  * make the router return (0: carry on, <0: the router ends).

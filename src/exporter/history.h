@@ -12,7 +12,7 @@
  *    their oldest entry, so memory is bounded whatever the fault rate;
  *  - the answer (struct fl_hist_answer): a copy of what the store holds about
  *    some processes, written and read back as JSON lines, the history
- *    socket's protocol (src/histsock.c):
+ *    socket's protocol (src/exporter/histsock.c):
  *
  *      request   {"pids":[P,...]}                    (empty: every process)
  *      answer    {"record":"history","version":1,...} header

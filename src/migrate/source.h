@@ -3,7 +3,7 @@
  * The source side of poison-preserving postcopy (`faultline source`): serves
  * the memory of a running process (pid + address ranges, or the memfds and
  * userfaultfd a VMM hands over with fl_handover()) to one migration
- * target at a time over the wire protocol (src/faultline.proto), tracks the
+ * target at a time over the wire protocol (src/migrate/faultline.proto), tracks the
  * pages written since precopy, learns poison (injected through the control
  * socket, kpageflags HWPOISON, UFFDIO_POISON markers; a page that merely can't
  * be read is an error, not poison) and streams what the target lacks in the

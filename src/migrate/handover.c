@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
  * The VMM -> router handover (Firecracker's handshake, with protobuf
- * framing): both ends.  See src/handover.h and src/faultline.proto.
+ * framing): both ends.  See src/migrate/handover.h and src/migrate/faultline.proto.
  *
  * Frames are read here with exact-length reads rather than through a
  * buffered fl_wire_reader: the first frame carries SCM_RIGHTS, which must be
