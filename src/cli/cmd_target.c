@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "commands.h"
 #include "faultline/faultline.h"
 #include "handover.h"
@@ -157,14 +158,6 @@ static error_t parse_opt(int key, char *arg, struct argp_state *state)
 	return 0;
 }
 
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 static void on_signal(int sig)
 {
 	target_stop_signal = sig;
@@ -201,7 +194,7 @@ static int zap_finish(void *ctx)
 static void print_stats(struct target_ctx *c, const char *event, bool final)
 {
 	struct fl_router_stats st;
-	double secs = (double)(mono_ns() - c->start_ns) / 1e9;
+	double secs = (double)(fl_now_ns() - c->start_ns) / 1e9;
 
 	fl_router_get_stats(c->router, &st);
 	if (c->json) {
@@ -290,7 +283,7 @@ static bool vmm_gone(const struct target_ctx *c)
  * that died first ends the wait with a clear message. */
 static int accept_vmm(struct target_ctx *c, int lsock, char *err, size_t errlen)
 {
-	uint64_t deadline = c->accept_timeout_ms ? mono_ns() + (uint64_t)c->accept_timeout_ms * 1000000ull : 0;
+	uint64_t deadline = c->accept_timeout_ms ? fl_now_ns() + (uint64_t)c->accept_timeout_ms * 1000000ull : 0;
 
 	for (;;) {
 		int status, ret = fl_handover_accept(lsock, &c->ho, 250, err, errlen);
@@ -307,7 +300,7 @@ static int accept_vmm(struct target_ctx *c, int lsock, char *err, size_t errlen)
 			c->child = 0;
 			return -ECHILD;
 		}
-		if (deadline && mono_ns() >= deadline) {
+		if (deadline && fl_now_ns() >= deadline) {
 			snprintf(err, errlen, "no VMM handed over on %s within %.1f s", c->vmm_socket,
 				 c->accept_timeout_ms / 1e3);
 			return -ETIMEDOUT;
@@ -374,7 +367,7 @@ static int run(struct target_ctx *c)
 	}
 	if (*err)
 		fprintf(stderr, "faultline target: %s\n", err);	/* --insecure's warning */
-	c->start_ns = mono_ns();
+	c->start_ns = fl_now_ns();
 	if (c->json)
 		printf("{\"event\":\"router_start\",\"vmm_pid\":%d,\"mode\":\"%s\",\"regions\":%u,\"source\":\"%s\"}\n",
 		       c->ho.pid, c->ho.mode == FL_MODE_MINOR ? "minor" : "missing", c->ho.nregions, c->source);
@@ -401,8 +394,8 @@ static int run(struct target_ctx *c)
 			ret = -ESRCH;
 			break;
 		}
-		if (mono_ns() - last >= (uint64_t)c->interval_ms * 1000000ull) {
-			last = mono_ns();
+		if (fl_now_ns() - last >= (uint64_t)c->interval_ms * 1000000ull) {
+			last = fl_now_ns();
 			print_stats(c, "router_progress", false);
 		}
 	}

@@ -22,19 +22,12 @@
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
+#include "clock.h"
 #include "histsock.h"
 
 #define IO_TIMEOUT_S 3
 #define MAX_REQUEST 4096
 #define MAX_ANSWER_LINE 4096
-
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static void set_timeouts(int fd)
 {
@@ -136,7 +129,7 @@ static void serve_one(struct fl_histsrv *srv, int fd)
 		goto send;
 	}
 	pthread_mutex_lock(srv->mu);
-	ret = fl_hist_query(srv->h, pids, npids, mono_ns(), (uint32_t)getpid(), &a);
+	ret = fl_hist_query(srv->h, pids, npids, fl_now_ns(), (uint32_t)getpid(), &a);
 	pthread_mutex_unlock(srv->mu);
 	if (ret) {
 		fl_hist_error_write(out, "out of memory copying the history");

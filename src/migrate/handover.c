@@ -29,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "handover.h"
 
 #ifndef F_GET_SEALS
@@ -61,25 +62,17 @@ static void seterr(char *err, size_t errlen, const char *fmt, ...)
 	va_end(ap);
 }
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* -1: no deadline. */
 static int64_t deadline_in(int timeout_ms)
 {
-	return timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+	return timeout_ms < 0 ? -1 : fl_now_ms() + timeout_ms;
 }
 
 static int ms_left(int64_t deadline)
 {
 	if (deadline < 0)
 		return -1;
-	int64_t left = deadline - now_ms();
+	int64_t left = deadline - fl_now_ms();
 	return left < 0 ? 0 : left > INT_MAX ? INT_MAX : (int)left;
 }
 
@@ -223,7 +216,7 @@ static int recv_frame(int fd, int64_t deadline, struct fd_bag *bag, fl_frame **o
 		seterr(err, errlen, "no frame arrived in time");
 		return -ETIMEDOUT;
 	}
-	int64_t rest = deadline < 0 ? -1 : now_ms() + FRAME_REST_MS;
+	int64_t rest = deadline < 0 ? -1 : fl_now_ms() + FRAME_REST_MS;
 
 	r = recv_exact(fd, hdr, sizeof(hdr), rest, bag, &got);
 	if (r == -ECONNRESET && got == 0) {
@@ -286,7 +279,7 @@ static int send_all(int fd, const uint8_t *buf, size_t len, const int *fds, unsi
 			if (errno == EINTR)
 				continue;
 			if (errno == EAGAIN) {
-				int w = wait_fd(fd, POLLOUT, now_ms() + FRAME_REST_MS);
+				int w = wait_fd(fd, POLLOUT, fl_now_ms() + FRAME_REST_MS);
 				if (w <= 0)
 					return w < 0 ? w : -ETIMEDOUT;
 				continue;
@@ -668,7 +661,7 @@ int fl_handover_serve(int sock, const struct fl_region *regions, unsigned nregio
 		return (int)ps;
 	for (;;) {
 		fl_frame *f = NULL;
-		int r = recv_frame(sock, now_ms(), NULL, &f, NULL, 0);
+		int r = recv_frame(sock, fl_now_ms(), NULL, &f, NULL, 0);
 		if (r == -ETIMEDOUT)
 			return 0;
 		if (r < 0)
@@ -1105,7 +1098,7 @@ int fl_handover_zap_reply(const struct fl_handover_recv *h, int timeout_ms,
 
 	if (h->sock < 0)
 		return -ENOTCONN;
-	r = recv_frame(h->sock, timeout_ms < 0 ? -1 : now_ms() + timeout_ms, NULL, &f, NULL, 0);
+	r = recv_frame(h->sock, timeout_ms < 0 ? -1 : fl_now_ms() + timeout_ms, NULL, &f, NULL, 0);
 	if (r == -ETIMEDOUT)
 		return 0;
 	if (r < 0)

@@ -55,6 +55,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "faultline/faultline.h"
 #include "journal.h"
 #include "router_test.h"
@@ -176,14 +177,6 @@ struct fl_router {
 	char err[256];
 };
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 static void set_err(struct fl_router *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void set_err(struct fl_router *r, const char *fmt, ...)
 {
@@ -251,7 +244,7 @@ static struct pend *pend_get(struct fl_router *r, uint32_t region, uint64_t page
 			return &r->pend[i];
 		}
 	}
-	r->pend[i] = (struct pend){ .key = key, .since_ns = now_ns() };
+	r->pend[i] = (struct pend){ .key = key, .since_ns = fl_now_ns() };
 	r->npend++;
 	*fresh = true;
 	return &r->pend[i];
@@ -284,7 +277,7 @@ static void pend_done(struct fl_router *r, struct pend *p)
 	if (!p)
 		return;
 	if (!(p->flags & P_NOWAIT)) {
-		r->st.latency_sum_ns += now_ns() - p->since_ns;
+		r->st.latency_sum_ns += fl_now_ns() - p->since_ns;
 		r->st.latency_n++;
 	}
 	pend_del(r, p);
@@ -364,7 +357,7 @@ static int zap_anon(struct fl_router *r, uint64_t addr)
 {
 	struct zap_job job = { .r = r, .addr = (void *)(uintptr_t)addr, .len = r->page_size, .efd = -1 };
 	bool async = r->cfg.zap_finish != NULL;
-	uint64_t deadline = now_ns() + 5000000000ull;
+	uint64_t deadline = fl_now_ns() + 5000000000ull;
 	pthread_t thr;
 	int wait_fd, ret = 0;
 
@@ -386,7 +379,7 @@ static int zap_anon(struct fl_router *r, uint64_t addr)
 	r->in_zap = true;
 	for (;;) {
 		struct pollfd pfd[2] = { { .fd = wait_fd, .events = POLLIN }, { .fd = r->uffd, .events = POLLIN } };
-		uint64_t now = now_ns();
+		uint64_t now = fl_now_ns();
 
 		if (now >= deadline) {
 			ret = -ETIMEDOUT;
@@ -1057,7 +1050,7 @@ static int read_uffd(struct fl_router *r)
 	r->got_msgs = n > 0;
 	if (n < 0)
 		return errno == EAGAIN || errno == EINTR ? 0 : -errno;
-	r->last_msg_ns = now_ns();
+	r->last_msg_ns = fl_now_ns();
 	for (ssize_t i = 0; i < n / (ssize_t)sizeof(msgs[0]); i++) {
 		if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
 			events = true;
@@ -1150,7 +1143,7 @@ static void conn_close(struct fl_router *r)
 			r->pend[i].flags &= (uint8_t)~(P_DATA_ASKED | P_STATE_ASKED | P_QUEUED);
 	/* Back off while the source keeps failing (refused, busy with the old
 	 * connection, errors); a connection that got as far as Hello resets it. */
-	r->next_connect_ns = now_ns() + (uint64_t)r->backoff_ms * 1000000ull;
+	r->next_connect_ns = fl_now_ns() + (uint64_t)r->backoff_ms * 1000000ull;
 	r->backoff_ms = r->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : r->backoff_ms * 2;
 }
 
@@ -1202,7 +1195,7 @@ static int conn_start(struct fl_router *r)
 		return 0;	/* retried after the back-off */
 	}
 	r->connecting = true;
-	r->hello_deadline_ns = now_ns() + HELLO_TIMEOUT_NS;
+	r->hello_deadline_ns = fl_now_ns() + HELLO_TIMEOUT_NS;
 	return 0;
 }
 
@@ -1745,13 +1738,13 @@ static int finish(struct fl_router *r)
 	r->unregistered = true;
 	/* A discard raised around now waits in madvise() until its event is
 	 * read, and nobody reads this uffd after us: read until it is quiet. */
-	for (uint64_t quiet_until = now_ns() + DRAIN_QUIET_MS * 1000000ull; now_ns() < quiet_until;) {
+	for (uint64_t quiet_until = fl_now_ns() + DRAIN_QUIET_MS * 1000000ull; fl_now_ns() < quiet_until;) {
 		struct pollfd pfd = { .fd = r->uffd, .events = POLLIN };
 
 		if (poll(&pfd, 1, DRAIN_QUIET_MS) > 0 && (pfd.revents & POLLIN)) {
 			read_uffd(r);	/* placements fail with ENOENT now and wake */
 			if (r->got_msgs)
-				quiet_until = now_ns() + DRAIN_QUIET_MS * 1000000ull;
+				quiet_until = fl_now_ns() + DRAIN_QUIET_MS * 1000000ull;
 		}
 	}
 	if (r->sock >= 0 && r->hello_done && !r->end_sent) {
@@ -1774,7 +1767,7 @@ static int finish(struct fl_router *r)
 int fl_router_step(struct fl_router *r, int timeout_ms)
 {
 	struct pollfd pfd[3];
-	uint64_t now = now_ns();
+	uint64_t now = fl_now_ns();
 	int ret, n = 0, sock_i = -1;
 
 	if (r->st.finished) {
@@ -2192,10 +2185,10 @@ void fl_router_destroy(struct fl_router *r)
 	if (r->sock >= 0) {
 		/* The End frame (and anything else queued) must reach the source,
 		 * which otherwise waits for a reconnect: give it a moment. */
-		uint64_t deadline = now_ns() + 2000000000ull;
+		uint64_t deadline = fl_now_ns() + 2000000000ull;
 
 		while (!r->connecting && !r->ch.handshaking && fl_wire_pending(&r->wr) &&
-		       now_ns() < deadline) {
+		       fl_now_ns() < deadline) {
 			struct pollfd p = { .fd = r->sock, .events = POLLOUT };
 			ssize_t left;
 

@@ -68,6 +68,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "handover.h"
 #include "jsonstr.h"
 #include "netaddr.h"
@@ -235,10 +236,7 @@ static void on_signal(int sig)
 
 static int64_t now_ns(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * NS + ts.tv_nsec;
+	return (int64_t)fl_now_ns();
 }
 
 static bool bit_get(const uint8_t *b, uint64_t i)

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "wire.h"
 
 /* First allocation: big enough that one read() picks up many small frames. */
@@ -548,14 +549,6 @@ ssize_t fl_wire_flush(struct fl_wire_writer *w, int fd)
 
 /* ---- blocking helpers ---- */
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Wait for `events` until the deadline (-1: none); 0, -ETIMEDOUT or -errno. */
 static int wait_fd(int fd, short events, int64_t deadline)
 {
@@ -565,7 +558,7 @@ static int wait_fd(int fd, short events, int64_t deadline)
 		int t = -1, rc;
 
 		if (deadline >= 0) {
-			int64_t left = deadline - now_ms();
+			int64_t left = deadline - fl_now_ms();
 
 			t = left < 0 ? 0 : left > 1000000000 ? 1000000000 : (int)left;
 		}
@@ -636,7 +629,7 @@ static int read_exact(int fd, uint8_t *p, size_t n, int64_t deadline, size_t *go
 int fl_wire_recv(int fd, const struct fl_wire_limits *lim, int timeout_ms,
 		 fl_frame **out, char *err, size_t errlen)
 {
-	int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+	int64_t deadline = timeout_ms < 0 ? -1 : fl_now_ms() + timeout_ms;
 	uint8_t hdr[4], *body;
 	size_t got = 0;
 	uint32_t n;

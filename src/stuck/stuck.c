@@ -52,6 +52,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <linux/userfaultfd.h>
+#include "clock.h"
 #include "procscan.h"
 #include "stuck.h"
 
@@ -379,14 +380,6 @@ static void chomp(char *s)
 	s[strcspn(s, "\n")] = 0;
 }
 
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /* State char and (optionally) CPU of /proc/PID/task/TID/stat. */
 static int task_stat(pid_t pid, pid_t tid, char *state, int *cpu)
 {
@@ -484,13 +477,13 @@ static int measure_offset(int cpu, int64_t *off)
 		uint64_t t1, t2, es;
 
 		nanosleep(&nap, NULL);
-		t1 = mono_ns();
+		t1 = fl_now_ns();
 		if (slurp("/proc/thread-self/sched", buf, sizeof(buf)) ||
 		    fl_parse_sched_exec_start(buf, &es)) {
 			ret = -ENOENT;
 			break;
 		}
-		t2 = mono_ns();
+		t2 = fl_now_ns();
 		if (t2 - t1 < best_read && sched_getcpu() == cpu) {
 			best_read = t2 - t1;
 			*off = (int64_t)(t1 - es);
@@ -922,7 +915,7 @@ static void describe_thread(struct fl_stuck_scan *s, struct fl_stuck_thread *t)
 	snprintf(path, sizeof(path), "/proc/%d/task/%d/sched", t->pid, t->tid);
 	if (slurp(path, buf, sizeof(buf)) || fl_parse_sched_exec_start(buf, &es) || !es)
 		return;
-	now = mono_ns();
+	now = fl_now_ns();
 	if (clock_offset(&s->clock, t->cpu, &off))
 		return;
 	t->blocked_since_ns = (uint64_t)((int64_t)es + off);
@@ -1080,7 +1073,7 @@ int fl_stuck_scan(struct fl_stuck_scan *s, const pid_t *pids, int npids)
 	for (int i = 0; i < s->nuffds; i++)
 		for (int h = 0; h < s->uffds[i].nholders; h++)
 			scan_readers(&s->uffds[i], &s->uffds[i].holders[h]);
-	s->now_ns = mono_ns();
+	s->now_ns = fl_now_ns();
 	fl_stuck_attribute(s);
 	for (int i = 0; i < s->nthreads; i++)
 		fl_stuck_decide(s, &s->threads[i]);

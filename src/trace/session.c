@@ -29,14 +29,6 @@
 #define POLL_MS 50
 #define SIGBUS_ 7
 
-uint64_t fl_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000000000ULL + ts.tv_nsec;
-}
-
 bool fl_session_selected(struct fl_session *s, uint32_t pid, const char *thread_comm)
 {
 	char pcomm[32];

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include "clock.h"
 #include "correlator.h"
 #include "probe.h"
 #include "tpformat.h"
@@ -128,6 +129,5 @@ void fl_session_exits(struct fl_session *s, fl_exit_fn fn, void *arg);
 /* "KVM_EXIT_MMIO", "EPT_VIOLATION", "npf" ... or the number when the kernel has no name. */
 const char *fl_session_exit_name(struct fl_session *s, uint32_t kind, uint32_t reason, char *buf,
 				 size_t len);
-uint64_t fl_now_ns(void);
 
 #endif
