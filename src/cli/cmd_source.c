@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "commands.h"
+#include "netaddr.h"
 #include "source.h"
 
 enum {
@@ -179,7 +180,7 @@ static error_t source_parse(int key, char *arg, struct argp_state *state)
 	case 'L': {
 		char host[256], port[8];
 
-		if (fl_source_split_hostport(arg, host, sizeof(host), port, sizeof(port), err,
+		if (fl_netaddr_split(arg, 7411, host, sizeof(host), port, sizeof(port), err,
 					     sizeof(err)))
 			argp_error(state, "invalid --listen '%s': %s", arg, err);
 		c->cfg.listen = arg;

@@ -44,7 +44,8 @@ int fl_netaddr_split(const char *arg, unsigned example_port, char *host, size_t 
 		}
 	}
 	if (!n || n >= hlen) {
-		snprintf(err, errlen, "%s; to listen on every address say so: 0.0.0.0:PORT or [::]:PORT",
+		/* an empty address would mean "every address" to some tools: never here */
+		snprintf(err, errlen, "%s; every address is 0.0.0.0:PORT or [::]:PORT",
 			 n ? "address too long" : "no address before the port");
 		return -EINVAL;
 	}

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
 /*
- * The ADDR:PORT of a command that listens (`faultline source --listen`,
- * `faultline exporter --listen`): one syntax, one set of messages.
+ * ADDR:PORT, the one parser: where a command listens (`faultline source
+ * --listen`, `faultline exporter --listen`) and where the router connects
+ * (`faultline target --source`, libfaultline's router): one syntax, one set
+ * of messages.
  */
 #ifndef FAULTLINE_NETADDR_H
 #define FAULTLINE_NETADDR_H

@@ -58,6 +58,7 @@
 #include "clock.h"
 #include "faultline/faultline.h"
 #include "journal.h"
+#include "netaddr.h"
 #include "router_test.h"
 #include "statemap.h"
 #include "tls.h"
@@ -1980,26 +1981,6 @@ static int scan_guest(struct fl_router *r, char *err, size_t errlen)
 	return 0;
 }
 
-static int split_hostport(struct fl_router *r, const char *s)
-{
-	const char *colon = strrchr(s, ':');
-	size_t hl;
-
-	if (!colon || colon == s || !colon[1])
-		return -EINVAL;
-	hl = (size_t)(colon - s);
-	if (s[0] == '[' && colon[-1] == ']') {	/* [v6]:port */
-		s++;
-		hl -= 2;
-	}
-	if (hl >= sizeof(r->host) || strlen(colon + 1) >= sizeof(r->port))
-		return -EINVAL;
-	memcpy(r->host, s, hl);
-	r->host[hl] = 0;
-	strcpy(r->port, colon + 1);
-	return 0;
-}
-
 /*
  * Everything about the source that can be refused before guest memory is at
  * stake: its address (resolved once, here), the TLS credentials, and the
@@ -2012,11 +1993,14 @@ static int source_setup(struct fl_router *r, const struct fl_router_config *cfg,
 				 .psk_user = cfg->tls_psk_user, .peer_name = cfg->tls_name,
 				 .insecure = cfg->insecure };
 	char what[300];
-	int ret = split_hostport(r, cfg->source ? cfg->source : "");
+	const char *src = cfg->source ? cfg->source : "";
+	char why[200];
+	/* 7411: faultline source's default port, for the examples */
+	int ret = fl_netaddr_split(src, 7411, r->host, sizeof(r->host), r->port, sizeof(r->port),
+				   why, sizeof(why));
 
 	if (ret) {
-		snprintf(err, errlen, "source address \"%s\" is not HOST:PORT",
-			 cfg->source ? cfg->source : "");
+		snprintf(err, errlen, "source address \"%.80s\" is not HOST:PORT: %s", src, why);
 		return ret;
 	}
 	ret = resolve_source(r, err, errlen);

@@ -344,13 +344,6 @@ static void json_str_field(FILE *out, const char *key, const char *v)
 
 /* ---- small parsers (also the CLI's) ------------------------------------- */
 
-int fl_source_split_hostport(const char *arg, char *host, size_t hlen, char *port, size_t plen,
-			     char *err, size_t errlen)
-{
-	/* 7411: the port of FL_SOURCE_DEFAULT_LISTEN, for the examples */
-	return fl_netaddr_split(arg, 7411, host, hlen, port, plen, err, errlen);
-}
-
 /* Decimal, or hex with 0x (a leading 0 is not octal here). */
 static int parse_u64(const char *s, uint64_t *v, char **endp)
 {

@@ -80,9 +80,6 @@ int fl_source_parse_range(const char *s, struct fl_source_range *r, char *err, s
 /* "PAGE[,PAGE|A-B...]" into pages (at most max); *n set. */
 int fl_source_parse_pages(const char *s, uint64_t *pages, unsigned max, unsigned *n,
 			  char *err, size_t errlen);
-/* "HOST:PORT" or "[V6]:PORT" split for getaddrinfo. */
-int fl_source_split_hostport(const char *arg, char *host, size_t hlen, char *port, size_t plen,
-			     char *err, size_t errlen);
 
 /* 64-bit content hash used for hash-based dirty tracking (len % 8 == 0). */
 uint64_t fl_source_page_hash(const void *p, size_t len, uint64_t seed);

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "fuzz_common.h"
+#include "netaddr.h"
 #include "source.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -38,7 +39,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			CHECK(r.len && r.addr + r.len > r.addr);	/* alignment: checked at setup */
 		break;
 	default:
-		fl_source_split_hostport(s, host, sizeof(host), port, sizeof(port), err, sizeof(err));
+		fl_netaddr_split(s, 7411, host, sizeof(host), port, sizeof(port), err, sizeof(err));
 		break;
 	}
 	free(s);

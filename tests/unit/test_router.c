@@ -2059,6 +2059,10 @@ static void test_bad_config(void **state)
 	(void)state;
 	assert_int_equal(fl_router_create(&cfg, &r, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "HOST:PORT"));
+	/* the one HOST:PORT parser: a port out of range is refused here too */
+	cfg.source = "127.0.0.1:70000";
+	assert_int_equal(fl_router_create(&cfg, &r, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "65535"));
 	cfg.source = "127.0.0.1:1";
 	cfg.mode = FL_MODE_MINOR;
 	assert_int_equal(fl_router_create(&cfg, &r, err, sizeof(err)), -EINVAL);

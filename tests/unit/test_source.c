@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "netaddr.h"
 #include "source.h"
 #include "wire.h"
 
@@ -78,23 +79,23 @@ static void test_split_hostport(void **state)
 	char host[64], port[8], err[200];
 
 	(void)state;
-	assert_int_equal(fl_source_split_hostport("127.0.0.1:7411", host, sizeof(host), port,
+	assert_int_equal(fl_netaddr_split("127.0.0.1:7411", 7411, host, sizeof(host), port,
 						  sizeof(port), err, sizeof(err)), 0);
 	assert_string_equal(host, "127.0.0.1");
 	assert_string_equal(port, "7411");
-	assert_int_equal(fl_source_split_hostport("[::1]:0", host, sizeof(host), port,
+	assert_int_equal(fl_netaddr_split("[::1]:0", 7411, host, sizeof(host), port,
 						  sizeof(port), err, sizeof(err)), 0);
 	assert_string_equal(host, "::1");
 	assert_string_equal(port, "0");
-	assert_int_equal(fl_source_split_hostport("::1:7411", host, sizeof(host), port,
+	assert_int_equal(fl_netaddr_split("::1:7411", 7411, host, sizeof(host), port,
 						  sizeof(port), err, sizeof(err)), -EINVAL);
-	assert_int_equal(fl_source_split_hostport(":7411", host, sizeof(host), port,
+	assert_int_equal(fl_netaddr_split(":7411", 7411, host, sizeof(host), port,
 						  sizeof(port), err, sizeof(err)), -EINVAL);
-	assert_int_equal(fl_source_split_hostport("h:65536", host, sizeof(host), port,
+	assert_int_equal(fl_netaddr_split("h:65536", 7411, host, sizeof(host), port,
 						  sizeof(port), err, sizeof(err)), -EINVAL);
-	assert_int_equal(fl_source_split_hostport("h:+1", host, sizeof(host), port,
+	assert_int_equal(fl_netaddr_split("h:+1", 7411, host, sizeof(host), port,
 						  sizeof(port), err, sizeof(err)), -EINVAL);
-	assert_int_equal(fl_source_split_hostport("7411", host, sizeof(host), port,
+	assert_int_equal(fl_netaddr_split("7411", 7411, host, sizeof(host), port,
 						  sizeof(port), err, sizeof(err)), -EINVAL);
 }
 
