@@ -152,7 +152,8 @@ $(addprefix $(OUT)/test_,$(BPF_TESTS)): $(OUT)/test_%: tests/bpf/test_%.c \
 FUZZ_TARGETS := frame router journal history handover control source
 fuzz_frame_SRCS    := src/migrate/wire.c src/migrate/statemap.c $(OUT)/faultline.pb-c.c
 fuzz_router_SRCS   := src/migrate/router.c src/migrate/wire.c src/migrate/statemap.c \
-                      src/migrate/journal.c src/migrate/tls.c $(OUT)/faultline.pb-c.c
+                      src/migrate/journal.c src/migrate/tls.c src/migrate/netaddr.c \
+                      $(OUT)/faultline.pb-c.c
 fuzz_journal_SRCS  := src/migrate/journal.c
 fuzz_history_SRCS  := src/exporter/history.c src/trace/output.c src/trace/correlator.c \
                       src/common/jsonstr.c

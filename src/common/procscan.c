@@ -22,18 +22,18 @@ bool fl_proc_numeric(const char *s)
 	return true;
 }
 
-int fl_proc_count_uffds(pid_t pid)
+int fl_proc_each_uffd_fd(pid_t pid, int (*fn)(void *arg, int dirfd, int fd), void *arg)
 {
 	char path[64], target[64];
 	struct dirent *d;
-	int n = 0;
+	int n = 0, ret = 0;
 	DIR *dir;
 
 	snprintf(path, sizeof(path), "/proc/%d/fd", pid);
 	dir = opendir(path);
 	if (!dir)
 		return -errno;
-	while ((d = readdir(dir))) {
+	while (!ret && (d = readdir(dir))) {
 		ssize_t len;
 
 		if (!fl_proc_numeric(d->d_name))
@@ -42,11 +42,18 @@ int fl_proc_count_uffds(pid_t pid)
 		if (len <= 0)
 			continue;
 		target[len] = 0;
-		if (!strcmp(target, UFFD_LINK))
-			n++;
+		if (strcmp(target, UFFD_LINK))
+			continue;
+		ret = fn ? fn(arg, dirfd(dir), atoi(d->d_name)) : 0;
+		n += ret == 0;
 	}
 	closedir(dir);
-	return n;
+	return ret < 0 ? ret : n;
+}
+
+int fl_proc_count_uffds(pid_t pid)
+{
+	return fl_proc_each_uffd_fd(pid, NULL, NULL);
 }
 
 static int each_pid(bool (*match)(pid_t pid, const void *want), const void *want,

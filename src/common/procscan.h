@@ -22,6 +22,12 @@ int fl_proc_comm(pid_t pid, char *buf, size_t len);
 bool fl_proc_in_userfault(pid_t tid);
 /* When pid started, in CLOCK_MONOTONIC ns (0 if unknown). */
 uint64_t fl_proc_start_ns(pid_t pid);
+/*
+ * Calls fn for every fd of pid on a userfaultfd (dirfd: its /proc/PID/fd,
+ * to stat the magic link).  fn returns 0 to go on, 1 to skip the fd (not
+ * counted), or -errno to stop.  Returns how many it took, or -errno.
+ */
+int fl_proc_each_uffd_fd(pid_t pid, int (*fn)(void *arg, int dirfd, int fd), void *arg);
 /* How many userfaultfds pid holds (0 if none, -errno if unreadable). */
 int fl_proc_count_uffds(pid_t pid);
 

@@ -56,7 +56,6 @@
 #include "procscan.h"
 #include "stuck.h"
 
-#define UFFD_LINK "anon_inode:[userfaultfd]"
 #define MAX_POLL_FDS 4096	/* larger poll sets are not inspected */
 #define SHOWN_HOLDERS 4		/* holders spelled out in the evidence */
 
@@ -564,49 +563,41 @@ static int add_uffd_fd(struct fl_stuck_scan *s, pid_t pid, int fd, const struct 
 	return 0;
 }
 
+struct fd_walk {
+	struct fl_stuck_scan *s;
+	pid_t pid;
+	char comm[FL_STUCK_COMM], state;
+};
+
+/* One uffd fd: its inode (the uffd's identity) and fdinfo into the table. */
+static int take_fd(void *arg, int dirfd, int fd)
+{
+	struct fd_walk *w = arg;
+	struct fl_uffd_fdinfo fi;
+	char path[64], name[16], info[1024];
+	struct stat st;
+
+	/* stat follows the magic link to the file: its inode is the uffd's identity */
+	snprintf(name, sizeof(name), "%d", fd);
+	if (fstatat(dirfd, name, &st, 0))
+		return 1;
+	snprintf(path, sizeof(path), "/proc/%d/fdinfo/%d", w->pid, fd);
+	if (slurp(path, info, sizeof(info)) || fl_parse_uffd_fdinfo(info, &fi))
+		return 1;
+	if (!w->comm[0]) {
+		snprintf(path, sizeof(path), "/proc/%d/comm", w->pid);
+		read_comm(path, w->comm);
+		task_stat(w->pid, w->pid, &w->state, NULL);
+	}
+	return add_uffd_fd(w->s, w->pid, fd, &st, &fi, w->comm, w->state);
+}
+
 /* Every uffd fd of pid into the table. Returns how many, or -errno. */
 static int scan_fds(struct fl_stuck_scan *s, pid_t pid)
 {
-	char path[64], target[64], comm[FL_STUCK_COMM] = "", state = '?';
-	struct dirent *d;
-	int n = 0, ret = 0;
-	DIR *dir;
+	struct fd_walk w = { .s = s, .pid = pid, .state = '?' };
 
-	snprintf(path, sizeof(path), "/proc/%d/fd", pid);
-	dir = opendir(path);
-	if (!dir)
-		return -errno;
-	while ((d = readdir(dir))) {
-		struct fl_uffd_fdinfo fi;
-		char info[1024];
-		struct stat st;
-		ssize_t len;
-
-		if (!fl_proc_numeric(d->d_name))
-			continue;
-		len = readlinkat(dirfd(dir), d->d_name, target, sizeof(target) - 1);
-		if (len <= 0)
-			continue;
-		target[len] = 0;
-		if (strcmp(target, UFFD_LINK))
-			continue;
-		/* stat follows the magic link to the file: its inode is the uffd's identity */
-		if (fstatat(dirfd(dir), d->d_name, &st, 0))
-			continue;
-		snprintf(path, sizeof(path), "/proc/%d/fdinfo/%d", pid, atoi(d->d_name));
-		if (slurp(path, info, sizeof(info)) || fl_parse_uffd_fdinfo(info, &fi))
-			continue;
-		if (!comm[0]) {
-			snprintf(path, sizeof(path), "/proc/%d/comm", pid);
-			read_comm(path, comm);
-			task_stat(pid, pid, &state, NULL);
-		}
-		if ((ret = add_uffd_fd(s, pid, atoi(d->d_name), &st, &fi, comm, state)))
-			break;
-		n++;
-	}
-	closedir(dir);
-	return ret ? ret : n;
+	return fl_proc_each_uffd_fd(pid, take_fd, &w);
 }
 
 /* ---- is a holder's thread reading the uffd? -------------------------------------- */

@@ -34,6 +34,20 @@ static inline struct fl_wire_limits fuzz_limits(void)
 	return lim;
 }
 
+/* f as it goes on the wire (4-byte big-endian length, then the frame) into
+ * buf: its length, or -1 if it does not fit in cap. */
+static inline int fuzz_pack(uint8_t *buf, size_t cap, const fl_frame *f)
+{
+	size_t n = faultline__wire__frame__get_packed_size(f);
+
+	if (n + 4 > cap)
+		return -1;
+	buf[0] = (uint8_t)(n >> 24), buf[1] = (uint8_t)(n >> 16), buf[2] = (uint8_t)(n >> 8);
+	buf[3] = (uint8_t)n;
+	faultline__wire__frame__pack(f, buf + 4);
+	return (int)(n + 4);
+}
+
 /* The input past its selector byte as one NUL-terminated line, as a parser
  * reading text gets it (malloc'ed; NULL when out of memory). */
 static inline char *fuzz_line(const uint8_t *data, size_t size)

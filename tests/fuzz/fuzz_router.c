@@ -32,7 +32,6 @@ static int put_hello(uint8_t *buf, size_t cap, uint8_t shape)
 	Faultline__Wire__Region rg[FUZZ_NREGIONS], *rp[FUZZ_NREGIONS];
 	Faultline__Wire__Hello h = FAULTLINE__WIRE__HELLO__INIT;
 	fl_frame f = FAULTLINE__WIRE__FRAME__INIT;
-	size_t n;
 
 	for (unsigned i = 0; i < FUZZ_NREGIONS; i++) {
 		/* shape 1: ids listed in reverse order, each once (lengths by position) */
@@ -53,13 +52,7 @@ static int put_hello(uint8_t *buf, size_t cap, uint8_t shape)
 	h.session = 0x5eed;
 	f.body_case = FAULTLINE__WIRE__FRAME__BODY_HELLO;
 	f.hello = &h;
-	n = faultline__wire__frame__get_packed_size(&f);
-	if (n + 4 > cap)
-		return -1;
-	buf[0] = (uint8_t)(n >> 24), buf[1] = (uint8_t)(n >> 16), buf[2] = (uint8_t)(n >> 8);
-	buf[3] = (uint8_t)n;
-	faultline__wire__frame__pack(&f, buf + 4);
-	return (int)(n + 4);
+	return fuzz_pack(buf, cap, &f);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -141,7 +141,6 @@ static int put_hello(uint8_t *buf, size_t cap, bool precopy, bool resume, uint64
 {
 	Faultline__Wire__Hello h = FAULTLINE__WIRE__HELLO__INIT;
 	fl_frame f = FAULTLINE__WIRE__FRAME__INIT;
-	size_t n;
 
 	h.version = FL_WIRE_VERSION;
 	h.role = "target";
@@ -151,13 +150,7 @@ static int put_hello(uint8_t *buf, size_t cap, bool precopy, bool resume, uint64
 	h.session = session;
 	f.body_case = FAULTLINE__WIRE__FRAME__BODY_HELLO;
 	f.hello = &h;
-	n = faultline__wire__frame__get_packed_size(&f);
-	if (n + 4 > cap)
-		return -1;
-	buf[0] = (uint8_t)(n >> 24), buf[1] = (uint8_t)(n >> 16), buf[2] = (uint8_t)(n >> 8);
-	buf[3] = (uint8_t)n;
-	faultline__wire__frame__pack(&f, buf + 4);
-	return (int)(n + 4);
+	return fuzz_pack(buf, cap, &f);
 }
 
 /* The peer's bytes after a well-formed target Hello (malloc'ed into *buf). */
