@@ -44,7 +44,7 @@ PROTO    := src/migrate/faultline.proto
 PB_GEN   := $(OUT)/faultline.pb-c.c $(OUT)/faultline.pb-c.h
 LIBFL    := $(addprefix src/migrate/,wire.c statemap.c handover.c router.c journal.c tls.c \
                                      netaddr.c)
-SOURCE   := src/migrate/source.c
+SOURCE   := $(wildcard src/migrate/source*.c)
 
 LIBFL_OBJS := $(call obj,$(LIBFL)) $(OBJ)/faultline.pb-c.o
 # Everything of the agent but the command-line front end (the BPF tests link it).
