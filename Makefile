@@ -42,7 +42,8 @@ CLI      := $(wildcard src/cli/*.c)
 # a VMM can embed the router without the tracer.
 PROTO    := src/migrate/faultline.proto
 PB_GEN   := $(OUT)/faultline.pb-c.c $(OUT)/faultline.pb-c.h
-LIBFL    := $(addprefix src/migrate/,wire.c statemap.c handover.c router.c journal.c tls.c \
+LIBFL    := $(wildcard src/migrate/router*.c) \
+            $(addprefix src/migrate/,wire.c statemap.c handover.c journal.c tls.c \
                                      netaddr.c)
 SOURCE   := $(wildcard src/migrate/source*.c)
 
@@ -151,7 +152,7 @@ $(addprefix $(OUT)/test_,$(BPF_TESTS)): $(OUT)/test_%: tests/bpf/test_%.c \
 # sources are compiled here by clang, not taken from the gcc objects.
 FUZZ_TARGETS := frame router journal history handover control source
 fuzz_frame_SRCS    := src/migrate/wire.c src/migrate/statemap.c $(OUT)/faultline.pb-c.c
-fuzz_router_SRCS   := src/migrate/router.c src/migrate/wire.c src/migrate/statemap.c \
+fuzz_router_SRCS   := $(wildcard src/migrate/router*.c) src/migrate/wire.c src/migrate/statemap.c \
                       src/migrate/journal.c src/migrate/tls.c src/migrate/netaddr.c \
                       $(OUT)/faultline.pb-c.c
 fuzz_journal_SRCS  := src/migrate/journal.c
