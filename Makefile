@@ -74,7 +74,7 @@ $(PB_GEN) &: $(PROTO)
 	protoc-c --proto_path=src/migrate --c_out=$(OUT) $(PROTO)
 
 # BPF: only the loader includes a skeleton, so only it waits for clang/bpftool.
-$(OUT)/%.bpf.o: bpf/%.bpf.c bpf/faultline_events.h vmlinux.h
+$(OUT)/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/*.bpf.h) bpf/faultline_events.h vmlinux.h
 	@mkdir -p $(OUT)
 	$(CLANG) $(BPFFLAGS) -c $< -o $@
 

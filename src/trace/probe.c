@@ -108,7 +108,8 @@ static void add_missing(struct fl_probe *p, const char *what)
 	snprintf(p->missing + used, sizeof(p->missing) - used, "%s%s", used ? ", " : "", what);
 }
 
-static void test_hooks_autoload(struct faultline_bpf *s, bool on)
+/* The BPF_PROG_TEST_RUN entry points: loaded for tests only, never attached. */
+static int test_hook_progs(struct faultline_bpf *s, struct bpf_program **out)
 {
 	struct bpf_program *t[] = {
 		s->progs.test_ioctl_enter, s->progs.test_ioctl_exit, s->progs.test_read_enter,
@@ -117,8 +118,44 @@ static void test_hooks_autoload(struct faultline_bpf *s, bool on)
 		s->progs.test_kvm_userspace_exit, s->progs.test_kvm_mmio,
 	};
 
-	for (unsigned i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+	memcpy(out, t, sizeof(t));
+	return sizeof(t) / sizeof(t[0]);
+}
+
+static void test_hooks_autoload(struct faultline_bpf *s, bool on)
+{
+	struct bpf_program *t[16];
+	int n = test_hook_progs(s, t);
+
+	for (int i = 0; i < n; i++)
 		bpf_program__set_autoload(t[i], on);
+}
+
+bool fl_probe_lists(struct faultline_bpf *s, const struct bpf_program *prog)
+{
+	struct sched_prog sp[8];
+	struct sc_prog sc[FL_MAX_SC_LINKS];
+	struct other_prog op[16];
+	struct bpf_program *t[16];
+	int n;
+
+	n = sched_progs(s, sp);
+	for (int i = 0; i < n; i++)
+		if (sp[i].btf == prog || sp[i].raw == prog)
+			return true;
+	n = sc_progs(s, sc);
+	for (int i = 0; i < n; i++)
+		if (sc[i].enter == prog || sc[i].exit == prog)
+			return true;
+	n = other_progs(s, op);
+	for (int i = 0; i < n; i++)
+		if (op[i].prog == prog)
+			return true;
+	n = test_hook_progs(s, t);
+	for (int i = 0; i < n; i++)
+		if (t[i] == prog)
+			return true;
+	return false;
 }
 
 static int open_and_load(struct fl_probe *p, const struct fl_probe_opts *o, bool use_btf,

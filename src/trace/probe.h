@@ -61,6 +61,15 @@ void fl_probe_stop(struct fl_probe *p);
 int fl_probe_syscalls_attach(struct fl_probe *p, char *err, size_t errlen);
 void fl_probe_syscalls_detach(struct fl_probe *p);
 
+/*
+ * Is prog in probe.c's tables (attached where the kernel has its tracepoint,
+ * or a test hook)?  tests/bpf checks every program of the skeleton, so one
+ * added to bpf/ but not listed fails a test instead of silently never running.
+ */
+struct faultline_bpf;
+struct bpf_program;
+bool fl_probe_lists(struct faultline_bpf *s, const struct bpf_program *prog);
+
 /* 1 when pid was not tracked before, 0 when it was, or negative errno. */
 int fl_probe_track(struct fl_probe *p, pid_t pid, uint32_t why);
 int fl_probe_untrack(struct fl_probe *p, pid_t pid);

@@ -235,6 +235,23 @@ static void test_load_tp_btf_preferred(void **state)
 	assert_int_equal(map_count(f->s->maps.fl_tracked), 0);
 }
 
+/* Every program of the skeleton is in probe.c's tables: one added to bpf/
+ * without being listed would load but never be attached. */
+static void test_probe_lists_every_program(void **state)
+{
+	struct fx *f = *state;
+	struct bpf_program *prog;
+	int n = 0;
+
+	bpf_object__for_each_program(prog, f->s->obj) {
+		if (!fl_probe_lists(f->s, prog))
+			fail_msg("BPF program %s (%s) is not listed in src/trace/probe.c",
+				 bpf_program__name(prog), bpf_program__section_name(prog));
+		n++;
+	}
+	assert_true(n >= 40);
+}
+
 /* ---- 1. filter ------------------------------------------------------------ */
 
 static void test_filter_untracked(void **state)
@@ -1475,6 +1492,7 @@ int main(void)
 	struct fl_ksym_range ks[] = { { .name = "bpf_prog_test_run_raw_tp" },
 				      { .name = "handle_userfault" } };
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_probe_lists_every_program, setup_stack, teardown),
 		cmocka_unit_test_setup_teardown(test_load_tp_btf_preferred, setup_stack, teardown),
 		cmocka_unit_test_setup_teardown(test_filter_untracked, setup_stack, teardown),
 		cmocka_unit_test_setup_teardown(test_page_fault_user, setup_stack, teardown),

@@ -1,0 +1,238 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * Configuration set before load, every map, and the record helpers:
+ * defined once, used by every stage.
+ * A fragment of faultline.bpf.c (one program, one skeleton): included
+ * there in lifecycle order, not on its own.
+ */
+
+/* Kernel text ranges, from /proc/kallsyms, set before load. */
+const volatile __u64 huf_start = 0;	/* handle_userfault */
+const volatile __u64 huf_end = 0;
+/* Start tracking any process that creates a userfaultfd (or uses one it
+ * was handed), from that syscall on; with track_comm set, only processes
+ * of that name (the group leader's comm, as /proc/PID/comm shows it). */
+const volatile bool track_new = true;
+const volatile char track_comm[16] = {};
+const volatile __u32 self_tgid = 0;
+/* Block detection for user faults by inference, confirmed in the agent (not in --lite). */
+const volatile bool infer_user_faults = false;
+/* Wake the agent once this much is waiting in the ring buffer. */
+const volatile __u64 wakeup_bytes = 1 << 20;
+
+#define UFFD_NAME "[userfaultfd]"
+
+struct fl_blocked {
+	__u64 ts;
+	__u64 addr;
+	__u32 woken;
+	__u32 pad;
+};
+
+/*
+ * The user registers identify the kernel entry: a block belongs to this
+ * page fault only if the task's saved user ip/sp are still the ones the
+ * fault saw. (Under KVM, exc_page_fault can be on a vCPU's stack for a
+ * guest access while the thread's last user fault is long over.)
+ */
+struct fl_pf {
+	__u64 addr;
+	__u64 ts;
+	__u64 err;
+	__u64 ip, sp;
+	__u64 regs;
+};
+
+/* Arguments saved at syscall entry, consumed at exit. */
+struct fl_sc {
+	__u64 ts;
+	__u64 ctx;
+	__u64 mm;
+	__u64 args[6];
+	__u64 words[5];	/* the ioctl argument struct as it was at entry */
+	__u32 nr;	/* enum fl_sc_nr */
+	__u32 fd;
+};
+
+enum fl_sc_nr {
+	SC_READ = 1,
+	SC_IOCTL,
+	SC_MUNMAP,
+	SC_MREMAP,
+	SC_MMAP,
+	SC_MADVISE,
+	SC_FALLOCATE,
+	SC_USERFAULTFD,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);	/* tgid */
+	__type(value, __u32);	/* FL_TRACK_* */
+} fl_tracked SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);	/* tid */
+	__type(value, struct fl_blocked);
+} fl_blocked SEC(".maps");
+
+/* Last user page fault per thread; a cache, so LRU eviction is harmless. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct fl_pf);
+} fl_pf_last SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct fl_sc);
+} fl_sc SEC(".maps");
+
+/*
+ * Threads that read a userfaultfd. A handler thread never waits on a
+ * userfault itself (it would be waiting for itself), so its many sleeps in
+ * poll/read need no stack walk.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u8);
+} fl_handlers SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FL_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} fl_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 << 20);
+} fl_events SEC(".maps");
+
+/* vCPU threads already reported, so KVM_RUN costs one lookup after the first. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);	/* tid */
+	__type(value, struct fl_vcpu_info);
+} fl_vcpus SEC(".maps");
+
+/*
+ * KVM exits counted in the kernel: one record per exit would flood the ring.
+ * LRU, so threads that come and go cannot fill it and stop the counting.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct fl_exit_key);
+	__type(value, __u64);
+} fl_exits SEC(".maps");
+
+/*
+ * Poison seen from a vCPU. The vCPU may touch a page microseconds after the
+ * UFFDIO_POISON that woke it, long before the agent reads the record, so the
+ * kernel side keeps both halves: the memslots (guest-physical <-> host) of
+ * tracked VMMs and the host pages poisoned through their userfaultfds.
+ */
+struct fl_slot_key {
+	__u32 tgid;
+	__u32 slot;
+};
+
+struct fl_slot {
+	__u64 gpa, size, hva;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct fl_slot_key);
+	__type(value, struct fl_slot);
+} fl_memslots SEC(".maps");
+
+struct fl_page_key {
+	__u64 mm;	/* the address space the page belongs to (ctx->mm) */
+	__u64 page;	/* host address >> 12 */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct fl_page_key);
+	__type(value, __u8);
+} fl_poison_hva SEC(".maps");
+
+/* At most this many pages of one UFFDIO_POISON are remembered (counted beyond). */
+#define FL_POISON_PAGES_MAX 64
+
+/* Scratch for bpf_get_stack: too big for the 512-byte BPF stack. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64[FL_STACK_DEPTH]);
+} fl_stack SEC(".maps");
+
+/* f_op of userfaultfd files, learned from the first file named [userfaultfd]. */
+__u64 uffd_fops = 0;
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&fl_counters, &idx);
+
+	if (v)
+		*v += 1;
+}
+
+static __always_inline bool tracked(__u32 tgid)
+{
+	return bpf_map_lookup_elem(&fl_tracked, &tgid) != NULL;
+}
+
+static __always_inline struct fl_event *ev_new(__u32 type, __u32 pid, __u32 tid)
+{
+	struct fl_event *e = bpf_ringbuf_reserve(&fl_events, sizeof(*e), 0);
+
+	if (!e) {
+		count(FL_CNT_RB_LOST);
+		return NULL;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ts = bpf_ktime_get_ns();
+	e->type = type;
+	e->pid = pid;
+	e->tid = tid;
+	e->cpu = bpf_get_smp_processor_id();
+	return e;
+}
+
+/*
+ * Waking the consumer for every record would put the agent on a CPU for
+ * every fault, on the same cores as the workload; it polls every few ms
+ * instead and is only woken early when the buffer starts to fill.
+ */
+static __always_inline void ev_submit(struct fl_event *e)
+{
+	__u64 avail = bpf_ringbuf_query(&fl_events, BPF_RB_AVAIL_DATA);
+
+	bpf_ringbuf_submit(e, avail > wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+}
+
+static __always_inline struct fl_event *ev_current(__u32 type)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct fl_event *e = ev_new(type, id >> 32, (__u32)id);
+
+	if (e)
+		bpf_get_current_comm(e->comm, sizeof(e->comm));
+	return e;
+}

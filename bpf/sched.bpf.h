@@ -1,0 +1,289 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * Block, wake, run: the scheduler's view of a userfault (sched_switch,
+ * sched_wakeup, page_fault_user), and following forks and exits.
+ * A fragment of faultline.bpf.c (one program, one skeleton): included
+ * there in lifecycle order, not on its own.
+ */
+
+/* ---- block / wake / run ------------------------------------------------ */
+
+/* The page fault the task is inside right now, if any. */
+static __always_inline struct fl_pf *current_user_fault(__u32 tid)
+{
+	struct fl_pf *pf = bpf_map_lookup_elem(&fl_pf_last, &tid);
+	struct pt_regs *ur;
+
+	/*
+	 * Inside that user page fault iff the task's user-entry frame
+	 * (pf->regs) still holds the ip/sp the fault saw; a syscall or KVM_RUN
+	 * entered since would have replaced them.
+	 */
+	if (!pf)
+		return NULL;
+	ur = (struct pt_regs *)pf->regs;
+	if (!ur || pf->ip != BPF_CORE_READ(ur, ip) || pf->sp != BPF_CORE_READ(ur, sp))
+		return NULL;
+	return pf;
+}
+
+/* Is handle_userfault among the innermost frames of the current stack? */
+static __always_inline bool in_handle_userfault(void *ctx)
+{
+	__u32 zero = 0;
+	__u64 *stack = bpf_map_lookup_elem(&fl_stack, &zero);
+	long n;
+
+	if (!stack)
+		return false;
+	count(FL_CNT_STACK_WALKS);
+	n = bpf_get_stack(ctx, stack, FL_STACK_DEPTH * sizeof(__u64), 0);
+	if (n <= 0) {
+		count(FL_CNT_STACK_MISS);
+		return false;
+	}
+	for (int i = 0; i < FL_STACK_DEPTH; i++) {
+		if (i >= n / 8)
+			break;
+		if (stack[i] >= huf_start && stack[i] < huf_end)
+			return true;
+	}
+	return false;
+}
+
+static __always_inline void on_block(void *ctx, struct task_struct *prev, __u32 tgid,
+				     unsigned int prev_state)
+{
+	__u32 tid = BPF_CORE_READ(prev, pid);
+	struct fl_sc *sc = bpf_map_lookup_elem(&fl_sc, &tid);
+	struct fl_blocked b = {};
+	struct fl_event *e;
+	struct fl_pf *pf;
+	__u32 flags = 0;
+
+	/* Asleep in read()/ioctl() on a userfaultfd, or a handler: not in a fault. */
+	if ((sc && (sc->nr == SC_READ || sc->nr == SC_IOCTL)) ||
+	    bpf_map_lookup_elem(&fl_handlers, &tid))
+		return;
+	pf = current_user_fault(tid);
+	if (pf && infer_user_faults) {
+		/*
+		 * A sleep inside a user fault of a uffd process is almost always
+		 * handle_userfault; the agent confirms it by the uffd_msg or the
+		 * resolution that follows, so the ~4 us stack walk is skipped.
+		 */
+		flags |= FL_BLOCK_INFERRED;
+	} else if (!in_handle_userfault(ctx)) {
+		return;
+	}
+	b.ts = bpf_ktime_get_ns();
+	if (pf)
+		b.addr = pf->addr;
+	count(FL_CNT_BLOCKS);
+	if (bpf_map_update_elem(&fl_blocked, &tid, &b, BPF_ANY))
+		count(FL_CNT_BLOCKED_FULL);
+	e = ev_new(FL_EV_BLOCK, tgid, tid);
+	if (!e)
+		return;
+	e->ts = b.ts;
+	BPF_CORE_READ_STR_INTO(&e->comm, prev, comm);
+	BPF_CORE_READ_STR_INTO(&e->block.pcomm, prev, group_leader, comm);
+	e->block.state = prev_state;
+	e->block.mm = (__u64)BPF_CORE_READ(prev, mm);
+	if (pf) {
+		flags |= FL_BLOCK_USER_PF;
+		e->block.addr = pf->addr;
+		e->block.pf_ts = pf->ts;
+		e->block.pf_err = pf->err;
+	}
+	e->block.flags = flags;
+	ev_submit(e);
+}
+
+static __always_inline int on_sched_switch(void *ctx, bool preempt,
+					   struct task_struct *prev,
+					   struct task_struct *next,
+					   unsigned int prev_state)
+{
+	__u32 prev_tgid = BPF_CORE_READ(prev, tgid);
+	__u32 next_tgid = BPF_CORE_READ(next, tgid);
+
+	/* sched_switch runs in prev's context: bpf_get_stack sees prev's stack */
+	if (!preempt && prev_state != 0 && tracked(prev_tgid))
+		on_block(ctx, prev, prev_tgid, prev_state);
+
+	if (tracked(next_tgid)) {
+		__u32 tid = BPF_CORE_READ(next, pid);
+		struct fl_blocked *b = bpf_map_lookup_elem(&fl_blocked, &tid);
+		struct fl_event *e;
+
+		if (!b)
+			return 0;
+		e = ev_new(FL_EV_RUN, next_tgid, tid);
+		if (e) {
+			BPF_CORE_READ_STR_INTO(&e->comm, next, comm);
+			e->wake.block_ts = b->ts;
+			ev_submit(e);
+		}
+		bpf_map_delete_elem(&fl_blocked, &tid);
+	}
+	return 0;
+}
+
+static __always_inline int on_sched_wakeup(struct task_struct *p)
+{
+	__u32 tgid = BPF_CORE_READ(p, tgid), tid;
+	struct fl_blocked *b;
+	struct fl_event *e;
+	__u64 id;
+
+	if (!tracked(tgid))
+		return 0;
+	tid = BPF_CORE_READ(p, pid);
+	b = bpf_map_lookup_elem(&fl_blocked, &tid);
+	if (!b || b->woken)
+		return 0;
+	b->woken = 1;
+	e = ev_new(FL_EV_WAKEUP, tgid, tid);
+	if (!e)
+		return 0;
+	BPF_CORE_READ_STR_INTO(&e->comm, p, comm);
+	id = bpf_get_current_pid_tgid();
+	e->wake.waker_tid = (__u32)id;
+	e->wake.waker_pid = id >> 32;
+	e->wake.block_ts = b->ts;
+	ev_submit(e);
+	return 0;
+}
+
+static __always_inline int on_page_fault_user(unsigned long address, struct pt_regs *regs,
+					      unsigned long err)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)id;
+	struct fl_pf pf, *old;
+
+	if (!tracked(id >> 32))
+		return 0;
+	pf.addr = address;
+	pf.ts = bpf_ktime_get_ns();
+	pf.err = err;
+	pf.ip = BPF_CORE_READ(regs, ip);
+	pf.sp = BPF_CORE_READ(regs, sp);
+	pf.regs = (__u64)regs;
+	/* user faults are frequent: overwrite in place, insert only once per thread */
+	old = bpf_map_lookup_elem(&fl_pf_last, &tid);
+	if (old)
+		*old = pf;
+	else
+		bpf_map_update_elem(&fl_pf_last, &tid, &pf, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int on_process_fork(struct task_struct *parent,
+					   struct task_struct *child)
+{
+	__u32 ptgid = BPF_CORE_READ(parent, tgid);
+	__u32 cpid = BPF_CORE_READ(child, pid);
+	__u32 *why = bpf_map_lookup_elem(&fl_tracked, &ptgid);
+	__u32 v = FL_TRACK_CHILD;
+	struct fl_event *e;
+
+	/* Threads share the tgid and are tracked already; fds travel with new processes. */
+	if (!why || BPF_CORE_READ(child, tgid) != cpid)
+		return 0;
+	bpf_map_update_elem(&fl_tracked, &cpid, &v, BPF_NOEXIST);
+	e = ev_current(FL_EV_PROC_FORK);
+	if (e) {
+		e->proc.child_pid = cpid;
+		ev_submit(e);
+	}
+	return 0;
+}
+
+static __always_inline int on_process_exit(struct task_struct *p)
+{
+	__u32 tgid = BPF_CORE_READ(p, tgid), tid;
+	struct fl_event *e;
+
+	if (!tracked(tgid))
+		return 0;
+	tid = BPF_CORE_READ(p, pid);
+	bpf_map_delete_elem(&fl_blocked, &tid);
+	bpf_map_delete_elem(&fl_pf_last, &tid);
+	bpf_map_delete_elem(&fl_sc, &tid);
+	bpf_map_delete_elem(&fl_handlers, &tid);
+	bpf_map_delete_elem(&fl_vcpus, &tid);
+	if (tid != tgid)
+		return 0;
+	/* The group leader exits last: the process is gone. */
+	bpf_map_delete_elem(&fl_tracked, &tgid);
+	e = ev_current(FL_EV_PROC_EXIT);
+	if (e)
+		ev_submit(e);
+	return 0;
+}
+
+SEC("tp_btf/sched_switch")
+int BPF_PROG(tpbtf_sched_switch, bool preempt, struct task_struct *prev,
+	     struct task_struct *next, unsigned int prev_state)
+{
+	return on_sched_switch(ctx, preempt, prev, next, prev_state);
+}
+
+SEC("raw_tp/sched_switch")
+int BPF_PROG(raw_sched_switch, bool preempt, struct task_struct *prev,
+	     struct task_struct *next, unsigned int prev_state)
+{
+	return on_sched_switch(ctx, preempt, prev, next, prev_state);
+}
+
+SEC("tp_btf/sched_wakeup")
+int BPF_PROG(tpbtf_sched_wakeup, struct task_struct *p)
+{
+	return on_sched_wakeup(p);
+}
+
+SEC("raw_tp/sched_wakeup")
+int BPF_PROG(raw_sched_wakeup, struct task_struct *p)
+{
+	return on_sched_wakeup(p);
+}
+
+SEC("tp_btf/page_fault_user")
+int BPF_PROG(tpbtf_page_fault_user, unsigned long address, struct pt_regs *regs,
+	     unsigned long error_code)
+{
+	return on_page_fault_user(address, regs, error_code);
+}
+
+SEC("raw_tp/page_fault_user")
+int BPF_PROG(raw_page_fault_user, unsigned long address, struct pt_regs *regs,
+	     unsigned long error_code)
+{
+	return on_page_fault_user(address, regs, error_code);
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(tpbtf_sched_process_fork, struct task_struct *parent, struct task_struct *child)
+{
+	return on_process_fork(parent, child);
+}
+
+SEC("raw_tp/sched_process_fork")
+int BPF_PROG(raw_sched_process_fork, struct task_struct *parent, struct task_struct *child)
+{
+	return on_process_fork(parent, child);
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(tpbtf_sched_process_exit, struct task_struct *p)
+{
+	return on_process_exit(p);
+}
+
+SEC("raw_tp/sched_process_exit")
+int BPF_PROG(raw_sched_process_exit, struct task_struct *p)
+{
+	return on_process_exit(p);
+}
