@@ -266,7 +266,7 @@ static void on_episode(void *arg, const struct fl_episode *ep)
 	pthread_mutex_unlock(&x->hist_mu);
 	pthread_mutex_lock(&x->mu);
 	fl_metric_observe(x->f.latency, lat, proc, res);
-	fl_metric_add(x->f.faults, 1, proc, fl_mode_name(ep->mode), res);
+	fl_metric_add(x->f.faults, 1, proc, fl_fault_mode_name(ep->mode), res);
 	fl_metrics_weigh(x->reg, proc, 1);
 	if (ep->vcpu >= 0)
 		fl_metric_add(x->f.vcpu_blocked, lat, proc, vcpu);

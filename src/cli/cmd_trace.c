@@ -12,7 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "commands.h"
-#include "hist.h"
+#include "log2hist.h"
 #include "output.h"
 #include "procscan.h"
 #include "session.h"
@@ -23,7 +23,7 @@
 struct proc_stats {
 	uint32_t pid;
 	char comm[FL_COMM_LEN];
-	struct fl_hist hist;	/* latency, µs */
+	struct fl_log2hist hist;	/* latency, µs */
 };
 
 struct trace_opts {
@@ -63,7 +63,7 @@ static void on_episode(void *arg, const struct fl_episode *ep)
 		t->by_res[ep->resolved_by]++;
 	ps = proc_of(t, ep->pid, ep->comm);
 	if (ps)
-		fl_hist_add(&ps->hist, (ep->end_ts - ep->start_ts) / 1000);
+		fl_log2hist_add(&ps->hist, (ep->end_ts - ep->start_ts) / 1000);
 	fl_out_fault(t->out, ep, t->o.json);
 }
 
@@ -205,7 +205,7 @@ static void print_summary(struct trace_ctx *t)
 				fprintf(t->out, "{\"event\":\"hist\",\"pid\":%u,\"comm\":", t->procs[i].pid);
 				fl_json_str(t->out, t->procs[i].comm, FL_COMM_LEN);
 				fputs(",\"latency\":", t->out);
-				fl_hist_json(t->out, &t->procs[i].hist, "usecs");
+				fl_log2hist_json(t->out, &t->procs[i].hist, "usecs");
 				fputs("}\n", t->out);
 				fl_out_line_done(t->out);
 			}
@@ -216,7 +216,7 @@ static void print_summary(struct trace_ctx *t)
 			fprintf(t->out, "\npid = %u  comm = %s  faults = %" PRIu64 "  avg = %" PRIu64
 				" us\n", t->procs[i].pid, t->procs[i].comm, t->procs[i].hist.count,
 				t->procs[i].hist.count ? t->procs[i].hist.sum / t->procs[i].hist.count : 0);
-			fl_hist_print(t->out, &t->procs[i].hist, "usecs");
+			fl_log2hist_print(t->out, &t->procs[i].hist, "usecs");
 		}
 	for (int i = 0; i < s->vms.nvms; i++)
 		if (s->vms.vms[i]->nvcpus) {

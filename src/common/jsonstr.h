@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
-/* JSON string quoting alone, for code that can't pull in output.h's tracer
- * types (correlator.h's enum fl_mode clashes with the public API's). */
+/* JSON string quoting, one rule for the tracer's output and the migration
+ * pair's events. */
 #ifndef FAULTLINE_JSONSTR_H
 #define FAULTLINE_JSONSTR_H
 

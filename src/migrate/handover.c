@@ -76,21 +76,6 @@ static int ms_left(int64_t deadline)
 	return left < 0 ? 0 : left > INT_MAX ? INT_MAX : (int)left;
 }
 
-/* 1 readable (or hung up), 0 timed out, negative errno. */
-static int wait_fd(int fd, short events, int64_t deadline)
-{
-	for (;;) {
-		struct pollfd p = { .fd = fd, .events = events };
-		int r = poll(&p, 1, ms_left(deadline));
-		if (r > 0)
-			return 1;
-		if (r == 0)
-			return 0;
-		if (errno != EINTR)
-			return -errno;
-	}
-}
-
 struct fd_bag {
 	int fd[FD_BAG_CAP];
 	unsigned n;
@@ -122,11 +107,9 @@ static int recv_exact(int fd, void *buf, size_t len, int64_t deadline, struct fd
 
 	*got = 0;
 	while (*got < len) {
-		int w = wait_fd(fd, POLLIN, deadline);
-		if (w < 0)
+		int w = fl_wire_wait(fd, POLLIN, deadline);
+		if (w)
 			return w;
-		if (w == 0)
-			return -ETIMEDOUT;
 
 		struct iovec iov = { .iov_base = (char *)buf + *got, .iov_len = len - *got };
 		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
@@ -207,14 +190,14 @@ static int recv_frame(int fd, int64_t deadline, struct fd_bag *bag, fl_frame **o
 	int r;
 
 	*out = NULL;
-	r = wait_fd(fd, POLLIN, deadline);
-	if (r < 0) {
-		seterr(err, errlen, "poll on the handover socket: %s", strerror(-r));
+	r = fl_wire_wait(fd, POLLIN, deadline);
+	if (r == -ETIMEDOUT) {
+		seterr(err, errlen, "no frame arrived in time");
 		return r;
 	}
-	if (r == 0) {
-		seterr(err, errlen, "no frame arrived in time");
-		return -ETIMEDOUT;
+	if (r) {
+		seterr(err, errlen, "poll on the handover socket: %s", strerror(-r));
+		return r;
 	}
 	int64_t rest = deadline < 0 ? -1 : fl_now_ms() + FRAME_REST_MS;
 
@@ -279,9 +262,9 @@ static int send_all(int fd, const uint8_t *buf, size_t len, const int *fds, unsi
 			if (errno == EINTR)
 				continue;
 			if (errno == EAGAIN) {
-				int w = wait_fd(fd, POLLOUT, fl_now_ms() + FRAME_REST_MS);
-				if (w <= 0)
-					return w < 0 ? w : -ETIMEDOUT;
+				int w = fl_wire_wait(fd, POLLOUT, fl_now_ms() + FRAME_REST_MS);
+				if (w)
+					return w;
 				continue;
 			}
 			return errno == EPIPE ? -ECONNRESET : -errno;
@@ -987,9 +970,8 @@ int fl_handover_accept_flags(int lsock, struct fl_handover_recv *out, unsigned f
 	int sock = -1, r;
 
 	recv_reset(out);
-	r = wait_fd(lsock, POLLIN, deadline_in(timeout_ms));
-	if (r <= 0) {
-		r = r < 0 ? r : -ETIMEDOUT;
+	r = fl_wire_wait(lsock, POLLIN, deadline_in(timeout_ms));
+	if (r) {
 		if (r == -ETIMEDOUT)
 			seterr(err, errlen, "no VMM handed over its memory within %d ms", timeout_ms);
 		else

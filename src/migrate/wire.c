@@ -549,8 +549,7 @@ ssize_t fl_wire_flush(struct fl_wire_writer *w, int fd)
 
 /* ---- blocking helpers ---- */
 
-/* Wait for `events` until the deadline (-1: none); 0, -ETIMEDOUT or -errno. */
-static int wait_fd(int fd, short events, int64_t deadline)
+int fl_wire_wait(int fd, short events, int64_t deadline)
 {
 	struct pollfd p = { .fd = fd, .events = events };
 
@@ -596,7 +595,7 @@ int fl_wire_send(int fd, const fl_frame *f)
 			continue;
 		}
 		/* a non-blocking fd handed to the blocking helper still works */
-		rc = k == -EAGAIN ? wait_fd(fd, POLLOUT, -1) : (int)k;
+		rc = k == -EAGAIN ? fl_wire_wait(fd, POLLOUT, -1) : (int)k;
 		if (rc)
 			break;
 	}
@@ -611,7 +610,7 @@ static int read_exact(int fd, uint8_t *p, size_t n, int64_t deadline, size_t *go
 {
 	while (*got < n) {
 		ssize_t k;
-		int rc = wait_fd(fd, POLLIN, deadline);
+		int rc = fl_wire_wait(fd, POLLIN, deadline);
 
 		if (rc)
 			return rc;

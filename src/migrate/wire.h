@@ -98,6 +98,12 @@ static inline size_t fl_wire_pending(const struct fl_wire_writer *w) { return w-
  * 0 on success (recv: *out, free with fl_wire_free) or negative errno; recv
  * reads exactly one frame's bytes and fails with -ETIMEDOUT, -EPIPE (peer
  * closed between frames) or -ECONNRESET (peer closed inside a frame). */
+/*
+ * Wait for `events` on fd until deadline (CLOCK_MONOTONIC ms, -1: none):
+ * 0 ready (errors and hang-ups surface from the read or write that
+ * follows), -ETIMEDOUT, or -errno.  The one wait of the blocking paths.
+ */
+int fl_wire_wait(int fd, short events, int64_t deadline);
 int fl_wire_send(int fd, const fl_frame *f);
 int fl_wire_recv(int fd, const struct fl_wire_limits *lim, int timeout_ms,
 		 fl_frame **out, char *err, size_t errlen);

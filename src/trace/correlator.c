@@ -72,9 +72,9 @@ const char *fl_resolution_name(enum fl_resolution r)
 	return (unsigned)r < sizeof(res_names) / sizeof(res_names[0]) ? res_names[r] : "?";
 }
 
-const char *fl_mode_name(enum fl_mode m)
+const char *fl_fault_mode_name(enum fl_fault_mode m)
 {
-	return m == FL_MODE_MINOR ? "minor" : m == FL_MODE_WP ? "wp" : "missing";
+	return m == FL_FAULT_MINOR ? "minor" : m == FL_FAULT_WP ? "wp" : "missing";
 }
 
 const char *fl_race_name(enum fl_race_kind k)
@@ -583,8 +583,8 @@ static void on_notify(struct fl_correlator *c, const struct fl_event *e)
 	ep->handler_pid = e->pid;
 	if (!ep->mm)
 		ep->mm = n->mm;
-	ep->mode = n->flags & UFFD_PAGEFAULT_FLAG_WP ? FL_MODE_WP :
-		   n->flags & UFFD_PAGEFAULT_FLAG_MINOR ? FL_MODE_MINOR : FL_MODE_MISSING;
+	ep->mode = n->flags & UFFD_PAGEFAULT_FLAG_WP ? FL_FAULT_WP :
+		   n->flags & UFFD_PAGEFAULT_FLAG_MINOR ? FL_FAULT_MINOR : FL_FAULT_MISSING;
 	if (n->pf_ts && (!ep->pf_ts || n->pf_ts < ep->start_ts)) {
 		ep->pf_ts = n->pf_ts;
 		if (n->pf_ts < ep->start_ts)
@@ -620,7 +620,7 @@ static void on_ioctl(struct fl_correlator *c, const struct fl_event *e)
 		if (ep->mm != io->mm || !ep->addr)
 			continue;
 		if (in_range(ep, io->mm, io->start, done_len)) {
-			if (res == FL_RES_WRITEPROTECT && ep->mode != FL_MODE_WP)
+			if (res == FL_RES_WRITEPROTECT && ep->mode != FL_FAULT_WP)
 				continue;
 			if (res == FL_RES_WAKE) {
 				ep->range_gone_ts = 0;	/* woken: not stranded */

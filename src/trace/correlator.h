@@ -12,7 +12,9 @@
 #include <stdint.h>
 #include "faultline_events.h"
 
-enum fl_mode { FL_MODE_MISSING = 0, FL_MODE_MINOR, FL_MODE_WP };
+/* What kind of userfault a traced fault was (from its uffd_msg flags); not
+ * the public API's fl_mode, which says how a router places pages. */
+enum fl_fault_mode { FL_FAULT_MISSING = 0, FL_FAULT_MINOR, FL_FAULT_WP };
 
 enum fl_resolution {
 	FL_RES_UNRESOLVED = 0,
@@ -55,7 +57,7 @@ struct fl_episode {
 	uint32_t retries;	/* VM_FAULT_RETRY re-blocks merged into this episode */
 	uint32_t notifies;
 	int32_t vcpu;		/* -1: not a vCPU / unknown */
-	enum fl_mode mode;
+	enum fl_fault_mode mode;
 	enum fl_resolution resolved_by;
 	int32_t place_errno;	/* last failed placement on this page, 0 none */
 	bool blocked;		/* the thread really slept */
@@ -131,7 +133,7 @@ uint64_t fl_corr_dropped(const struct fl_correlator *c);
 uint64_t fl_corr_late_notifies(const struct fl_correlator *c);
 
 const char *fl_resolution_name(enum fl_resolution r);
-const char *fl_mode_name(enum fl_mode m);
+const char *fl_fault_mode_name(enum fl_fault_mode m);
 const char *fl_race_name(enum fl_race_kind k);
 const char *fl_op_name(uint32_t op);
 

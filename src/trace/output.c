@@ -72,7 +72,7 @@ void fl_out_fault(FILE *out, const struct fl_episode *ep, bool json)
 	if (!json) {
 		fprintf(out, "%-16.6f %-7u %-7u %-15.15s 0x%-12" PRIx64 " %-7s %-10s %10.1f",
 			ep->start_ts / 1e9, ep->pid, ep->tid, ep->comm, ep->addr,
-			fl_mode_name(ep->mode),
+			fl_fault_mode_name(ep->mode),
 			ep->unfinished ? "(waiting)" : fl_resolution_name(ep->resolved_by),
 			(ep->end_ts - ep->start_ts) / 1000.0);
 		col_us(out, us(notify_from, ep->notify_ts));
@@ -90,7 +90,7 @@ void fl_out_fault(FILE *out, const struct fl_episode *ep, bool json)
 	else
 		fputs("null", out);
 	fprintf(out, ",\"mode\":\"%s\",\"start_ns\":%" PRIu64 ",\"latency_ns\":%" PRIu64,
-		fl_mode_name(ep->mode), ep->start_ts, ep->end_ts - ep->start_ts);
+		fl_fault_mode_name(ep->mode), ep->start_ts, ep->end_ts - ep->start_ts);
 	json_dur(out, "notify_ns", notify_from, ep->notify_ts);
 	json_dur(out, "resolve_ns", resolve_from, ep->resolve_ts);
 	json_dur(out, "wake_ns", ep->resolve_ts, ep->wake_ts);

@@ -275,7 +275,7 @@ struct exp {
 	uint64_t addr, start, block, notify, resolve, wake, run, end, pf, ctx;
 	int32_t uffd;
 	uint32_t handler_pid, retries, notifies;
-	enum fl_mode mode;
+	enum fl_fault_mode mode;
 	enum fl_resolution res;
 	int32_t place_errno;
 	bool blocked, user_pf, unfinished;
@@ -438,7 +438,7 @@ static void test_simple_user_fault(void **state)
 	EXPECT_EP(&cap.eps[0], .pid = PID, .tid = T1, .addr = A, .start = AT(0),
 		  .block = AT(10), .notify = AT(20), .resolve = AT(30), .wake = AT(40),
 		  .run = AT(50), .end = AT(50), .pf = AT(0), HANDLED, .notifies = 1,
-		  .mode = FL_MODE_MISSING, .res = FL_RES_COPY, .blocked = true,
+		  .mode = FL_FAULT_MISSING, .res = FL_RES_COPY, .blocked = true,
 		  .user_pf = true);
 	assert_int_equal(cap.eps[0].end_ts - cap.eps[0].start_ts, 50 * US);
 
@@ -1324,28 +1324,28 @@ static void test_minor_continue(void **state)
 {
 	(void)state;
 	EXPECT_EP(one_fault(UFFD_PAGEFAULT_FLAG_MINOR, FL_OP_CONTINUE, 0),
-		  ONE_FAULT_EP(.mode = FL_MODE_MINOR, .res = FL_RES_CONTINUE));
+		  ONE_FAULT_EP(.mode = FL_FAULT_MINOR, .res = FL_RES_CONTINUE));
 }
 
 static void test_poison(void **state)
 {
 	(void)state;
 	EXPECT_EP(one_fault(UFFD_PAGEFAULT_FLAG_WRITE, FL_OP_POISON, 0),
-		  ONE_FAULT_EP(.mode = FL_MODE_MISSING, .res = FL_RES_POISON));
+		  ONE_FAULT_EP(.mode = FL_FAULT_MISSING, .res = FL_RES_POISON));
 }
 
 static void test_zeropage(void **state)
 {
 	(void)state;
 	EXPECT_EP(one_fault(0, FL_OP_ZEROPAGE, 0),
-		  ONE_FAULT_EP(.mode = FL_MODE_MISSING, .res = FL_RES_ZEROPAGE));
+		  ONE_FAULT_EP(.mode = FL_FAULT_MISSING, .res = FL_RES_ZEROPAGE));
 }
 
 static void test_move(void **state)
 {
 	(void)state;
 	EXPECT_EP(one_fault(0, FL_OP_MOVE, 0),
-		  ONE_FAULT_EP(.mode = FL_MODE_MISSING, .res = FL_RES_MOVE));
+		  ONE_FAULT_EP(.mode = FL_FAULT_MISSING, .res = FL_RES_MOVE));
 }
 
 /* A WP fault is resolved by un-protecting; protecting resolves nothing, nor
@@ -1368,14 +1368,14 @@ static void test_wp_writeprotect(void **state)
 	EXPECT_EP(&cap.eps[0], .pid = PID, .tid = T1, .addr = A, .start = AT(5),
 		  .block = AT(10), .notify = AT(15), .resolve = AT(20), .wake = AT(22),
 		  .run = AT(26), .end = AT(26), .pf = AT(5), HANDLED, .notifies = 1,
-		  .mode = FL_MODE_WP, .res = FL_RES_WRITEPROTECT, .blocked = true,
+		  .mode = FL_FAULT_WP, .res = FL_RES_WRITEPROTECT, .blocked = true,
 		  .user_pf = true);
 	fl_corr_flush(corr, AT(100));
 	assert_int_equal(cap.neps, 2);
 	assert_int_equal(cap.nraces, 0);
 	EXPECT_EP(&cap.eps[1], .pid = PID, .tid = T2, .addr = A + PG, .start = AT(11),
 		  .block = AT(12), .notify = AT(16), .end = AT(100), .pf = AT(11),
-		  HANDLED, .notifies = 1, .mode = FL_MODE_MISSING, .blocked = true,
+		  HANDLED, .notifies = 1, .mode = FL_FAULT_MISSING, .blocked = true,
 		  .user_pf = true, .unfinished = true);
 }
 
@@ -1910,9 +1910,9 @@ static void test_names(void **state)
 	assert_string_equal(fl_resolution_name(FL_RES_COPY), "copy");
 	assert_string_equal(fl_resolution_name(FL_RES_UNRESOLVED), "unresolved");
 	assert_string_equal(fl_resolution_name(FL_RES_WRITEPROTECT), "writeprotect");
-	assert_string_equal(fl_mode_name(FL_MODE_MINOR), "minor");
-	assert_string_equal(fl_mode_name(FL_MODE_WP), "wp");
-	assert_string_equal(fl_mode_name(FL_MODE_MISSING), "missing");
+	assert_string_equal(fl_fault_mode_name(FL_FAULT_MINOR), "minor");
+	assert_string_equal(fl_fault_mode_name(FL_FAULT_WP), "wp");
+	assert_string_equal(fl_fault_mode_name(FL_FAULT_MISSING), "missing");
 	assert_string_equal(fl_race_name(FL_RACE_WAITER_STRANDED), "waiter_stranded");
 	assert_string_equal(fl_op_name(FL_OP_POISON), "POISON");
 }

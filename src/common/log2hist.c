@@ -1,29 +1,29 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
-#include "hist.h"
+#include "log2hist.h"
 
 static unsigned slot_of(uint64_t v)
 {
 	unsigned s = 0;
 
-	while (v && s < FL_HIST_SLOTS - 1) {
+	while (v && s < FL_LOG2HIST_SLOTS - 1) {
 		v >>= 1;
 		s++;
 	}
 	return s;
 }
 
-void fl_hist_add(struct fl_hist *h, uint64_t v)
+void fl_log2hist_add(struct fl_log2hist *h, uint64_t v)
 {
 	h->slots[slot_of(v)]++;
 	h->count++;
 	h->sum += v;
 }
 
-static int last_used(const struct fl_hist *h)
+static int last_used(const struct fl_log2hist *h)
 {
 	int last = -1;
 
-	for (int i = 0; i < FL_HIST_SLOTS; i++)
+	for (int i = 0; i < FL_LOG2HIST_SLOTS; i++)
 		if (h->slots[i])
 			last = i;
 	return last;
@@ -39,7 +39,7 @@ static uint64_t hi_of(int i)
 	return i ? (1ULL << i) - 1 : 0;
 }
 
-void fl_hist_print(FILE *out, const struct fl_hist *h, const char *unit)
+void fl_log2hist_print(FILE *out, const struct fl_log2hist *h, const char *unit)
 {
 	int last = last_used(h);
 	uint64_t max = 0;
@@ -60,7 +60,7 @@ void fl_hist_print(FILE *out, const struct fl_hist *h, const char *unit)
 	}
 }
 
-void fl_hist_json(FILE *out, const struct fl_hist *h, const char *unit)
+void fl_log2hist_json(FILE *out, const struct fl_log2hist *h, const char *unit)
 {
 	int last = last_used(h);
 
