@@ -42,9 +42,8 @@ CLI      := $(wildcard src/cli/*.c)
 # a VMM can embed the router without the tracer.
 PROTO    := src/migrate/faultline.proto
 PB_GEN   := $(OUT)/faultline.pb-c.c $(OUT)/faultline.pb-c.h
-LIBFL    := $(wildcard src/migrate/router*.c) \
-            $(addprefix src/migrate/,wire.c statemap.c handover.c journal.c tls.c \
-                                     netaddr.c)
+LIBFL    := $(wildcard src/migrate/router*.c src/migrate/handover*.c) \
+            $(addprefix src/migrate/,wire.c statemap.c journal.c tls.c netaddr.c)
 SOURCE   := $(wildcard src/migrate/source*.c)
 
 LIBFL_OBJS := $(call obj,$(LIBFL)) $(OBJ)/faultline.pb-c.o
@@ -120,9 +119,10 @@ BPF_TESTS  := bpf_handlers bpf_kvm
 test_correlator_LINK := $(call obj,src/trace/correlator.c)
 test_vmstats_LINK    := $(call obj,src/trace/vmstats.c)
 test_tpformat_LINK   := $(call obj,src/common/tpformat.c src/common/tracefs.c)
-test_stuck_LINK      := $(call obj,src/stuck/stuck.c src/common/procscan.c)
-test_history_LINK    := $(call obj,src/exporter/history.c src/exporter/histsock.c \
-                                   src/stuck/stuck_hist.c src/stuck/stuck.c \
+STUCK_CORE := $(call obj,src/stuck/stuck.c src/stuck/stuck_parse.c src/stuck/stuck_verdict.c)
+test_stuck_LINK      := $(STUCK_CORE) $(call obj,src/common/procscan.c)
+test_history_LINK    := $(STUCK_CORE) $(call obj,$(wildcard src/exporter/history*.c) src/exporter/histsock.c \
+                                   src/stuck/stuck_hist.c \
                                    src/common/procscan.c src/trace/output.c \
                                    src/common/jsonstr.c src/trace/correlator.c)
 test_metrics_LINK    := $(call obj,src/exporter/metrics.c) -lm
@@ -156,9 +156,10 @@ fuzz_router_SRCS   := $(wildcard src/migrate/router*.c) src/migrate/wire.c src/m
                       src/migrate/journal.c src/migrate/tls.c src/migrate/netaddr.c \
                       $(OUT)/faultline.pb-c.c
 fuzz_journal_SRCS  := src/migrate/journal.c
-fuzz_history_SRCS  := src/exporter/history.c src/trace/output.c src/trace/correlator.c \
+fuzz_history_SRCS  := $(wildcard src/exporter/history*.c) src/trace/output.c src/trace/correlator.c \
                       src/common/jsonstr.c
-fuzz_handover_SRCS := src/migrate/handover.c src/migrate/wire.c src/migrate/statemap.c \
+fuzz_handover_SRCS := $(wildcard src/migrate/handover*.c) src/migrate/wire.c \
+                      src/migrate/statemap.c \
                       $(OUT)/faultline.pb-c.c
 fuzz_control_SRCS  := $(SOURCE) $(LIBFL) src/common/jsonstr.c $(OUT)/faultline.pb-c.c
 fuzz_source_SRCS   := $(fuzz_control_SRCS)
