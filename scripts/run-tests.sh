@@ -21,6 +21,7 @@ suites=(
 	"fuzz: wire frame decoder, router session, poison journal, history lines, VMM handover, source control lines, source session (libFuzzer, 10 s each)|tests/fuzz/run_fuzz.sh 10"
 	"bpf: handlers via BPF_PROG_TEST_RUN|build/test_bpf_handlers"
 	"bpf: KVM, poison, machine errors via BPF_PROG_TEST_RUN|build/test_bpf_kvm"
+	"e2e: the README's commands (root without sudo, a user with sudo)|python3 tests/e2e/test_commands.py"
 	"e2e: faultline trace|python3 tests/e2e/test_trace.py"
 	"e2e: workload variants (handler process, races)|python3 tests/e2e/test_workload_variants.py"
 	"e2e: VMs, vCPUs, KVM exits, poison|python3 tests/e2e/test_vm.py"
