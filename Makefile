@@ -22,6 +22,8 @@ ARCH     := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 CFLAGS   ?= -O2 -g
 SUBDIRS  := common trace stuck exporter migrate cli
 FL_CPPFLAGS := -D_GNU_SOURCE -Iinclude -Ibpf $(addprefix -Isrc/,$(SUBDIRS)) -I$(OUT)
+# tests' shared helpers (tests/lib), on top for what is built from tests/
+TEST_CPPFLAGS := -Itests/lib
 FL_CFLAGS   := -std=gnu11 -Wall -Wextra -Werror
 COMPILE   = $(CC) $(FL_CPPFLAGS) $(FL_CFLAGS) $(CFLAGS)
 LDLIBS   := -lbpf -lelf -lz -pthread -lmicrohttpd -lm -lprotobuf-c -lgnutls
@@ -112,10 +114,12 @@ $(OUT)/wire-client $(OUT)/migrate-vm: $(OUT)/libfaultline.a
 -include $(wildcard $(OUT)/*.d)
 
 # --- tests -----------------------------------------------------------------
+# By what they need: unit (pure, no root), integration (root or a real
+# userfaultfd), bpf (root, BPF_PROG_TEST_RUN); e2e, fuzz and bench below.
 # Each test is listed once, with what it links; scripts/run-tests.sh runs them.
-UNIT_TESTS := correlator vmstats tpformat stuck history metrics wire statemap source handover \
-              router
-BPF_TESTS  := bpf_handlers bpf_kvm
+UNIT_TESTS  := correlator vmstats tpformat stuck metrics wire statemap source
+INTEG_TESTS := router handover history
+BPF_TESTS   := bpf_handlers bpf_kvm
 test_correlator_LINK := $(call obj,src/trace/correlator.c)
 test_vmstats_LINK    := $(call obj,src/trace/vmstats.c)
 test_tpformat_LINK   := $(call obj,src/common/tpformat.c src/common/tracefs.c)
@@ -135,17 +139,23 @@ test_router_LINK     := $(OUT)/libfaultline.a $(MIG_LIBS)
 test_bpf_handlers_LINK := $(AGENT_OBJS) $(OUT)/libfaultline.a $(LDLIBS)
 test_bpf_kvm_LINK    := $(AGENT_OBJS) $(OUT)/libfaultline.a $(LDLIBS)
 
-TESTS := $(addprefix $(OUT)/test_,$(UNIT_TESTS) $(BPF_TESTS))
+TESTS := $(addprefix $(OUT)/test_,$(UNIT_TESTS) $(INTEG_TESTS) $(BPF_TESTS))
 # The files among a test's link line (its -l and -pthread are no prerequisites).
 link_files = $(filter-out -%,$(test_$(1)_LINK))
 
 .SECONDEXPANSION:
 $(addprefix $(OUT)/test_,$(UNIT_TESTS)): $(OUT)/test_%: tests/unit/test_%.c \
 		$$(call link_files,$$*) | $(PB_GEN)
-	$(COMPILE) -MMD -MP -MF $@.d -pthread $< -o $@ $(test_$*_LINK) $(LDFLAGS) -lcmocka
+	$(COMPILE) $(TEST_CPPFLAGS) -MMD -MP -MF $@.d -pthread $< -o $@ $(test_$*_LINK) $(LDFLAGS) \
+		-lcmocka
+$(addprefix $(OUT)/test_,$(INTEG_TESTS)): $(OUT)/test_%: tests/integration/test_%.c \
+		$$(call link_files,$$*) | $(PB_GEN)
+	$(COMPILE) $(TEST_CPPFLAGS) -MMD -MP -MF $@.d -pthread $< -o $@ $(test_$*_LINK) $(LDFLAGS) \
+		-lcmocka
 $(addprefix $(OUT)/test_,$(BPF_TESTS)): $(OUT)/test_%: tests/bpf/test_%.c \
 		$$(call link_files,$$*)
-	$(COMPILE) -MMD -MP -MF $@.d -pthread $< -o $@ $(test_$*_LINK) $(LDFLAGS) -lcmocka
+	$(COMPILE) $(TEST_CPPFLAGS) -MMD -MP -MF $@.d -pthread $< -o $@ $(test_$*_LINK) $(LDFLAGS) \
+		-lcmocka
 
 # --- fuzzing (clang, ASan + UBSan) -------------------------------------------
 # Sanitizers need every line of the code under test instrumented: the
@@ -167,7 +177,7 @@ FUZZ := $(addprefix $(OUT)/fuzz-,$(FUZZ_TARGETS)) $(OUT)/fuzz-corpus.stamp
 
 $(addprefix $(OUT)/fuzz-,$(FUZZ_TARGETS)): $(OUT)/fuzz-%: tests/fuzz/fuzz_%.c $$(fuzz_%_SRCS) \
 		| $(PB_GEN)
-	$(CLANG) -g -O1 $(FL_CPPFLAGS) $(FL_CFLAGS) -MMD -MP -MF $@.d \
+	$(CLANG) -g -O1 $(FL_CPPFLAGS) $(TEST_CPPFLAGS) $(FL_CFLAGS) -MMD -MP -MF $@.d \
 		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 		$< $(fuzz_$*_SRCS) -o $@ -pthread $(MIG_LIBS)
 
@@ -187,10 +197,10 @@ $(OUT)/bench-statemap: tests/bench/bench_statemap.c $(WIRE_OBJS) $(call obj,src/
 	$(COMPILE) -pthread $^ -o $@ $(MIG_LIBS)
 
 $(OUT)/bench-router: tests/bench/bench_router.c $(OUT)/libfaultline.a
-	$(COMPILE) -pthread $^ -o $@ $(MIG_LIBS)
+	$(COMPILE) $(TEST_CPPFLAGS) -pthread $^ -o $@ $(MIG_LIBS)
 
 $(OUT)/remote-touch: tests/bench/remote_touch.c $(OUT)/libfaultline.a
-	$(COMPILE) $^ -o $@ $(MIG_LIBS)
+	$(COMPILE) $(TEST_CPPFLAGS) $^ -o $@ $(MIG_LIBS)
 
 $(OUT)/bench-tls-floor: tests/bench/tls_floor.c
 	@mkdir -p $(OUT)

@@ -25,6 +25,7 @@
 
 #include "faultline/faultline.h"
 #include "uffd_compat.h"
+#include "test_uffd.h"
 
 struct bench {
 	uint64_t pages;
@@ -58,23 +59,17 @@ static uint64_t now_ns(void)
 
 static int area_new(struct bench *b, struct area *a)
 {
-	struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_THREAD_ID };
-	struct uffdio_register reg;
-
 	a->b = b;
 	a->stop = 0;
-	a->uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC);
-	if (a->uffd < 0 || ioctl(a->uffd, UFFDIO_API, &api) < 0)
-		return -errno;
+	a->uffd = test_uffd_open(O_CLOEXEC, UFFD_FEATURE_THREAD_ID);
+	if (a->uffd < 0)
+		return a->uffd;
 	a->mem = mmap(NULL, b->pages * (uint64_t)b->ps, PROT_READ | PROT_WRITE,
 		      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (a->mem == MAP_FAILED)
 		return -errno;
-	reg = (struct uffdio_register){ .range = { (uint64_t)(uintptr_t)a->mem, b->pages * (uint64_t)b->ps },
-					.mode = UFFDIO_REGISTER_MODE_MISSING };
-	if (ioctl(a->uffd, UFFDIO_REGISTER, &reg) < 0)
-		return -errno;
-	return 0;
+	return test_uffd_register(a->uffd, a->mem, b->pages * (uint64_t)b->ps,
+				  UFFDIO_REGISTER_MODE_MISSING);
 }
 
 static void area_free(struct area *a)

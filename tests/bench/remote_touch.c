@@ -24,6 +24,7 @@
 
 #include "faultline/faultline.h"
 #include "uffd_compat.h"
+#include "test_uffd.h"
 
 static uint64_t now_ns(void)
 {
@@ -70,16 +71,14 @@ int main(int argc, char **argv)
 		fprintf(stderr, "remote-touch: need --router (or FAULTLINE_ROUTER_SOCKET) and 0 < touches <= pages\n");
 		return 2;
 	}
-	struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_THREAD_ID };
-	uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-	if (uffd < 0 || ioctl(uffd, UFFDIO_API, &api) < 0) {
-		perror("remote-touch: userfaultfd");
+	uffd = test_uffd_open(O_CLOEXEC | O_NONBLOCK, UFFD_FEATURE_THREAD_ID);
+	if (uffd < 0) {
+		fprintf(stderr, "remote-touch: userfaultfd: %s\n", strerror(-uffd));
 		return 1;
 	}
 	mem = mmap(NULL, pages * (uint64_t)ps, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	struct uffdio_register reg = { .range = { (uint64_t)(uintptr_t)mem, pages * (uint64_t)ps },
-				       .mode = UFFDIO_REGISTER_MODE_MISSING };
-	if (mem == MAP_FAILED || ioctl(uffd, UFFDIO_REGISTER, &reg) < 0) {
+	if (mem == MAP_FAILED ||
+	    (errno = -test_uffd_register(uffd, mem, pages * (uint64_t)ps, UFFDIO_REGISTER_MODE_MISSING))) {
 		perror("remote-touch: register");
 		return 1;
 	}

@@ -61,6 +61,7 @@ struct t_pf {
 
 #define FX_MAX_RECS 512
 #include "bpf_harness.h"
+#include "test_uffd.h"
 
 static uint64_t g_stack_start, g_stack_end;	/* a function on every test run's stack */
 static uint64_t g_huf_start, g_huf_end;		/* the real handle_userfault */
@@ -122,13 +123,10 @@ static void assert_self(const struct fl_event *e, uint32_t type)
 /* A real userfaultfd, API done. */
 static int new_uffd(void)
 {
-	struct uffdio_api api = { .api = UFFD_API };
-	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	int fd = test_uffd_open(O_CLOEXEC | O_NONBLOCK, 0);
 
 	if (fd < 0)
-		fail_msg("userfaultfd: %s", strerror(errno));
-	if (ioctl(fd, UFFDIO_API, &api))
-		fail_msg("UFFDIO_API: %s", strerror(errno));
+		fail_msg("userfaultfd: %s", strerror(-fd));
 	return fd;
 }
 

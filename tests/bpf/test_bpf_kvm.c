@@ -89,6 +89,7 @@ _Static_assert(offsetof(siginfo_t, si_addr) == 16, "si_addr");
 #define KERNEL_MIN 0xffff800000000000ull	/* x86_64 kernel half */
 #define FX_MAX_RECS 256
 #include "bpf_harness.h"
+#include "test_uffd.h"
 #define MAX_EXITS 64
 
 /* A real VM: /dev/kvm, the VM and one vCPU. */
@@ -683,13 +684,10 @@ static bool poisoned(struct fx *f, uint64_t hva)
 /* A real userfaultfd, API done. */
 static int new_uffd(void)
 {
-	struct uffdio_api api = { .api = UFFD_API };
-	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	int fd = test_uffd_open(O_CLOEXEC | O_NONBLOCK, 0);
 
 	if (fd < 0)
-		fail_msg("userfaultfd: %s", strerror(errno));
-	if (ioctl(fd, UFFDIO_API, &api))
-		fail_msg("UFFDIO_API: %s", strerror(errno));
+		fail_msg("userfaultfd: %s", strerror(-fd));
 	return fd;
 }
 

@@ -26,6 +26,7 @@
 #include "fuzz_common.h"
 #include "router_test.h"
 #include "uffd_compat.h"
+#include "test_uffd.h"
 
 static int put_hello(uint8_t *buf, size_t cap, uint8_t shape)
 {
@@ -60,7 +61,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct fl_region reg[FUZZ_NREGIONS];
-	struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_POISON };
 	struct fl_router_config cfg = { .source = "127.0.0.1:1", .mode = FL_MODE_MISSING,
 					.regions = reg, .nregions = FUZZ_NREGIONS };
 	struct fl_router *r = NULL;
@@ -70,8 +70,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (!size || size > (8u << 20))
 		return 0;
-	uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-	if (uffd < 0 || ioctl(uffd, UFFDIO_API, &api) < 0)
+	uffd = test_uffd_open(O_CLOEXEC | O_NONBLOCK, UFFD_FEATURE_POISON);
+	if (uffd < 0)
 		abort();	/* the machine can't run this target at all */
 	for (unsigned i = 0; i < FUZZ_NREGIONS; i++) {
 		size_t len = fuzz_region_pages[i] * FUZZ_PAGE_SIZE;

@@ -36,6 +36,7 @@
 #include "source.h"
 #include "source_test.h"
 #include "uffd_compat.h"
+#include "test_uffd.h"
 
 #define SESSION 0x5eedull
 #define NPEERS 3
@@ -54,10 +55,9 @@ static struct fl_source_test *src;
  * poisoned pages in region 1, kept as the kernel keeps them: markers. */
 static void make_guest(void)
 {
-	struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_POISON };
-	int uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	int uffd = test_uffd_open(O_CLOEXEC | O_NONBLOCK, UFFD_FEATURE_POISON);
 
-	if (uffd < 0 || ioctl(uffd, UFFDIO_API, &api) < 0)
+	if (uffd < 0)
 		abort();	/* the machine can't run this target at all */
 	for (unsigned i = 0; i < NREGIONS; i++) {
 		size_t len = region_pages[i] * FUZZ_PAGE_SIZE;

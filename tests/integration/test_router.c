@@ -42,6 +42,7 @@
 #include "statemap.h"
 #include "uffd_compat.h"
 #include "wire.h"
+#include "test_uffd.h"
 
 #define NPAGES 64
 #define PS 4096
@@ -595,25 +596,13 @@ struct vmm {
 
 static void vmm_init_features(struct vmm *v, bool minor, uint64_t extra)
 {
-	struct uffdio_api api = { .api = UFFD_API,
-				  .features = UFFD_FEATURE_POISON | UFFD_FEATURE_THREAD_ID | extra |
-					      (minor ? UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_MISSING_SHMEM : 0) };
-	struct uffdio_register reg;
+	uint64_t features = UFFD_FEATURE_POISON | UFFD_FEATURE_THREAD_ID | extra |
+			    (minor ? UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_MISSING_SHMEM : 0);
 
 	v->minor = minor;
 	v->memfd = -1;
-	v->uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC);
-	if (v->uffd < 0 && errno == ENOSYS) {
-		/* valgrind does not know the syscall; the device does the same */
-		int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
-
-		if (dev >= 0) {
-			v->uffd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC);
-			close(dev);
-		}
-	}
+	v->uffd = test_uffd_open(O_CLOEXEC, features);
 	assert_true(v->uffd >= 0);
-	assert_int_equal(ioctl(v->uffd, UFFDIO_API, &api), 0);
 	if (minor) {
 		v->memfd = memfd_create("guest", MFD_CLOEXEC);
 		assert_int_equal(ftruncate(v->memfd, NPAGES * PS), 0);
@@ -622,10 +611,9 @@ static void vmm_init_features(struct vmm *v, bool minor, uint64_t extra)
 		v->mem = mmap(NULL, NPAGES * PS, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	}
 	assert_true(v->mem != MAP_FAILED);
-	reg = (struct uffdio_register){ .range = { (uint64_t)(uintptr_t)v->mem, NPAGES * PS },
-					.mode = UFFDIO_REGISTER_MODE_MISSING |
-						(minor ? UFFDIO_REGISTER_MODE_MINOR : 0) };
-	assert_int_equal(ioctl(v->uffd, UFFDIO_REGISTER, &reg), 0);
+	assert_int_equal(test_uffd_register(v->uffd, v->mem, NPAGES * PS,
+					    UFFDIO_REGISTER_MODE_MISSING |
+					    (minor ? UFFDIO_REGISTER_MODE_MINOR : 0)), 0);
 }
 
 static void vmm_init(struct vmm *v, bool minor)

@@ -37,6 +37,7 @@
 #include "handover.h"
 #include "stranger.h"
 #include "uffd_compat.h"
+#include "test_uffd.h"
 
 #define PS 4096UL
 #define NPAGES 16
@@ -80,41 +81,18 @@ static int count_fds(void)
 	return n;
 }
 
-/* The syscall, or /dev/userfaultfd where the syscall is restricted. */
-static int uffd_new(void)
-{
-	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-
-	if (fd >= 0)
-		return fd;
-	int e = errno, dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
-	if (dev >= 0) {
-		fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
-		close(dev);
-		if (fd >= 0)
-			return fd;
-	}
-	errno = e;
-	return -1;
-}
-
 /* A userfaultfd with the API handshake done. */
 static int make_uffd(uint64_t features)
 {
-	int fd = uffd_new();
+	int fd = test_uffd_open(O_CLOEXEC | O_NONBLOCK, features);
 
 	assert_true(fd >= 0);
-	struct uffdio_api api = { .api = UFFD_API, .features = features };
-	assert_int_equal(ioctl(fd, UFFDIO_API, &api), 0);
 	return fd;
 }
 
 static void uffd_register(int uffd, void *a, size_t len, uint64_t mode)
 {
-	struct uffdio_register reg = {
-		.range = { .start = (uint64_t)(uintptr_t)a, .len = len }, .mode = mode,
-	};
-	assert_int_equal(ioctl(uffd, UFFDIO_REGISTER, &reg), 0);
+	assert_int_equal(test_uffd_register(uffd, a, len, mode), 0);
 }
 
 static void *anon(size_t len)
