@@ -11,17 +11,6 @@
  * went away (that is exactly the case where it has to stay up and wait).
  */
 #include "handover_int.h"
-void fl_ho_seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 /* -1: no deadline. */
 int64_t fl_ho_deadline_in(int timeout_ms)
 {
@@ -115,7 +104,7 @@ static int decode(const uint8_t *body, size_t n, fl_frame **out, char *err, size
 
 	*out = NULL;
 	if (!f) {
-		fl_ho_seterr(err, errlen, "a %zu-byte frame is not a parsable protobuf Frame", n);
+		fl_errmsg(err, errlen, "a %zu-byte frame is not a parsable protobuf Frame", n);
 		return -EBADMSG;
 	}
 	if (!(f->body_case == FAULTLINE__WIRE__FRAME__BODY_HELLO && f->hello->role &&
@@ -145,39 +134,39 @@ int fl_ho_recv_frame(int fd, int64_t deadline, struct fd_bag *bag, fl_frame **ou
 	*out = NULL;
 	r = fl_wire_wait(fd, POLLIN, deadline);
 	if (r == -ETIMEDOUT) {
-		fl_ho_seterr(err, errlen, "no frame arrived in time");
+		fl_errmsg(err, errlen, "no frame arrived in time");
 		return r;
 	}
 	if (r) {
-		fl_ho_seterr(err, errlen, "poll on the handover socket: %s", strerror(-r));
+		fl_errmsg(err, errlen, "poll on the handover socket: %s", strerror(-r));
 		return r;
 	}
 	int64_t rest = deadline < 0 ? -1 : fl_now_ms() + FRAME_REST_MS;
 
 	r = recv_exact(fd, hdr, sizeof(hdr), rest, bag, &got);
 	if (r == -ECONNRESET && got == 0) {
-		fl_ho_seterr(err, errlen, "the peer closed the connection");
+		fl_errmsg(err, errlen, "the peer closed the connection");
 		return r;
 	}
 	if (r < 0) {
-		fl_ho_seterr(err, errlen, "reading a frame header: %s%s", strerror(-r),
+		fl_errmsg(err, errlen, "reading a frame header: %s%s", strerror(-r),
 		       r == -EPROTO ? " (unexpected file descriptors)" : "");
 		return r == -ECONNRESET ? -EPROTO : r;
 	}
 	uint32_t n = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
 	if (n == 0 || n > FL_WIRE_MAX_FRAME) {
-		fl_ho_seterr(err, errlen, "frame length %" PRIu32 " is outside 1..%u", n, FL_WIRE_MAX_FRAME);
+		fl_errmsg(err, errlen, "frame length %" PRIu32 " is outside 1..%u", n, FL_WIRE_MAX_FRAME);
 		return -EMSGSIZE;
 	}
 	uint8_t *body = malloc(n);
 	if (!body) {
-		fl_ho_seterr(err, errlen, "out of memory for a %" PRIu32 "-byte frame", n);
+		fl_errmsg(err, errlen, "out of memory for a %" PRIu32 "-byte frame", n);
 		return -ENOMEM;
 	}
 	r = recv_exact(fd, body, n, rest, bag, &got);
 	if (r < 0) {
 		free(body);
-		fl_ho_seterr(err, errlen, "frame cut short after %zu of %" PRIu32 " bytes: %s", got, n,
+		fl_errmsg(err, errlen, "frame cut short after %zu of %" PRIu32 " bytes: %s", got, n,
 		       r == -ECONNRESET ? "the peer closed the connection" : strerror(-r));
 		return r == -ECONNRESET ? -EPROTO : r;
 	}
@@ -284,14 +273,14 @@ long fl_ho_regions_page_size(const struct fl_region *rg, unsigned n, char *err, 
 			struct stat st;
 			if (fstatfs(rg[i].memfd, &sfs) < 0 || fstat(rg[i].memfd, &st) < 0) {
 				int e = errno;
-				fl_ho_seterr(err, errlen, "region %u: memfd %d: %s", i, rg[i].memfd, strerror(e));
+				fl_errmsg(err, errlen, "region %u: memfd %d: %s", i, rg[i].memfd, strerror(e));
 				return -e;
 			}
 			if ((unsigned long)sfs.f_type == HUGETLBFS_MAGIC)
 				p = (long)st.st_blksize;
 		}
 		if (ps && p != ps) {
-			fl_ho_seterr(err, errlen, "regions mix page sizes (%ld and %ld bytes); hand over "
+			fl_errmsg(err, errlen, "regions mix page sizes (%ld and %ld bytes); hand over "
 			       "each page size through its own router", ps, p);
 			return -EINVAL;
 		}
@@ -307,7 +296,7 @@ int fl_ho_check_overlap(const uint64_t *start, const uint64_t *len, unsigned n,
 	for (unsigned i = 0; i < n; i++)
 		for (unsigned j = i + 1; j < n; j++)
 			if (start[i] < start[j] + len[j] && start[j] < start[i] + len[i]) {
-				fl_ho_seterr(err, errlen, "regions %u [0x%" PRIx64 ", +0x%" PRIx64 ") and %u "
+				fl_errmsg(err, errlen, "regions %u [0x%" PRIx64 ", +0x%" PRIx64 ") and %u "
 				       "[0x%" PRIx64 ", +0x%" PRIx64 ") overlap", i, start[i], len[i],
 				       j, start[j], len[j]);
 				return -EINVAL;
@@ -318,13 +307,13 @@ int fl_ho_check_overlap(const uint64_t *start, const uint64_t *len, unsigned n,
 int fl_ho_unix_addr(const char *path, struct sockaddr_un *sa, char *err, size_t errlen)
 {
 	if (!path || !*path) {
-		fl_ho_seterr(err, errlen, "no handover socket path given");
+		fl_errmsg(err, errlen, "no handover socket path given");
 		return -EINVAL;
 	}
 	memset(sa, 0, sizeof(*sa));
 	sa->sun_family = AF_UNIX;
 	if (strlen(path) >= sizeof(sa->sun_path)) {
-		fl_ho_seterr(err, errlen, "socket path %s is longer than %zu bytes; use a shorter path",
+		fl_errmsg(err, errlen, "socket path %s is longer than %zu bytes; use a shorter path",
 		       path, sizeof(sa->sun_path) - 1);
 		return -ENAMETOOLONG;
 	}

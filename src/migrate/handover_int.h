@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "errmsg.h"
 #include "clock.h"
 #include "handover.h"
 
@@ -58,7 +59,6 @@ struct fd_bag {
 
 /* ---- shared between the parts (each defined in one of them) ---- */
 
-void fl_ho_seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 int64_t fl_ho_deadline_in(int timeout_ms);
 

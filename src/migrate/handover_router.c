@@ -19,18 +19,18 @@ static int clear_stale_socket(const char *path, const struct sockaddr_un *sa,
 		if (errno == ENOENT)
 			return 0; /* gone meanwhile: just bind again */
 		int e = errno;
-		fl_ho_seterr(err, errlen, "%s: %s", path, strerror(e));
+		fl_errmsg(err, errlen, "%s: %s", path, strerror(e));
 		return -e;
 	}
 	if (!S_ISSOCK(st.st_mode)) {
-		fl_ho_seterr(err, errlen, "%s exists and is not a socket; remove it or choose another "
+		fl_errmsg(err, errlen, "%s exists and is not a socket; remove it or choose another "
 		       "socket path", path);
 		return -EEXIST;
 	}
 	int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (probe < 0) {
 		int e = errno;
-		fl_ho_seterr(err, errlen, "socket(AF_UNIX): %s", strerror(e));
+		fl_errmsg(err, errlen, "socket(AF_UNIX): %s", strerror(e));
 		return -e;
 	}
 	int r = connect(probe, (const struct sockaddr *)sa, sizeof(*sa));
@@ -38,18 +38,18 @@ static int clear_stale_socket(const char *path, const struct sockaddr_un *sa,
 	close(probe);
 	/* EAGAIN: a listener whose backlog is full — still somebody's. */
 	if (r == 0 || e == EAGAIN || e == EINPROGRESS) {
-		fl_ho_seterr(err, errlen, "another router is already listening on %s; stop it or use "
+		fl_errmsg(err, errlen, "another router is already listening on %s; stop it or use "
 		       "another socket path", path);
 		return -EADDRINUSE;
 	}
 	if (e != ECONNREFUSED) {
-		fl_ho_seterr(err, errlen, "%s is in use and could not be probed (%s); remove it if no "
+		fl_errmsg(err, errlen, "%s is in use and could not be probed (%s); remove it if no "
 		       "router owns it", path, strerror(e));
 		return -e;
 	}
 	if (unlink(path) < 0 && errno != ENOENT) {
 		e = errno;
-		fl_ho_seterr(err, errlen, "removing the stale socket %s: %s", path, strerror(e));
+		fl_errmsg(err, errlen, "removing the stale socket %s: %s", path, strerror(e));
 		return -e;
 	}
 	return 0;
@@ -65,7 +65,7 @@ int fl_handover_listen(const char *path, char *err, size_t errlen)
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		r = -errno;
-		fl_ho_seterr(err, errlen, "socket(AF_UNIX): %s", strerror(-r));
+		fl_errmsg(err, errlen, "socket(AF_UNIX): %s", strerror(-r));
 		return r;
 	}
 	for (int attempt = 0;; attempt++) {
@@ -73,7 +73,7 @@ int fl_handover_listen(const char *path, char *err, size_t errlen)
 			break;
 		r = -errno;
 		if (r != -EADDRINUSE || attempt == 2) {
-			fl_ho_seterr(err, errlen, "bind %s: %s", path, strerror(-r));
+			fl_errmsg(err, errlen, "bind %s: %s", path, strerror(-r));
 			goto fail;
 		}
 		r = clear_stale_socket(path, &sa, err, errlen);
@@ -84,13 +84,13 @@ int fl_handover_listen(const char *path, char *err, size_t errlen)
 	 * the umask's permissions. */
 	if (chmod(path, 0600) < 0) {
 		r = -errno;
-		fl_ho_seterr(err, errlen, "chmod 0600 %s: %s", path, strerror(-r));
+		fl_errmsg(err, errlen, "chmod 0600 %s: %s", path, strerror(-r));
 		unlink(path);
 		goto fail;
 	}
 	if (listen(fd, 8) < 0) {
 		r = -errno;
-		fl_ho_seterr(err, errlen, "listen on %s: %s", path, strerror(-r));
+		fl_errmsg(err, errlen, "listen on %s: %s", path, strerror(-r));
 		unlink(path);
 		goto fail;
 	}
@@ -119,18 +119,18 @@ static int take_hello(const fl_frame *f, struct fd_bag *bag, struct fl_handover_
 		      unsigned flags, char *err, size_t errlen)
 {
 	if (f->body_case != FAULTLINE__WIRE__FRAME__BODY_HELLO) {
-		fl_ho_seterr(err, errlen, "the VMM's first frame must be a Hello, got frame type %d",
+		fl_errmsg(err, errlen, "the VMM's first frame must be a Hello, got frame type %d",
 		       (int)f->body_case);
 		return -EPROTO;
 	}
 	const Faultline__Wire__Hello *h = f->hello;
 	if (h->version != FL_WIRE_VERSION) {
-		fl_ho_seterr(err, errlen, "the VMM speaks handover version %" PRIu32 ", this router version "
+		fl_errmsg(err, errlen, "the VMM speaks handover version %" PRIu32 ", this router version "
 		       "%d; run matching faultline versions", h->version, FL_WIRE_VERSION);
 		return -EPROTONOSUPPORT;
 	}
 	if (strcmp(h->role, "vmm") != 0) {
-		fl_ho_seterr(err, errlen, "the peer introduced itself as \"%.32s\", not \"vmm\"; only VMMs "
+		fl_errmsg(err, errlen, "the peer introduced itself as \"%.32s\", not \"vmm\"; only VMMs "
 		       "hand over on this socket", h->role);
 		return -EPROTO;
 	}
@@ -140,23 +140,23 @@ static int take_hello(const fl_frame *f, struct fd_bag *bag, struct fl_handover_
 	} else if (!strcmp(h->mode, "minor")) {
 		mode = FL_MODE_MINOR;
 	} else {
-		fl_ho_seterr(err, errlen, "unknown handover mode \"%.32s\"; expected missing or minor", h->mode);
+		fl_errmsg(err, errlen, "unknown handover mode \"%.32s\"; expected missing or minor", h->mode);
 		return -EINVAL;
 	}
 	long sys = sysconf(_SC_PAGESIZE);
 	uint64_t ps = h->page_size;
 	if (!fl_ho_is_pow2(ps) || ps < (uint64_t)sys || ps > MAX_PAGE_SIZE) {
-		fl_ho_seterr(err, errlen, "page size %" PRIu64 " is not a power of two from %ld to %llu",
+		fl_errmsg(err, errlen, "page size %" PRIu64 " is not a power of two from %ld to %llu",
 		       ps, sys, MAX_PAGE_SIZE);
 		return -EINVAL;
 	}
 	if ((flags & FL_HANDOVER_BASE_PAGES) && ps != (uint64_t)sys) {
-		fl_ho_seterr(err, errlen, "page size %" PRIu64 ": this peer serves %ld-byte pages only "
+		fl_errmsg(err, errlen, "page size %" PRIu64 ": this peer serves %ld-byte pages only "
 		       "(hugetlbfs-backed guest memory is not supported here)", ps, sys);
 		return -EOPNOTSUPP;
 	}
 	if (h->n_regions == 0 || h->n_regions > FL_WIRE_MAX_REGIONS) {
-		fl_ho_seterr(err, errlen, "%zu regions; a handover carries 1 to %d", h->n_regions,
+		fl_errmsg(err, errlen, "%zu regions; a handover carries 1 to %d", h->n_regions,
 		       FL_WIRE_MAX_REGIONS);
 		return -EINVAL;
 	}
@@ -166,29 +166,29 @@ static int take_hello(const fl_frame *f, struct fd_bag *bag, struct fl_handover_
 	for (size_t i = 0; i < h->n_regions; i++) {
 		const Faultline__Wire__Region *rg = h->regions[i];
 		if (rg->id != i) {
-			fl_ho_seterr(err, errlen, "region %zu has id %" PRIu32 "; ids must be 0..n-1 in order",
+			fl_errmsg(err, errlen, "region %zu has id %" PRIu32 "; ids must be 0..n-1 in order",
 			       i, rg->id);
 			return -EINVAL;
 		}
 		if (rg->length == 0 || rg->length % ps || rg->addr % ps || rg->addr + rg->length < rg->addr) {
-			fl_ho_seterr(err, errlen, "region %zu [0x%" PRIx64 ", +0x%" PRIx64 ") is empty, wraps, or "
+			fl_errmsg(err, errlen, "region %zu [0x%" PRIx64 ", +0x%" PRIx64 ") is empty, wraps, or "
 			       "is not aligned to the %" PRIu64 "-byte page size", i, rg->addr,
 			       rg->length, ps);
 			return -EINVAL;
 		}
 		if (rg->has_memfd && (rg->memfd_offset % ps ||
 				      rg->memfd_offset + rg->length < rg->memfd_offset)) {
-			fl_ho_seterr(err, errlen, "region %zu: memfd offset 0x%" PRIx64 " is not page aligned "
+			fl_errmsg(err, errlen, "region %zu: memfd offset 0x%" PRIx64 " is not page aligned "
 			       "or the range wraps", i, rg->memfd_offset);
 			return -EINVAL;
 		}
 		if (mode == FL_MODE_MINOR && !rg->has_memfd) {
-			fl_ho_seterr(err, errlen, "region %zu comes without a memfd; MINOR mode needs one per "
+			fl_errmsg(err, errlen, "region %zu comes without a memfd; MINOR mode needs one per "
 			       "region (the router fills the page cache through it)", i);
 			return -EINVAL;
 		}
 		if ((flags & FL_HANDOVER_NEED_MEMFD) && !rg->has_memfd) {
-			fl_ho_seterr(err, errlen, "region %zu comes without a memfd; this peer reads guest "
+			fl_errmsg(err, errlen, "region %zu comes without a memfd; this peer reads guest "
 			       "memory through the memfds, so every region needs one (back guest "
 			       "memory with a shared memfd and pass it in fl_region.memfd)", i);
 			return -EINVAL;
@@ -202,20 +202,20 @@ static int take_hello(const fl_frame *f, struct fd_bag *bag, struct fl_handover_
 		return r;
 
 	if (bag->truncated) {
-		fl_ho_seterr(err, errlen, "the VMM's file descriptors were truncated in transit (MSG_CTRUNC): "
+		fl_errmsg(err, errlen, "the VMM's file descriptors were truncated in transit (MSG_CTRUNC): "
 		       "it sent more than %d, or this process is out of descriptors (ulimit -n)",
 		       FD_BAG_CAP);
 		return -EPROTO;
 	}
 	if (bag->n + bag->dropped != want_fds) {
-		fl_ho_seterr(err, errlen, "the VMM sent %u file descriptors, expected %u (its userfaultfd "
+		fl_errmsg(err, errlen, "the VMM sent %u file descriptors, expected %u (its userfaultfd "
 		       "and one memfd per region with has_memfd)", bag->n + bag->dropped, want_fds);
 		return -EPROTO;
 	}
 	char link[PATH_MAX];
 	fd_link(bag->fd[0], link, sizeof(link));
 	if (strcmp(link, UFFD_LINK) != 0) {
-		fl_ho_seterr(err, errlen, "the first descriptor is %.200s, not a userfaultfd; send the "
+		fl_errmsg(err, errlen, "the first descriptor is %.200s, not a userfaultfd; send the "
 		       "userfaultfd first", link);
 		return -EBADF;
 	}
@@ -232,19 +232,19 @@ static int take_hello(const fl_frame *f, struct fd_bag *bag, struct fl_handover_
 			if (fcntl(mfd, F_GET_SEALS) < 0 || fstat(mfd, &st) < 0 ||
 			    fstatfs(mfd, &sfs) < 0) {
 				fd_link(mfd, link, sizeof(link));
-				fl_ho_seterr(err, errlen, "the descriptor for region %zu is %.200s, not a memfd "
+				fl_errmsg(err, errlen, "the descriptor for region %zu is %.200s, not a memfd "
 				       "(shmem or hugetlbfs)", i, link);
 				return -EBADF;
 			}
 			uint64_t fps = (unsigned long)sfs.f_type == HUGETLBFS_MAGIC ?
 				       (uint64_t)st.st_blksize : (uint64_t)sys;
 			if (fps != ps) {
-				fl_ho_seterr(err, errlen, "region %zu: its memfd has %" PRIu64 "-byte pages, the "
+				fl_errmsg(err, errlen, "region %zu: its memfd has %" PRIu64 "-byte pages, the "
 				       "handover says %" PRIu64, i, fps, ps);
 				return -EINVAL;
 			}
 			if ((uint64_t)st.st_size < rg->memfd_offset + rg->length) {
-				fl_ho_seterr(err, errlen, "region %zu: its memfd is %lld bytes, shorter than "
+				fl_errmsg(err, errlen, "region %zu: its memfd is %lld bytes, shorter than "
 				       "offset 0x%" PRIx64 " + length 0x%" PRIx64, i,
 				       (long long)st.st_size, rg->memfd_offset, rg->length);
 				return -EINVAL;
@@ -291,15 +291,15 @@ int fl_handover_accept_flags(int lsock, struct fl_handover_recv *out, unsigned f
 	r = fl_wire_wait(lsock, POLLIN, fl_ho_deadline_in(timeout_ms));
 	if (r) {
 		if (r == -ETIMEDOUT)
-			fl_ho_seterr(err, errlen, "no VMM handed over its memory within %d ms", timeout_ms);
+			fl_errmsg(err, errlen, "no VMM handed over its memory within %d ms", timeout_ms);
 		else
-			fl_ho_seterr(err, errlen, "waiting for a VMM: %s", strerror(-r));
+			fl_errmsg(err, errlen, "waiting for a VMM: %s", strerror(-r));
 		return r;
 	}
 	sock = accept4(lsock, NULL, NULL, SOCK_CLOEXEC);
 	if (sock < 0) {
 		r = -errno;
-		fl_ho_seterr(err, errlen, "accepting the VMM's connection: %s", strerror(-r));
+		fl_errmsg(err, errlen, "accepting the VMM's connection: %s", strerror(-r));
 		return r;
 	}
 	{
@@ -310,7 +310,7 @@ int fl_handover_accept_flags(int lsock, struct fl_handover_recv *out, unsigned f
 
 		if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &pc, &pcl) < 0 ||
 		    (pc.uid != 0 && pc.uid != geteuid())) {
-			fl_ho_seterr(err, errlen, "a process of uid %d (pid %d) offered a handover; only root or "
+			fl_errmsg(err, errlen, "a process of uid %d (pid %d) offered a handover; only root or "
 			       "uid %u may: refused", pcl == sizeof(pc) ? (int)pc.uid : -1,
 			       pcl == sizeof(pc) ? (int)pc.pid : -1, (unsigned)geteuid());
 			r = -EPERM;
@@ -322,12 +322,12 @@ int fl_handover_accept_flags(int lsock, struct fl_handover_recv *out, unsigned f
 	r = fl_ho_recv_frame(sock, fl_ho_deadline_in(HELLO_TIMEOUT_MS), &bag, &f, why, sizeof(why));
 	if (r < 0) {
 		if (r == -ETIMEDOUT)
-			fl_ho_seterr(err, errlen, "a VMM connected but sent no handover within %d s",
+			fl_errmsg(err, errlen, "a VMM connected but sent no handover within %d s",
 			       HELLO_TIMEOUT_MS / 1000);
 		else if (r == -ECONNRESET)
-			fl_ho_seterr(err, errlen, "a VMM connected and hung up before handing over");
+			fl_errmsg(err, errlen, "a VMM connected and hung up before handing over");
 		else
-			fl_ho_seterr(err, errlen, "bad handover from the VMM: %s", why);
+			fl_errmsg(err, errlen, "bad handover from the VMM: %s", why);
 		goto fail;
 	}
 	r = take_hello(f, &bag, out, flags, err, errlen);
@@ -349,7 +349,7 @@ int fl_handover_accept_flags(int lsock, struct fl_handover_recv *out, unsigned f
 	rf.hello = &hello;
 	r = fl_ho_send_frame(sock, &rf, NULL, 0);
 	if (r < 0) {
-		fl_ho_seterr(err, errlen, "answering the VMM's handover: %s", strerror(-r));
+		fl_errmsg(err, errlen, "answering the VMM's handover: %s", strerror(-r));
 		fl_handover_close(out);
 		goto fail_nosend;
 	}

@@ -25,19 +25,19 @@ static int check_router_peer(int sock, const char *path, char *err, size_t errle
 	if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0) {
 		int e = errno;
 
-		fl_ho_seterr(err, errlen, "who listens on %s? SO_PEERCRED: %s", path, strerror(e));
+		fl_errmsg(err, errlen, "who listens on %s? SO_PEERCRED: %s", path, strerror(e));
 		return -e;
 	}
 	if (want && *want) {
 		uid = strtol(want, &end, 10);
 		if (*end || uid < 0) {
-			fl_ho_seterr(err, errlen, "FAULTLINE_ROUTER_UID=\"%s\" is not a uid", want);
+			fl_errmsg(err, errlen, "FAULTLINE_ROUTER_UID=\"%s\" is not a uid", want);
 			return -EINVAL;
 		}
 	}
 	if (cred.uid == 0 || (uid >= 0 ? cred.uid == (uid_t)uid : cred.uid == geteuid()))
 		return 0;
-	fl_ho_seterr(err, errlen, "the process listening on %s (pid %d) runs as uid %u, not root%s%ld: "
+	fl_errmsg(err, errlen, "the process listening on %s (pid %d) runs as uid %u, not root%s%ld: "
 	       "guest memory not handed over (set FAULTLINE_ROUTER_UID to trust that uid)", path,
 	       (int)cred.pid, (unsigned)cred.uid, uid >= 0 ? " or uid " : " or this VMM's uid ",
 	       uid >= 0 ? uid : (long)geteuid());
@@ -59,16 +59,16 @@ int fl_handover(const char *socket_path, int uffd, enum fl_uffd_mode mode,
 	if (r < 0)
 		return r;
 	if (uffd < 0) {
-		fl_ho_seterr(err, errlen, "no userfaultfd to hand over (fd %d)", uffd);
+		fl_errmsg(err, errlen, "no userfaultfd to hand over (fd %d)", uffd);
 		return -EBADF;
 	}
 	if (mode != FL_MODE_MISSING && mode != FL_MODE_MINOR) {
-		fl_ho_seterr(err, errlen, "unknown userfaultfd mode %d; use FL_MODE_MISSING or FL_MODE_MINOR",
+		fl_errmsg(err, errlen, "unknown userfaultfd mode %d; use FL_MODE_MISSING or FL_MODE_MINOR",
 		       (int)mode);
 		return -EINVAL;
 	}
 	if (!regions || nregions == 0 || nregions > FL_WIRE_MAX_REGIONS) {
-		fl_ho_seterr(err, errlen, "%u regions; a handover carries 1 to %d", nregions,
+		fl_errmsg(err, errlen, "%u regions; a handover carries 1 to %d", nregions,
 		       FL_WIRE_MAX_REGIONS);
 		return -EINVAL;
 	}
@@ -82,17 +82,17 @@ int fl_handover(const char *socket_path, int uffd, enum fl_uffd_mode mode,
 		uint64_t base = (uint64_t)(uintptr_t)rg->base;
 		if (base % (uint64_t)ps || rg->length == 0 || rg->length % (uint64_t)ps ||
 		    base + rg->length < base) {
-			fl_ho_seterr(err, errlen, "region %u (%p, %" PRIu64 " bytes) is empty or not aligned "
+			fl_errmsg(err, errlen, "region %u (%p, %" PRIu64 " bytes) is empty or not aligned "
 			       "to the %ld-byte page size", i, rg->base, rg->length, ps);
 			return -EINVAL;
 		}
 		if (mode == FL_MODE_MINOR && rg->memfd < 0) {
-			fl_ho_seterr(err, errlen, "region %u has no memfd; MINOR mode places pages through "
+			fl_errmsg(err, errlen, "region %u has no memfd; MINOR mode places pages through "
 			       "the page cache, so every region needs its memfd", i);
 			return -EINVAL;
 		}
 		if (rg->memfd >= 0 && rg->offset % (uint64_t)ps) {
-			fl_ho_seterr(err, errlen, "region %u: memfd offset 0x%" PRIx64 " is not page aligned",
+			fl_errmsg(err, errlen, "region %u: memfd offset 0x%" PRIx64 " is not page aligned",
 			       i, rg->offset);
 			return -EINVAL;
 		}
@@ -127,19 +127,19 @@ int fl_handover(const char *socket_path, int uffd, enum fl_uffd_mode mode,
 	int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (sock < 0) {
 		r = -errno;
-		fl_ho_seterr(err, errlen, "socket(AF_UNIX): %s", strerror(-r));
+		fl_errmsg(err, errlen, "socket(AF_UNIX): %s", strerror(-r));
 		return r;
 	}
 	if (connect(sock, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		r = -errno;
 		if (r == -ENOENT)
-			fl_ho_seterr(err, errlen, "no router socket at %s; start `faultline target` "
+			fl_errmsg(err, errlen, "no router socket at %s; start `faultline target` "
 			       "listening there first", socket_path);
 		else if (r == -ECONNREFUSED)
-			fl_ho_seterr(err, errlen, "nobody listens on %s (a router's stale socket?); "
+			fl_errmsg(err, errlen, "nobody listens on %s (a router's stale socket?); "
 			       "start `faultline target` listening there", socket_path);
 		else
-			fl_ho_seterr(err, errlen, "connect to the router at %s: %s", socket_path, strerror(-r));
+			fl_errmsg(err, errlen, "connect to the router at %s: %s", socket_path, strerror(-r));
 		goto fail;
 	}
 	r = check_router_peer(sock, socket_path, err, errlen);
@@ -147,7 +147,7 @@ int fl_handover(const char *socket_path, int uffd, enum fl_uffd_mode mode,
 		goto fail;
 	r = fl_ho_send_frame(sock, &f, fds, nfds);
 	if (r < 0) {
-		fl_ho_seterr(err, errlen, "sending the handover to %s: %s", socket_path, strerror(-r));
+		fl_errmsg(err, errlen, "sending the handover to %s: %s", socket_path, strerror(-r));
 		goto fail;
 	}
 
@@ -156,27 +156,27 @@ int fl_handover(const char *socket_path, int uffd, enum fl_uffd_mode mode,
 	r = fl_ho_recv_frame(sock, fl_ho_deadline_in(HELLO_TIMEOUT_MS), NULL, &reply, why, sizeof(why));
 	if (r < 0) {
 		if (r == -ETIMEDOUT)
-			fl_ho_seterr(err, errlen, "the router at %s did not answer the handover within %d s; "
+			fl_errmsg(err, errlen, "the router at %s did not answer the handover within %d s; "
 			       "is it stuck?", socket_path, HELLO_TIMEOUT_MS / 1000);
 		else if (r == -ECONNRESET)
-			fl_ho_seterr(err, errlen, "the router at %s hung up without answering the handover; "
+			fl_errmsg(err, errlen, "the router at %s hung up without answering the handover; "
 			       "see its log", socket_path);
 		else
-			fl_ho_seterr(err, errlen, "bad answer from the router at %s: %s", socket_path, why);
+			fl_errmsg(err, errlen, "bad answer from the router at %s: %s", socket_path, why);
 		goto fail;
 	}
 	if (reply->body_case == FAULTLINE__WIRE__FRAME__BODY_ERROR) {
 		r = fl_ho_wire_errno(reply->error->code);
-		fl_ho_seterr(err, errlen, "the router at %s refused the handover: %s", socket_path,
+		fl_errmsg(err, errlen, "the router at %s refused the handover: %s", socket_path,
 		       reply->error->text && *reply->error->text ? reply->error->text : strerror(-r));
 	} else if (reply->body_case != FAULTLINE__WIRE__FRAME__BODY_HELLO ||
 		   strcmp(reply->hello->role, "router") != 0) {
 		r = -EPROTO;
-		fl_ho_seterr(err, errlen, "the peer at %s is not a faultline router (it answered frame "
+		fl_errmsg(err, errlen, "the peer at %s is not a faultline router (it answered frame "
 		       "type %d); check the socket path", socket_path, (int)reply->body_case);
 	} else if (reply->hello->version != FL_WIRE_VERSION) {
 		r = -EPROTONOSUPPORT;
-		fl_ho_seterr(err, errlen, "the router at %s speaks handover version %" PRIu32 ", this VMM "
+		fl_errmsg(err, errlen, "the router at %s speaks handover version %" PRIu32 ", this VMM "
 		       "version %d; run matching faultline versions", socket_path,
 		       reply->hello->version, FL_WIRE_VERSION);
 	}

@@ -41,7 +41,7 @@ void fl_rt_set_err(struct fl_router *r, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(r->err, sizeof(r->err), fmt, ap);
+	fl_verrmsg(r->err, sizeof(r->err), fmt, ap);
 	va_end(ap);
 }
 

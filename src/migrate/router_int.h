@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "errmsg.h"
 #include "clock.h"
 #include "faultline/faultline.h"
 #include "journal.h"

@@ -35,6 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "errmsg.h"
 #include "clock.h"
 #include "handover.h"
 #include "jsonstr.h"

@@ -51,7 +51,7 @@ int src_fail(struct src *s, int err, const char *fmt, ...)
 
 	if (!s->why[0]) {
 		va_start(ap, fmt);
-		vsnprintf(s->why, sizeof(s->why), fmt, ap);
+		fl_verrmsg(s->why, sizeof(s->why), fmt, ap);
 		va_end(ap);
 	}
 	return err;

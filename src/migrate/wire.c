@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "errmsg.h"
 #include "clock.h"
 #include "wire.h"
 
@@ -23,21 +24,6 @@
 /* A full-size frame plus its header still leaves room to read the next
  * frame's header in the same read(); beyond that the reader never grows. */
 #define READER_MAX_CAP ((size_t)FL_WIRE_MAX_FRAME + 4 + (64u << 10))
-
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return rc;
-}
 
 static uint32_t get_be32(const uint8_t *p)
 {
@@ -71,7 +57,7 @@ static int check_region(const struct fl_wire_limits *lim, const char *what, uint
 			char *err, size_t errlen)
 {
 	if (have_limits(lim) && region >= lim->nregions)
-		return fail(err, errlen, -ERANGE, "%s names region %u but the session has %u regions.",
+		return fl_err(err, errlen, -ERANGE, "%s names region %u but the session has %u regions.",
 			    what, region, lim->nregions);
 	return 0;
 }
@@ -82,14 +68,14 @@ static int check_pages(const struct fl_wire_limits *lim, const char *what, uint3
 	int rc;
 
 	if (n > FL_WIRE_MAX_PAGES)
-		return fail(err, errlen, -E2BIG, "%s lists %zu pages, more than the limit of %u.",
+		return fl_err(err, errlen, -E2BIG, "%s lists %zu pages, more than the limit of %u.",
 			    what, n, FL_WIRE_MAX_PAGES);
 	rc = check_region(lim, what, region, err, errlen);
 	if (rc || !have_limits(lim))
 		return rc;
 	for (size_t i = 0; i < n; i++)
 		if (pages[i] >= lim->region_pages[region])
-			return fail(err, errlen, -ERANGE,
+			return fl_err(err, errlen, -ERANGE,
 				    "%s names page %llu of region %u, which has %llu pages.", what,
 				    (unsigned long long)pages[i], region,
 				    (unsigned long long)lim->region_pages[region]);
@@ -100,7 +86,7 @@ static int check_states(const char *what, size_t npages, const ProtobufCBinaryDa
 			char *err, size_t errlen)
 {
 	if (states->len != fl_wire_states_bytes(npages))
-		return fail(err, errlen, -EBADMSG,
+		return fl_err(err, errlen, -EBADMSG,
 			    "%s carries %zu bytes of states for %zu pages; expected %zu.", what,
 			    states->len, npages, fl_wire_states_bytes(npages));
 	return 0;
@@ -115,7 +101,7 @@ static int check_range(const struct fl_wire_limits *lim, const char *what, uint3
 	if (rc || !have_limits(lim))
 		return rc;
 	if (first > lim->region_pages[region] || n > lim->region_pages[region] - first)
-		return fail(err, errlen, -ERANGE,
+		return fl_err(err, errlen, -ERANGE,
 			    "%s covers %llu pages from page %llu, beyond region %u's %llu pages.",
 			    what, (unsigned long long)n, (unsigned long long)first, region,
 			    (unsigned long long)lim->region_pages[region]);
@@ -134,24 +120,24 @@ static int validate_hello(const Faultline__Wire__Hello *h, char *err, size_t err
 	uint64_t seen = 0;
 
 	if (h->version != FL_WIRE_VERSION)
-		return fail(err, errlen, -EPROTONOSUPPORT,
+		return fl_err(err, errlen, -EPROTONOSUPPORT,
 			    "Hello speaks protocol version %u but this side speaks version %u.",
 			    h->version, FL_WIRE_VERSION);
 	is_target = h->role && !strcmp(h->role, "target");
 	if (!is_target && (!h->role || (strcmp(h->role, "source") && strcmp(h->role, "vmm")))) {
 		printable(role, sizeof(role), h->role);
-		return fail(err, errlen, -EPROTO,
+		return fl_err(err, errlen, -EPROTO,
 			    "Hello has unknown role \"%s\" (expected source, target or vmm).", role);
 	}
 	/* A target's Hello carries no memory layout; everyone else's must. */
 	if (is_target && !h->page_size && !h->n_regions)
 		return 0;
 	if (!page_size_ok(h->page_size))
-		return fail(err, errlen, -EINVAL,
+		return fl_err(err, errlen, -EINVAL,
 			    "Hello page_size %u is not a power of two between 4096 and 1 GiB.",
 			    h->page_size);
 	if (h->n_regions > FL_WIRE_MAX_REGIONS)
-		return fail(err, errlen, -E2BIG, "Hello lists %zu regions, more than the limit of %u.",
+		return fl_err(err, errlen, -E2BIG, "Hello lists %zu regions, more than the limit of %u.",
 			    h->n_regions, FL_WIRE_MAX_REGIONS);
 	for (size_t i = 0; i < h->n_regions; i++) {
 		const Faultline__Wire__Region *rg = h->regions[i];
@@ -159,12 +145,12 @@ static int validate_hello(const Faultline__Wire__Hello *h, char *err, size_t err
 		/* Listed in id order: a peer comparing lengths by position then
 		 * compares the same regions the limits (by id) describe. */
 		if (rg->id != i || (seen & (1ull << rg->id)))
-			return fail(err, errlen, -EPROTO,
+			return fl_err(err, errlen, -EPROTO,
 				    "Hello region %zu has id %u; regions must be listed in id order "
 				    "0..%zu.", i, rg->id, h->n_regions - 1);
 		seen |= 1ull << rg->id;
 		if (!rg->length || rg->length % h->page_size)
-			return fail(err, errlen, -EINVAL,
+			return fl_err(err, errlen, -EINVAL,
 				    "Hello region %u has length %llu, not a non-zero multiple of the %u-byte page.",
 				    rg->id, (unsigned long long)rg->length, h->page_size);
 	}
@@ -198,7 +184,7 @@ static int validate_page_data(const Faultline__Wire__PageData *d, const struct f
 		return rc;
 	want = pages_with_data(d->states.data, d->n_pages) * (size_t)lim->page_size;
 	if (d->data.len != want)
-		return fail(err, errlen, -EBADMSG,
+		return fl_err(err, errlen, -EBADMSG,
 			    "PageData carries %zu bytes of data; its states call for %zu.",
 			    d->data.len, want);
 	return 0;
@@ -208,11 +194,11 @@ static int validate_chunk(const Faultline__Wire__StateMapChunk *c,
 			  const struct fl_wire_limits *lim, char *err, size_t errlen)
 {
 	if (c->first_page % 4)
-		return fail(err, errlen, -EINVAL,
+		return fl_err(err, errlen, -EINVAL,
 			    "StateMapChunk first_page %llu is not a multiple of 4.",
 			    (unsigned long long)c->first_page);
 	if (!c->npages || c->npages > FL_WIRE_MAX_CHUNK_PAGES)
-		return fail(err, errlen, -EINVAL,
+		return fl_err(err, errlen, -EINVAL,
 			    "StateMapChunk npages %llu is not between 1 and %llu.",
 			    (unsigned long long)c->npages, FL_WIRE_MAX_CHUNK_PAGES);
 	return check_range(lim, "StateMapChunk", c->region, c->first_page, c->npages, err, errlen);
@@ -245,7 +231,7 @@ int fl_wire_validate(const fl_frame *f, const struct fl_wire_limits *lim, char *
 				   f->poison->pages, err, errlen);
 	case FAULTLINE__WIRE__FRAME__BODY_ZAP:
 		if (!f->zap->npages)
-			return fail(err, errlen, -EINVAL, "Zap covers no pages.");
+			return fl_err(err, errlen, -EINVAL, "Zap covers no pages.");
 		return check_range(lim, "Zap", f->zap->region, f->zap->first_page, f->zap->npages,
 				   err, errlen);
 	case FAULTLINE__WIRE__FRAME__BODY_PRECOPY_DONE:
@@ -254,10 +240,10 @@ int fl_wire_validate(const fl_frame *f, const struct fl_wire_limits *lim, char *
 	case FAULTLINE__WIRE__FRAME__BODY_ERROR:
 		return 0;
 	case FAULTLINE__WIRE__FRAME__BODY__NOT_SET:
-		return fail(err, errlen, -EPROTO, "Frame has no body (no message type set).");
+		return fl_err(err, errlen, -EPROTO, "Frame has no body (no message type set).");
 	default:
 		/* protobuf-c only sets known cases, but the enum is open-ended */
-		return fail(err, errlen, -EPROTO, "Frame has unknown body type %d.", (int)f->body_case);
+		return fl_err(err, errlen, -EPROTO, "Frame has unknown body type %d.", (int)f->body_case);
 	}
 }
 
@@ -295,13 +281,13 @@ int fl_wire_decode(const uint8_t *body, size_t len, const struct fl_wire_limits 
 
 	*out = NULL;
 	if (!len)
-		return fail(err, errlen, -EPROTO, "Frame is empty (length 0).");
+		return fl_err(err, errlen, -EPROTO, "Frame is empty (length 0).");
 	if (len > FL_WIRE_MAX_FRAME)
-		return fail(err, errlen, -EMSGSIZE, "Frame of %zu bytes exceeds the %u-byte limit.",
+		return fl_err(err, errlen, -EMSGSIZE, "Frame of %zu bytes exceeds the %u-byte limit.",
 			    len, FL_WIRE_MAX_FRAME);
 	f = faultline__wire__frame__unpack(NULL, len, body);
 	if (!f)
-		return fail(err, errlen, -EBADMSG, "Frame of %zu bytes is not a parsable protobuf Frame.",
+		return fl_err(err, errlen, -EBADMSG, "Frame of %zu bytes is not a parsable protobuf Frame.",
 			    len);
 	drop_all_unknown(f);
 	rc = fl_wire_validate(f, lim, err, errlen);
@@ -327,7 +313,7 @@ int fl_wire_limits_from_hello(struct fl_wire_limits *lim, const Faultline__Wire_
 	if (rc)
 		return rc;
 	if (!h->page_size)
-		return fail(err, errlen, -EINVAL, "Hello carries no page size and no regions.");
+		return fl_err(err, errlen, -EINVAL, "Hello carries no page size and no regions.");
 	memset(lim, 0, sizeof(*lim));
 	lim->page_size = h->page_size;
 	lim->nregions = (uint32_t)h->n_regions;
@@ -453,9 +439,9 @@ int fl_wire_next(struct fl_wire_reader *r, const struct fl_wire_limits *lim,
 	/* Header errors leave the reader where it is: the stream has lost its
 	 * framing and every further call repeats the error. */
 	if (!n)
-		return fail(err, errlen, -EPROTO, "Frame header announces a zero-length frame.");
+		return fl_err(err, errlen, -EPROTO, "Frame header announces a zero-length frame.");
 	if (n > FL_WIRE_MAX_FRAME)
-		return fail(err, errlen, -EMSGSIZE,
+		return fl_err(err, errlen, -EMSGSIZE,
 			    "Frame header announces %u bytes, more than the %u-byte limit.", n,
 			    FL_WIRE_MAX_FRAME);
 	if (avail - 4 < n)
@@ -637,33 +623,33 @@ int fl_wire_recv(int fd, const struct fl_wire_limits *lim, int timeout_ms,
 	*out = NULL;
 	rc = read_exact(fd, hdr, 4, deadline, &got);
 	if (rc == -ECONNRESET && !got)
-		return fail(err, errlen, -EPIPE, "Peer closed the connection.");
+		return fl_err(err, errlen, -EPIPE, "Peer closed the connection.");
 	if (rc == -ETIMEDOUT)
-		return fail(err, errlen, rc, "No frame arrived within %d ms.", timeout_ms);
+		return fl_err(err, errlen, rc, "No frame arrived within %d ms.", timeout_ms);
 	if (rc == -ECONNRESET)
-		return fail(err, errlen, rc, "Peer closed the connection inside a frame header.");
+		return fl_err(err, errlen, rc, "Peer closed the connection inside a frame header.");
 	if (rc)
-		return fail(err, errlen, rc, "Reading a frame header failed: %s.", strerror(-rc));
+		return fl_err(err, errlen, rc, "Reading a frame header failed: %s.", strerror(-rc));
 	n = get_be32(hdr);
 	if (!n)
-		return fail(err, errlen, -EPROTO, "Frame header announces a zero-length frame.");
+		return fl_err(err, errlen, -EPROTO, "Frame header announces a zero-length frame.");
 	if (n > FL_WIRE_MAX_FRAME)
-		return fail(err, errlen, -EMSGSIZE,
+		return fl_err(err, errlen, -EMSGSIZE,
 			    "Frame header announces %u bytes, more than the %u-byte limit.", n,
 			    FL_WIRE_MAX_FRAME);
 	body = malloc(n);
 	if (!body)
-		return fail(err, errlen, -ENOMEM, "No memory for a %u-byte frame.", n);
+		return fl_err(err, errlen, -ENOMEM, "No memory for a %u-byte frame.", n);
 	got = 0;
 	rc = read_exact(fd, body, n, deadline, &got);
 	if (rc == -ETIMEDOUT)
-		rc = fail(err, errlen, rc, "Frame of %u bytes did not complete within %d ms.", n,
+		rc = fl_err(err, errlen, rc, "Frame of %u bytes did not complete within %d ms.", n,
 			  timeout_ms);
 	else if (rc == -ECONNRESET)
-		rc = fail(err, errlen, rc, "Peer closed the connection after %zu of %u frame bytes.",
+		rc = fl_err(err, errlen, rc, "Peer closed the connection after %zu of %u frame bytes.",
 			  got, n);
 	else if (rc)
-		rc = fail(err, errlen, rc, "Reading a frame failed: %s.", strerror(-rc));
+		rc = fl_err(err, errlen, rc, "Reading a frame failed: %s.", strerror(-rc));
 	else
 		rc = fl_wire_decode(body, n, lim, out, err, errlen);
 	free(body);
