@@ -4,6 +4,9 @@
 #   make bench      side-by-side performance figures
 #   make vmlinux    regenerate vmlinux.h from this kernel's BTF
 #   make build/libfaultline.a   the embeddable router alone (no clang, no bpftool)
+#   make install    PREFIX (/usr/local) and DESTDIR: the binary, man pages, libfaultline
+#                   (static and shared) with its header and faultline.pc, the systemd
+#                   unit, the example Prometheus configuration; make uninstall
 #
 # Layout (docs/layout.md): src/<subsystem>/ holds one subsystem each; bpf/
 # the BPF programs and their ABI header; include/faultline/ the public API.
@@ -56,7 +59,7 @@ WIRE_OBJS  := $(call obj,src/migrate/wire.c src/migrate/statemap.c) $(OBJ)/fault
 WORKLOADS := $(addprefix $(OUT)/,uffd-workload kvm-guest syscall-loop stuck-scenarios \
                                   migrate-vm wire-client)
 
-.PHONY: all test bench clean vmlinux
+.PHONY: all test bench clean vmlinux install uninstall
 .SECONDARY:
 .DELETE_ON_ERROR:
 all: $(OUT)/faultline $(OUT)/libfaultline.a $(WORKLOADS)
@@ -208,6 +211,73 @@ $(OUT)/bench-tls-floor: tests/bench/tls_floor.c
 
 $(OUT)/bench-floor: tests/bench/floor.c $(OUT)/empty.skel.h
 	$(COMPILE) $< -o $@ $(LDLIBS)
+
+# --- installing ----------------------------------------------------------------
+VERSION  := $(shell sed -n 's/^\#define FL_VERSION "\(.*\)"/\1/p' src/common/version.h)
+SOMAJOR  := 0
+PREFIX   ?= /usr/local
+BINDIR   := $(PREFIX)/bin
+LIBDIR   := $(PREFIX)/lib
+PKGDIR   := $(LIBDIR)/faultline
+INCDIR   := $(PREFIX)/include
+MANDIR   := $(PREFIX)/share/man/man1
+UNITDIR  := $(PREFIX)/lib/systemd/system
+DOCDIR   := $(PREFIX)/share/doc/faultline
+SONAME   := libfaultline.so.$(SOMAJOR)
+
+# The shared library's objects: the same sources, position-independent.
+$(OBJ)/pic/%.o: src/%.c | $(PB_GEN)
+	@mkdir -p $(@D)
+	$(COMPILE) -fPIC -MMD -MP -c $< -o $@
+$(OBJ)/pic/faultline.pb-c.o: $(OUT)/faultline.pb-c.c $(OUT)/faultline.pb-c.h
+	@mkdir -p $(@D)
+	$(COMPILE) -fPIC -c $< -o $@
+
+$(OUT)/libfaultline.so.$(VERSION): $(patsubst src/%.c,$(OBJ)/pic/%.o,$(LIBFL)) \
+		$(OBJ)/pic/faultline.pb-c.o scripts/libfaultline.map
+	$(COMPILE) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=scripts/libfaultline.map \
+		$(filter %.o,$^) -o $@ $(LDFLAGS) $(MIG_LIBS)
+
+# One man page for the command and one per subcommand, made from their --help
+# (the subcommands and their summaries come from `faultline --commands`).
+$(OUT)/man.stamp: $(OUT)/faultline
+	rm -rf $(OUT)/man && mkdir -p $(OUT)/man
+	help2man -N --version-string=$(VERSION) -o $(OUT)/man/faultline.1 \
+		-n "observe userfaultfd-based postcopy migration from outside the VMM" $(OUT)/faultline
+	$(OUT)/faultline --commands | while IFS='	' read -r cmd what; do \
+		help2man -N --version-string=$(VERSION) -n "$$what" \
+			-o $(OUT)/man/faultline-$$cmd.1 "$(OUT)/faultline $$cmd" || exit 1; \
+	done
+	touch $@
+
+install: $(OUT)/faultline $(OUT)/uffd-workload $(OUT)/libfaultline.a \
+	 $(OUT)/libfaultline.so.$(VERSION) $(OUT)/man.stamp
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(PKGDIR) $(DESTDIR)$(LIBDIR)/pkgconfig \
+		$(DESTDIR)$(INCDIR)/faultline $(DESTDIR)$(MANDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR)
+	install -m 755 $(OUT)/faultline $(DESTDIR)$(BINDIR)/faultline
+	install -m 755 $(OUT)/uffd-workload $(DESTDIR)$(PKGDIR)/uffd-workload
+	install -m 644 $(OUT)/libfaultline.a $(DESTDIR)$(LIBDIR)/libfaultline.a
+	install -m 755 $(OUT)/libfaultline.so.$(VERSION) $(DESTDIR)$(LIBDIR)/
+	ln -sf libfaultline.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libfaultline.so
+	install -m 644 include/faultline/faultline.h $(DESTDIR)$(INCDIR)/faultline/faultline.h
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCDIR@|$(INCDIR)|' \
+	    -e 's|@VERSION@|$(VERSION)|' scripts/faultline.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/faultline.pc
+	chmod 644 $(DESTDIR)$(LIBDIR)/pkgconfig/faultline.pc
+	install -m 644 $(OUT)/man/*.1 $(DESTDIR)$(MANDIR)/
+	sed 's|/usr/local/bin/faultline|$(BINDIR)/faultline|g' scripts/faultline-exporter.service \
+		> $(DESTDIR)$(UNITDIR)/faultline-exporter.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/faultline-exporter.service
+	install -m 644 scripts/prometheus-faultline.yml $(DESTDIR)$(DOCDIR)/prometheus-faultline.yml
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/faultline $(DESTDIR)$(PKGDIR)/uffd-workload \
+	      $(DESTDIR)$(LIBDIR)/libfaultline.a $(DESTDIR)$(LIBDIR)/libfaultline.so* \
+	      $(DESTDIR)$(INCDIR)/faultline/faultline.h $(DESTDIR)$(LIBDIR)/pkgconfig/faultline.pc \
+	      $(DESTDIR)$(MANDIR)/faultline.1 $(DESTDIR)$(MANDIR)/faultline-*.1 \
+	      $(DESTDIR)$(UNITDIR)/faultline-exporter.service \
+	      $(DESTDIR)$(DOCDIR)/prometheus-faultline.yml
+	-rmdir $(DESTDIR)$(PKGDIR) $(DESTDIR)$(INCDIR)/faultline $(DESTDIR)$(DOCDIR) 2>/dev/null
 
 # --- entry points ------------------------------------------------------------
 test: all $(TESTS)

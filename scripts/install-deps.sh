@@ -19,6 +19,7 @@ pkgs=(
 	libgnutls28-dev openssl      # TLS on the migration connection; test certificates
 	libclang-rt-14-dev           # libFuzzer for the frame decoder's fuzz target
 	iproute2                     # network namespaces + veth for the two-host tests
+	help2man                     # make install: man pages from the --help texts
 )
 
 missing=()

@@ -36,13 +36,11 @@
 #include "metrics.h"
 #include "netaddr.h"
 #include "procscan.h"
+#include "version.h"
 #include "session.h"
 #include "stuck.h"
 #include "stuck_hist.h"
 
-#ifndef FL_VERSION
-#define FL_VERSION "0.1.0"	/* make CFLAGS+=-DFL_VERSION=... for releases */
-#endif
 
 #define DEFAULT_LISTEN "127.0.0.1:9477"
 #define DEFAULT_PORT 9477	/* DEFAULT_LISTEN's, quoted in --listen errors */

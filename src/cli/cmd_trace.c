@@ -325,16 +325,34 @@ int fl_cmd_demo(int argc, char **argv)
 			 "--resolve", "mix", "--delay-us", "300", "--quiet", NULL };
 	char *slash;
 
-	(void)argc;
+	if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+		printf("Usage: faultline demo\n"
+		       "Trace the built-in userfaultfd workload live: four threads fault on pages a\n"
+		       "handler resolves in turn by copy, zero page, poison and wake, 300 us after\n"
+		       "reading each fault; prints each fault episode and a log2 latency histogram.\n"
+		       "A first look at what `faultline trace` shows. Run as root.\n\n"
+		       "Examples:\n"
+		       "  sudo faultline demo\n");
+		return 0;
+	}
+	if (argc > 1) {
+		fprintf(stderr, "faultline demo: takes no arguments (see `faultline demo --help`)\n");
+		return -EINVAL;
+	}
 	if (n <= 0)
 		return -errno;
 	self[n] = 0;
 	slash = strrchr(self, '/');
 	if (slash)
 		*slash = 0;
+	/* beside the binary (the build tree), or where `make install` puts it */
 	snprintf(wl, sizeof(wl), "%s/uffd-workload", self);
+	if (access(wl, X_OK))
+		snprintf(wl, sizeof(wl), "%s/../lib/faultline/uffd-workload", self);
 	if (access(wl, X_OK)) {
-		fprintf(stderr, "faultline: the demo workload %s is missing: run `make`\n", wl);
+		fprintf(stderr, "faultline: the demo workload uffd-workload is missing (neither beside "
+			"%s/faultline nor in %s/../lib/faultline): run `make`, or `make install`\n",
+			self, self);
 		return -ENOENT;
 	}
 	return fl_cmd_trace(sizeof(args) / sizeof(args[0]) - 1, args);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "commands.h"
+#include "version.h"
 
 struct subcommand {
 	const char *name;
@@ -29,7 +30,7 @@ static void usage(FILE *out)
 		     "Commands:\n");
 	for (unsigned i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
 		fprintf(out, "  %-10s %s\n", cmds[i].name, cmds[i].help);
-	fprintf(out, "\n`faultline COMMAND --help` describes each one.\n\n"
+	fprintf(out, "\n`faultline COMMAND --help` describes each one; `faultline --version`.\n\n"
 		     "Examples:\n"
 		     "  sudo faultline demo\n"
 		     "  sudo faultline features\n"
@@ -47,6 +48,16 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
 		usage(stdout);
+		return 0;
+	}
+	if (!strcmp(argv[1], "--version")) {
+		printf("faultline %s\n", FL_VERSION);
+		return 0;
+	}
+	if (!strcmp(argv[1], "--commands")) {
+		/* for tools (the man pages are made from this): name TAB summary */
+		for (unsigned i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+			printf("%s\t%s\n", cmds[i].name, cmds[i].help);
 		return 0;
 	}
 	for (unsigned i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {

@@ -78,6 +78,115 @@ def test_as_root_user_with_sudo_goes_through_it():
     assert called == "-- id -u", called
 
 
+VMM_PROGRAM = r"""
+#include <stdio.h>
+#include <faultline/faultline.h>
+
+int main(void)
+{
+	struct fl_region reg = { .base = (void *)0x10000000, .length = 4096, .memfd = -1 };
+	struct fl_router_config cfg = { .source = "nohostport", .mode = FL_MODE_MISSING,
+					.uffd = -1, .regions = &reg, .nregions = 1 };
+	char err[256] = "";
+	int ret = fl_router_check_source(&cfg, err, sizeof(err));
+
+	printf("%d %s\n", ret, err);
+	return 0;
+}
+"""
+
+
+def public_functions():
+    with open(os.path.join(ROOT, "include", "faultline", "faultline.h")) as f:
+        return sorted(set(re.findall(r"^[a-z].*\b(fl_[a-z_]+)\(", f.read(), re.M)))
+
+
+def test_make_install_and_uninstall():
+    """make install into a DESTDIR: a VMM builds against the installed header
+    and pkg-config file and links the static and the shared library; the
+    binary, its man pages (one per subcommand), the demo workload, the
+    systemd unit and the Prometheus example are in place; make uninstall
+    takes every file away again."""
+    with tempfile.TemporaryDirectory() as d:
+        dest = os.path.join(d, "root")
+        p = subprocess.run(["make", "install", f"DESTDIR={dest}", "PREFIX=/usr"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stderr[-2000:]
+        usr = os.path.join(dest, "usr")
+        fl = os.path.join(usr, "bin", "faultline")
+        v = subprocess.run([fl, "--version"], capture_output=True, text=True)
+        assert v.returncode == 0 and re.match(r"faultline \d+\.\d+\.\d+$", v.stdout.strip()), v
+        version = v.stdout.split()[1]
+        # a man page for the command and one for each subcommand, rendered by man
+        cmds = [l.split("\t") for l in subprocess.run([fl, "--commands"], capture_output=True,
+                                                        text=True).stdout.splitlines()]
+        assert len(cmds) >= 8, cmds
+        for name, what in [("faultline", None)] + [(f"faultline-{c}", w) for c, w in cmds]:
+            page = os.path.join(usr, "share", "man", "man1", name + ".1")
+            m = subprocess.run(["man", "-l", page], capture_output=True, text=True,
+                               env=dict(os.environ, MANWIDTH="200"))
+            assert m.returncode == 0 and "NAME" in m.stdout and "SYNOPSIS" in m.stdout, (page, m)
+            if what:
+                assert what.split(" (")[0] in " ".join(m.stdout.split()), (page, what)
+        # the demo finds its workload where install put it
+        h = subprocess.run([fl, "demo", "--help"], capture_output=True, text=True)
+        assert h.returncode == 0 and "Usage: faultline demo" in h.stdout
+        assert os.access(os.path.join(usr, "lib", "faultline", "uffd-workload"), os.X_OK)
+        if os.geteuid() == 0:
+            r = subprocess.run([fl, "demo"], capture_output=True, text=True, timeout=120)
+            assert r.returncode == 0 and "usecs" in r.stdout, r.stderr[-1000:]
+        # the unit runs the installed binary; the example scrape configuration is there
+        with open(os.path.join(usr, "lib", "systemd", "system", "faultline-exporter.service")) as f:
+            unit = f.read()
+        assert "ExecStart=/usr/bin/faultline exporter" in unit, unit
+        assert os.path.exists(os.path.join(usr, "share", "doc", "faultline",
+                                           "prometheus-faultline.yml"))
+        # a VMM builds against what was installed: pkg-config, shared and static
+        env = dict(os.environ, PKG_CONFIG_SYSROOT_DIR=dest,
+                   PKG_CONFIG_PATH=os.path.join(usr, "lib", "pkgconfig"))
+        pc = subprocess.run(["pkg-config", "--modversion", "faultline"],
+                            capture_output=True, text=True, env=env)
+        assert pc.returncode == 0 and pc.stdout.strip() == version, pc
+        flags = subprocess.run(["pkg-config", "--cflags", "--libs", "faultline"],
+                               capture_output=True, text=True, env=env).stdout.split()
+        assert f"-I{usr}/include" in flags and "-lfaultline" in flags, flags
+        src = os.path.join(d, "vmm.c")
+        with open(src, "w") as f:
+            f.write(VMM_PROGRAM)
+        shared = os.path.join(d, "vmm-shared")
+        c = subprocess.run(["cc", src, *flags, "-o", shared], capture_output=True, text=True)
+        assert c.returncode == 0, c.stderr
+        r = subprocess.run([shared], capture_output=True, text=True,
+                           env=dict(os.environ, LD_LIBRARY_PATH=os.path.join(usr, "lib")))
+        assert r.returncode == 0 and "is not HOST:PORT" in r.stdout, (r.stdout, r.stderr)
+        needed = subprocess.run(["readelf", "-d", shared], capture_output=True, text=True).stdout
+        assert "libfaultline.so.0" in needed, needed
+        static_libs = subprocess.run(["pkg-config", "--static", "--libs-only-l", "faultline"],
+                                     capture_output=True, text=True, env=env).stdout.split()
+        assert {"-lprotobuf-c", "-lz", "-lgnutls"} <= set(static_libs), static_libs
+        static = os.path.join(d, "vmm-static")
+        # libfaultline.a itself, its direct dependencies shared (Debian ships no static GnuTLS)
+        c = subprocess.run(["cc", src, f"-I{usr}/include", os.path.join(usr, "lib", "libfaultline.a"),
+                            "-lprotobuf-c", "-lz", "-lgnutls", "-o", static],
+                           capture_output=True, text=True)
+        assert c.returncode == 0, c.stderr
+        r = subprocess.run([static], capture_output=True, text=True)
+        assert "is not HOST:PORT" in r.stdout, r
+        # the shared library exports the public API and nothing else
+        syms = subprocess.run(["nm", "-D", "--defined-only", os.path.join(usr, "lib",
+                                                                           "libfaultline.so.0")],
+                              capture_output=True, text=True).stdout
+        exported = sorted({l.split()[-1].split("@")[0] for l in syms.splitlines()
+                           if l.split()[1:2] == ["T"]})
+        assert exported == public_functions(), (exported, public_functions())
+        p = subprocess.run(["make", "uninstall", f"DESTDIR={dest}", "PREFIX=/usr"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        left = [os.path.join(r, f) for r, _, fs in os.walk(dest) for f in fs]
+        assert not left, left
+
+
 if __name__ == "__main__":
     main([test_readme_commands_and_ci_agree, test_as_root_as_root_runs_directly,
-          test_as_root_user_without_sudo_is_told, test_as_root_user_with_sudo_goes_through_it])
+          test_as_root_user_without_sudo_is_told, test_as_root_user_with_sudo_goes_through_it,
+          test_make_install_and_uninstall])
