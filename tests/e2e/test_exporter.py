@@ -233,6 +233,47 @@ def prometheus_query(base, q):
     return d["data"]["result"]
 
 
+def start_prometheus(tmp, exporter_addr):
+    """A real Prometheus scraping the exporter every second: (process, base URL),
+    returned once it has scraped at least once."""
+    cfg = os.path.join(tmp, "prometheus.yml")
+    with open(cfg, "w") as f:
+        f.write("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+                "scrape_configs:\n  - job_name: faultline\n    static_configs:\n"
+                f"      - targets: ['{exporter_addr}']\n")
+    web = f"127.0.0.1:{free_port()}"
+    with open(os.path.join(tmp, "prometheus.log"), "w") as log:
+        prom = subprocess.Popen(["prometheus", f"--config.file={cfg}",
+                                 f"--storage.tsdb.path={tmp}/data",
+                                 f"--web.listen-address={web}", "--log.level=warn"],
+                                stdout=log, stderr=log)
+    base = f"http://{web}"
+    end = time.time() + 30
+    while True:  # ready, and the exporter scraped at least once
+        try:
+            if [r for r in prometheus_query(base, 'up{job="faultline"}')
+                    if r["value"][1] == "1"]:
+                return prom, base
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        if prom.poll() is not None or time.time() > end:
+            prom.kill()
+            raise AssertionError("prometheus never scraped the exporter: " +
+                                 open(os.path.join(tmp, "prometheus.log")).read()[-2000:])
+        time.sleep(0.3)
+
+
+def scraped_after(base, t, timeout=20):
+    """Waits for a scrape taken after time t (+1 s: the last episodes closed)."""
+    end = time.time() + timeout
+    while True:
+        ts = prometheus_query(base, 'timestamp(faultline_up{job="faultline"})')
+        if ts and float(ts[0]["value"][1]) > t + 1.0:
+            return
+        assert time.time() < end, "no scrape after the workload ended"
+        time.sleep(0.3)
+
+
 def test_prometheus_counts_every_fault():
     require_root()
     if not shutil.which("prometheus"):
@@ -244,42 +285,12 @@ def test_prometheus_counts_every_fault():
     exp = prom = None
     try:
         exp = Exporter("-p", str(wl.pid))
-        cfg = os.path.join(tmp, "prometheus.yml")
-        with open(cfg, "w") as f:
-            f.write("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
-                    "scrape_configs:\n  - job_name: faultline\n    static_configs:\n"
-                    f"      - targets: ['{exp.addr}']\n")
-        web = f"127.0.0.1:{free_port()}"
-        with open(os.path.join(tmp, "prometheus.log"), "w") as log:
-            prom = subprocess.Popen(["prometheus", f"--config.file={cfg}",
-                                     f"--storage.tsdb.path={tmp}/data",
-                                     f"--web.listen-address={web}", "--log.level=warn"],
-                                    stdout=log, stderr=log)
-        base = f"http://{web}"
-        end = time.time() + 30
-        while True:  # ready, and the exporter scraped at least once
-            try:
-                if [r for r in prometheus_query(base, 'up{job="faultline"}')
-                        if r["value"][1] == "1"]:
-                    break
-            except (urllib.error.URLError, ConnectionError):
-                pass
-            assert prom.poll() is None, open(os.path.join(tmp, "prometheus.log")).read()
-            assert time.time() < end, "prometheus never scraped the exporter: " + \
-                open(os.path.join(tmp, "prometheus.log")).read()[-2000:]
-            time.sleep(0.3)
+        prom, base = start_prometheus(tmp, exp.addr)
         finish(wl)
         done = time.time()
         summ = next(r for r in jsonl(open(out).read()) if r["event"] == "wl_summary")
         assert summ["faults"] == 120 and summ["errors"] == 0, summ
-        # a scrape taken after the workload ended and its last episodes closed
-        end = time.time() + 20
-        while True:
-            ts = prometheus_query(base, 'timestamp(faultline_up{job="faultline"})')
-            if ts and float(ts[0]["value"][1]) > done + 1.0:
-                break
-            assert time.time() < end, "no scrape after the workload ended"
-            time.sleep(0.3)
+        scraped_after(base, done)
         got = prometheus_query(base, "sum(faultline_faults_total)")
         assert got, "Prometheus has no faultline_faults_total"
         assert float(got[0]["value"][1]) == summ["faults"], \
@@ -291,6 +302,50 @@ def test_prometheus_counts_every_fault():
         exp.stop()
     finally:
         kill_all(prom, wl, exp.p if exp else None)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+DASHBOARD = os.path.join(os.path.dirname(__file__), "..", "..", "dashboards", "faultline.json")
+
+
+def test_dashboard_queries_parse_and_return_data():
+    """Every PromQL expression of the Grafana dashboard, asked of a real
+    Prometheus scraping the exporter while a workload faults (every kind of
+    resolution, poison included): it parses, and returns data -- all but the
+    vCPU panels, which need /dev/kvm and are checked to parse only without it."""
+    require_root()
+    if not shutil.which("prometheus"):
+        raise Skip("prometheus not installed (scripts/install-deps.sh)")
+    with open(DASHBOARD) as f:
+        dash = json.load(f)
+    queries = [(p["title"], t["expr"], "needs /dev/kvm" in p.get("description", ""))
+               for p in dash["panels"] for t in p["targets"]]
+    assert len(queries) >= 15, queries
+    kvm = os.access("/dev/kvm", os.R_OK | os.W_OK)
+    tmp = tempfile.mkdtemp(prefix="faultline-dash-")
+    wl = workload("--threads", "3", "--pages", "40", "--delay-us", "300", "--resolve", "mix",
+                  delay="3000")
+    # a second process, running before the exporter (tracked late), whose
+    # handler's COPY into an unmapped range fails (a failing ioctl, a race)
+    racer = workload("--threads", "1", "--pages", "2", "--race", "munmap", "--race-hold-ms",
+                     "300", delay="3000")
+    exp = prom = None
+    try:
+        exp = Exporter()  # default scope, as a host daemon runs it
+        prom, base = start_prometheus(tmp, exp.addr)
+        finish(wl)
+        finish(racer)
+        scraped_after(base, time.time())
+        empty = []
+        for title, expr, needs_kvm in queries:
+            # Grafana's $__rate_interval: a window with several 1 s scrapes in it
+            result = prometheus_query(base, expr.replace("$__rate_interval", "1m"))
+            if not result and (kvm or not needs_kvm):
+                empty.append((title, expr))
+        assert not empty, f"dashboard queries without data: {empty}"
+        exp.stop()
+    finally:
+        kill_all(prom, wl, racer, exp.p if exp else None)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -503,6 +558,7 @@ def test_help_has_examples():
 
 if __name__ == "__main__":
     main([test_scrape_during_workload_passes_promtool, test_prometheus_counts_every_fault,
+          test_dashboard_queries_parse_and_return_data,
           test_histogram_buckets_match_workload_latencies, test_vm_metrics_match_vmm,
           test_http_paths_and_clean_shutdown, test_port_in_use_and_bad_listen_are_clear,
           test_default_listen_is_loopback, test_stuck_waiters_by_verdict, test_help_has_examples])

@@ -925,10 +925,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_router_dies_mid_zap, setup, teardown),
 	};
 
-	int probe = uffd_new();
+	int probe = test_uffd_open(O_CLOEXEC, 0);
 	if (probe < 0) {
 		printf("SKIP: no userfaultfd here (%s): needs CONFIG_USERFAULTFD and root, "
-		       "vm.unprivileged_userfaultfd=1 or access to /dev/userfaultfd\n", strerror(errno));
+		       "vm.unprivileged_userfaultfd=1 or access to /dev/userfaultfd\n", strerror(-probe));
 		return 77;
 	}
 	close(probe);
