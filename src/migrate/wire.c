@@ -25,6 +25,18 @@
  * frame's header in the same read(); beyond that the reader never grows. */
 #define READER_MAX_CAP ((size_t)FL_WIRE_MAX_FRAME + 4 + (64u << 10))
 
+/* A frame header's length: 0 when acceptable, else -errno and why. */
+static int check_length(uint32_t n, char *err, size_t errlen)
+{
+	if (!n)
+		return fl_err(err, errlen, -EPROTO, "Frame header announces a zero-length frame.");
+	if (n > FL_WIRE_MAX_FRAME)
+		return fl_err(err, errlen, -EMSGSIZE,
+			      "Frame header announces %u bytes, more than the %u-byte limit.", n,
+			      FL_WIRE_MAX_FRAME);
+	return 0;
+}
+
 static uint32_t get_be32(const uint8_t *p)
 {
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
@@ -438,12 +450,8 @@ int fl_wire_next(struct fl_wire_reader *r, const struct fl_wire_limits *lim,
 	n = get_be32(r->buf + r->off);
 	/* Header errors leave the reader where it is: the stream has lost its
 	 * framing and every further call repeats the error. */
-	if (!n)
-		return fl_err(err, errlen, -EPROTO, "Frame header announces a zero-length frame.");
-	if (n > FL_WIRE_MAX_FRAME)
-		return fl_err(err, errlen, -EMSGSIZE,
-			    "Frame header announces %u bytes, more than the %u-byte limit.", n,
-			    FL_WIRE_MAX_FRAME);
+	if ((rc = check_length(n, err, errlen)))
+		return rc;
 	if (avail - 4 < n)
 		return 0;
 	rc = fl_wire_decode(r->buf + r->off + 4, n, lim, out, err, errlen);
@@ -631,12 +639,8 @@ int fl_wire_recv(int fd, const struct fl_wire_limits *lim, int timeout_ms,
 	if (rc)
 		return fl_err(err, errlen, rc, "Reading a frame header failed: %s.", strerror(-rc));
 	n = get_be32(hdr);
-	if (!n)
-		return fl_err(err, errlen, -EPROTO, "Frame header announces a zero-length frame.");
-	if (n > FL_WIRE_MAX_FRAME)
-		return fl_err(err, errlen, -EMSGSIZE,
-			    "Frame header announces %u bytes, more than the %u-byte limit.", n,
-			    FL_WIRE_MAX_FRAME);
+	if ((rc = check_length(n, err, errlen)))
+		return rc;
 	body = malloc(n);
 	if (!body)
 		return fl_err(err, errlen, -ENOMEM, "No memory for a %u-byte frame.", n);
