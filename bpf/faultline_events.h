@@ -74,6 +74,8 @@ struct fl_ev_block {
 	__u32 state;	/* prev_state from sched_switch */
 	__u64 pf_err;	/* x86 page-fault error code */
 	char pcomm[FL_COMM_LEN];	/* the process's name (group leader's comm) */
+	__u32 page_shift;	/* of the faulting mapping (hugetlbfs: 21, 30), 0 unknown */
+	__u32 pad;
 };
 
 struct fl_ev_wake {

@@ -51,6 +51,26 @@ static __always_inline bool in_handle_userfault(void *ctx)
 	return false;
 }
 
+#define VM_HUGETLB_ 0x00400000UL
+
+/* bpf_find_vma's callback: the page shift of the mapping (hugetlbfs: its
+ * hstate's), written to *data. */
+static long vma_page_shift(struct task_struct *task, struct vm_area_struct *vma, void *data)
+{
+	__u32 *shift = data;
+	struct hugetlbfs_sb_info *sbi;
+	unsigned int order;
+
+	(void)task;
+	*shift = 12;
+	if (!(BPF_CORE_READ(vma, vm_flags) & VM_HUGETLB_))
+		return 0;
+	sbi = (struct hugetlbfs_sb_info *)BPF_CORE_READ(vma, vm_file, f_inode, i_sb, s_fs_info);
+	order = BPF_CORE_READ(sbi, hstate, order);
+	*shift = order && order < 40 ? 12 + order : 0;
+	return 0;
+}
+
 static __always_inline void on_block(void *ctx, struct task_struct *prev, __u32 tgid,
 				     unsigned int prev_state)
 {
@@ -97,6 +117,15 @@ static __always_inline void on_block(void *ctx, struct task_struct *prev, __u32 
 		e->block.pf_err = pf->err;
 	}
 	e->block.flags = flags;
+	/* The mapping's page size, while the thread still has it (a process
+	 * can be gone before the agent reads this): user faults only, and only
+	 * if the mm is not busy (bpf_find_vma only tries its lock). */
+	if (pf) {
+		__u32 shift = 0;
+
+		if (!bpf_find_vma(bpf_get_current_task_btf(), pf->addr, vma_page_shift, &shift, 0))
+			e->block.page_shift = shift;
+	}
 	ev_submit(e);
 }
 

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
 #include "procscan.h"
@@ -193,4 +194,43 @@ uint64_t fl_proc_start_ns(pid_t pid)
 	uint64_t start_ns = start * (1000000000ull / (uint64_t)hz);
 
 	return start_ns + mono_ns > boot_ns ? start_ns + mono_ns - boot_ns : 0;
+}
+
+#define HUGETLBFS_MAGIC_ 0x958458f6
+
+int fl_proc_page_size(pid_t pid, uint64_t addr, uint64_t *start, uint64_t *end, uint32_t *size)
+{
+	char path[64], line[512];
+	FILE *f;
+	int ret = -ENOENT;
+
+	snprintf(path, sizeof(path), "/proc/%d/maps", pid);
+	f = fopen(path, "re");
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long lo, hi;
+		int name = 0;
+
+		if (sscanf(line, "%llx-%llx %*s %*s %*s %*s %n", &lo, &hi, &name) < 2)
+			continue;
+		if (addr < lo || addr >= hi)
+			continue;
+		*start = lo;
+		*end = hi;
+		*size = (uint32_t)sysconf(_SC_PAGESIZE);
+		/* a named mapping may be hugetlbfs (a file there, or MAP_HUGETLB's
+		 * "/anon_hugepage (deleted)"): its filesystem says the page size */
+		if (name && line[name] == '/') {
+			struct statfs st;
+
+			snprintf(path, sizeof(path), "/proc/%d/map_files/%llx-%llx", pid, lo, hi);
+			if (!statfs(path, &st) && (unsigned long)st.f_type == HUGETLBFS_MAGIC_)
+				*size = (uint32_t)st.f_bsize;
+		}
+		ret = 0;
+		break;
+	}
+	fclose(f);
+	return ret;
 }

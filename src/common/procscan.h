@@ -20,6 +20,14 @@ pid_t fl_proc_tgid(pid_t tid);
 int fl_proc_comm(pid_t pid, char *buf, size_t len);
 /* Is thread tid asleep in handle_userfault (its /proc wchan)? */
 bool fl_proc_in_userfault(pid_t tid);
+/*
+ * The page size of pid's mapping that holds addr: its huge page size for
+ * hugetlbfs (a hugetlbfs file or MAP_HUGETLB), else the base page size; the
+ * mapping's [start, end) for caching.  Reads /proc/PID/maps (no page-table
+ * walk, unlike smaps) and statfs of the mapping's map_files entry.
+ * 0 or -errno (-ENOENT: no mapping there).
+ */
+int fl_proc_page_size(pid_t pid, uint64_t addr, uint64_t *start, uint64_t *end, uint32_t *size);
 /* When pid started, in CLOCK_MONOTONIC ns (0 if unknown). */
 uint64_t fl_proc_start_ns(pid_t pid);
 /*

@@ -358,6 +358,8 @@ static void on_block(struct fl_correlator *c, const struct fl_event *e)
 			if (e->ts < ep->start_ts)
 				ep->start_ts = e->ts;
 			ep->user_pf |= user_pf;
+			if (b->page_shift && !ep->page_size)
+				ep->page_size = 1u << b->page_shift;
 			if (!(b->flags & FL_BLOCK_INFERRED))
 				ep->confirmed = true;
 			return;
@@ -374,6 +376,7 @@ static void on_block(struct fl_correlator *c, const struct fl_event *e)
 	ep->pf_ts = b->pf_ts;
 	ep->block_ts = ep->last_block_ts = e->ts;
 	ep->start_ts = b->pf_ts && b->pf_ts < e->ts ? b->pf_ts : e->ts;
+	ep->page_size = b->page_shift ? 1u << b->page_shift : 0;
 }
 
 static void on_wakeup(struct fl_correlator *c, const struct fl_event *e)

@@ -54,6 +54,7 @@ struct fl_episode {
 	uint64_t ctx;		/* userfaultfd_ctx of the notify/resolution */
 	int32_t uffd;		/* fd number in the handler, -1 unknown */
 	uint32_t handler_pid;
+	uint32_t page_size;	/* of its mapping (hugetlbfs: the huge page), 0 unknown */
 	uint32_t retries;	/* VM_FAULT_RETRY re-blocks merged into this episode */
 	uint32_t notifies;
 	int32_t vcpu;		/* -1: not a vCPU / unknown */
@@ -90,6 +91,7 @@ struct fl_race {
 	uint64_t waited_ns;	/* for STRANDED: how long it has been blocked */
 	const char *what;	/* munmap, mremap, COPY, UNMAP event ... */
 	int32_t err;		/* errno of a failed placement, or 0 */
+	uint32_t page_size;	/* of the waiter's mapping, 0 unknown */
 };
 
 struct fl_correlator_ops {

@@ -36,6 +36,15 @@ const char *fl_errno_name(int err)
 	return "E?";
 }
 
+/* A count that 0 means unknown for: null then. */
+static void json_u32_or_null(FILE *out, const char *key, uint32_t v)
+{
+	if (v)
+		fprintf(out, ",\"%s\":%u", key, v);
+	else
+		fprintf(out, ",\"%s\":null", key);
+}
+
 /* Duration field in JSON: null when either end was not seen. */
 static void json_dur(FILE *out, const char *key, uint64_t from, uint64_t to)
 {
@@ -110,6 +119,7 @@ void fl_out_fault(FILE *out, const struct fl_episode *ep, bool json)
 		fputs("null", out);
 	if (ep->place_errno)
 		fprintf(out, ",\"placement_errno\":\"%s\"", fl_errno_name(ep->place_errno));
+	json_u32_or_null(out, "page_size", ep->page_size);
 	fprintf(out, ",\"waiting\":%s}\n", ep->unfinished ? "true" : "false");
 	fl_out_line_done(out);
 }
@@ -147,7 +157,9 @@ void fl_out_race(FILE *out, const struct fl_race *r, bool json)
 		fprintf(out, "\"%s\"", fl_errno_name(r->err));
 	else
 		fputs("null", out);
-	fprintf(out, ",\"waited_ns\":%" PRIu64 "}\n", r->waited_ns);
+	fprintf(out, ",\"waited_ns\":%" PRIu64, r->waited_ns);
+	json_u32_or_null(out, "page_size", r->page_size);
+	fputs("}\n", out);
 	fl_out_line_done(out);
 }
 

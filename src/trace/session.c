@@ -47,6 +47,28 @@ bool fl_session_selected(struct fl_session *s, uint32_t pid, const char *thread_
 	return !fl_proc_comm((pid_t)pid, pcomm, sizeof(pcomm)) && !strcmp(pcomm, s->o.comm);
 }
 
+/* The page size at pid:addr (0 unknown), from a small cache of mappings. */
+static uint32_t page_size_of(struct fl_session *s, uint32_t pid, uint64_t addr)
+{
+	unsigned n = sizeof(s->pgsz) / sizeof(s->pgsz[0]);
+	uint64_t start, end;
+	uint32_t size;
+
+	if (!addr)
+		return 0;
+	for (unsigned i = 0; i < n; i++)
+		if (s->pgsz[i].pid == pid && addr >= s->pgsz[i].start && addr < s->pgsz[i].end)
+			return s->pgsz[i].size;
+	if (fl_proc_page_size((pid_t)pid, addr, &start, &end, &size))
+		return 0;	/* gone, or unmapped since: unknown */
+	s->pgsz[s->pgsz_next % n].pid = pid;
+	s->pgsz[s->pgsz_next % n].start = start;
+	s->pgsz[s->pgsz_next % n].end = end;
+	s->pgsz[s->pgsz_next % n].size = size;
+	s->pgsz_next++;
+	return size;
+}
+
 static void on_episode(void *arg, const struct fl_episode *ep)
 {
 	struct fl_session *s = arg;
@@ -56,6 +78,8 @@ static void on_episode(void *arg, const struct fl_episode *ep)
 	if (!fl_session_selected(s, ep->pid, ep->comm))
 		return;
 	e.vcpu = fl_vms_vcpu_of(&s->vms, ep->pid, ep->tid, ep->comm);
+	if (!e.page_size)	/* the kernel side knew it for user faults only */
+		e.page_size = page_size_of(s, ep->pid, ep->addr);
 	fl_vms_add(&s->vms, ep->pid, NULL, ep->tid, ep->comm, ep->start_ts, ep->end_ts);
 	vm = fl_vms_find(&s->vms, ep->pid);
 	if (vm && !vm->comm[0] && fl_proc_comm((pid_t)ep->pid, vm->comm, FL_COMM_LEN))
@@ -68,10 +92,13 @@ static void on_race(void *arg, const struct fl_race *r)
 {
 	struct fl_session *s = arg;
 
+	struct fl_race x = *r;
+
 	if (r->pid && !fl_session_selected(s, r->pid, r->actor_comm))
 		return;
+	x.page_size = page_size_of(s, r->pid, r->waiter_addr);
 	if (s->ops.race)
-		s->ops.race(s->ops.arg, r);
+		s->ops.race(s->ops.arg, &x);
 }
 
 static bool in_userfault(void *arg, uint32_t tid)

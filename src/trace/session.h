@@ -103,6 +103,9 @@ struct fl_session {
 	uint64_t untracked_since_ns;	/* nothing tracked since then; 0 while something is */
 	uint64_t late_total;		/* processes tracked late (fl_late_note) */
 	bool eager;			/* syscall probes attached for the whole run */
+	/* page sizes of recently seen mappings (fl_proc_page_size is a /proc read) */
+	struct { uint32_t pid, size; uint64_t start, end; } pgsz[64];
+	unsigned pgsz_next;
 	bool scanned;			/* the first /proc scan is done */
 	pid_t child;
 	int child_status;

@@ -89,8 +89,52 @@ def test_missing_copy_threads():
     for f in faults:
         assert f["notify_ns"] is not None and f["resolve_ns"] is not None
         assert f["uffd"] is not None and f["blocked"] is True
+        assert f["page_size"] == os.sysconf("SC_PAGESIZE"), f
     summ = [o for o in objs if o["event"] == "summary"][0]
     assert summ["lost"] == 0
+
+
+class HugePages:
+    """At least n free 2 MiB huge pages for the test's duration (the pool is
+    put back as it was); Skip where the kernel cannot have them."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __enter__(self):
+        require_root()
+        path = "/proc/sys/vm/nr_hugepages"
+        with open(path) as f:
+            self.old = int(f.read())
+        with open(path, "w") as f:
+            f.write(str(self.old + self.n))
+        with open("/proc/meminfo") as f:
+            free = int(next(l for l in f if l.startswith("HugePages_Free")).split()[1])
+        if free < self.n:
+            self.__exit__()
+            raise Skip(f"only {free} free 2 MiB huge pages (wanted {self.n})")
+        return self
+
+    def __exit__(self, *exc):
+        with open("/proc/sys/vm/nr_hugepages", "w") as f:
+            f.write(str(self.old))
+
+
+def test_hugetlb_faults_name_their_page_size():
+    """hugetlbfs-backed memory, MISSING (MAP_HUGETLB) and MINOR (a hugetlb
+    memfd): every fault as the workload saw it, at the huge page, and named
+    with its 2 MiB page size."""
+    with HugePages(12):
+        for args in (["--resolve", "copy"], ["--mode", "minor", "--resolve", "continue"]):
+            faults, _, wl, _ = run_traced(
+                [WORKLOAD, "--hugetlb", "--threads", "2", "--pages", "3", "--delay-us", "300",
+                 *args])
+            summ = next(r for r in wl if r["event"] == "wl_summary")
+            assert summ["page_size"] == 2 << 20, summ
+            check_against_workload(faults, wl)
+            for f in faults:
+                assert f["page_size"] == 2 << 20, f
+                assert int(f["addr"], 16) % (2 << 20) == 0 or f["user_fault"], f
 
 
 def test_missing_mix_copy_zeropage_poison_wake():
@@ -437,7 +481,7 @@ def test_help_has_examples():
 
 
 if __name__ == "__main__":
-    main([test_missing_copy_threads, test_missing_mix_copy_zeropage_poison_wake,
+    main([test_missing_copy_threads, test_hugetlb_faults_name_their_page_size, test_missing_mix_copy_zeropage_poison_wake,
           test_minor_continue_and_poison, test_handler_delay_is_the_resolve_share,
           test_multiple_handler_threads_loops, test_munmap_race_reported,
           test_kvm_vcpu_faults_via_gup, test_pid_filter_on_running_process,

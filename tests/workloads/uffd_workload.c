@@ -142,6 +142,8 @@ static const char *const wl_race_kind_name[RACE_KIND_NR] = {
 
 enum wl_mode { WL_MISSING, WL_MINOR };
 
+#define HUGE_PS (2u << 20)	/* --hugetlb */
+
 enum wl_res {
 	RES_NONE = -1,
 	RES_COPY = 0,
@@ -179,6 +181,7 @@ struct wl_opts {
 	bool race;
 	int race_kind; /* enum wl_race_kind */
 	bool handler_process;
+	bool hugetlb;	/* --hugetlb: 2 MiB pages (hugetlbfs) */
 	bool quiet;
 	const char *out_path;
 };
@@ -1121,6 +1124,9 @@ static void usage(FILE *f)
 "                        continue,poison,wake (minor) by page index\n"
 "  --delay-us N          handler sleeps N us after reading each fault (default 0)\n"
 "  --handler-threads N   handler threads (default 1)\n"
+"  --hugetlb             back the region with 2 MiB huge pages (hugetlbfs; needs\n"
+"                        /proc/sys/vm/nr_hugepages >= threads x pages, and\n"
+"                        --resolve copy, continue, poison or wake)\n"
 "  --handler-process     serve the faults from a separate forked process that\n"
 "                        receives the userfaultfd over a Unix socketpair\n"
 "                        (SCM_RIGHTS; Firecracker style: this process keeps\n"
@@ -1194,7 +1200,7 @@ static void parse_args(int argc, char **argv, struct wl_opts *o)
 {
 	enum {
 		O_THREADS = 256, O_PAGES, O_MODE, O_RESOLVE, O_DELAY, O_HTHREADS, O_OUT,
-		O_START_DELAY, O_LOOPS, O_RACE, O_RACE_HOLD, O_STALL, O_QUIET, O_HPROC,
+		O_START_DELAY, O_LOOPS, O_RACE, O_RACE_HOLD, O_STALL, O_QUIET, O_HPROC, O_HUGETLB,
 	};
 	static const struct option lo[] = {
 		{ "threads", required_argument, NULL, O_THREADS },
@@ -1204,6 +1210,7 @@ static void parse_args(int argc, char **argv, struct wl_opts *o)
 		{ "delay-us", required_argument, NULL, O_DELAY },
 		{ "handler-threads", required_argument, NULL, O_HTHREADS },
 		{ "handler-process", no_argument, NULL, O_HPROC },
+		{ "hugetlb", no_argument, NULL, O_HUGETLB },
 		{ "out", required_argument, NULL, O_OUT },
 		{ "start-delay-ms", required_argument, NULL, O_START_DELAY },
 		{ "loops", required_argument, NULL, O_LOOPS },
@@ -1276,6 +1283,9 @@ static void parse_args(int argc, char **argv, struct wl_opts *o)
 		case O_HPROC:
 			o->handler_process = true;
 			break;
+		case O_HUGETLB:
+			o->hugetlb = true;
+			break;
 		case O_RACE_HOLD:
 			o->race_hold_ms = parse_num("--race-hold-ms", optarg, 0, 3600000ul);
 			break;
@@ -1304,6 +1314,9 @@ static void parse_args(int argc, char **argv, struct wl_opts *o)
 		bad_usage("--resolve %s needs --mode missing", wl_res_name[o->resolve]);
 	if (o->threads == 0 && !o->race)
 		bad_usage("--threads 0 only makes sense with --race");
+	if (o->hugetlb && (o->resolve == RES_ZEROPAGE || o->resolve == RES_MIX || o->race))
+		bad_usage("--hugetlb goes with --resolve copy, continue, poison or wake (hugetlbfs "
+			  "has no UFFDIO_ZEROPAGE) and without --race");
 	if ((uint64_t)o->threads * o->pages > (1u << 24))
 		bad_usage("--threads x --pages is too large (at most %u pages)", 1u << 24);
 }
@@ -1368,7 +1381,7 @@ static void setup(struct wl_ctx *ctx)
 	struct uffdio_api api;
 
 	ctx->pid = getpid();
-	ctx->ps = (size_t)sysconf(_SC_PAGESIZE);
+	ctx->ps = o->hugetlb ? HUGE_PS : (size_t)sysconf(_SC_PAGESIZE);
 	ctx->npages = (size_t)o->threads * o->pages;
 	ctx->len = ctx->npages * ctx->ps;
 	ctx->memfd = -1;
@@ -1376,7 +1389,10 @@ static void setup(struct wl_ctx *ctx)
 	ctx->features = UFFD_FEATURE_THREAD_ID;
 	if (uses_res(ctx, RES_POISON))
 		ctx->features |= UFFD_FEATURE_POISON;
-	if (shmem)
+	if (o->hugetlb)
+		ctx->features |= o->mode == WL_MINOR ? UFFD_FEATURE_MINOR_HUGETLBFS
+						     : UFFD_FEATURE_MISSING_HUGETLBFS;
+	else if (shmem)
 		ctx->features |= o->mode == WL_MINOR ? UFFD_FEATURE_MINOR_SHMEM
 						     : UFFD_FEATURE_MISSING_SHMEM;
 	for (int r = 0; r < RES_NR; r++)
@@ -1414,7 +1430,8 @@ static void setup(struct wl_ctx *ctx)
 
 	if (ctx->npages) {
 		if (shmem) {
-			ctx->memfd = memfd_create("faultline-uffd-workload", MFD_CLOEXEC);
+			ctx->memfd = memfd_create("faultline-uffd-workload",
+						  MFD_CLOEXEC | (o->hugetlb ? MFD_HUGETLB : 0));
 			if (ctx->memfd < 0)
 				die("memfd_create: %s", strerror(errno));
 			if (ftruncate(ctx->memfd, (off_t)ctx->len))
@@ -1434,9 +1451,12 @@ static void setup(struct wl_ctx *ctx)
 				memset(ctx->alias, 0xEE, ctx->len);
 		} else {
 			ctx->base = mmap(NULL, ctx->len, PROT_READ | PROT_WRITE,
-					 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+					 MAP_PRIVATE | MAP_ANONYMOUS | (o->hugetlb ? MAP_HUGETLB : 0),
+					 -1, 0);
 			if (ctx->base == MAP_FAILED)
-				die("mmap of %zu anonymous bytes: %s", ctx->len, strerror(errno));
+				die("mmap of %zu anonymous bytes%s: %s", ctx->len,
+				    o->hugetlb ? " of 2 MiB pages (is /proc/sys/vm/nr_hugepages big "
+						 "enough?)" : "", strerror(errno));
 		}
 		register_range(ctx, ctx->base, ctx->len,
 			       o->mode == WL_MINOR ? UFFDIO_REGISTER_MODE_MINOR
