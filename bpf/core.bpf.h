@@ -174,6 +174,30 @@ struct {
 /* At most this many pages of one UFFDIO_POISON are remembered (counted beyond). */
 #define FL_POISON_PAGES_MAX 64
 
+/* The last mapping a fault of each address space was in, with its page
+ * shift: guest memory is a few large mappings, so bpf_find_vma (which costs
+ * microseconds) runs once per mapping, not per fault.  A mapping change by
+ * the process drops its entry. */
+struct fl_vma_cached {
+	__u64 start, end;
+	__u32 shift;
+	__u32 pad;
+};
+
+/* An mm's address is reused once its process is gone: the tgid with it. */
+struct fl_vma_key {
+	__u64 mm;
+	__u32 tgid;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct fl_vma_key);
+	__type(value, struct fl_vma_cached);
+} fl_vmas SEC(".maps");
+
 /* Scratch for bpf_get_stack: too big for the 512-byte BPF stack. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -27,6 +27,12 @@ static __always_inline int on_map_exit(__u32 nr, long ret)
 		return 0;
 	task = (struct task_struct *)bpf_get_current_task();
 	e->map.mm = (__u64)BPF_CORE_READ(task, mm);
+	{
+		/* its mappings may have changed */
+		struct fl_vma_key k = { .mm = e->map.mm, .tgid = bpf_get_current_pid_tgid() >> 32 };
+
+		bpf_map_delete_elem(&fl_vmas, &k);
+	}
 	e->map.ret = ret;
 	e->map.enter_ts = sc.ts;
 	e->map.fd = -1;

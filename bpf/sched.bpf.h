@@ -53,22 +53,38 @@ static __always_inline bool in_handle_userfault(void *ctx)
 
 #define VM_HUGETLB_ 0x00400000UL
 
-/* bpf_find_vma's callback: the page shift of the mapping (hugetlbfs: its
- * hstate's), written to *data. */
+/* bpf_find_vma's callback: the mapping's range and page shift (hugetlbfs:
+ * its hstate's), into *data. */
 static long vma_page_shift(struct task_struct *task, struct vm_area_struct *vma, void *data)
 {
-	__u32 *shift = data;
+	struct fl_vma_cached *v = data;
 	struct hugetlbfs_sb_info *sbi;
 	unsigned int order;
 
 	(void)task;
-	*shift = 12;
+	v->start = BPF_CORE_READ(vma, vm_start);
+	v->end = BPF_CORE_READ(vma, vm_end);
+	v->shift = 12;
 	if (!(BPF_CORE_READ(vma, vm_flags) & VM_HUGETLB_))
 		return 0;
 	sbi = (struct hugetlbfs_sb_info *)BPF_CORE_READ(vma, vm_file, f_inode, i_sb, s_fs_info);
 	order = BPF_CORE_READ(sbi, hstate, order);
-	*shift = order && order < 40 ? 12 + order : 0;
+	v->shift = order && order < 40 ? 12 + order : 0;
 	return 0;
+}
+
+/* The page shift at addr in the current task's mm (0 unknown). */
+static __always_inline __u32 page_shift_at(__u64 mm, __u32 tgid, __u64 addr)
+{
+	struct fl_vma_key k = { .mm = mm, .tgid = tgid };
+	struct fl_vma_cached *c = bpf_map_lookup_elem(&fl_vmas, &k), v = {};
+
+	if (c && addr >= c->start && addr < c->end)
+		return c->shift;
+	if (bpf_find_vma(bpf_get_current_task_btf(), addr, vma_page_shift, &v, 0) || !v.shift)
+		return 0;	/* the mm is busy (bpf_find_vma only tries its lock) */
+	bpf_map_update_elem(&fl_vmas, &k, &v, BPF_ANY);
+	return v.shift;
 }
 
 static __always_inline void on_block(void *ctx, struct task_struct *prev, __u32 tgid,
@@ -120,12 +136,8 @@ static __always_inline void on_block(void *ctx, struct task_struct *prev, __u32 
 	/* The mapping's page size, while the thread still has it (a process
 	 * can be gone before the agent reads this): user faults only, and only
 	 * if the mm is not busy (bpf_find_vma only tries its lock). */
-	if (pf) {
-		__u32 shift = 0;
-
-		if (!bpf_find_vma(bpf_get_current_task_btf(), pf->addr, vma_page_shift, &shift, 0))
-			e->block.page_shift = shift;
-	}
+	if (pf)
+		e->block.page_shift = page_shift_at(e->block.mm, tgid, pf->addr);
 	ev_submit(e);
 }
 
