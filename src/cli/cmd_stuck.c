@@ -225,9 +225,10 @@ static void print_json(struct stuck_ctx *c, const struct fl_stuck_thread *t)
 		fputc('[', out);
 		for (int i = 0; i < p->nranges && i < STUCK_SHOWN_RANGES; i++)
 			fprintf(out, "%s{\"start\":\"0x%" PRIx64 "\",\"end\":\"0x%" PRIx64
-				"\",\"mode\":\"%s\"}", i ? "," : "", p->ranges[i].start,
-				p->ranges[i].end, fl_uffd_modes_str(p->ranges[i].modes, modes,
-								   sizeof(modes)));
+				"\",\"mode\":\"%s\",\"page_size\":%" PRIu64 "}", i ? "," : "",
+				p->ranges[i].start, p->ranges[i].end,
+				fl_uffd_modes_str(p->ranges[i].modes, modes, sizeof(modes)),
+				p->ranges[i].page_size);
 		fputc(']', out);
 	}
 	fprintf(out, ",\"ranges_total\":%d}\n", p->err ? -1 : p->nranges);
@@ -271,9 +272,13 @@ static void print_human(struct stuck_ctx *c, const struct fl_stuck_thread *t)
 	if (!p->err && p->nranges) {
 		fprintf(c->out, "        ranges:");
 		for (int i = 0; i < p->nranges && i < 4; i++)
-			fprintf(c->out, " 0x%" PRIx64 "-0x%" PRIx64 "(%s)", p->ranges[i].start,
+			fprintf(c->out, " 0x%" PRIx64 "-0x%" PRIx64 "(%s%s)", p->ranges[i].start,
 				p->ranges[i].end,
-				fl_uffd_modes_str(p->ranges[i].modes, modes, sizeof(modes)));
+				fl_uffd_modes_str(p->ranges[i].modes, modes, sizeof(modes)),
+				p->ranges[i].page_size > 4096 ?
+					(p->ranges[i].page_size == 1u << 30 ? ", 1G pages" :
+					 p->ranges[i].page_size == 2u << 20 ? ", 2M pages" : ", huge pages")
+					: "");
 		if (p->nranges > 4)
 			fprintf(c->out, " and %d more", p->nranges - 4);
 		fputc('\n', c->out);

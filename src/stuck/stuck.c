@@ -504,7 +504,7 @@ static int proc_index(struct fl_stuck_scan *s, pid_t pid)
 static int read_ranges(struct fl_stuck_proc *p)
 {
 	char path[64], line[512];
-	uint64_t start = 0, end = 0;
+	uint64_t start = 0, end = 0, kps = 0;
 	FILE *f;
 	int cap = 0;
 
@@ -520,6 +520,12 @@ static int read_ranges(struct fl_stuck_proc *p)
 		if (sscanf(line, "%llx-%llx ", &a, &b) == 2) {
 			start = a;
 			end = b;
+			kps = 0;
+			continue;
+		}
+		/* KernelPageSize comes before VmFlags in every VMA's block */
+		if (sscanf(line, "KernelPageSize: %llu kB", &a) == 1) {
+			kps = a * 1024;
 			continue;
 		}
 		modes = fl_parse_vmflags_uffd(line);
@@ -527,7 +533,8 @@ static int read_ranges(struct fl_stuck_proc *p)
 			continue;
 		/* neighbours with the same modes are one range to the user */
 		if (p->nranges && p->ranges[p->nranges - 1].end == start &&
-		    p->ranges[p->nranges - 1].modes == modes) {
+		    p->ranges[p->nranges - 1].modes == modes &&
+		    p->ranges[p->nranges - 1].page_size == kps) {
 			p->ranges[p->nranges - 1].end = end;
 			continue;
 		}
@@ -538,7 +545,7 @@ static int read_ranges(struct fl_stuck_proc *p)
 			return -ENOMEM;
 		}
 		p->ranges = n;
-		p->ranges[p->nranges++] = (struct fl_stuck_range){ start, end, modes };
+		p->ranges[p->nranges++] = (struct fl_stuck_range){ start, end, modes, kps };
 	}
 	fclose(f);
 	return 0;

@@ -108,6 +108,7 @@ struct fl_stuck_uffd {
 struct fl_stuck_range {
 	uint64_t start, end;
 	unsigned modes;		/* FL_UM_* */
+	uint64_t page_size;	/* smaps KernelPageSize (hugetlbfs: the huge page), 0 unknown */
 };
 
 /* A process with blocked threads: its registered ranges. */

@@ -149,6 +149,7 @@ def check_range(o, sc):
     assert o["ranges_total"] == 1, o["ranges"]
     r = o["ranges"][0]
     assert int(r["start"], 16) <= sc.addr < int(r["end"], 16) and r["mode"] == "missing", r
+    assert r["page_size"] == os.sysconf("SC_PAGESIZE"), r
 
 
 def test_not_read():

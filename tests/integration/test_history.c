@@ -623,7 +623,7 @@ static void fx(struct fixture *f, long pending, long total, int nranges, uint64_
 	for (int i = 0; i < nranges; i++)
 		f->r[i] = (struct fl_stuck_range){ range_start + (uint64_t)i * 0x100000,
 						   range_start + (uint64_t)i * 0x100000 + 0x4000,
-						   FL_UM_MISSING };
+						   FL_UM_MISSING, 4096 };
 	f->t = (struct fl_stuck_thread){ .pid = VMM, .tid = WAITER, .path = FL_PATH_USER,
 					 .rank = -1, .blocked_since_ns = 10 * SEC,
 					 .waited_ns = 10 * SEC };

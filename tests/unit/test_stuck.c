@@ -232,7 +232,7 @@ static int fx_proc(struct fixture *f, pid_t pid, int nranges)
 	snprintf(f->p[i].comm, sizeof(f->p[i].comm), "vmm");
 	for (int k = 0; k < nranges; k++)
 		f->r[i][k] = (struct fl_stuck_range){ 0x10000 * (k + 1), 0x10000 * (k + 1) + 0x4000,
-						      FL_UM_MISSING };
+						      FL_UM_MISSING, 4096 };
 	return i;
 }
 
