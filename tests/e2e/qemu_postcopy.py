@@ -113,7 +113,34 @@ class QMP:
         greeting = self._recv()
         if "QMP" not in greeting:
             raise HarnessError(f"not a QMP greeting: {greeting}")
-        self.cmd("qmp_capabilities")
+        # out-of-band commands (migrate-recover) run even while the main
+        # thread is blocked: in a paused postcopy it can be asleep in a userfault
+        self.oob = "oob" in greeting["QMP"].get("capabilities", [])
+        if self.oob:
+            self.cmd("qmp_capabilities", enable=["oob"])
+        else:
+            self.cmd("qmp_capabilities")
+        self.next_id = 0
+
+    def cmd_oob(self, name, **arguments):
+        """An out-of-band command (QEMU answers from its monitor thread)."""
+        if not self.oob:
+            return self.cmd(name, **arguments)
+        self.next_id += 1
+        tag = f"oob-{self.next_id}"
+        msg = {"exec-oob": name, "id": tag}
+        if arguments:
+            msg["arguments"] = arguments
+        self.sock.sendall(json.dumps(msg).encode() + b"\n")
+        while True:
+            r = self._recv()
+            if "event" in r or r.get("id") != tag:
+                if "event" in r:
+                    self.events.append(r)
+                continue
+            if "error" in r:
+                raise HarnessError(f"QMP {name}: {r['error'].get('desc', r['error'])}")
+            return r.get("return")
 
     def _recv(self):
         while b"\n" not in self.buf:
@@ -384,12 +411,18 @@ def run_migration(assets=None, workdir=None, faultline=FAULTLINE, smp=2, mem_mib
             wait_status(sq, dq, ("postcopy-active",), ("postcopy-active",), 60)
             time.sleep(0.5)
             sq.cmd("migrate-pause")
-            wait_status(sq, dq, ("postcopy-paused",), ("postcopy-paused",), 30)
+            # the source's side only: the destination's main thread (its QMP)
+            # may now be asleep in a userfault itself until the recovery
+            end = time.monotonic() + 30
+            while sq.cmd("query-migrate").get("status") != "postcopy-paused":
+                if time.monotonic() > end:
+                    raise HarnessError("the source did not pause the postcopy in 30 s")
+                time.sleep(0.02)
             res["paused_ns"] = time.monotonic_ns()
-            log("postcopy paused (migrate-pause)")
+            log(f"postcopy paused (migrate-pause); destination QMP out-of-band: {dq.oob}")
             pause(res, dst.pid)
             port2 = free_port()
-            dq.cmd("migrate-recover", uri=f"tcp:127.0.0.1:{port2}")
+            dq.cmd_oob("migrate-recover", uri=f"tcp:127.0.0.1:{port2}")
             sq.cmd("migrate", uri=f"tcp:127.0.0.1:{port2}", resume=True)
             # the rest at full speed
             sq.cmd("migrate-set-parameters", **{"max-postcopy-bandwidth": 0})
