@@ -207,7 +207,7 @@ int fl_proc_page_size(pid_t pid, uint64_t addr, uint64_t *start, uint64_t *end, 
 	snprintf(path, sizeof(path), "/proc/%d/maps", pid);
 	f = fopen(path, "re");
 	if (!f)
-		return -errno;
+		return errno == ENOENT ? -ESRCH : -errno;
 	while (fgets(line, sizeof(line), f)) {
 		unsigned long long lo, hi;
 		int name = 0;

@@ -25,7 +25,7 @@ bool fl_proc_in_userfault(pid_t tid);
  * hugetlbfs (a hugetlbfs file or MAP_HUGETLB), else the base page size; the
  * mapping's [start, end) for caching.  Reads /proc/PID/maps (no page-table
  * walk, unlike smaps) and statfs of the mapping's map_files entry.
- * 0 or -errno (-ENOENT: no mapping there).
+ * 0 or -errno (-ENOENT: no mapping there, -ESRCH: no such process).
  */
 int fl_proc_page_size(pid_t pid, uint64_t addr, uint64_t *start, uint64_t *end, uint32_t *size);
 /* When pid started, in CLOCK_MONOTONIC ns (0 if unknown). */

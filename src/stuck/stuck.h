@@ -182,6 +182,8 @@ void fl_stuck_free(struct fl_stuck_scan *s);
 const struct fl_stuck_task *fl_stuck_holder_task(const struct fl_stuck_uffd *u, pid_t tid);
 /* Threads of u's holders that could still read it: alive and not themselves waiters. */
 int fl_stuck_live_tasks(const struct fl_stuck_uffd *u);
+/* Threads of u's holders that read or poll it, or may (a set not readable). */
+int fl_stuck_possible_readers(const struct fl_stuck_uffd *u);
 /* Evidence naming every thread of every holder of u: tid, name, state, wait channel. */
 void fl_stuck_threads_evidence(struct fl_stuck_verdict *v, const struct fl_stuck_uffd *u);
 

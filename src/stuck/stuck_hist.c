@@ -301,9 +301,7 @@ static void stalled_or_gone(const struct fl_hist_answer *a, const struct fl_stuc
 	    v->verdict != FL_V_HANDLER_GONE)
 		return;
 	for (int c = 0; c < t->ncand; c++)
-		for (int i = 0; i < s->uffds[t->cand[c]].nholders; i++)
-			readers += s->uffds[t->cand[c]].holders[i].nreaders +
-				   s->uffds[t->cand[c]].holders[i].maybe_readers;
+		readers += fl_stuck_possible_readers(&s->uffds[t->cand[c]]);
 	if (readers || !t->ncand)
 		return;
 	r = last_reader(a, t, h);

@@ -128,6 +128,15 @@ const struct fl_stuck_task *fl_stuck_holder_task(const struct fl_stuck_uffd *u, 
 	return NULL;
 }
 
+int fl_stuck_possible_readers(const struct fl_stuck_uffd *u)
+{
+	int n = 0;
+
+	for (int i = 0; i < u->nholders; i++)
+		n += u->holders[i].nreaders + u->holders[i].maybe_readers;
+	return n;
+}
+
 int fl_stuck_live_tasks(const struct fl_stuck_uffd *u)
 {
 	int n = 0;

@@ -59,8 +59,15 @@ static uint32_t page_size_of(struct fl_session *s, uint32_t pid, uint64_t addr)
 	for (unsigned i = 0; i < n; i++)
 		if (s->pgsz[i].pid == pid && addr >= s->pgsz[i].start && addr < s->pgsz[i].end)
 			return s->pgsz[i].size;
-	if (fl_proc_page_size((pid_t)pid, addr, &start, &end, &size))
-		return 0;	/* gone, or unmapped since: unknown */
+	switch (fl_proc_page_size((pid_t)pid, addr, &start, &end, &size)) {
+	case 0:
+		break;
+	case -ESRCH:	/* gone: remembered, so its other episodes cost no /proc read */
+		start = 0, end = UINT64_MAX, size = 0;
+		break;
+	default:
+		return 0;	/* unmapped since: unknown */
+	}
 	s->pgsz[s->pgsz_next % n].pid = pid;
 	s->pgsz[s->pgsz_next % n].start = start;
 	s->pgsz[s->pgsz_next % n].end = end;
