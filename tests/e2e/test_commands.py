@@ -7,6 +7,7 @@ it runs and the README's own text (.ci/run must be its test command).
 """
 import os
 import re
+import shutil
 import stat
 import subprocess
 import tempfile
@@ -42,9 +43,16 @@ def test_as_root_as_root_runs_directly():
 
 
 def run_as_nobody(path_dirs):
+    """scripts/as-root run by an unprivileged user (65534). A copy in a directory
+    that user can enter: the checkout may sit under a private one (mktemp -d)."""
     env = {"PATH": ":".join(path_dirs), "HOME": "/"}
-    return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                           AS_ROOT, "id", "-u"], capture_output=True, text=True, env=env)
+    with tempfile.TemporaryDirectory() as d:
+        os.chmod(d, 0o755)
+        script = os.path.join(d, "as-root")
+        shutil.copy(AS_ROOT, script)
+        os.chmod(script, 0o755)
+        return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                               script, "id", "-u"], capture_output=True, text=True, env=env)
 
 
 def test_as_root_user_without_sudo_is_told():
