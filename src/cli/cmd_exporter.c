@@ -334,6 +334,15 @@ static void on_lost(void *arg, const char *where, uint64_t n, uint64_t ts)
 
 static void refresh(void *arg, uint64_t now);
 
+static void on_progress(void *arg, const struct fl_episode *ep, enum fl_ep_phase phase)
+{
+	struct exporter *x = arg;
+
+	pthread_mutex_lock(&x->hist_mu);
+	fl_hist_progress(x->hist, ep, phase);
+	pthread_mutex_unlock(&x->hist_mu);
+}
+
 /* Every raw record passes here, at the full event rate: leave early. */
 static void on_record(void *arg, const struct fl_event *e)
 {
@@ -872,6 +881,7 @@ static int exporter_run(struct exporter *x)
 	x->s.o.tick_ns = TICK_NS;
 	x->s.ops = (struct fl_session_ops){
 		.episode = on_episode, .race = on_race, .record = on_record, .poison = on_poison,
+		.progress = on_progress,
 		.lost = on_lost, .late = on_late, .tick = refresh, .arg = x,
 	};
 	ret = fl_session_run(&x->s);

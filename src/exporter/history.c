@@ -2,14 +2,14 @@
 /*
  * The recent-history store and its JSON-lines answer (see history.h).
  *
- * The store keeps its own small model of each thread's latest fault rather
- * than reaching into the correlator: the correlator forgets a fault once it
- * ends and never says who read a message, while a stuck thread's story is
- * exactly the part that has not ended.  The rules are the correlator's in
- * brief: a thread is in at most one fault; a re-block of the same user
- * fault (same page_fault_user record) is a retry, not a new fault; a read
- * message names its thread (UFFD_FEATURE_THREAD_ID) or else the waiter on
- * that page.
+ * The store has no fault model of its own: which fault a thread is in, and
+ * when it was read, placed and over, is the correlator's (fl_hist_progress,
+ * fed by its ops.progress, the same episodes `trace` prints).  What the
+ * store adds is what the correlator forgets and a stuck thread's story
+ * needs: each thread's latest fault kept after it ends, the ioctls and
+ * mapping changes that touched its page, and who last read each uffd.
+ * Raw records reach the store before the correlator sees them, so an ioctl
+ * is attached to the fault as it stood when the ioctl was issued.
  *
  * Every table is fixed-size.  Threads are evicted least recently touched
  * first; userfaultfds least recently used first; mapping changes and
@@ -68,7 +68,7 @@ bool fl_hist_is_placement(uint32_t op)
 bool fl_hist_wants(uint32_t type)
 {
 	switch (type) {
-	case FL_EV_BLOCK: case FL_EV_RUN: case FL_EV_NOTIFY: case FL_EV_IOCTL:
+	case FL_EV_NOTIFY: case FL_EV_IOCTL:
 	case FL_EV_MAPCHANGE: case FL_EV_PROC_EXIT: case FL_EV_UFFD_NEW:
 		return true;
 	}
@@ -316,82 +316,10 @@ void fl_hist_lost(struct fl_hist *h, uint64_t n)
 	h->lost += n;
 }
 
-static bool same_page(uint64_t a, uint64_t b)
-{
-	return (a & PAGE_MASK_) == (b & PAGE_MASK_);
-}
-
 /* Does [start, start+len) hold page? */
 static bool covers(uint64_t start, uint64_t len, uint64_t page)
 {
 	return len && page >= (start & PAGE_MASK_) && page < start + len;
-}
-
-static void on_block(struct fl_hist *h, const struct fl_event *e)
-{
-	const struct fl_ev_block *b = &e->block;
-	bool user_pf = b->flags & FL_BLOCK_USER_PF;
-	uint64_t page = user_pf ? b->addr & PAGE_MASK_ : 0;
-	int32_t i = t_get(h, e->pid, e->tid, e->comm);
-	struct tslot *s = &h->t[i];
-	struct fl_hist_fault *f = &s->f;
-	bool same;
-
-	learn_mm(h, b->mm, e->pid);
-	switch (f->state) {
-	case FL_HF_PENDING:	/* read before it slept: the same fault unless another page */
-		same = !page || !f->addr || same_page(page, f->addr);
-		break;
-	case FL_HF_BLOCKED:	/* a RUN was lost; a new user fault shows as a new pf record */
-		same = !user_pf || !b->pf_ts || b->pf_ts == f->pf_ts;
-		break;
-	case FL_HF_RUNNING:
-		same = user_pf ? b->pf_ts && b->pf_ts == f->pf_ts
-			       : !f->placed && !f->user_pf && e->ts - f->run_ts < RETRY_WINDOW_NS;
-		break;
-	default:
-		same = false;
-	}
-	if (!same) {
-		open_del(h, i);
-		fault_reset(s, e->pid, e->tid, e->comm);
-	} else if (f->block_ts) {
-		f->retries++;
-	}
-	phash_del(h, i);	/* its key may be learned here; open_add puts it back */
-	f->pid = e->pid;
-	memcpy(f->comm, e->comm, FL_COMM_LEN);
-	if (b->mm)
-		f->mm = b->mm;
-	if (!f->addr)
-		f->addr = page;
-	if (b->pf_ts && !f->pf_ts)
-		f->pf_ts = b->pf_ts;
-	if (!f->block_ts) {
-		f->block_ts = e->ts;
-		f->inferred = b->flags & FL_BLOCK_INFERRED;
-	} else if (!(b->flags & FL_BLOCK_INFERRED)) {
-		f->inferred = false;
-	}
-	f->last_block_ts = e->ts;
-	f->run_ts = 0;
-	f->user_pf |= user_pf;
-	if (!f->start_ts || e->ts < f->start_ts)
-		f->start_ts = e->ts;
-	if (f->pf_ts && f->pf_ts < f->start_ts)
-		f->start_ts = f->pf_ts;
-	f->state = FL_HF_BLOCKED;
-	open_add(h, i);
-}
-
-static void on_run(struct fl_hist *h, const struct fl_event *e)
-{
-	int32_t i = t_find(h, e->tid);
-
-	if (i < 0 || h->t[i].f.state != FL_HF_BLOCKED)
-		return;
-	h->t[i].f.state = FL_HF_RUNNING;
-	h->t[i].f.run_ts = e->ts;
 }
 
 /* Faults that ended a while ago leave the open list as the list is walked. */
@@ -432,10 +360,7 @@ static void push_map(struct fl_hist *h, const struct fl_hist_map *m, uint64_t st
 static void on_notify(struct fl_hist *h, const struct fl_event *e)
 {
 	const struct fl_ev_notify *n = &e->notify;
-	uint64_t page = n->addr & PAGE_MASK_;
 	struct uslot *u = u_get(h, n->ctx, n->mm, e->ts);
-	struct fl_hist_fault *f;
-	int32_t i = -1;
 
 	u->u.last_ts = e->ts;
 	u->u.last_read_ts = e->ts;
@@ -445,7 +370,7 @@ static void on_notify(struct fl_hist *h, const struct fl_event *e)
 	u->u.fd = (int32_t)n->fd;
 	if (!u->u.mm)
 		u->u.mm = n->mm;
-	if (n->event != UFFD_EVENT_PAGEFAULT) {
+	if (n->event != UFFD_EVENT_PAGEFAULT && n->event != UFFD_EVENT_FORK) {
 		struct fl_hist_map m = { .ts = e->ts, .mm = n->mm, .addr = n->addr, .pid = e->pid,
 					 .tid = e->tid };
 		uint64_t len = n->arg2 > n->addr ? n->arg2 - n->addr : 0;
@@ -461,89 +386,15 @@ static void on_notify(struct fl_hist *h, const struct fl_event *e)
 			len = n->arg3;
 			m.new_addr = n->arg2;
 			m.new_len = n->arg3;
-		} else {
-			return;	/* FORK: no range */
 		}
 		m.len = len;
 		push_map(h, &m, n->addr, len);
-		return;
 	}
-	if (n->ptid) {
-		bool attach;
-
-		i = t_find(h, n->ptid);
-		attach = i >= 0;
-		if (attach && h->t[i].f.state == FL_HF_RUNNING)
-			/* only the late read of the fault it just finished */
-			attach = same_page(h->t[i].f.addr, page) && !h->t[i].f.read_ts;
-		else if (attach && h->t[i].f.addr)
-			attach = same_page(h->t[i].f.addr, page);	/* else a lost RUN */
-		if (attach) {
-			lru_unlink(h, i);
-			lru_push(h, i);
-		} else {
-			/* a new fault, read before its thread was seen asleep */
-			uint32_t owner = owner_of(h, n->mm), pid;
-			char comm[FL_COMM_LEN];
-			struct tslot *s;
-
-			i = t_get(h, owner, n->ptid, NULL);
-			s = &h->t[i];
-			pid = owner ? owner : s->f.pid;
-			memcpy(comm, s->f.comm, FL_COMM_LEN);
-			open_del(h, i);
-			fault_reset(s, pid, n->ptid, comm);
-			s->f.state = FL_HF_PENDING;
-			s->f.mm = n->mm;
-			s->f.start_ts = n->pf_ts ? n->pf_ts : e->ts;
-			s->f.pf_ts = n->pf_ts;
-			open_add(h, i);
-		}
-	} else {
-		/* without UFFD_FEATURE_THREAD_ID: the waiter on that page, or the only unknown one */
-		int32_t unknown = -1, nunknown = 0;
-
-		for (int32_t j = h->open_head; j >= 0 && i < 0; j = h->t[j].onext) {
-			const struct fl_hist_fault *x = &h->t[j].f;
-
-			if (x->mm != n->mm || x->state == FL_HF_RUNNING)
-				continue;
-			if (x->addr && same_page(x->addr, page))
-				i = j;
-			else if (!x->addr)
-				unknown = j, nunknown++;
-		}
-		if (i < 0 && nunknown == 1)
-			i = unknown;
-		if (i < 0)
-			return;
-	}
-	f = &h->t[i].f;
-	if (!f->addr || !f->mm) {
-		/* the key changes: out of the page index, back in below */
-		phash_del(h, i);
-		if (!f->addr)
-			f->addr = page;
-		if (!f->mm)
-			f->mm = n->mm;
-		if (h->t[i].open)
-			open_add(h, i);
-	}
-	if (!f->read_ts) {
-		f->read_ts = e->ts;
-		f->read_pid = e->pid;
-		f->read_tid = e->tid;
-		f->read_fd = (int32_t)n->fd;
-	}
-	f->reads++;
-	f->ctx = n->ctx;
-	if (!u->u.owner_pid)
-		u->u.owner_pid = f->pid;
+	/* a fault's message: the correlator tells which fault it was (fl_hist_progress) */
 }
 
 /* The ioctl r on fault i, if it can concern that fault. */
-static void attach_ioctl(struct fl_hist *h, int32_t i, const struct fl_hist_ioctl *r,
-			 uint64_t done)
+static void attach_ioctl(struct fl_hist *h, int32_t i, const struct fl_hist_ioctl *r)
 {
 	struct tslot *s = &h->t[i];
 	struct fl_hist_fault *f = &s->f;
@@ -558,8 +409,6 @@ static void attach_ioctl(struct fl_hist *h, int32_t i, const struct fl_hist_ioct
 	s->io[f->nioctls++ % FL_HIST_FAULT_IOCTLS] = *r;
 	if (!f->ctx)
 		f->ctx = r->ctx;
-	if (fl_hist_is_placement(r->op) && covers(r->start, done, f->addr))
-		f->placed = true;
 }
 
 static void on_ioctl(struct fl_hist *h, const struct fl_event *e)
@@ -571,8 +420,6 @@ static void on_ioctl(struct fl_hist *h, const struct fl_event *e)
 		.result = io->result, .pid = e->pid, .tid = e->tid, .fd = (int32_t)io->fd,
 		.op = io->op,
 	};
-	/* the part a failed placement still placed, before the failure */
-	uint64_t done = io->ret < 0 ? (io->result > 0 ? (uint64_t)io->result : 0) : io->len;
 	uint64_t first = io->start & PAGE_MASK_, npages;
 	struct uslot *u;
 
@@ -598,14 +445,14 @@ static void on_ioctl(struct fl_hist *h, const struct fl_event *e)
 			for (int32_t i = h->pbuckets[pbucket(io->mm, page)], next; i >= 0; i = next) {
 				next = h->t[i].pnext;
 				if (h->t[i].f.addr == page)
-					attach_ioctl(h, i, &r, done);
+					attach_ioctl(h, i, &r);
 			}
 		}
 		return;
 	}
 	for (int32_t i = h->open_head, next; i >= 0; i = next) {
 		next = h->t[i].onext;
-		attach_ioctl(h, i, &r, done);
+		attach_ioctl(h, i, &r);
 	}
 }
 
@@ -643,8 +490,6 @@ static void on_exit_proc(struct fl_hist *h, const struct fl_event *e)
 void fl_hist_record(struct fl_hist *h, const struct fl_event *e)
 {
 	switch (e->type) {
-	case FL_EV_BLOCK: on_block(h, e); break;
-	case FL_EV_RUN: on_run(h, e); break;
 	case FL_EV_NOTIFY: on_notify(h, e); break;
 	case FL_EV_IOCTL: on_ioctl(h, e); break;
 	case FL_EV_MAPCHANGE: on_mapchange(h, e); break;
@@ -658,6 +503,72 @@ void fl_hist_record(struct fl_hist *h, const struct fl_event *e)
 	default:
 		break;
 	}
+}
+
+static enum fl_hist_state state_of(enum fl_ep_phase phase)
+{
+	return phase == FL_EP_PENDING ? FL_HF_PENDING :
+	       phase == FL_EP_BLOCKED ? FL_HF_BLOCKED : FL_HF_RUNNING;
+}
+
+/*
+ * The correlator's view of an open fault: the one fault model.  The store
+ * adds what the correlator forgets: the fault's ioctls and mapping changes,
+ * kept while its id stays the thread's current one.
+ */
+void fl_hist_progress(struct fl_hist *h, const struct fl_episode *ep, enum fl_ep_phase phase)
+{
+	struct fl_hist_fault *f;
+	struct tslot *s;
+	int32_t i;
+
+	if (phase == FL_EP_OVER || phase == FL_EP_DROPPED) {
+		i = t_find(h, ep->tid);
+		if (i < 0 || h->t[i].ep_id != ep->id)
+			return;	/* the thread moved on, or its process exited */
+		if (phase == FL_EP_DROPPED) {
+			t_remove(h, i);	/* a sleep that was no userfault */
+			return;
+		}
+	} else {
+		i = t_get(h, ep->pid, ep->tid, ep->comm);
+	}
+	s = &h->t[i];
+	f = &s->f;
+	if (s->ep_id != ep->id) {
+		open_del(h, i);
+		fault_reset(s, ep->pid, ep->tid, ep->comm);
+		s->ep_id = ep->id;
+	}
+	phash_del(h, i);	/* its key may change here; open_add puts it back */
+	learn_mm(h, ep->mm, ep->pid);
+	f->pid = ep->pid;
+	if (ep->comm[0])
+		memcpy(f->comm, ep->comm, FL_COMM_LEN);
+	f->mm = ep->mm;
+	f->addr = ep->addr;
+	f->start_ts = ep->start_ts;
+	f->block_ts = ep->block_ts;
+	f->last_block_ts = ep->last_block_ts;
+	f->pf_ts = ep->pf_ts;
+	f->state = state_of(phase);
+	f->run_ts = f->state != FL_HF_RUNNING ? 0 : ep->run_ts ? ep->run_ts : ep->end_ts;
+	f->read_ts = ep->notify_ts;
+	f->read_pid = ep->read_pid;
+	f->read_tid = ep->read_tid;
+	f->read_fd = ep->notify_ts ? ep->uffd : -1;
+	if (ep->ctx)
+		f->ctx = ep->ctx;
+	f->reads = ep->notifies;
+	f->retries = ep->retries;
+	f->user_pf = ep->user_pf;
+	f->inferred = ep->inferred && !ep->confirmed;
+	f->placed = ep->resolved_by != FL_RES_UNRESOLVED && ep->resolved_by != FL_RES_WAKE &&
+		    ep->resolved_by != FL_RES_WRITEPROTECT;
+	for (int u = 0; f->ctx && u < FL_HIST_UFFDS; u++)
+		if (h->u[u].used && h->u[u].u.ctx == f->ctx && !h->u[u].u.owner_pid)
+			h->u[u].u.owner_pid = f->pid;
+	open_add(h, i);
 }
 
 void fl_hist_episode(struct fl_hist *h, const struct fl_episode *ep)

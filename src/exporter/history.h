@@ -7,8 +7,9 @@
  * changes under it.
  *
  * Two parts, both pure (no locks, no sockets):
- *  - the store (fl_hist_new ... fl_hist_query): fed the raw records and the
- *    finished episodes of a tracing session, in fixed-size tables that evict
+ *  - the store (fl_hist_new ... fl_hist_query): fed the correlator's open and
+ *    finished episodes of a tracing session, and the raw records it keeps
+ *    as evidence (reads, ioctls, mapping changes), in fixed-size tables that evict
  *    their oldest entry, so memory is bounded whatever the fault rate;
  *  - the answer (struct fl_hist_answer): a copy of what the store holds about
  *    some processes, written and read back as JSON lines, the history
@@ -132,6 +133,8 @@ void fl_hist_free(struct fl_hist *h);
 /* Does the store care about records of this type?  (Lets callers skip the lock.) */
 bool fl_hist_wants(uint32_t type);
 void fl_hist_record(struct fl_hist *h, const struct fl_event *e);
+/* Open faults as the correlator sees them (its ops.progress): the store keeps no fault model of its own. */
+void fl_hist_progress(struct fl_hist *h, const struct fl_episode *ep, enum fl_ep_phase phase);
 void fl_hist_episode(struct fl_hist *h, const struct fl_episode *ep);
 void fl_hist_lost(struct fl_hist *h, uint64_t n);
 

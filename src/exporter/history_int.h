@@ -26,8 +26,6 @@
  * the ioctl's own record.
  */
 #define OPEN_GRACE_NS (100 * 1000000ULL)
-/* A GUP (no address) re-block this soon after an unplaced run is the same fault. */
-#define RETRY_WINDOW_NS (50 * 1000000ULL)
 #define DONTWAKE 1ULL		/* bit 0 of every placement's mode */
 
 struct tslot {
@@ -38,6 +36,7 @@ struct tslot {
 	int32_t lprev, lnext;	/* LRU: head most recently touched */
 	int32_t oprev, onext;	/* open faults: what ioctls and mapping changes may touch */
 	int32_t pnext;		/* open faults with a known page, by (mm, page) */
+	uint64_t ep_id;		/* the correlator's episode this fault is */
 	bool used, open, hashed;
 };
 

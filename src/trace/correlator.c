@@ -58,6 +58,7 @@ struct fl_correlator {
 	struct done_fault done[DONE_RING];
 	unsigned done_next;
 	uint64_t late_notifies;
+	uint64_t next_id;
 };
 
 static const char *const res_names[] = {
@@ -205,6 +206,7 @@ static struct fl_episode *ep_new(struct fl_correlator *c, uint32_t pid, uint32_t
 
 	if (!ep)
 		return NULL;
+	ep->id = ++c->next_id;
 	ep->pid = pid;
 	ep->tid = tid;
 	if (comm)
@@ -222,10 +224,21 @@ static struct fl_episode *ep_new(struct fl_correlator *c, uint32_t pid, uint32_t
 	return ep;
 }
 
+/* Tells the followers of open faults (ops.progress) where ep stands now. */
+static void publish(struct fl_correlator *c, const struct fl_episode *ep)
+{
+	if (!c->ops.progress)
+		return;
+	c->ops.progress(c->ops.arg, ep, ep->state == ST_PENDING ? FL_EP_PENDING :
+					ep->state == ST_BLOCKED ? FL_EP_BLOCKED : FL_EP_RUNNING);
+}
+
 static void finalize(struct fl_correlator *c, struct fl_episode *ep)
 {
 	if (ep->inferred && !ep->confirmed) {
 		/* a sleep inside a page fault that no uffd activity ever explained */
+		if (c->ops.progress)
+			c->ops.progress(c->ops.arg, ep, FL_EP_DROPPED);
 		unlink_ep(c, ep);
 		c->dropped++;
 		free(ep);
@@ -236,6 +249,8 @@ static void finalize(struct fl_correlator *c, struct fl_episode *ep)
 	if (!ep->end_ts || ep->end_ts < ep->start_ts)
 		ep->end_ts = ep->start_ts;
 	unlink_ep(c, ep);
+	if (c->ops.progress)
+		c->ops.progress(c->ops.arg, ep, FL_EP_OVER);
 	if (c->ops.episode)
 		c->ops.episode(c->ops.arg, ep);
 	if (ep->addr)
@@ -362,6 +377,7 @@ static void on_block(struct fl_correlator *c, const struct fl_event *e)
 				ep->page_size = 1u << b->page_shift;
 			if (!(b->flags & FL_BLOCK_INFERRED))
 				ep->confirmed = true;
+			publish(c, ep);
 			return;
 		}
 	}
@@ -377,6 +393,7 @@ static void on_block(struct fl_correlator *c, const struct fl_event *e)
 	ep->block_ts = ep->last_block_ts = e->ts;
 	ep->start_ts = b->pf_ts && b->pf_ts < e->ts ? b->pf_ts : e->ts;
 	ep->page_size = b->page_shift ? 1u << b->page_shift : 0;
+	publish(c, ep);
 }
 
 static void on_wakeup(struct fl_correlator *c, const struct fl_event *e)
@@ -402,10 +419,12 @@ static void on_run(struct fl_correlator *c, const struct fl_event *e)
 	 * handler's read() may have taken it and still be returning, so hold it
 	 * for the retry window and let that late read attach.
 	 */
-	if (placed(ep) && (ep->notify_ts || c->cfg.no_late_notify))
+	if (placed(ep) && (ep->notify_ts || c->cfg.no_late_notify)) {
 		finalize(c, ep);
-	else
+	} else {
 		ep->state = ST_HELD;
+		publish(c, ep);
+	}
 }
 
 /* A GUP re-block was merged, but the notify shows another page: split it. */
@@ -539,6 +558,8 @@ static void on_notify(struct fl_correlator *c, const struct fl_event *e)
 		   !(n->pf_ts && ep->pf_ts && n->pf_ts != ep->pf_ts)) {
 		/* the late read of a fault that already ended: attach it and close */
 		ep->notify_ts = e->ts;
+		ep->read_pid = e->pid;
+		ep->read_tid = e->tid;
 		ep->notifies++;
 		ep->ctx = n->ctx;
 		ep->uffd = (int32_t)n->fd;
@@ -578,8 +599,11 @@ static void on_notify(struct fl_correlator *c, const struct fl_event *e)
 		return;
 	ep->addr = addr;
 	ep->confirmed = true;
-	if (!ep->notify_ts)
+	if (!ep->notify_ts) {
 		ep->notify_ts = e->ts;
+		ep->read_pid = e->pid;
+		ep->read_tid = e->tid;
+	}
 	ep->notifies++;
 	ep->ctx = n->ctx;
 	ep->uffd = (int32_t)n->fd;
@@ -593,6 +617,7 @@ static void on_notify(struct fl_correlator *c, const struct fl_event *e)
 		if (n->pf_ts < ep->start_ts)
 			ep->start_ts = n->pf_ts;
 	}
+	publish(c, ep);
 }
 
 static void on_ioctl(struct fl_correlator *c, const struct fl_event *e)
@@ -645,6 +670,8 @@ static void on_ioctl(struct fl_correlator *c, const struct fl_event *e)
 			if ((ep->state == ST_HELD || ep->state == ST_LIMBO) && placed(ep) &&
 			    (ep->notify_ts || c->cfg.no_late_notify || ep->state == ST_LIMBO))
 				finalize(c, ep);
+			else if (ep->state != ST_LIMBO)
+				publish(c, ep);
 		} else if (placement && io->ret < 0 && waiting(ep) &&
 			   in_range(ep, io->mm, io->start + done_len, io->len - done_len)) {
 			struct fl_race r = {

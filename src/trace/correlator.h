@@ -39,6 +39,7 @@ enum fl_race_kind {
 };
 
 struct fl_episode {
+	uint64_t id;		/* this correlator's sequence number: tells one fault of a thread from the next */
 	uint32_t pid, tid;
 	char comm[FL_COMM_LEN];
 	uint64_t mm;
@@ -54,6 +55,7 @@ struct fl_episode {
 	uint64_t ctx;		/* userfaultfd_ctx of the notify/resolution */
 	int32_t uffd;		/* fd number in the handler, -1 unknown */
 	uint32_t handler_pid;
+	uint32_t read_pid, read_tid;	/* who first read its message, 0 not seen read */
 	uint32_t page_size;	/* of its mapping (hugetlbfs: the huge page), 0 unknown */
 	uint32_t retries;	/* VM_FAULT_RETRY re-blocks merged into this episode */
 	uint32_t notifies;
@@ -94,8 +96,23 @@ struct fl_race {
 	uint32_t page_size;	/* of the waiter's mapping, 0 unknown */
 };
 
+/*
+ * Where a fault stands before it ends, for those that follow faults in
+ * progress (the exporter's history store, which explains stuck threads).
+ */
+enum fl_ep_phase {
+	FL_EP_PENDING = 1,	/* its message was read; the thread not (yet, again) seen asleep */
+	FL_EP_BLOCKED,		/* asleep in handle_userfault */
+	FL_EP_RUNNING,		/* on a CPU again, held for a retry's re-block */
+	FL_EP_OVER,		/* finished: ops.episode follows */
+	FL_EP_DROPPED,		/* not a userfault after all (an unexplained inferred sleep) */
+};
+
 struct fl_correlator_ops {
+	/* A finished episode. */
 	void (*episode)(void *arg, const struct fl_episode *ep);
+	/* An open episode changed: the same ep->id until the thread's next fault; may be NULL. */
+	void (*progress)(void *arg, const struct fl_episode *ep, enum fl_ep_phase phase);
 	void (*race)(void *arg, const struct fl_race *race);
 	/* Is tid asleep in handle_userfault right now? (wchan); may be NULL */
 	bool (*in_userfault)(void *arg, uint32_t tid);

@@ -95,6 +95,14 @@ static void on_episode(void *arg, const struct fl_episode *ep)
 		s->ops.episode(s->ops.arg, &e);
 }
 
+/* Unfiltered, like ops.record: a fault's story may be told by another process's handler. */
+static void on_progress(void *arg, const struct fl_episode *ep, enum fl_ep_phase phase)
+{
+	struct fl_session *s = arg;
+
+	s->ops.progress(s->ops.arg, ep, phase);
+}
+
 static void on_race(void *arg, const struct fl_race *r)
 {
 	struct fl_session *s = arg;
@@ -406,6 +414,7 @@ int fl_session_run(struct fl_session *s)
 					/* lite mode never sees reads: nothing to wait for */
 					.no_late_notify = s->o.lite };
 	struct fl_correlator_ops ops = { .episode = on_episode, .race = on_race,
+					 .progress = s->ops.progress ? on_progress : NULL,
 					 .in_userfault = in_userfault, .arg = s };
 	struct epoll_event ev = { .events = EPOLLIN };
 	int sfd = -1, efd = -1, go_fd = -1, ret;

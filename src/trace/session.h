@@ -82,6 +82,8 @@ struct fl_session_ops {
 	void (*episode)(void *arg, const struct fl_episode *ep);	/* vcpu filled in */
 	void (*race)(void *arg, const struct fl_race *r);
 	void (*record)(void *arg, const struct fl_event *e);		/* every raw record */
+	/* open faults as they change (correlator.h), unfiltered; may be NULL */
+	void (*progress)(void *arg, const struct fl_episode *ep, enum fl_ep_phase phase);
 	void (*poison)(void *arg, const struct fl_poison_note *n);
 	void (*signal)(void *arg, const struct fl_event *e, int32_t vcpu);	/* SIGSEGV */
 	void (*memfault)(void *arg, const struct fl_event *e);	/* KVM_EXIT_MEMORY_FAULT */

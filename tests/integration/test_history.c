@@ -40,6 +40,56 @@
 #define WAITER 101
 #define HANDLER 102		/* a thread of VMM */
 
+/* ---- the store, fed as the exporter feeds it ------------------------------------ */
+
+/*
+ * Raw records to the store first (the evidence it keeps), then to the
+ * correlator, whose view of each fault is the store's (progress, episode).
+ */
+struct rig {
+	struct fl_hist *store;
+	struct fl_correlator *corr;
+};
+
+static void rig_progress(void *arg, const struct fl_episode *ep, enum fl_ep_phase phase)
+{
+	fl_hist_progress(arg, ep, phase);
+}
+
+static void rig_episode(void *arg, const struct fl_episode *ep)
+{
+	fl_hist_episode(arg, ep);
+}
+
+static struct rig *rig_new(uint64_t now)
+{
+	struct rig *r = calloc(1, sizeof(*r));
+	struct fl_correlator_cfg cfg = { 0 };
+	struct fl_correlator_ops ops = { .progress = rig_progress, .episode = rig_episode };
+
+	assert_non_null(r);
+	r->store = fl_hist_new(now);
+	assert_non_null(r->store);
+	ops.arg = r->store;
+	r->corr = fl_corr_new(&cfg, &ops);
+	assert_non_null(r->corr);
+	return r;
+}
+
+static void rig_free(struct rig *r)
+{
+	fl_corr_free(r->corr);
+	fl_hist_free(r->store);
+	free(r);
+}
+
+static void feed(struct rig *r, const struct fl_event *e)
+{
+	if (fl_hist_wants(e->type))
+		fl_hist_record(r->store, e);
+	fl_corr_event(r->corr, e);
+}
+
 /* ---- record builders ---------------------------------------------------------- */
 
 static struct fl_event ev(uint32_t type, uint64_t ts, uint32_t pid, uint32_t tid)
@@ -55,7 +105,7 @@ static struct fl_event ev(uint32_t type, uint64_t ts, uint32_t pid, uint32_t tid
 	return e;
 }
 
-static void block(struct fl_hist *h, uint64_t ts, uint32_t tid, uint64_t addr, uint64_t pf_ts)
+static void block(struct rig *h, uint64_t ts, uint32_t tid, uint64_t addr, uint64_t pf_ts)
 {
 	struct fl_event e = ev(FL_EV_BLOCK, ts, VMM, tid);
 
@@ -63,17 +113,17 @@ static void block(struct fl_hist *h, uint64_t ts, uint32_t tid, uint64_t addr, u
 	e.block.addr = addr;
 	e.block.pf_ts = pf_ts;
 	e.block.flags = addr ? FL_BLOCK_USER_PF : 0;
-	fl_hist_record(h, &e);
+	feed(h, &e);
 }
 
-static void run(struct fl_hist *h, uint64_t ts, uint32_t tid)
+static void run(struct rig *h, uint64_t ts, uint32_t tid)
 {
 	struct fl_event e = ev(FL_EV_RUN, ts, VMM, tid);
 
-	fl_hist_record(h, &e);
+	feed(h, &e);
 }
 
-static void notify(struct fl_hist *h, uint64_t ts, uint32_t ptid, uint64_t addr)
+static void notify(struct rig *h, uint64_t ts, uint32_t ptid, uint64_t addr)
 {
 	struct fl_event e = ev(FL_EV_NOTIFY, ts, VMM, HANDLER);
 
@@ -83,10 +133,10 @@ static void notify(struct fl_hist *h, uint64_t ts, uint32_t ptid, uint64_t addr)
 	e.notify.fd = 3;
 	e.notify.addr = addr;
 	e.notify.ptid = ptid;
-	fl_hist_record(h, &e);
+	feed(h, &e);
 }
 
-static void ioctl_(struct fl_hist *h, uint64_t ts, uint32_t op, uint64_t start, uint64_t len,
+static void ioctl_(struct rig *h, uint64_t ts, uint32_t op, uint64_t start, uint64_t len,
 		   int64_t ret)
 {
 	struct fl_event e = ev(FL_EV_IOCTL, ts, VMM, HANDLER);
@@ -100,10 +150,10 @@ static void ioctl_(struct fl_hist *h, uint64_t ts, uint32_t op, uint64_t start, 
 	e.ioctl.ret = ret;
 	e.ioctl.result = ret < 0 ? ret : (int64_t)len;
 	e.ioctl.enter_ts = ts - 1000;
-	fl_hist_record(h, &e);
+	feed(h, &e);
 }
 
-static void munmap_(struct fl_hist *h, uint64_t ts, uint64_t addr, uint64_t len)
+static void munmap_(struct rig *h, uint64_t ts, uint64_t addr, uint64_t len)
 {
 	struct fl_event e = ev(FL_EV_MAPCHANGE, ts, VMM, VMM);
 
@@ -112,12 +162,12 @@ static void munmap_(struct fl_hist *h, uint64_t ts, uint64_t addr, uint64_t len)
 	e.map.addr = addr;
 	e.map.len = len;
 	e.map.fd = -1;
-	fl_hist_record(h, &e);
+	feed(h, &e);
 }
 
-static void query(const struct fl_hist *h, pid_t pid, uint64_t now, struct fl_hist_answer *a)
+static void query(const struct rig *h, pid_t pid, uint64_t now, struct fl_hist_answer *a)
 {
-	assert_int_equal(fl_hist_query(h, &pid, pid ? 1 : 0, now, 4242, a), 0);
+	assert_int_equal(fl_hist_query(h->store, &pid, pid ? 1 : 0, now, 4242, a), 0);
 }
 
 static const struct fl_hist_fault *fault_of(const struct fl_hist_answer *a, uint32_t tid)
@@ -138,9 +188,9 @@ static int ioctls_for(const struct fl_hist_answer *a, uint32_t waiter)
 }
 
 /* The munmap_failed_copy story: fault, read, munmap, COPY ENOENT, no WAKE. */
-static struct fl_hist *story_failed_copy(void)
+static struct rig *story_failed_copy(void)
 {
-	struct fl_hist *h = fl_hist_new(1 * SEC);
+	struct rig *h = rig_new(1 * SEC);
 
 	assert_non_null(h);
 	block(h, 10 * SEC, WAITER, PAGE + 100, 10 * SEC - 5000);
@@ -154,7 +204,7 @@ static struct fl_hist *story_failed_copy(void)
 
 static void test_fault_read_and_failed_copy(void **state)
 {
-	struct fl_hist *h = story_failed_copy();
+	struct rig *h = story_failed_copy();
 	struct fl_hist_answer a;
 	const struct fl_hist_fault *f;
 
@@ -193,12 +243,12 @@ static void test_fault_read_and_failed_copy(void **state)
 	assert_int_equal(a.nmaps, 0);
 	assert_int_equal(a.nuffds, 0);
 	fl_hist_answer_free(&a);
-	fl_hist_free(h);
+	rig_free(h);
 }
 
 static void test_read_before_block_and_by_page(void **state)
 {
-	struct fl_hist *h = fl_hist_new(0);
+	struct rig *h = rig_new(0);
 	struct fl_hist_answer a;
 	const struct fl_hist_fault *f;
 
@@ -221,12 +271,12 @@ static void test_read_before_block_and_by_page(void **state)
 	assert_int_equal(f->read_ts, 6 * SEC + 2 * MS);
 	assert_int_equal(f->addr, PAGE + 0x3000);
 	fl_hist_answer_free(&a);
-	fl_hist_free(h);
+	rig_free(h);
 }
 
 static void test_retry_and_new_fault(void **state)
 {
-	struct fl_hist *h = fl_hist_new(0);
+	struct rig *h = rig_new(0);
 	struct fl_hist_answer a;
 	const struct fl_hist_fault *f;
 
@@ -258,12 +308,49 @@ static void test_retry_and_new_fault(void **state)
 	assert_int_equal(ioctls_for(&a, WAITER), 0);
 	assert_int_equal(ioctls_for(&a, 0), 1);
 	fl_hist_answer_free(&a);
-	fl_hist_free(h);
+	rig_free(h);
+}
+
+/*
+ * One fault model: the store's fault is the correlator's episode.  A GUP
+ * re-block (no address) after an unplaced wake is merged as a retry, until
+ * the read of its message shows another page: then it was a new fault, and
+ * the thread is asleep in it (a second model of its own called it a fault
+ * read before it slept: "pending").
+ */
+static void test_split_gup_retry_is_the_correlators(void **state)
+{
+	struct rig *h = rig_new(0);
+	struct fl_hist_answer a;
+	const struct fl_hist_fault *f;
+
+	(void)state;
+	block(h, 1 * SEC, WAITER, 0, 0);
+	notify(h, 1 * SEC + 10, WAITER, PAGE);
+	ioctl_(h, 1 * SEC + 20, FL_OP_WAKE, PAGE, 0x1000, 0);
+	run(h, 1 * SEC + 30, WAITER);
+	block(h, 1 * SEC + 1 * MS, WAITER, 0, 0);
+	query(h, VMM, 2 * SEC, &a);
+	f = fault_of(&a, WAITER);
+	assert_int_equal(f->retries, 1);	/* merged: the same fault, so far */
+	assert_int_equal(f->addr, PAGE);
+	fl_hist_answer_free(&a);
+	notify(h, 1 * SEC + 2 * MS, WAITER, PAGE + 0x7000);
+	query(h, VMM, 2 * SEC, &a);
+	f = fault_of(&a, WAITER);
+	assert_int_equal(f->state, FL_HF_BLOCKED);
+	assert_int_equal(f->addr, PAGE + 0x7000);
+	assert_int_equal(f->retries, 0);
+	assert_int_equal(f->block_ts, 1 * SEC + 1 * MS);
+	assert_int_equal(f->read_ts, 1 * SEC + 2 * MS);
+	assert_int_equal(f->nioctls, 0);	/* the WAKE was the first fault's */
+	fl_hist_answer_free(&a);
+	rig_free(h);
 }
 
 static void test_ioctl_after_run_not_attached(void **state)
 {
-	struct fl_hist *h = fl_hist_new(0);
+	struct rig *h = rig_new(0);
 	struct fl_hist_answer a;
 
 	(void)state;
@@ -282,12 +369,12 @@ static void test_ioctl_after_run_not_attached(void **state)
 			assert_int_equal(a.ioctls[i].op, FL_OP_WAKE);
 	assert_int_equal(ioctls_for(&a, 0), 3);
 	fl_hist_answer_free(&a);
-	fl_hist_free(h);
+	rig_free(h);
 }
 
 static void test_ranges_small_and_large_reach_the_fault(void **state)
 {
-	struct fl_hist *h = fl_hist_new(0);
+	struct rig *h = rig_new(0);
 	struct fl_hist_answer a;
 	const struct fl_hist_fault *f;
 
@@ -305,7 +392,7 @@ static void test_ranges_small_and_large_reach_the_fault(void **state)
 
 		e.ioctl = (struct fl_ev_ioctl){ .ctx = CTX + 64, .mm = MM + 64, .op = FL_OP_WAKE,
 						.start = PAGE, .len = 0x1000, .enter_ts = 6 * SEC };
-		fl_hist_record(h, &e);
+		feed(h, &e);
 	}
 	query(h, VMM, 7 * SEC, &a);
 	f = fault_of(&a, WAITER);
@@ -321,12 +408,12 @@ static void test_ranges_small_and_large_reach_the_fault(void **state)
 	assert_int_equal(f->addr, PAGE + 0x5000);
 	assert_int_equal(f->nioctls, 1);
 	fl_hist_answer_free(&a);
-	fl_hist_free(h);
+	rig_free(h);
 }
 
 static void test_fault_ring_keeps_newest(void **state)
 {
-	struct fl_hist *h = fl_hist_new(0);
+	struct rig *h = rig_new(0);
 	struct fl_hist_answer a;
 	const struct fl_hist_fault *f;
 	int n = FL_HIST_FAULT_IOCTLS + 5, seen = 0;
@@ -354,12 +441,12 @@ static void test_fault_ring_keeps_newest(void **state)
 	assert_int_equal(ioctls_for(&a, 0), FL_HIST_UFFD_IOCTLS);
 	assert_int_equal(a.uffds[0].nioctls, n + 3 * FL_HIST_UFFD_IOCTLS);
 	fl_hist_answer_free(&a);
-	fl_hist_free(h);
+	rig_free(h);
 }
 
 static void test_thread_table_evicts_oldest(void **state)
 {
-	struct fl_hist *h = fl_hist_new(0);
+	struct rig *h = rig_new(0);
 	struct fl_hist_answer a;
 	int n = FL_HIST_THREADS + 10;
 
@@ -383,12 +470,12 @@ static void test_thread_table_evicts_oldest(void **state)
 	assert_non_null(fault_of(&a, 1010));
 	assert_null(fault_of(&a, 1011));
 	fl_hist_answer_free(&a);
-	fl_hist_free(h);
+	rig_free(h);
 }
 
 static void test_rings_of_maps_and_episodes(void **state)
 {
-	struct fl_hist *h = fl_hist_new(0);
+	struct rig *h = rig_new(0);
 	struct fl_hist_answer a;
 	struct fl_episode ep;
 
@@ -403,7 +490,7 @@ static void test_rings_of_maps_and_episodes(void **state)
 		ep.start_ts = (uint64_t)(i + 1) * MS;
 		ep.end_ts = ep.start_ts + 100;
 		ep.resolved_by = FL_RES_COPY;
-		fl_hist_episode(h, &ep);
+		fl_hist_episode(h->store, &ep);
 	}
 	query(h, VMM, 10 * SEC, &a);
 	assert_int_equal(a.nmaps, FL_HIST_MAPS);
@@ -412,23 +499,23 @@ static void test_rings_of_maps_and_episodes(void **state)
 	assert_int_equal(a.episodes[0].start_ts, (uint64_t)(FL_HIST_EPISODES + 3) * MS);
 	assert_int_equal(a.episodes[0].resolved_by, FL_RES_COPY);
 	fl_hist_answer_free(&a);
-	fl_hist_free(h);
+	rig_free(h);
 }
 
 static void test_process_exit_forgets_threads(void **state)
 {
-	struct fl_hist *h = story_failed_copy();
+	struct rig *h = story_failed_copy();
 	struct fl_hist_answer a;
 	struct fl_event e = ev(FL_EV_PROC_EXIT, 30 * SEC, VMM, VMM);
 
 	(void)state;
-	fl_hist_record(h, &e);
+	feed(h, &e);
 	query(h, VMM, 31 * SEC, &a);
 	assert_int_equal(a.nfaults, 0);
 	/* its uffd's ring is kept: evidence of who did what last */
 	assert_int_equal(ioctls_for(&a, 0), 1);
 	fl_hist_answer_free(&a);
-	fl_hist_free(h);
+	rig_free(h);
 }
 
 /* ---- the answer on the wire ------------------------------------------------------ */
@@ -452,7 +539,7 @@ static struct fl_hist_answer round_trip(const struct fl_hist_answer *in)
 
 static void test_answer_round_trip(void **state)
 {
-	struct fl_hist *h = story_failed_copy();
+	struct rig *h = story_failed_copy();
 	struct fl_hist_answer a, b;
 	struct fl_episode ep = { .pid = VMM, .tid = 103, .addr = PAGE, .start_ts = 3 * SEC,
 				 .end_ts = 3 * SEC + 500, .resolved_by = FL_RES_ZEROPAGE,
@@ -460,8 +547,8 @@ static void test_answer_round_trip(void **state)
 
 	(void)state;
 	snprintf(ep.comm, sizeof(ep.comm), "we\"ird\\name");
-	fl_hist_episode(h, &ep);
-	fl_hist_lost(h, 7);
+	fl_hist_episode(h->store, &ep);
+	fl_hist_lost(h->store, 7);
 	query(h, VMM, 20 * SEC, &a);
 	b = round_trip(&a);
 	assert_true(b.complete);
@@ -484,7 +571,7 @@ static void test_answer_round_trip(void **state)
 	assert_memory_equal(&b.uffds[0], &a.uffds[0], sizeof(a.uffds[0]));
 	fl_hist_answer_free(&a);
 	fl_hist_answer_free(&b);
-	fl_hist_free(h);
+	rig_free(h);
 }
 
 static void test_malformed_lines_and_requests(void **state)
@@ -631,7 +718,7 @@ static void fx(struct fixture *f, long pending, long total, int nranges, uint64_
 	fl_stuck_decide(&f->s, &f->t);
 }
 
-static void merge(struct fixture *f, struct fl_hist *h, struct fl_stuck_hist *out)
+static void merge(struct fixture *f, struct rig *h, struct fl_stuck_hist *out)
 {
 	struct fl_hist_answer a, b;
 
@@ -644,7 +731,7 @@ static void merge(struct fixture *f, struct fl_hist *h, struct fl_stuck_hist *ou
 
 static void test_merge_placement_failed(void **state)
 {
-	struct fl_hist *h = story_failed_copy();
+	struct rig *h = story_failed_copy();
 	struct fl_stuck_hist sh;
 	struct fixture f;
 
@@ -669,7 +756,7 @@ static void test_merge_placement_failed(void **state)
 	/* the /proc facts stay */
 	assert_ev(&f.t, "no userfaultfd-registered range left");
 	assert_non_null(strstr(f.t.v.unstick, "UFFDIO_WAKE"));
-	fl_hist_free(h);
+	rig_free(h);
 
 	/* a WAKE after the failure: the waiter was let go, so not placement_failed */
 	h = story_failed_copy();
@@ -682,12 +769,12 @@ static void test_merge_placement_failed(void **state)
 	assert_ev(&f.t, "UFFDIO_WAKE of 0x7f0000000000+0x4000");
 	assert_ev(&f.t, "munmap of");
 	assert_null(f.t.v.needs_history);
-	fl_hist_free(h);
+	rig_free(h);
 }
 
 static void test_merge_not_resolved_and_address(void **state)
 {
-	struct fl_hist *h = fl_hist_new(0);
+	struct rig *h = rig_new(0);
 	struct fl_stuck_hist sh;
 	struct fixture f;
 
@@ -711,12 +798,12 @@ static void test_merge_not_resolved_and_address(void **state)
 	merge(&f, h, &sh);
 	assert_int_equal(f.t.v.verdict, FL_V_RANGE_UNMAPPED);
 	assert_ev(&f.t, "lies in none of pid 100's 1 registered range");
-	fl_hist_free(h);
+	rig_free(h);
 }
 
 static void test_merge_mixed_counters(void **state)
 {
-	struct fl_hist *h = fl_hist_new(0);
+	struct rig *h = rig_new(0);
 	struct fl_stuck_hist sh;
 	struct fixture f;
 
@@ -729,12 +816,12 @@ static void test_merge_mixed_counters(void **state)
 	merge(&f, h, &sh);
 	assert_int_equal(f.t.v.verdict, FL_V_NOT_RESOLVED);
 	assert_ev(&f.t, "the daemon saw it read");
-	fl_hist_free(h);
+	rig_free(h);
 }
 
 static void test_merge_not_read_and_mismatch(void **state)
 {
-	struct fl_hist *h = fl_hist_new(0);
+	struct rig *h = rig_new(0);
 	struct fl_stuck_hist sh;
 	struct fixture f;
 
@@ -747,10 +834,10 @@ static void test_merge_not_read_and_mismatch(void **state)
 	assert_int_equal(f.t.v.verdict, FL_V_NOT_READ);
 	assert_int_equal(sh.f.read_ts, 0);
 	assert_ev(&f.t, "saw no read of its message");
-	fl_hist_free(h);
+	rig_free(h);
 
 	/* the record is of an earlier sleep (this one was missed): not used */
-	h = fl_hist_new(0);
+	h = rig_new(0);
 	block(h, 2 * SEC, WAITER, PAGE, 2 * SEC);
 	notify(h, 2 * SEC + 1, WAITER, PAGE);
 	ioctl_(h, 2 * SEC + 5 * MS, FL_OP_COPY, PAGE, 0x1000, -EEXIST);
@@ -760,21 +847,21 @@ static void test_merge_not_read_and_mismatch(void **state)
 	assert_non_null(strstr(sh.why, "before this one"));
 	assert_int_equal(f.t.v.verdict, FL_V_NOT_READ);
 	assert_ev(&f.t, "history: the daemon's record");
-	fl_hist_free(h);
+	rig_free(h);
 
 	/* no record at all */
-	h = fl_hist_new(0);
+	h = rig_new(0);
 	fx(&f, 1, 1, 1, PAGE);
 	merge(&f, h, &sh);
 	assert_false(sh.matched);
 	assert_non_null(strstr(sh.why, "no fault of thread 101"));
 	assert_ev(&f.t, "history: the daemon has no fault of thread 101");
-	fl_hist_free(h);
+	rig_free(h);
 }
 
 static void test_merge_last_activity_of_gone_handler(void **state)
 {
-	struct fl_hist *h = fl_hist_new(0);
+	struct rig *h = rig_new(0);
 	struct fl_stuck_hist sh;
 	struct fl_event e;
 	struct fixture f;
@@ -785,12 +872,12 @@ static void test_merge_last_activity_of_gone_handler(void **state)
 	e = ev(FL_EV_NOTIFY, 5 * SEC + 1, 300, 300);
 	e.notify = (struct fl_ev_notify){ .event = UFFD_EVENT_PAGEFAULT, .ctx = CTX, .mm = MM,
 					  .fd = 3, .addr = PAGE - 0x1000, .ptid = 103 };
-	fl_hist_record(h, &e);
+	feed(h, &e);
 	e = ev(FL_EV_IOCTL, 5 * SEC + 2, 300, 300);
 	e.ioctl = (struct fl_ev_ioctl){ .ctx = CTX, .mm = MM, .fd = 3, .op = FL_OP_ZEROPAGE,
 					.start = PAGE - 0x1000, .len = 0x1000, .result = 0x1000,
 					.enter_ts = 5 * SEC + 1 };
-	fl_hist_record(h, &e);
+	feed(h, &e);
 	run(h, 5 * SEC + 3, 103);
 	block(h, 10 * SEC, WAITER, PAGE, 10 * SEC - 10);
 	fx(&f, 1, 1, 1, PAGE);
@@ -805,7 +892,7 @@ static void test_merge_last_activity_of_gone_handler(void **state)
 	assert_false(sh.last_by_holder);
 	assert_ev(&f.t, "latest ioctl on its userfaultfd was UFFDIO_ZEROPAGE");
 	assert_ev(&f.t, "no longer holds the uffd");
-	fl_hist_free(h);
+	rig_free(h);
 }
 
 /* ---- the socket: server thread and client ----------------------------------------- */
@@ -831,7 +918,7 @@ static int raw_exchange(const char *path, const char *req, char *buf, size_t len
 
 static void test_socket_serve_fetch_stale_in_use(void **state)
 {
-	struct fl_hist *h = story_failed_copy();
+	struct rig *h = story_failed_copy();
 	pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 	struct fl_histsrv srv, other;
 	struct fl_hist_answer a;
@@ -850,7 +937,7 @@ static void test_socket_serve_fetch_stale_in_use(void **state)
 	assert_non_null(strstr(err, "faultline exporter"));
 
 	/* served: the directory made, the socket 0600 */
-	assert_int_equal(fl_histsrv_start(&srv, path, h, &mu, err, sizeof(err)), 0);
+	assert_int_equal(fl_histsrv_start(&srv, path, h->store, &mu, err, sizeof(err)), 0);
 	assert_int_equal(stat(path, &st), 0);
 	assert_true(S_ISSOCK(st.st_mode));
 	assert_int_equal(st.st_mode & 0777, 0600);
@@ -866,7 +953,7 @@ static void test_socket_serve_fetch_stale_in_use(void **state)
 	assert_int_equal(raw_exchange(path, "{\"pids\":[0]}\n", buf, sizeof(buf)), 0);
 	assert_non_null(strstr(buf, "positive"));
 	/* in use: a second server refuses, naming who has it */
-	assert_int_equal(fl_histsrv_start(&other, path, h, &mu, err, sizeof(err)), -EADDRINUSE);
+	assert_int_equal(fl_histsrv_start(&other, path, h->store, &mu, err, sizeof(err)), -EADDRINUSE);
 	assert_non_null(strstr(err, "in use by pid"));
 	assert_non_null(strstr(err, "--history-socket"));
 	/* stopped: the file goes */
@@ -880,7 +967,7 @@ static void test_socket_serve_fetch_stale_in_use(void **state)
 	close(fd);
 	assert_int_equal(fl_hist_fetch(path, &pid, 1, &a, err, sizeof(err)), -ECONNREFUSED);
 	assert_non_null(strstr(err, "daemon not running"));
-	assert_int_equal(fl_histsrv_start(&srv, path, h, &mu, err, sizeof(err)), 0);
+	assert_int_equal(fl_histsrv_start(&srv, path, h->store, &mu, err, sizeof(err)), 0);
 	assert_int_equal(fl_hist_fetch(path, &pid, 1, &a, err, sizeof(err)), 0);
 	fl_hist_answer_free(&a);
 	fl_histsrv_stop(&srv);
@@ -889,11 +976,11 @@ static void test_socket_serve_fetch_stale_in_use(void **state)
 	fd = open(path, O_CREAT | O_WRONLY, 0644);
 	assert_true(fd >= 0);
 	close(fd);
-	assert_int_equal(fl_histsrv_start(&srv, path, h, &mu, err, sizeof(err)), -EEXIST);
+	assert_int_equal(fl_histsrv_start(&srv, path, h->store, &mu, err, sizeof(err)), -EEXIST);
 	assert_non_null(strstr(err, "not a socket"));
 	assert_int_equal(unlink(path), 0);
 	assert_int_equal(rmdir(dir), 0);
-	fl_hist_free(h);
+	rig_free(h);
 }
 
 /* A stranger (uid 65534) answering on the history socket's path: its
@@ -928,7 +1015,7 @@ static void test_fetch_refuses_untrusted_daemon(void **state)
  */
 static void test_merge_stalled_handler(void **state)
 {
-	struct fl_hist *h = fl_hist_new(0);
+	struct rig *h = rig_new(0);
 	struct fl_stuck_hist sh;
 	struct fixture f;
 
@@ -978,7 +1065,7 @@ static void test_merge_stalled_handler(void **state)
 	fl_stuck_decide(&f.s, &f.t);
 	merge(&f, h, &sh);
 	assert_int_equal(f.t.v.verdict, FL_V_NOT_READ);
-	fl_hist_free(h);
+	rig_free(h);
 }
 
 /*
@@ -991,7 +1078,7 @@ static void test_merge_stalled_handler(void **state)
 static void test_socket_paths_planted(void **state)
 {
 	char dir[] = "/tmp/fl-hist-XXXXXX", path[128], sub[128], victim[128], other[128];
-	struct fl_hist *h = story_failed_copy();
+	struct rig *h = story_failed_copy();
 	pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 	struct fl_histsrv srv;
 	struct fl_hist_answer a;
@@ -1011,7 +1098,7 @@ static void test_socket_paths_planted(void **state)
 
 	/* the socket's path a symlink to a file: refused, the file as it was */
 	assert_int_equal(symlink(victim, path), 0);
-	assert_int_equal(fl_histsrv_start(&srv, path, h, &mu, err, sizeof(err)), -EEXIST);
+	assert_int_equal(fl_histsrv_start(&srv, path, h->store, &mu, err, sizeof(err)), -EEXIST);
 	assert_non_null(strstr(err, "not a socket"));
 	assert_int_equal(lstat(path, &st), 0);
 	assert_true(S_ISLNK(st.st_mode));
@@ -1029,7 +1116,7 @@ static void test_socket_paths_planted(void **state)
 	assert_true(child > 0);
 	assert_int_equal(chmod(dir, 0700), 0);
 	assert_int_equal(symlink(other, path), 0);
-	assert_int_equal(fl_histsrv_start(&srv, path, h, &mu, err, sizeof(err)), -EADDRINUSE);
+	assert_int_equal(fl_histsrv_start(&srv, path, h->store, &mu, err, sizeof(err)), -EADDRINUSE);
 	assert_int_equal(fl_hist_fetch(path, &pid, 1, &a, err, sizeof(err)), -EPERM);
 	assert_non_null(strstr(err, "not trusted"));
 	kill(child, SIGKILL);
@@ -1043,32 +1130,32 @@ static void test_socket_paths_planted(void **state)
 	snprintf(other, sizeof(other), "%s/link", dir);
 	assert_int_equal(symlink(sub, other), 0);
 	snprintf(path, sizeof(path), "%s/link/h.sock", dir);
-	assert_int_equal(fl_histsrv_start(&srv, path, h, &mu, err, sizeof(err)), -ELOOP);
+	assert_int_equal(fl_histsrv_start(&srv, path, h->store, &mu, err, sizeof(err)), -ELOOP);
 	assert_non_null(strstr(err, "symlink"));
 	assert_int_equal(unlink(other), 0);
 
 	/* a directory anybody may write (not sticky), or a stranger owns */
 	snprintf(path, sizeof(path), "%s/real/h.sock", dir);
 	assert_int_equal(chmod(sub, 0777), 0);
-	assert_int_equal(fl_histsrv_start(&srv, path, h, &mu, err, sizeof(err)), -EPERM);
+	assert_int_equal(fl_histsrv_start(&srv, path, h->store, &mu, err, sizeof(err)), -EPERM);
 	assert_non_null(strstr(err, "others could replace the socket"));
 	assert_int_equal(chmod(sub, 0755), 0);
 	assert_int_equal(chown(sub, 65534, 65534), 0);
-	assert_int_equal(fl_histsrv_start(&srv, path, h, &mu, err, sizeof(err)), -EPERM);
+	assert_int_equal(fl_histsrv_start(&srv, path, h->store, &mu, err, sizeof(err)), -EPERM);
 	assert_non_null(strstr(err, "uid 65534"));
 	assert_int_equal(lstat(path, &st), -1);	/* nothing created in any of them */
 	/* ours again: served */
 	assert_int_equal(chown(sub, geteuid(), getegid()), 0);
-	assert_int_equal(fl_histsrv_start(&srv, path, h, &mu, err, sizeof(err)), 0);
+	assert_int_equal(fl_histsrv_start(&srv, path, h->store, &mu, err, sizeof(err)), 0);
 	fl_histsrv_stop(&srv);
 	/* a sticky world-writable directory (/tmp's kind) is fine */
 	assert_int_equal(chmod(sub, 01777), 0);
-	assert_int_equal(fl_histsrv_start(&srv, path, h, &mu, err, sizeof(err)), 0);
+	assert_int_equal(fl_histsrv_start(&srv, path, h->store, &mu, err, sizeof(err)), 0);
 	fl_histsrv_stop(&srv);
 	assert_int_equal(rmdir(sub), 0);
 	assert_int_equal(unlink(victim), 0);
 	assert_int_equal(rmdir(dir), 0);
-	fl_hist_free(h);
+	rig_free(h);
 }
 
 int main(void)
@@ -1077,6 +1164,7 @@ int main(void)
 		cmocka_unit_test(test_fault_read_and_failed_copy),
 		cmocka_unit_test(test_read_before_block_and_by_page),
 		cmocka_unit_test(test_retry_and_new_fault),
+		cmocka_unit_test(test_split_gup_retry_is_the_correlators),
 		cmocka_unit_test(test_ioctl_after_run_not_attached),
 		cmocka_unit_test(test_ranges_small_and_large_reach_the_fault),
 		cmocka_unit_test(test_fault_ring_keeps_newest),
