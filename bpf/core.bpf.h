@@ -22,6 +22,7 @@ const volatile __u64 wakeup_bytes = 1 << 20;
 
 #define UFFD_NAME "[userfaultfd]"
 
+/* A thread's entry stays between its blocks (ts 0: not blocked), rewritten in place. */
 struct fl_blocked {
 	__u64 ts;
 	__u64 addr;

@@ -116,8 +116,14 @@ static __always_inline void on_block(void *ctx, struct task_struct *prev, __u32 
 	if (pf)
 		b.addr = pf->addr;
 	count(FL_CNT_BLOCKS);
-	if (bpf_map_update_elem(&fl_blocked, &tid, &b, BPF_ANY))
-		count(FL_CNT_BLOCKED_FULL);
+	{
+		struct fl_blocked *old = bpf_map_lookup_elem(&fl_blocked, &tid);
+
+		if (old)
+			*old = b;
+		else if (bpf_map_update_elem(&fl_blocked, &tid, &b, BPF_ANY))
+			count(FL_CNT_BLOCKED_FULL);
+	}
 	e = ev_new(FL_EV_BLOCK, tgid, tid);
 	if (!e)
 		return;
@@ -158,7 +164,7 @@ static __always_inline int on_sched_switch(void *ctx, bool preempt,
 		struct fl_blocked *b = bpf_map_lookup_elem(&fl_blocked, &tid);
 		struct fl_event *e;
 
-		if (!b)
+		if (!b || !b->ts)
 			return 0;
 		e = ev_new(FL_EV_RUN, next_tgid, tid);
 		if (e) {
@@ -166,7 +172,7 @@ static __always_inline int on_sched_switch(void *ctx, bool preempt,
 			e->wake.block_ts = b->ts;
 			ev_submit(e);
 		}
-		bpf_map_delete_elem(&fl_blocked, &tid);
+		b->ts = 0;
 	}
 	return 0;
 }
@@ -182,7 +188,7 @@ static __always_inline int on_sched_wakeup(struct task_struct *p)
 		return 0;
 	tid = BPF_CORE_READ(p, pid);
 	b = bpf_map_lookup_elem(&fl_blocked, &tid);
-	if (!b || b->woken)
+	if (!b || !b->ts || b->woken)
 		return 0;
 	b->woken = 1;
 	e = ev_new(FL_EV_WAKEUP, tgid, tid);

@@ -53,36 +53,52 @@ static __always_inline __u64 ctx_mm(__u64 ctx)
 	return (__u64)BPF_CORE_READ((struct userfaultfd_ctx *)ctx, mm);
 }
 
+/*
+ * A thread's entry stays in fl_sc between its syscalls (nr 0: none saved)
+ * and is rewritten in place: a hash update and delete per syscall cost
+ * more than the rest of these programs.  sched_process_exit removes it.
+ */
 static __always_inline struct fl_sc *sc_save(__u32 nr, const __u64 *args, int nargs)
-{
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct fl_sc sc = { .ts = bpf_ktime_get_ns(), .nr = nr };
-
-	for (int i = 0; i < 6; i++)
-		if (i < nargs)
-			sc.args[i] = args[i];
-	if (bpf_map_update_elem(&fl_sc, &tid, &sc, BPF_ANY)) {
-		count(FL_CNT_SC_FULL);
-		return NULL;
-	}
-	return bpf_map_lookup_elem(&fl_sc, &tid);
-}
-
-/* Pops the saved entry of this thread if it belongs to syscall nr. */
-static __always_inline bool sc_take(__u32 nr, struct fl_sc *out)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct fl_sc *sc = bpf_map_lookup_elem(&fl_sc, &tid);
 
-	if (!sc)
-		return false;
-	if (sc->nr != nr) {
-		bpf_map_delete_elem(&fl_sc, &tid);
-		return false;
+	if (!sc) {
+		struct fl_sc fresh = {};
+
+		if (bpf_map_update_elem(&fl_sc, &tid, &fresh, BPF_ANY)) {
+			count(FL_CNT_SC_FULL);
+			return NULL;
+		}
+		sc = bpf_map_lookup_elem(&fl_sc, &tid);
+		if (!sc)
+			return NULL;
 	}
-	__builtin_memcpy(out, sc, sizeof(*out));
-	bpf_map_delete_elem(&fl_sc, &tid);
-	return true;
+	sc->ts = bpf_ktime_get_ns();
+	sc->nr = nr;
+	sc->ctx = sc->mm = 0;
+	sc->fd = 0;
+	for (int i = 0; i < 6; i++)
+		sc->args[i] = i < nargs ? args[i] : 0;
+	for (int i = 0; i < 5; i++)
+		sc->words[i] = 0;
+	return sc;
+}
+
+/* Takes the saved entry of this thread if it belongs to syscall nr; none is left saved. */
+static __always_inline bool sc_take(__u32 nr, struct fl_sc *out)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct fl_sc *sc = bpf_map_lookup_elem(&fl_sc, &tid);
+	bool mine;
+
+	if (!sc || !sc->nr)
+		return false;
+	mine = sc->nr == nr;
+	if (mine)
+		__builtin_memcpy(out, sc, sizeof(*out));
+	sc->nr = 0;
+	return mine;
 }
 
 static __always_inline bool current_tracked(void)

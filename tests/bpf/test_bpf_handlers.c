@@ -39,7 +39,15 @@
 #include "kallsyms.h"
 #include "probe.h"
 
-/* Mirrors of the BPF-side map values (bpf/faultline.bpf.c). */
+/* Mirrors of the BPF-side map values (bpf/core.bpf.h). */
+struct t_sc {
+	uint64_t ts, ctx, mm;
+	uint64_t args[6];
+	uint64_t words[5];
+	uint32_t nr;		/* 0: nothing saved (the entry stays between syscalls) */
+	uint32_t fd;
+};
+
 struct t_blocked {
 	uint64_t ts;
 	uint64_t addr;
@@ -95,11 +103,42 @@ static int map_count(struct bpf_map *m)
 	return n;
 }
 
+/* Is thread t blocked (its fl_blocked entry stays after it runs, with ts 0)? */
 static bool blocked_get(struct fx *f, uint32_t t, struct t_blocked *out)
 {
 	assert_int_equal(bpf_map__value_size(f->s->maps.fl_blocked), sizeof(*out));
-	return !bpf_map_lookup_elem(bpf_map__fd(f->s->maps.fl_blocked), &t, out);
+	return !bpf_map_lookup_elem(bpf_map__fd(f->s->maps.fl_blocked), &t, out) && out->ts;
 }
+
+/* Entries of m whose value has a nonzero u64/u32 at off: live state, not a kept slot. */
+static int map_count_live(struct bpf_map *m, size_t value_size, size_t off, size_t width)
+{
+	int fd = bpf_map__fd(m);
+	uint8_t key[64], next[64], val[256];
+	void *prev = NULL;
+	int n = 0;
+
+	assert_int_equal(bpf_map__value_size(m), value_size);
+	assert_true(value_size <= sizeof(val) && bpf_map__key_size(m) <= sizeof(key));
+	while (!bpf_map_get_next_key(fd, prev, next)) {
+		uint64_t v = 0;
+
+		memcpy(key, next, sizeof(key));
+		prev = key;
+		if (bpf_map_lookup_elem(fd, key, val))
+			continue;
+		memcpy(&v, val + off, width);
+		n += v != 0;
+	}
+	return n;
+}
+
+/* Threads with a syscall's arguments saved, and threads blocked. */
+#define saved_syscalls(f) \
+	map_count_live((f)->s->maps.fl_sc, sizeof(struct t_sc), offsetof(struct t_sc, nr), 4)
+#define blocked_threads(f) \
+	map_count_live((f)->s->maps.fl_blocked, sizeof(struct t_blocked), \
+		       offsetof(struct t_blocked, ts), 8)
 
 static bool pf_get(struct fx *f, uint32_t t, struct t_pf *out)
 {
@@ -352,7 +391,7 @@ static void test_block_wake_run(void **state)
 	assert_int_equal(b.ts, blk.ts);
 	assert_int_equal(b.addr, 0);
 	assert_int_equal(b.woken, 0);
-	assert_int_equal(map_count(f->s->maps.fl_blocked), 1);
+	assert_int_equal(blocked_threads(f), 1);
 
 	/* wakeup: one record, the waker is us */
 	t0 = now_ns();
@@ -377,13 +416,27 @@ static void test_block_wake_run(void **state)
 	assert_self(&f->recs[0], FL_EV_RUN);
 	assert_int_equal(f->recs[0].wake.block_ts, blk.ts);
 	assert_false(blocked_get(f, tid(), &b));
-	assert_int_equal(map_count(f->s->maps.fl_blocked), 0);
+	assert_int_equal(blocked_threads(f), 0);
 
 	/* running again without a block: nothing */
 	RUN(f->s->progs.raw_sched_switch, 0, 0, task, 0);
 	RUN(f->s->progs.raw_sched_wakeup, task);
 	assert_int_equal(drain(f), 0);
 	assert_int_equal(fl_probe_counter(&f->p, FL_CNT_BLOCKS), 1);
+
+	/* the slot is reused in place: the next block is woken afresh */
+	RUN(f->s->progs.raw_sched_switch, 0, task, 0, 1);
+	RUN(f->s->progs.raw_sched_wakeup, task);
+	assert_int_equal(drain(f), 2);
+	assert_self(&f->recs[1], FL_EV_WAKEUP);
+	assert_int_equal(f->recs[1].wake.block_ts, f->recs[0].ts);
+	RUN(f->s->progs.raw_sched_switch, 0, 0, task, 0);
+	assert_int_equal(drain(f), 1);
+	/* the thread's exit takes its kept slots with it */
+	assert_int_equal(map_count(f->s->maps.fl_blocked), 1);
+	RUN(f->s->progs.raw_sched_process_exit, task);
+	assert_int_equal(map_count(f->s->maps.fl_blocked), 0);
+	assert_int_equal(map_count(f->s->maps.fl_sc), 0);
 }
 
 static void test_block_then_run_same_switch(void **state)
@@ -399,7 +452,7 @@ static void test_block_then_run_same_switch(void **state)
 	assert_int_equal(f->recs[0].block.state, 2);
 	assert_self(&f->recs[1], FL_EV_RUN);
 	assert_int_equal(f->recs[1].wake.block_ts, f->recs[0].ts);
-	assert_int_equal(map_count(f->s->maps.fl_blocked), 0);
+	assert_int_equal(blocked_threads(f), 0);
 }
 
 static void test_block_needs_sleep(void **state)
@@ -411,7 +464,7 @@ static void test_block_needs_sleep(void **state)
 	RUN(f->s->progs.raw_sched_switch, 1, task, 0, 1);	/* preempted */
 	RUN(f->s->progs.raw_sched_switch, 0, task, 0, 0);	/* still runnable */
 	assert_int_equal(drain(f), 0);
-	assert_int_equal(map_count(f->s->maps.fl_blocked), 0);
+	assert_int_equal(blocked_threads(f), 0);
 	assert_int_equal(fl_probe_counter(&f->p, FL_CNT_BLOCKS), 0);
 	/* not blocked: a wakeup is not reported either */
 	RUN(f->s->progs.raw_sched_wakeup, task);
@@ -428,7 +481,7 @@ static void test_block_needs_huf_on_stack(void **state)
 	track_self(f);
 	RUN(f->s->progs.raw_sched_switch, 0, task, 0, 1);
 	assert_int_equal(drain(f), 0);
-	assert_int_equal(map_count(f->s->maps.fl_blocked), 0);
+	assert_int_equal(blocked_threads(f), 0);
 	assert_int_equal(fl_probe_counter(&f->p, FL_CNT_BLOCKS), 0);
 	/* the stack was read, it just did not contain handle_userfault */
 	assert_int_equal(fl_probe_counter(&f->p, FL_CNT_STACK_MISS), 0);
@@ -464,7 +517,7 @@ static struct fl_event check_ioctl(struct fx *f, const struct want_ioctl *w, uin
 	assert_true(e.ioctl.mm != 0);
 	assert_in_range(e.ioctl.enter_ts, t0, e.ts);
 	assert_in_range(e.ts, t0, t1);
-	assert_int_equal(map_count(f->s->maps.fl_sc), 0);
+	assert_int_equal(saved_syscalls(f), 0);
 	return e;
 }
 
@@ -738,7 +791,7 @@ static void test_ioctl_not_uffd(void **state)
 	/* before any userfaultfd was seen (f_op not learned: the name is checked) */
 	assert_int_equal(f->s->bss->uffd_fops, 0);
 	RUN(f->s->progs.test_ioctl_enter, nul, UFFDIO_COPY, U(&c));
-	assert_int_equal(map_count(f->s->maps.fl_sc), 0);
+	assert_int_equal(saved_syscalls(f), 0);
 	RUN(f->s->progs.test_ioctl_exit, 0);
 	assert_int_equal(f->s->bss->uffd_fops, 0);
 
@@ -751,7 +804,7 @@ static void test_ioctl_not_uffd(void **state)
 
 	/* after: f_op compared */
 	RUN(f->s->progs.test_ioctl_enter, pfd[0], UFFDIO_COPY, U(&c));
-	assert_int_equal(map_count(f->s->maps.fl_sc), 0);
+	assert_int_equal(saved_syscalls(f), 0);
 	RUN(f->s->progs.test_ioctl_exit, 0);
 	RUN(f->s->progs.test_ioctl_enter, nul, UFFDIO_WAKE, U(&c));
 	RUN(f->s->progs.test_ioctl_exit, 0);
@@ -765,7 +818,7 @@ static void test_ioctl_not_uffd(void **state)
 	RUN(f->s->progs.test_ioctl_exit, 0);
 
 	assert_int_equal(drain(f), 0);
-	assert_int_equal(map_count(f->s->maps.fl_sc), 0);
+	assert_int_equal(saved_syscalls(f), 0);
 	close(uffd);
 	close(nul);
 	close(pfd[0]);
@@ -845,10 +898,10 @@ static void test_read_notify(void **state)
 
 	t0 = now_ns();
 	RUN(f->s->progs.test_read_enter, uffd, U(msg), 64);
-	assert_int_equal(map_count(f->s->maps.fl_sc), 1);
+	assert_int_equal(saved_syscalls(f), 1);
 	RUN(f->s->progs.test_read_exit, 64);
 	t1 = now_ns();
-	assert_int_equal(map_count(f->s->maps.fl_sc), 0);
+	assert_int_equal(saved_syscalls(f), 0);
 	assert_int_equal(drain(f), 2);
 
 	e = &f->recs[0];
@@ -890,7 +943,7 @@ static void test_read_notify(void **state)
 	RUN(f->s->progs.test_read_enter, uffd, U(msg), 64);
 	RUN(f->s->progs.test_read_exit, (uint64_t)(int64_t)-EAGAIN);
 	assert_int_equal(drain(f), 0);
-	assert_int_equal(map_count(f->s->maps.fl_sc), 0);
+	assert_int_equal(saved_syscalls(f), 0);
 	RUN(f->s->progs.test_read_enter, uffd, U(msg), 64);
 	RUN(f->s->progs.test_read_exit, 0);
 	assert_int_equal(drain(f), 0);
@@ -905,7 +958,7 @@ static void test_read_notify(void **state)
 
 		RUN(f->s->progs.test_ioctl_enter, uffd, UFFDIO_WAKE, U(&r));
 		RUN(f->s->progs.test_read_exit, 64);
-		assert_int_equal(map_count(f->s->maps.fl_sc), 0);
+		assert_int_equal(saved_syscalls(f), 0);
 		RUN(f->s->progs.test_ioctl_exit, 0);
 		assert_int_equal(drain(f), 0);
 	}
@@ -979,11 +1032,11 @@ static void test_read_not_uffd(void **state)
 	msg_pagefault(&msg[1], 0x7f0000043000, 0, 0);
 	/* once before the f_op is learned, once after */
 	RUN(f->s->progs.test_read_enter, pfd[0], U(msg), 64);
-	assert_int_equal(map_count(f->s->maps.fl_sc), 0);
+	assert_int_equal(saved_syscalls(f), 0);
 	RUN(f->s->progs.test_read_exit, 64);
 	ctx_of(f, uffd);
 	RUN(f->s->progs.test_read_enter, pfd[0], U(msg), 64);
-	assert_int_equal(map_count(f->s->maps.fl_sc), 0);
+	assert_int_equal(saved_syscalls(f), 0);
 	RUN(f->s->progs.test_read_exit, 64);
 	assert_int_equal(drain(f), 0);
 	close(pfd[0]);
@@ -1047,7 +1100,7 @@ static void test_munmap(void **state)
 	assert_int_equal(e->map.fd, -1);
 	assert_int_equal(e->map.mm, mm);
 	assert_in_range(e->map.enter_ts, t0, e->ts);
-	assert_int_equal(map_count(f->s->maps.fl_sc), 0);
+	assert_int_equal(saved_syscalls(f), 0);
 
 	/* failure is reported with its errno */
 	RUN(f->s->progs.test_munmap_enter, 0x7f0000301000, 0x1000);
@@ -1068,14 +1121,14 @@ static void test_munmap(void **state)
 		close(uffd);
 	}
 	assert_int_equal(drain(f), 0);
-	assert_int_equal(map_count(f->s->maps.fl_sc), 0);
+	assert_int_equal(saved_syscalls(f), 0);
 
 	/* untracked: nothing */
 	assert_int_equal(fl_probe_untrack(&f->p, getpid()), 0);
 	RUN(f->s->progs.test_munmap_enter, 0x7f0000300000, 0x5000);
 	RUN(f->s->progs.test_munmap_exit, 0);
 	assert_int_equal(drain(f), 0);
-	assert_int_equal(map_count(f->s->maps.fl_sc), 0);
+	assert_int_equal(saved_syscalls(f), 0);
 }
 
 /* ---- 7. ring buffer overflow ---------------------------------------------- */
@@ -1126,13 +1179,13 @@ static void test_raw_tp_path(void **state)
 	assert_int_equal(drain(f), 1);
 	assert_self(&f->recs[0], FL_EV_BLOCK);
 	assert_int_equal(f->recs[0].block.state, 1);
-	assert_int_equal(map_count(f->s->maps.fl_blocked), 1);
+	assert_int_equal(blocked_threads(f), 1);
 	RUN(f->s->progs.raw_sched_wakeup, task);
 	RUN(f->s->progs.raw_sched_switch, 0, 0, task, 0);
 	assert_int_equal(drain(f), 2);
 	assert_self(&f->recs[0], FL_EV_WAKEUP);
 	assert_self(&f->recs[1], FL_EV_RUN);
-	assert_int_equal(map_count(f->s->maps.fl_blocked), 0);
+	assert_int_equal(blocked_threads(f), 0);
 }
 
 /* ---- user-entry pt_regs of the test thread ---------------------------------- */
@@ -1364,7 +1417,7 @@ static void test_block_inferred_user_pf(void **state)
 	assert_int_equal(drain(f), 0);
 	assert_int_equal(fl_probe_counter(&f->p, FL_CNT_STACK_WALKS), walks0 + 1);
 	assert_int_equal(fl_probe_counter(&f->p, FL_CNT_BLOCKS), 0);
-	assert_int_equal(map_count(f->s->maps.fl_blocked), 0);
+	assert_int_equal(blocked_threads(f), 0);
 
 	/* from the fault's call site: inferred, no walk */
 	t0 = now_ns();
@@ -1386,7 +1439,7 @@ static void test_block_inferred_user_pf(void **state)
 	assert_int_equal(drain(f), 1);
 	assert_self(&f->recs[0], FL_EV_RUN);
 	assert_int_equal(f->recs[0].wake.block_ts, blk.ts);
-	assert_int_equal(map_count(f->s->maps.fl_blocked), 0);
+	assert_int_equal(blocked_threads(f), 0);
 }
 
 /*
@@ -1475,7 +1528,7 @@ static void test_block_no_infer_needs_huf(void **state)
 	assert_int_equal(drain(f), 0);
 	assert_int_equal(fl_probe_counter(&f->p, FL_CNT_STACK_WALKS), walks0 + 1);
 	assert_int_equal(fl_probe_counter(&f->p, FL_CNT_BLOCKS), 0);
-	assert_int_equal(map_count(f->s->maps.fl_blocked), 0);
+	assert_int_equal(blocked_threads(f), 0);
 }
 
 /* ---- main ---------------------------------------------------------------- */
