@@ -148,6 +148,72 @@ def bench_round_trip():
         print(f"  agent CPU per fault (daemon, schedstat): median {med(agent):.0f} ns")
 
 
+def bpf_prog_costs():
+    """run_time_ns per faultline program so far (kernel.bpf_stats_enabled)."""
+    out = subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True)
+    try:
+        progs = json.loads(out.stdout)
+    except ValueError:
+        return {}
+    return {p["name"]: p.get("run_time_ns", 0) for p in progs
+            if p.get("name", "").startswith(("tp", "raw_", "kvm")) and p.get("run_cnt")}
+
+
+def traced_bpf_ns(args):
+    """One traced run; the BPF time its programs spent, in total and per program.
+
+    Programs live as long as the tracer, so the counters are sampled until it exits."""
+    p = subprocess.Popen([FL, "trace", "--json", "--", *args], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    last = {}
+    while p.poll() is None:
+        last = bpf_prog_costs() or last
+        time.sleep(0.05)
+    return last
+
+
+def bench_round_trip_pinned():
+    """The round trip with the workload's two threads on one CPU.
+
+    Unpinned, a fault costs a cross-CPU wakeup; on a VM whose other vCPU is
+    idle that wakeup alone can be ~65 us and comes and goes (bimodal medians).
+    Pinned, every BPF program's cost lands on the fault's own path: the
+    CPU-cost view, and a stable one. bpf_stats gives the BPF time per fault
+    directly, the figure to A/B a BPF change by.
+    """
+    pin = ("taskset", "-c", "0")
+    args = ["--threads", "1", "--pages", "3000", "--delay-us", "0"]
+    res = {"detached (ns/fault)": [], "empty BPF on all tps (ns/fault)": [],
+           "faultline trace (ns/fault)": []}
+    per_fault, progs = [], {}
+    stats = open("/proc/sys/kernel/bpf_stats_enabled").read().strip()
+    subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=1"], check=False)
+    try:
+        for _ in range(ROUNDS):
+            res["detached (ns/fault)"].append(wl_summary(args, prefix=pin)["median_ns"])
+            f = Floor()
+            try:
+                res["empty BPF on all tps (ns/fault)"].append(
+                    wl_summary(args, prefix=pin)["median_ns"])
+            finally:
+                f.stop()
+            res["faultline trace (ns/fault)"].append(
+                wl_summary(args, prefix=(FL, "trace", "--json", "--", *pin))["median_ns"])
+            costs = traced_bpf_ns([*pin, WL, *args, "--quiet"])
+            per_fault.append(sum(costs.values()) / 3000)
+            for n, v in costs.items():
+                progs.setdefault(n, []).append(v / 3000)
+    finally:
+        subprocess.run(["sysctl", "-qw", f"kernel.bpf_stats_enabled={stats}"], check=False)
+    report("1b. Userfault round trip, handler delay 0 us, workload pinned to one CPU", res,
+           "empty BPF on all tps (ns/fault)", "faultline trace <= 1.05")
+    print(f"  BPF time per fault (bpf_stats, all programs): median {med(per_fault):.0f} ns; "
+          f"the floor's extra over detached: "
+          f"{med(res['empty BPF on all tps (ns/fault)']) - med(res['detached (ns/fault)']):.0f} ns")
+    top = sorted(progs, key=lambda n: -med(progs[n]))[:8]
+    print("  per program (ns per fault): " + ", ".join(f"{n} {med(progs[n]):.0f}" for n in top))
+
+
 def bench_untracked_lite():
     res = interleave({
         "no probes (ns/syscall)": (None, None),
@@ -269,6 +335,7 @@ def main():
     print(f"faultline bench — {time.strftime('%Y-%m-%d %H:%M:%S')}, {os.cpu_count()} CPUs, "
           f"kernel {os.uname().release}")
     bench_round_trip()
+    bench_round_trip_pinned()
     bench_untracked_lite()
     bench_untracked_syscall_probes()
     bench_discovery_cost()
