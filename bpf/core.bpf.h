@@ -27,6 +27,9 @@ struct fl_blocked {
 	__u64 ts;
 	__u64 addr;
 	__u32 woken;
+	__u32 waker_tid;
+	__u64 wake_ts;
+	__u32 waker_pid;
 	__u32 pad;
 };
 

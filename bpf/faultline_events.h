@@ -19,7 +19,7 @@
 
 enum fl_event_type {
 	FL_EV_BLOCK = 1,	/* thread went to sleep inside handle_userfault */
-	FL_EV_WAKEUP = 2,	/* a blocked thread was woken */
+	FL_EV_WAKEUP = 2,	/* retired: the wakeup travels in the RUN record (fl_ev_wake) */
 	FL_EV_RUN = 3,		/* a blocked thread is on a CPU again */
 	FL_EV_NOTIFY = 4,	/* a handler read a uffd_msg (one record per message) */
 	FL_EV_IOCTL = 5,	/* a userfaultfd ioctl returned */
@@ -78,10 +78,13 @@ struct fl_ev_block {
 	__u32 pad;
 };
 
+/* RUN: the block it ends, and the wakeup before it (0: none seen; the
+ * wakeup costs no record of its own, it is kept with the block). */
 struct fl_ev_wake {
 	__u32 waker_tid;
 	__u32 waker_pid;
 	__u64 block_ts;
+	__u64 wake_ts;
 };
 
 struct fl_ev_notify {

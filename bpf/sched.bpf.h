@@ -168,8 +168,13 @@ static __always_inline int on_sched_switch(void *ctx, bool preempt,
 			return 0;
 		e = ev_new(FL_EV_RUN, next_tgid, tid);
 		if (e) {
-			BPF_CORE_READ_STR_INTO(&e->comm, next, comm);
+			/* no comm: the BLOCK it ends named the thread */
 			e->wake.block_ts = b->ts;
+			if (b->woken) {
+				e->wake.wake_ts = b->wake_ts;
+				e->wake.waker_tid = b->waker_tid;
+				e->wake.waker_pid = b->waker_pid;
+			}
 			ev_submit(e);
 		}
 		b->ts = 0;
@@ -181,7 +186,6 @@ static __always_inline int on_sched_wakeup(struct task_struct *p)
 {
 	__u32 tgid = BPF_CORE_READ(p, tgid), tid;
 	struct fl_blocked *b;
-	struct fl_event *e;
 	__u64 id;
 
 	if (!tracked(tgid))
@@ -190,16 +194,12 @@ static __always_inline int on_sched_wakeup(struct task_struct *p)
 	b = bpf_map_lookup_elem(&fl_blocked, &tid);
 	if (!b || !b->ts || b->woken)
 		return 0;
-	b->woken = 1;
-	e = ev_new(FL_EV_WAKEUP, tgid, tid);
-	if (!e)
-		return 0;
-	BPF_CORE_READ_STR_INTO(&e->comm, p, comm);
+	/* kept with the block and sent with the RUN: one record fewer per fault */
 	id = bpf_get_current_pid_tgid();
-	e->wake.waker_tid = (__u32)id;
-	e->wake.waker_pid = id >> 32;
-	e->wake.block_ts = b->ts;
-	ev_submit(e);
+	b->wake_ts = bpf_ktime_get_ns();
+	b->waker_tid = (__u32)id;
+	b->waker_pid = id >> 32;
+	b->woken = 1;
 	return 0;
 }
 

@@ -396,14 +396,6 @@ static void on_block(struct fl_correlator *c, const struct fl_event *e)
 	publish(c, ep);
 }
 
-static void on_wakeup(struct fl_correlator *c, const struct fl_event *e)
-{
-	struct fl_episode *ep = find(c, e->tid);
-
-	if (ep && ep->state == ST_BLOCKED)
-		ep->wake_ts = e->ts;
-}
-
 static void on_run(struct fl_correlator *c, const struct fl_event *e)
 {
 	struct fl_episode *ep = find(c, e->tid);
@@ -412,7 +404,10 @@ static void on_run(struct fl_correlator *c, const struct fl_event *e)
 		return;
 	ep->run_ts = e->ts;
 	ep->end_ts = e->ts;
-	if (!ep->wake_ts)
+	/* the wakeup of this sleep (a retry's replaces the first's), else the run */
+	if (e->wake.wake_ts)
+		ep->wake_ts = e->wake.wake_ts;
+	else if (!ep->wake_ts)
 		ep->wake_ts = e->ts;
 	/*
 	 * Placed and read: over. Placed but its message not (yet) seen read: a
@@ -738,7 +733,6 @@ void fl_corr_event(struct fl_correlator *c, const struct fl_event *e)
 {
 	switch (e->type) {
 	case FL_EV_BLOCK: on_block(c, e); break;
-	case FL_EV_WAKEUP: on_wakeup(c, e); break;
 	case FL_EV_RUN: on_run(c, e); break;
 	case FL_EV_NOTIFY: on_notify(c, e); break;
 	case FL_EV_IOCTL: on_ioctl(c, e); break;
