@@ -159,17 +159,20 @@ def bpf_prog_costs():
             if p.get("name", "").startswith(("tp", "raw_", "kvm")) and p.get("run_cnt")}
 
 
-def traced_bpf_ns(args):
-    """One traced run; the BPF time its programs spent, in total and per program.
+def traced_bpf_ns(args, faults):
+    """BPF time per fault of one workload run under the tracer in default scope.
 
-    Programs live as long as the tracer, so the counters are sampled until it exits."""
-    p = subprocess.Popen([FL, "trace", "--json", "--", *args], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
-    last = {}
-    while p.poll() is None:
-        last = bpf_prog_costs() or last
-        time.sleep(0.05)
-    return last
+    Counters are read before and after the run, not during it: a program
+    runs for every process (and filters), so a sampler's own page faults
+    and switches would be counted. Returns {program: ns per fault}."""
+    t = Tracer()
+    try:
+        before = bpf_prog_costs()
+        subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        after = bpf_prog_costs()
+    finally:
+        t.stop()
+    return {n: (after[n] - before.get(n, 0)) / faults for n in after}
 
 
 def bench_round_trip_pinned():
@@ -199,10 +202,10 @@ def bench_round_trip_pinned():
                 f.stop()
             res["faultline trace (ns/fault)"].append(
                 wl_summary(args, prefix=(FL, "trace", "--json", "--", *pin))["median_ns"])
-            costs = traced_bpf_ns([*pin, WL, *args, "--quiet"])
-            per_fault.append(sum(costs.values()) / 3000)
+            costs = traced_bpf_ns([*pin, WL, *args, "--quiet"], 3000)
+            per_fault.append(sum(costs.values()))
             for n, v in costs.items():
-                progs.setdefault(n, []).append(v / 3000)
+                progs.setdefault(n, []).append(v)
     finally:
         subprocess.run(["sysctl", "-qw", f"kernel.bpf_stats_enabled={stats}"], check=False)
     report("1b. Userfault round trip, handler delay 0 us, workload pinned to one CPU", res,
