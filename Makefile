@@ -209,7 +209,7 @@ $(OUT)/bench-tls-floor: tests/bench/tls_floor.c
 	@mkdir -p $(OUT)
 	$(COMPILE) $< -o $@ -lgnutls
 
-$(OUT)/bench-floor: tests/bench/floor.c $(OUT)/empty.skel.h
+$(OUT)/bench-floor: tests/bench/floor.c $(OUT)/empty.skel.h $(OUT)/floor_parts.skel.h
 	$(COMPILE) $< -o $@ $(LDLIBS)
 
 # --- installing ----------------------------------------------------------------

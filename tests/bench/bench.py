@@ -155,7 +155,7 @@ def bpf_prog_costs():
         progs = json.loads(out.stdout)
     except ValueError:
         return {}
-    return {p["name"]: p.get("run_time_ns", 0) for p in progs
+    return {p["name"]: (p.get("run_time_ns", 0), p.get("run_cnt", 0)) for p in progs
             if p.get("name", "").startswith(("tp", "raw_", "kvm")) and p.get("run_cnt")}
 
 
@@ -164,7 +164,7 @@ def traced_bpf_ns(args, faults):
 
     Counters are read before and after the run, not during it: a program
     runs for every process (and filters), so a sampler's own page faults
-    and switches would be counted. Returns {program: ns per fault}."""
+    and switches would be counted. Returns {program: (ns, runs) per fault}."""
     t = Tracer()
     try:
         before = bpf_prog_costs()
@@ -172,7 +172,8 @@ def traced_bpf_ns(args, faults):
         after = bpf_prog_costs()
     finally:
         t.stop()
-    return {n: (after[n] - before.get(n, 0)) / faults for n in after}
+    return {n: ((after[n][0] - before.get(n, (0, 0))[0]) / faults,
+                (after[n][1] - before.get(n, (0, 0))[1]) / faults) for n in after}
 
 
 def bench_round_trip_pinned():
@@ -188,7 +189,7 @@ def bench_round_trip_pinned():
     args = ["--threads", "1", "--pages", "3000", "--delay-us", "0"]
     res = {"detached (ns/fault)": [], "empty BPF on all tps (ns/fault)": [],
            "faultline trace (ns/fault)": []}
-    per_fault, progs = [], {}
+    per_fault, runs, progs = [], [], {}
     stats = open("/proc/sys/kernel/bpf_stats_enabled").read().strip()
     subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=1"], check=False)
     try:
@@ -203,9 +204,10 @@ def bench_round_trip_pinned():
             res["faultline trace (ns/fault)"].append(
                 wl_summary(args, prefix=(FL, "trace", "--json", "--", *pin))["median_ns"])
             costs = traced_bpf_ns([*pin, WL, *args, "--quiet"], 3000)
-            per_fault.append(sum(costs.values()))
-            for n, v in costs.items():
-                progs.setdefault(n, []).append(v)
+            per_fault.append(sum(ns for ns, _ in costs.values()))
+            runs.append(sum(r for _, r in costs.values()))
+            for n, (ns, _) in costs.items():
+                progs.setdefault(n, []).append(ns)
     finally:
         subprocess.run(["sysctl", "-qw", f"kernel.bpf_stats_enabled={stats}"], check=False)
     report("1b. Userfault round trip, handler delay 0 us, workload pinned to one CPU", res,
@@ -215,6 +217,22 @@ def bench_round_trip_pinned():
           f"{med(res['empty BPF on all tps (ns/fault)']) - med(res['detached (ns/fault)']):.0f} ns")
     top = sorted(progs, key=lambda n: -med(progs[n]))[:8]
     print("  per program (ns per fault): " + ", ".join(f"{n} {med(progs[n]):.0f}" for n in top))
+    # The physical floor: what a fault's program runs and records cost at the least.
+    out = subprocess.run([FLOOR, "--parts", "11"], capture_output=True, text=True, check=True)
+    part = {l.rsplit(" ", 1)[0]: float(l.rsplit(" ", 1)[1]) for l in out.stdout.splitlines()}
+    lookup = part["tracked lookup"] - part["empty program"]
+    record = part["lookup + record"] - part["tracked lookup"]
+    floor = med(res["empty BPF on all tps (ns/fault)"])
+    least = med(runs) * lookup + 4 * record
+    print(f"  parts (getppid loop, least of 11 rounds, ns per call): no program {part['no program']:.0f}, empty "
+          f"{part['empty program']:.0f}, + tracked-task lookup {lookup:.0f}, + one record "
+          f"{record:.0f}")
+    print(f"  physical floor: {med(runs):.1f} program runs per fault x {lookup:.0f} ns (the "
+          f"least a per-process filter costs) + 4 records (block, notify, resolve, run) x "
+          f"{record:.0f} ns = {least:.0f} ns per fault: ratio {(floor + least) / floor:.3f} "
+          f"against the empty-BPF floor; faultline's extra "
+          f"{med(res['faultline trace (ns/fault)']) - floor:.0f} ns is "
+          f"{(med(res['faultline trace (ns/fault)']) - floor) / least:.2f}x it")
 
 
 def bench_untracked_lite():
