@@ -32,6 +32,7 @@ suites=(
 	"e2e: two-host migration with poison (netns + veth; MISSING, MINOR, faults injected)|python3 tests/e2e/test_migration.py"
 	"e2e: migration channel security (TLS x509/PSK, refusals, hostile peers)|python3 tests/e2e/test_tls.py"
 	"e2e: migration integrity (guest writes vs cuts, restarts, stale journal, duplicates, zeroed pages, discards; no /dev/kvm needed)|python3 tests/e2e/test_integrity.py"
+	"e2e: migration on hugetlbfs guests (2 MiB pages; MISSING and MINOR; poison before, during and late; cut, discard, router restart)|python3 tests/e2e/test_hugetlb_migration.py"
 	"e2e: faultline exporter (promtool, real Prometheus)|python3 tests/e2e/test_exporter.py"
 	"e2e: no blind start (daemon first: every fault, notify, resolution and race of a new process; late tracking reported)|python3 tests/e2e/test_discovery.py"
 )

@@ -77,7 +77,8 @@ bool fl_ho_is_pow2(uint64_t x);
 
 int fl_ho_wire_errno(uint32_t code);
 
-long fl_ho_regions_page_size(const struct fl_region *rg, unsigned n, char *err, size_t errlen);
+long fl_ho_regions_page_size(const struct fl_region *rg, unsigned n, int pid, char *err,
+			     size_t errlen);
 
 int fl_ho_check_overlap(const uint64_t *start, const uint64_t *len, unsigned n,
 			 char *err, size_t errlen);

@@ -150,11 +150,6 @@ static int take_hello(const fl_frame *f, struct fd_bag *bag, struct fl_handover_
 		       ps, sys, MAX_PAGE_SIZE);
 		return -EINVAL;
 	}
-	if ((flags & FL_HANDOVER_BASE_PAGES) && ps != (uint64_t)sys) {
-		fl_errmsg(err, errlen, "page size %" PRIu64 ": this peer serves %ld-byte pages only "
-		       "(hugetlbfs-backed guest memory is not supported here)", ps, sys);
-		return -EOPNOTSUPP;
-	}
 	if (h->n_regions == 0 || h->n_regions > FL_WIRE_MAX_REGIONS) {
 		fl_errmsg(err, errlen, "%zu regions; a handover carries 1 to %d", h->n_regions,
 		       FL_WIRE_MAX_REGIONS);

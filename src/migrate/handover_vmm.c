@@ -72,7 +72,7 @@ int fl_handover(const char *socket_path, int uffd, enum fl_uffd_mode mode,
 		       FL_WIRE_MAX_REGIONS);
 		return -EINVAL;
 	}
-	long ps = fl_ho_regions_page_size(regions, nregions, err, errlen);
+	long ps = fl_ho_regions_page_size(regions, nregions, 0, err, errlen);
 	if (ps < 0)
 		return (int)ps;
 
@@ -265,7 +265,7 @@ static int zap_watching(int sock, void *addr, size_t len)
 
 int fl_handover_serve(int sock, const struct fl_region *regions, unsigned nregions)
 {
-	long ps = fl_ho_regions_page_size(regions, nregions, NULL, 0);
+	long ps = fl_ho_regions_page_size(regions, nregions, 0, NULL, 0);
 
 	if (ps < 0)
 		return (int)ps;

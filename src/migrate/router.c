@@ -36,6 +36,7 @@
  * changing, retried once its UFFD events are read).
  */
 #include "router_int.h"
+#include "handover_int.h"
 void fl_rt_set_err(struct fl_router *r, const char *fmt, ...)
 {
 	va_list ap;
@@ -250,13 +251,18 @@ const char *fl_router_error(const struct fl_router *r)
  * Both from the kernel: the VMM's page tables (/proc/PID/pagemap, present
  * bit) and the memfd's data extents (SEEK_DATA/SEEK_HOLE).
  */
+#define PAGEMAP_UNIT 4096u	/* x86-64's base page: what /proc/PID/pagemap indexes */
+
 static int scan_guest(struct fl_router *r, char *err, size_t errlen)
 {
 	char path[64];
 	uint64_t buf[512];
 	int fd;
 
-	for (unsigned i = 0; i < r->nregions; i++) {
+	for (unsigned i = 0; i < r->nregions && !r->huge; i++) {
+		/* hugetlbfs has no SEEK_DATA (the whole file reads as data): its
+		 * cache is not known, so pages are fetched again (never over the
+		 * guest's: those are owned, from the page tables below) */
 		struct rt_region *g = &r->reg[i];
 		off_t end = (off_t)(g->memfd_offset + g->length), at = (off_t)g->memfd_offset;
 
@@ -288,8 +294,10 @@ static int scan_guest(struct fl_router *r, char *err, size_t errlen)
 		uint64_t npages = sp->len / r->page_size;
 
 		for (uint64_t at = 0; at < npages;) {
-			size_t n = npages - at < 512 ? (size_t)(npages - at) : 512;
-			off_t off = (off_t)((sp->start / r->page_size + at) * sizeof(uint64_t));
+			/* pagemap has an entry per base page: a huge page is its first one's */
+			size_t n = r->huge ? 1 : npages - at < 512 ? (size_t)(npages - at) : 512;
+			off_t off = (off_t)((sp->start + at * r->page_size) / PAGEMAP_UNIT *
+					    sizeof(uint64_t));
 			ssize_t got = pread(fd, buf, n * sizeof(uint64_t), off);
 
 			if (got <= 0) {
@@ -359,7 +367,7 @@ int fl_router_check_source(const struct fl_router_config *cfg, char *err, size_t
 int fl_router_create(const struct fl_router_config *cfg, struct fl_router **out, char *err, size_t errlen)
 {
 	struct fl_router *r;
-	long ps = sysconf(_SC_PAGESIZE);
+	long ps;
 	uint64_t pages[FL_WIRE_MAX_REGIONS];
 	int ret;
 
@@ -373,12 +381,17 @@ int fl_router_create(const struct fl_router_config *cfg, struct fl_router **out,
 		snprintf(err, errlen, "unknown userfaultfd mode %d", cfg->mode);
 		return -EINVAL;
 	}
+	/* hugetlbfs guests: the huge page is the unit of every placement */
+	ps = fl_ho_regions_page_size(cfg->regions, cfg->nregions, cfg->vmm_pid, err, errlen);
+	if (ps < 0)
+		return (int)ps;
 	r = calloc(1, sizeof(*r));
 	if (!r)
 		return -ENOMEM;
 	r->cfg = *cfg;
 	r->uffd = cfg->uffd;
 	r->page_size = (uint32_t)ps;
+	r->huge = ps > sysconf(_SC_PAGESIZE);
 	r->sock = -1;
 	r->ch.fd = -1;
 	r->journal.fd = -1;
@@ -386,14 +399,20 @@ int fl_router_create(const struct fl_router_config *cfg, struct fl_router **out,
 	r->backoff_ms = cfg->reconnect_ms ? cfg->reconnect_ms : 200;
 	r->spin_ns = cfg->spin_us ? (uint64_t)cfg->spin_us * 1000ull : 20000ull;
 	r->pend = calloc(PEND_CAP, sizeof(*r->pend));
-	r->zero_page = aligned_alloc((size_t)ps, (size_t)ps);
-	r->fetch_buf = aligned_alloc((size_t)ps, (size_t)ps);
+	/* mapped, not allocated: zero without a memset, and a 1 GiB page's
+	 * buffers cost memory only once used */
+	r->zero_page = mmap(NULL, (size_t)ps, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	r->fetch_buf = mmap(NULL, (size_t)ps, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+			    -1, 0);
+	if (r->zero_page == MAP_FAILED)
+		r->zero_page = NULL;
+	if (r->fetch_buf == MAP_FAILED)
+		r->fetch_buf = NULL;
 	if (r->stop_efd < 0 || !r->pend || !r->zero_page || !r->fetch_buf) {
 		ret = -ENOMEM;
 		snprintf(err, errlen, "out of memory setting up the router");
 		goto fail;
 	}
-	memset(r->zero_page, 0, (size_t)ps);
 	/* a local provider has no source to reach */
 	ret = cfg->fetch ? 0 : source_setup(r, cfg, err, errlen);
 	if (ret < 0)
@@ -440,6 +459,18 @@ int fl_router_create(const struct fl_router_config *cfg, struct fl_router **out,
 			snprintf(err, errlen, "out of memory for region %u's page-state map", i);
 			ret = -ENOMEM;
 			goto fail;
+		}
+		if (r->huge && cfg->mode == FL_MODE_MINOR) {
+			void *m = mmap(NULL, g->length, PROT_READ | PROT_WRITE, MAP_SHARED, g->memfd,
+				       (off_t)g->memfd_offset);
+
+			if (m == MAP_FAILED) {
+				ret = -errno;
+				snprintf(err, errlen, "cannot map region %u's hugetlbfs memfd to fill its "
+					 "page cache: %s", i, strerror(-ret));
+				goto fail;
+			}
+			g->fill = m;
 		}
 		r->spans[r->nspans++] = (struct span){ (uint64_t)(uintptr_t)src->base, src->length, i, 0 };
 		r->st.total_pages += g->npages;
@@ -525,12 +556,16 @@ void fl_router_destroy(struct fl_router *r)
 		free(r->reg[i].ask_state);
 		free(r->reg[i].owned);
 		free(r->reg[i].cached);
+		if (r->reg[i].fill)
+			munmap(r->reg[i].fill, r->reg[i].length);
 	}
 	free(r->pq);
 	if (r->stop_efd >= 0)
 		close(r->stop_efd);
 	free(r->pend);
-	free(r->zero_page);
-	free(r->fetch_buf);
+	if (r->zero_page)
+		munmap(r->zero_page, r->page_size);
+	if (r->fetch_buf)
+		munmap(r->fetch_buf, r->page_size);
 	free(r);
 }

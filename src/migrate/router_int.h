@@ -96,6 +96,9 @@ struct rt_region {
 	size_t n_data, n_state;
 	uint64_t *owned;		/* placed for the guest: never written over */
 	uint64_t *cached;		/* MINOR: the router put (or found) a copy in the page cache */
+	/* MINOR on hugetlbfs: the memfd range mapped here, since hugetlbfs has
+	 * no write(): the page cache is filled through it */
+	uint8_t *fill;
 };
 
 struct poison_q {
@@ -107,6 +110,7 @@ struct fl_router {
 	struct fl_router_config cfg;
 	int uffd;
 	uint32_t page_size;
+	bool huge;			/* hugetlbfs pages: no ZEROPAGE, no write(), no SEEK_DATA */
 	unsigned nregions;
 	struct rt_region reg[FL_WIRE_MAX_REGIONS];
 	struct span spans[MAX_SPANS];

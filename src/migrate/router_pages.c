@@ -335,6 +335,14 @@ int fl_rt_uffd_zeropage(struct fl_router *r, uint32_t region, uint64_t page, uin
 {
 	struct uffdio_zeropage z = { .range = { .start = addr, .len = r->page_size } };
 
+	if (r->huge) {
+		/* hugetlbfs has no UFFDIO_ZEROPAGE: a copy of zeros is the same page */
+		struct uffdio_copy c = { .dst = addr, .src = (uint64_t)(uintptr_t)r->zero_page,
+					 .len = r->page_size };
+
+		return fl_rt_placed(r, ioctl(r->uffd, UFFDIO_COPY, &c) < 0 ? errno : 0, region, page,
+				    addr, &r->st.zeropages);
+	}
 	return fl_rt_placed(r, ioctl(r->uffd, UFFDIO_ZEROPAGE, &z) < 0 ? errno : 0, region, page, addr,
 		      &r->st.zeropages);
 }
@@ -361,7 +369,18 @@ int fl_rt_cache_write(struct fl_router *r, uint32_t region, uint64_t page, const
 		r->st.kept_guest++;
 		return 1;
 	}
-	if (pwrite(g->memfd, data, r->page_size, off) != (ssize_t)r->page_size) {
+	if (g->fill) {
+		/* hugetlbfs: allocate the huge page first (a pool that ran dry is
+		 * ENOSPC here, not a SIGBUS in the memcpy), then fill it through
+		 * the router's own mapping; the guest's mapping stays unpopulated,
+		 * so its access still faults and is CONTINUEd */
+		if (fallocate(g->memfd, FALLOC_FL_KEEP_SIZE, off, r->page_size) < 0) {
+			fl_rt_set_err(r, "cannot allocate huge page %llu of region %u in the guest's page "
+				      "cache: %s", (unsigned long long)page, region, strerror(errno));
+			return -EIO;
+		}
+		memcpy(g->fill + page * r->page_size, data, r->page_size);
+	} else if (pwrite(g->memfd, data, r->page_size, off) != (ssize_t)r->page_size) {
 		fl_rt_set_err(r, "cannot write page %llu of region %u into the guest's page cache: %s",
 			(unsigned long long)page, region, strerror(errno));
 		return -EIO;

@@ -68,6 +68,7 @@
 #define PD_PER_PAGE 11
 #define PD_FIXED 64
 #define SCAN_PAGES 512		/* pages per pagemap read when classifying or scanning */
+#define SCAN_BYTES (64u << 20)	/* at most this much page data read at once (huge pages) */
 #define MAP_CHUNK_PAGES 65536	/* pages per StateMapChunk (16 KiB of states before zlib) */
 #define PUSH_SCAN_PAGES 65536	/* map pages looked at per push step */
 #define BG_LOW (1u << 20)
@@ -175,6 +176,7 @@ struct src {
 	bool no_sockets;	/* the test hook: peers come from socketpairs, no port */
 	char why[512];		/* why a failed run ended: said once, sent to the target */
 	unsigned batch_pages, answer_pages;	/* BATCH_PAGES, ANSWER_PAGES that fit a frame */
+	unsigned scan_pages;	/* pages read at once (SCAN_PAGES, fewer of huge ones: s->buf) */
 	int64_t t0, first_hello_ns, switch_at, next_tick, next_progress;
 	unsigned scan_r;
 	uint64_t scan_p;

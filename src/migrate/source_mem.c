@@ -158,14 +158,17 @@ int src_read_pme(struct src *s, struct region *r, const uint64_t *idx, unsigned 
 		memset(pme, 0, n * sizeof(*pme));
 		return 0;
 	}
+	long base = sysconf(_SC_PAGESIZE);
+
 	for (unsigned i = 0; i < n;) {
 		unsigned k = 1;
 		ssize_t got;
 
-		while (i + k < n && idx[i + k] == idx[i] + k)
+		/* an entry per base page: a huge page's is its first base page's */
+		while (s->ps == (uint32_t)base && i + k < n && idx[i + k] == idx[i] + k)
 			k++;
 		got = pread(s->pagemap_fd, pme + i, k * 8ul,
-			    (off_t)((r->addr / s->ps + idx[i]) * 8));
+			    (off_t)((r->addr + idx[i] * s->ps) / (uint64_t)base * 8));
 		if (got < 0)
 			return errno == ESRCH ? -ESRCH : -errno;
 		if ((size_t)got < k * 8ul)	/* beyond the end: the process exited */

@@ -161,6 +161,20 @@ static int regions_from_pid(struct src *s)
 	}
 	s->nreg = cfg->nranges;
 	for (unsigned i = 0; i < s->nreg; i++) {
+		/* hugetlbfs guests: every range served in its mapping's huge pages */
+		long ps = fl_ho_mapping_page_size(cfg->pid, cfg->ranges[i].addr);
+
+		if (ps <= 0)
+			ps = (long)sysconf(_SC_PAGESIZE);
+		if (i && (uint32_t)ps != s->ps) {
+			src_say(s, "--range %u is mapped with %ld-byte pages, --range 0 with %u-byte ones: "
+			    "serve each page size with its own source", i, ps, s->ps);
+			free(v);
+			return -EINVAL;
+		}
+		s->ps = (uint32_t)ps;
+	}
+	for (unsigned i = 0; i < s->nreg; i++) {
 		struct region *r = &s->reg[i];
 
 		r->addr = cfg->ranges[i].addr;
@@ -239,8 +253,8 @@ static int accept_vmm(struct src *s)
 		}
 		if (!(p.revents & POLLIN))
 			continue;
-		ret = fl_handover_accept_flags(s->vmm_lfd, &s->ho, FL_HANDOVER_NEED_MEMFD |
-					       FL_HANDOVER_BASE_PAGES, 0, err, sizeof(err));
+		ret = fl_handover_accept_flags(s->vmm_lfd, &s->ho, FL_HANDOVER_NEED_MEMFD, 0, err,
+					       sizeof(err));
 		if (!ret)
 			break;
 		if (ret == -EMFILE || ret == -ENFILE || ret == -ENOMEM) {
@@ -316,6 +330,7 @@ static int regions_from_handover(struct src *s)
 	if (ret)
 		return ret;
 	s->pid = s->ho.pid;
+	s->ps = s->ho.page_size;
 	if (s->pid <= 0 && !s->cfg->no_stop) {
 		src_say(s, "the VMM that handed over on %s has no pid this source can see, so it can't "
 		    "be stopped at switchover; use --no-stop to serve it anyway", s->cfg->vmm_socket);
@@ -366,6 +381,18 @@ static int regions_from_handover(struct src *s)
 /* What both inputs share, once regions and their segments are known. */
 static int finish_regions(struct src *s)
 {
+	s->scan_pages = SCAN_BYTES / s->ps < SCAN_PAGES ? SCAN_BYTES / s->ps : SCAN_PAGES;
+	if (!s->scan_pages)
+		s->scan_pages = 1;
+	s->batch_pages = fl_source_frame_pages(s->ps, BATCH_PAGES < s->scan_pages ? BATCH_PAGES :
+							       s->scan_pages);
+	s->answer_pages = fl_source_frame_pages(s->ps, ANSWER_PAGES < s->scan_pages ? ANSWER_PAGES :
+								s->scan_pages);
+	if (!s->batch_pages) {
+		src_say(s, "pages of %u bytes don't fit in one wire frame (at most %u bytes with its "
+		    "header): this page size can't be served", s->ps, FL_WIRE_MAX_FRAME);
+		return -EMSGSIZE;
+	}
 	s->lim.page_size = s->ps;
 	s->lim.nregions = s->nreg;
 	for (unsigned i = 0; i < s->nreg; i++) {
@@ -397,14 +424,7 @@ int src_setup(struct src *s)
 			return ret;
 		}
 	}
-	s->ps = (uint32_t)sysconf(_SC_PAGESIZE);
-	s->batch_pages = fl_source_frame_pages(s->ps, BATCH_PAGES);
-	s->answer_pages = fl_source_frame_pages(s->ps, ANSWER_PAGES);
-	if (!s->batch_pages) {
-		src_say(s, "pages of %u bytes don't fit in one wire frame (at most %u bytes with its "
-		    "header): this page size can't be served", s->ps, FL_WIRE_MAX_FRAME);
-		return -EMSGSIZE;
-	}
+	s->ps = (uint32_t)sysconf(_SC_PAGESIZE);	/* until the regions say otherwise */
 	if (cfg->vmm_socket) {
 		/* a busy port or control socket shows before anyone waits on the VMM */
 		ret = tcp_listen(s);
@@ -452,7 +472,7 @@ int src_setup(struct src *s)
 		s->session = (uint64_t)src_now_ns() ^ ((uint64_t)getpid() << 32);
 	if (cfg->session)
 		s->session = cfg->session;
-	s->buf = aligned_alloc(4096, (size_t)SCAN_PAGES * s->ps);
+	s->buf = aligned_alloc(4096, (size_t)s->scan_pages * s->ps);
 	if (!s->buf)
 		return -ENOMEM;
 	if (!cfg->vmm_socket && !s->no_sockets) {

@@ -87,8 +87,9 @@ static int classify(struct src *s)
 
 		if (ret)
 			return ret;
-		for (uint64_t at = 0; at < r->npages; at += SCAN_PAGES) {
-			unsigned n = (unsigned)(r->npages - at < SCAN_PAGES ? r->npages - at : SCAN_PAGES);
+		for (uint64_t at = 0; at < r->npages; at += s->scan_pages) {
+			unsigned n = (unsigned)(r->npages - at < s->scan_pages ? r->npages - at :
+						s->scan_pages);
 			uint64_t ridx[SCAN_PAGES], rpme[SCAN_PAGES];
 			unsigned nr = 0;
 

@@ -35,6 +35,7 @@ import tlscreds
 
 MIGRATE_VM = os.path.join(tap.BUILD, "migrate-vm")
 PAGE = 4096
+HUGE = 2 << 20
 PORT = 7411
 
 
@@ -132,8 +133,14 @@ def read_writes(path):
 class Migration:
     def __init__(self, net, tmp, mode, *, cpu="threads", vcpus=2, mem_mib=64, hot=0.25,
                  write_percent=30, max_bandwidth=16, journal=True, vm_args=(), src_args=(),
-                 router_args=(), target_run_ms=2500, on_command=True, session=None, tls="psk"):
+                 router_args=(), target_run_ms=2500, on_command=True, session=None, tls="psk",
+                 hugetlb=False):
         self.net, self.tmp, self.mode, self.cpu = net, tmp, mode, cpu
+        # --hugetlb: both VMs on 2 MiB hugetlbfs pages; the guest and the
+        # checks still work in 4 KiB pages, the migration pair in 2 MiB ones
+        # (inject() takes the source's page indices: huge pages then).
+        self.hugetlb = hugetlb
+        self.mig_page = HUGE if hugetlb else PAGE
         self.vcpus, self.mem_mib, self.hot = vcpus, mem_mib, hot
         self.write_percent, self.max_bandwidth = write_percent, max_bandwidth
         self.vm_args, self.src_args, self.router_args = list(vm_args), list(src_args), list(router_args)
@@ -164,7 +171,8 @@ class Migration:
     def start_source_vm(self, extra=()):
         p = self.net.popen("src", [MIGRATE_VM, "--role", "source", "--json", "--cpu", self.cpu,
                                    "--vcpus", str(self.vcpus), "--mem-mib", str(self.mem_mib),
-                                   "--hot-fraction", str(self.hot), *extra],
+                                   "--hot-fraction", str(self.hot),
+                                   *(["--hugetlb"] if self.hugetlb else []), *extra],
                            stdout=subprocess.PIPE, text=True)
         self.src_vm, self.src_vm_out = p, Lines(p, "source VM")
         self.vm = self.src_vm_out.wait_for(lambda o: o.get("event") == "vm", 30, "vm line")
@@ -234,7 +242,8 @@ class Migration:
                   "--cpu", self.cpu, "--vcpus", str(self.vcpus), "--mem-mib", str(self.mem_mib),
                   "--run-ms", str(self.target_run_ms), "--json", "--image", self.image,
                   "--until-router-done", "--writes", self.writes,
-                  "--write-percent", str(self.write_percent), *self.vm_args]
+                  "--write-percent", str(self.write_percent),
+                  *(["--hugetlb"] if self.hugetlb else []), *self.vm_args]
         if reconnect:
             vm_cmd.append("--reconnect")
         p = self.net.popen("tgt", self.router_cmd(extra_router) + ["--", *vm_cmd],

@@ -59,6 +59,32 @@ def require_root():
         raise Skip("needs root (BPF)")
 
 
+class HugePages:
+    """At least n free 2 MiB huge pages for the test's duration (the pool is
+    put back as it was); Skip where the kernel cannot have them."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __enter__(self):
+        require_root()
+        path = "/proc/sys/vm/nr_hugepages"
+        with open(path) as f:
+            self.old = int(f.read())
+        with open(path, "w") as f:
+            f.write(str(self.old + self.n))
+        with open("/proc/meminfo") as f:
+            free = int(next(l for l in f if l.startswith("HugePages_Free")).split()[1])
+        if free < self.n:
+            self.__exit__()
+            raise Skip(f"only {free} free 2 MiB huge pages (wanted {self.n})")
+        return self
+
+    def __exit__(self, *exc):
+        with open("/proc/sys/vm/nr_hugepages", "w") as f:
+            f.write(str(self.old))
+
+
 def require_kvm():
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         raise Skip("/dev/kvm not available")

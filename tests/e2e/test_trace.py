@@ -13,7 +13,7 @@ import tempfile
 import time
 
 import reference
-from tap import BUILD, FAULTLINE, Skip, jsonl, main, require_kvm, require_root
+from tap import BUILD, FAULTLINE, HugePages, Skip, jsonl, main, require_kvm, require_root
 
 WORKLOAD = os.path.join(BUILD, "uffd-workload")
 KVM_GUEST = os.path.join(BUILD, "kvm-guest")
@@ -92,32 +92,6 @@ def test_missing_copy_threads():
         assert f["page_size"] == os.sysconf("SC_PAGESIZE"), f
     summ = [o for o in objs if o["event"] == "summary"][0]
     assert summ["lost"] == 0
-
-
-class HugePages:
-    """At least n free 2 MiB huge pages for the test's duration (the pool is
-    put back as it was); Skip where the kernel cannot have them."""
-
-    def __init__(self, n):
-        self.n = n
-
-    def __enter__(self):
-        require_root()
-        path = "/proc/sys/vm/nr_hugepages"
-        with open(path) as f:
-            self.old = int(f.read())
-        with open(path, "w") as f:
-            f.write(str(self.old + self.n))
-        with open("/proc/meminfo") as f:
-            free = int(next(l for l in f if l.startswith("HugePages_Free")).split()[1])
-        if free < self.n:
-            self.__exit__()
-            raise Skip(f"only {free} free 2 MiB huge pages (wanted {self.n})")
-        return self
-
-    def __exit__(self, *exc):
-        with open("/proc/sys/vm/nr_hugepages", "w") as f:
-            f.write(str(self.old))
 
 
 def test_hugetlb_faults_name_their_page_size():

@@ -73,6 +73,10 @@
 #include "kvm_vm.h"
 
 #define PAGE_SZ 4096UL
+#define HUGE_SZ (2UL << 20)     /* --hugetlb's page */
+#ifndef MFD_HUGE_2MB
+#define MFD_HUGE_2MB (21U << 26)        /* linux/memfd.h: log2(2 MiB) << MFD_HUGE_SHIFT */
+#endif
 #define MAX_VCPUS 16
 #define MAX_MEM_MIB 3072UL        /* data slot must stay below 4 GiB (32-bit guest) */
 #define MAX_POISON_GPAS 256       /* distinct poisoned GPAs remembered per vCPU */
@@ -194,6 +198,7 @@ struct options {
 	const char *writes;
 	struct discard zero_at[MAX_ZEROS];
 	unsigned nzero;
+	bool hugetlb;                   /* guest memory on 2 MiB hugetlbfs pages */
 };
 
 struct vcpu {
@@ -405,6 +410,11 @@ static void usage(FILE *f)
 "  --pace-pages K       guest exits to the VMM every K pages (default 64)\n"
 "  --pace-us N          VMM sleeps N us at each such exit: the dirtying rate\n"
 "                       (default 1000: ~1 host CPU for 4 vCPUs here)\n"
+"  --hugetlb            guest memory is a memfd on 2 MiB hugetlbfs pages (both\n"
+"                       roles, both modes; needs free huge pages:\n"
+"                       /proc/sys/vm/nr_hugepages); the guest still works in\n"
+"                       4 KiB pages, the migration moves 2 MiB ones; --discard\n"
+"                       ranges must then be whole huge pages (MADV_REMOVE)\n"
 "  --json               JSON lines on stdout, each with \"event\"\n"
 "  --image FILE         target: raw image of guest memory as verified (poisoned\n"
 "                       pages left as holes), for byte-for-byte comparison\n"
@@ -542,7 +552,8 @@ static void parse_options(struct options *o, int argc, char **argv)
 	enum { OPT_ROLE = 256, OPT_VCPUS, OPT_MEM, OPT_RUN, OPT_JSON, OPT_HOT, OPT_PACE_US,
 	       OPT_PACE_PAGES, OPT_SEED, OPT_ZERO, OPT_ROUTER, OPT_MODE, OPT_RECONNECT,
 	       OPT_DUMP, OPT_CONNECT, OPT_START, OPT_VERIFY, OPT_IMAGE, OPT_DISCARD,
-	       OPT_UNTIL_ROUTER, OPT_CPU, OPT_WRITE_PERCENT, OPT_WRITES, OPT_ZERO_AT, OPT_TOUCH };
+	       OPT_UNTIL_ROUTER, OPT_CPU, OPT_WRITE_PERCENT, OPT_WRITES, OPT_ZERO_AT, OPT_TOUCH,
+	       OPT_HUGETLB };
 	static const struct option lo[] = {
 		{ "role", required_argument, 0, OPT_ROLE },
 		{ "vcpus", required_argument, 0, OPT_VCPUS },
@@ -569,6 +580,7 @@ static void parse_options(struct options *o, int argc, char **argv)
 		{ "writes", required_argument, 0, OPT_WRITES },
 		{ "zero-at", required_argument, 0, OPT_ZERO_AT },
 		{ "touch-fraction", required_argument, 0, OPT_TOUCH },
+		{ "hugetlb", no_argument, 0, OPT_HUGETLB },
 		{ "help", no_argument, 0, 'h' },
 		{ 0, 0, 0, 0 },
 	};
@@ -654,6 +666,7 @@ static void parse_options(struct options *o, int argc, char **argv)
 			o->write_percent = parse_ulong("--write-percent", optarg, 0, 100);
 			break;
 		case OPT_WRITES: o->writes = optarg; break;
+		case OPT_HUGETLB: o->hugetlb = true; break;
 		case OPT_TOUCH: {
 			char *end;
 			errno = 0;
@@ -694,7 +707,14 @@ static void parse_options(struct options *o, int argc, char **argv)
 			  "one page of slice");
 	for (unsigned i = 0; i < o->ndiscard; i++) {
 		const struct discard *d = &o->discard[i];
+		const uint64_t huge = HUGE_SZ / PAGE_SZ;
 
+		if (o->hugetlb && (d->first % huge || d->count % huge)) {
+			fprintf(stderr, "migrate-vm: --discard %" PRIu64 ":%" PRIu64 ": with --hugetlb a "
+				"discard is whole 2 MiB pages: FIRST and COUNT multiples of %" PRIu64 "\n",
+				d->first, d->count, huge);
+			exit(2);
+		}
 		if (d->first < o->vcpus || d->first >= pages || d->count > pages - d->first) {
 			fprintf(stderr, "migrate-vm: --discard %" PRIu64 ":%" PRIu64 ": pages %u..%" PRIu64
 				" can be discarded (the first %u are vCPU control pages)\n", d->first,
@@ -758,16 +778,21 @@ static void memory_setup(struct migrate_vm_ctx *c)
 
 	c->mem_len = o->mem_mib << 20;
 	c->pages = c->mem_len / PAGE_SZ;
-	if (o->role == ROLE_SOURCE || o->mode == FL_MODE_MINOR) {
+	/* hugetlbfs is always a file: MISSING mode then is a shared mapping of it
+	 * (as QEMU's memory-backend-file), handed over with its memfd */
+	if (o->role == ROLE_SOURCE || o->mode == FL_MODE_MINOR || o->hugetlb) {
+		unsigned flags = MFD_CLOEXEC | (o->hugetlb ? MFD_HUGETLB | MFD_HUGE_2MB : 0);
+
 		c->memfd = memfd_create(o->role == ROLE_SOURCE ? "migrate-vm-source" : "migrate-vm-target",
-					MFD_CLOEXEC);
+					flags);
 		if (c->memfd < 0)
-			die("memfd_create: %s", strerror(errno));
+			die("memfd_create%s: %s", o->hugetlb ? " (MFD_HUGETLB)" : "", strerror(errno));
 		if (o->role == ROLE_SOURCE) {
 			/* Every page exists in the page cache, so only pages a poison
 			 * injector punched out can fault. */
 			if (fallocate(c->memfd, 0, 0, (off_t)c->mem_len) < 0)
-				die("fallocate %zu bytes of guest memory: %s", c->mem_len, strerror(errno));
+				die("fallocate %zu bytes of guest memory: %s%s", c->mem_len, strerror(errno),
+				    o->hugetlb ? " (free huge pages: /proc/sys/vm/nr_hugepages)" : "");
 		} else if (ftruncate(c->memfd, (off_t)c->mem_len) < 0) {
 			die("ftruncate memfd to %zu bytes: %s", c->mem_len, strerror(errno));
 		}
@@ -787,6 +812,8 @@ static void uffd_setup(struct migrate_vm_ctx *c)
 	uint64_t want = UFFD_FEATURE_POISON | UFFD_FEATURE_THREAD_ID;
 	uint64_t mode = UFFDIO_REGISTER_MODE_MISSING;
 
+	if (o->hugetlb)
+		want |= UFFD_FEATURE_MISSING_HUGETLBFS;
 	if (o->role == ROLE_SOURCE) {
 		/* WP_ASYNC: an outside tool may register WP through its duplicate
 		 * and track dirty pages with PAGEMAP_SCAN (no soft-dirty here). */
@@ -795,7 +822,8 @@ static void uffd_setup(struct migrate_vm_ctx *c)
 	} else {
 		want |= UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP;
 		if (o->mode == FL_MODE_MINOR) {
-			want |= UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM;
+			want |= UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM |
+				(o->hugetlb ? UFFD_FEATURE_MINOR_HUGETLBFS : 0);
 			mode |= UFFDIO_REGISTER_MODE_MINOR;
 		}
 	}
@@ -1260,9 +1288,9 @@ static void print_vm_line(struct migrate_vm_ctx *c)
 	pthread_mutex_lock(&c->out_lock);
 	FILE *f = stdout;
 	fprintf(f, "{\"event\":\"vm\",\"role\":\"%s\",\"cpu\":\"%s\",\"pid\":%d,\"addr\":\"0x%"
-		PRIxPTR "\",\"length\":%zu,\"page_size\":%lu,\"vcpus\":%u,\"control_pages\":[",
-		o->role == ROLE_SOURCE ? "source" : "target", cpu_name(o), getpid(),
-		(uintptr_t)c->mem, c->mem_len, PAGE_SZ, o->vcpus);
+		PRIxPTR "\",\"length\":%zu,\"page_size\":%lu,\"backing_page_size\":%lu,\"vcpus\":%u,"
+		"\"control_pages\":[", o->role == ROLE_SOURCE ? "source" : "target", cpu_name(o), getpid(),
+		(uintptr_t)c->mem, c->mem_len, PAGE_SZ, o->hugetlb ? HUGE_SZ : PAGE_SZ, o->vcpus);
 	for (unsigned i = 0; i < o->vcpus; i++)
 		fprintf(f, "%s%" PRIu64, i ? "," : "", c->vcpu[i].control_page);
 	fprintf(f, "],\"control_offset\":%d,\"uffd_fd\":%d,\"memfd_fd\":%d,\"uffd_features\":\"0x%"
@@ -1744,7 +1772,7 @@ static void *discard_thread(void *arg)
 		/* Anonymous memory: the pages go, the next access faults as missing.
 		 * The memfd: punched out of the page cache, so the precopied copy
 		 * goes too (MADV_DONTNEED would keep it). */
-		int advice = o->mode == FL_MODE_MINOR ? MADV_REMOVE : MADV_DONTNEED;
+		int advice = o->mode == FL_MODE_MINOR || o->hugetlb ? MADV_REMOVE : MADV_DONTNEED;
 		uint64_t t = now_ns();
 		int ret = madvise(c->mem + d->first * PAGE_SZ, d->count * PAGE_SZ, advice);
 		int err = errno;
