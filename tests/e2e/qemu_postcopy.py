@@ -44,7 +44,6 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 FAULTLINE = os.path.join(ROOT, "build", "faultline")
 ASSETS_SCRIPT = os.path.join(ROOT, "scripts", "qemu-guest-assets.sh")
 QEMU = "qemu-system-x86_64"
-PAGE_MASK = ~0xfff
 TRACE_EVENT = "postcopy_ram_fault_thread_request"
 # QEMU's own blocktime accounting, replayed by qemu_blocktime_replay()
 BLOCKTIME_EVENTS = ("mark_postcopy_blocktime_begin", "mark_postcopy_blocktime_end")
@@ -267,7 +266,7 @@ def guest_kernel(assets):
 
 
 def qemu_common(name, assets, smp, mem_mib, serial, qmp_path, trace_events=(),
-                trace_file=None):
+                trace_file=None, hugetlb=False):
     with open(os.path.join(assets, "cmdline")) as f:
         cmdline = f.read().strip()
     # debug-threads=on: vCPU threads are named "CPU N/TCG" (as libvirt runs QEMU)
@@ -280,6 +279,11 @@ def qemu_common(name, assets, smp, mem_mib, serial, qmp_path, trace_events=(),
             "-serial", f"file:{serial}",
             "-qmp", f"unix:{qmp_path},server=on,wait=off",
             "-msg", "timestamp=on"]
+    if hugetlb:
+        # guest RAM on 2 MiB hugetlbfs pages (no mount needed for a memfd);
+        # postcopy then moves and faults whole huge pages
+        args += ["-object", f"memory-backend-memfd,id=ram0,size={mem_mib}M,hugetlb=on,"
+                 "hugetlbsize=2M,share=on", "-machine", "memory-backend=ram0"]
     for ev in trace_events:
         args += ["-trace", ev]
     if trace_file:
@@ -312,7 +316,7 @@ def scrape(addr):
 def run_migration(assets=None, workdir=None, faultline=FAULTLINE, smp=2, mem_mib=256,
                   postcopy_delay_s=0.0, postcopy_bandwidth=0, extra_trace_events=BLOCKTIME_EVENTS,
                   faultline_args=(), boot_timeout=120, migrate_timeout=300, log=None,
-                  daemon=False, pause=None):
+                  daemon=False, pause=None, hugetlb=False):
     """Run one traced postcopy migration; return a dict with everything collected.
 
     assets: dir from prepare_assets() (prepared here when None).
@@ -324,6 +328,7 @@ def run_migration(assets=None, workdir=None, faultline=FAULTLINE, smp=2, mem_mib
     pause: a function(res, dst_pid) called while the postcopy is paused by
       migrate-pause on the source (QEMU's fault thread alive, waiting for
       recovery); then migrate-recover + resume, and the migration completes.
+    hugetlb: both QEMUs' RAM on 2 MiB hugetlbfs pages (free huge pages needed).
     Raises HarnessError when the migration itself cannot be done.
     """
     log = log or (lambda msg: None)
@@ -345,7 +350,7 @@ def run_migration(assets=None, workdir=None, faultline=FAULTLINE, smp=2, mem_mib
             os.unlink(P(name))
         except FileNotFoundError:
             pass
-    res = {"workdir": workdir, "assets": assets}
+    res = {"workdir": workdir, "assets": assets, "page_size": (2 << 20) if hugetlb else 4096}
     files = []
 
     def out(name):  # a child's output file (closed here; the child keeps its copy)
@@ -357,7 +362,8 @@ def run_migration(assets=None, workdir=None, faultline=FAULTLINE, smp=2, mem_mib
     t0 = time.monotonic()
     try:
         # -- source: boot the guest, wait until it is dirtying memory
-        src_args = qemu_common("faultline-src", assets, smp, mem_mib, P("src.serial"), P("src.qmp"))
+        src_args = qemu_common("faultline-src", assets, smp, mem_mib, P("src.serial"), P("src.qmp"),
+                               hugetlb=hugetlb)
         src = spawn(src_args, stdout=out("src.out"), stderr=subprocess.STDOUT)
         res["src_pid"] = src.pid
         sq = QMP(P("src.qmp"), src)
@@ -379,7 +385,7 @@ def run_migration(assets=None, workdir=None, faultline=FAULTLINE, smp=2, mem_mib
         # -- destination: waits for the incoming stream
         port = free_port()
         dst_args = qemu_common("faultline-dst", assets, smp, mem_mib, P("dst.serial"), P("dst.qmp"),
-                               (TRACE_EVENT, *extra_trace_events), P("dst.trace"))
+                               (TRACE_EVENT, *extra_trace_events), P("dst.trace"), hugetlb=hugetlb)
         dst_args += ["-incoming", f"tcp:127.0.0.1:{port}"]
         dst = spawn(dst_args, stdout=out("dst.out"), stderr=subprocess.STDOUT)
         res["dst_pid"] = dst.pid
@@ -525,10 +531,11 @@ def start_tracer(faultline, args, out, P):
         time.sleep(0.05)
 
 
-def page(a):
+def page(a, size=4096):
+    """The page of address a (hex string or int): of `size` bytes, the run's page size."""
     if isinstance(a, str):
         a = int(a, 16)
-    return a & PAGE_MASK
+    return a & ~(size - 1)
 
 
 BEGIN_RE = re.compile(r"addr: 0x([0-9a-fA-F]+), dd: \S+, time: (\d+), cpu: (-?\d+), "
@@ -584,6 +591,8 @@ def qemu_blocktime_replay(res):
 
 def analyse(res):
     """Cross-check faultline against QEMU. Returns a dict of figures (asserts nothing)."""
+    ps = res.get("page_size", 4096)
+    pg = lambda a: page(a, ps)  # noqa: E731  (hugetlbfs: QEMU logs the huge page)
     vcpu_tids = res["vcpu_tids"]
     tid_cpu = {t: c for c, t in vcpu_tids.items()}
     dst = res["dst_pid"]
@@ -597,15 +606,15 @@ def analyse(res):
     a["qemu_hva_page_aligned"] = all(q["hva"] & 0xfff == 0 for q in qf)
     fl_keys = {}
     for f in faults:
-        fl_keys.setdefault((f["tid"], page(f["addr"])), []).append(f)
+        fl_keys.setdefault((f["tid"], pg(f["addr"])), []).append(f)
     q_keys = {}
     for q in qf:
-        q_keys.setdefault((q["tid"], page(q["hva"])), []).append(q)
+        q_keys.setdefault((q["tid"], pg(q["hva"])), []).append(q)
 
     # QEMU -> faultline: every (thread, page) QEMU's fault thread read
     a["qemu_missing_in_faultline"] = sorted(k for k in q_keys if k not in fl_keys)
-    matched = [(q, fl_keys[(q["tid"], page(q["hva"]))]) for q in qf
-               if (q["tid"], page(q["hva"])) in fl_keys]
+    matched = [(q, fl_keys[(q["tid"], pg(q["hva"]))]) for q in qf
+               if (q["tid"], pg(q["hva"])) in fl_keys]
     # ... and faultline saw that read: its notify (exit of the read() that
     # returned the uffd_msg) against QEMU's trace stamp, logged right after it
     a["matched_without_notify"] = []
@@ -628,7 +637,7 @@ def analyse(res):
     a["faultline_vcpu_faults_outside_window"] = [
         f for f in faults if f["tid"] in tid_cpu and not lo <= f["start_ns"] <= hi]
     a["faultline_non_vcpu_faults"] = [f for f in faults if f["tid"] not in tid_cpu]
-    notread = [f for f in win if (f["tid"], page(f["addr"])) not in q_keys]
+    notread = [f for f in win if (f["tid"], pg(f["addr"])) not in q_keys]
     a["faultline_vcpu_not_in_qemu"] = notread
     # the explained ones: no read of their uffd_msg at all, ended by a placement
     # (the kernel withdraws a pending message when UFFDIO_COPY/ZEROPAGE wakes it)
@@ -643,10 +652,10 @@ def analyse(res):
         if e["event"] == "mark_postcopy_blocktime_end":
             m = END_RE.search(e["text"])
             if m:
-                placed.setdefault(page(int(m.group(1), 16)), []).append(e["mono_ns"])
+                placed.setdefault(pg(int(m.group(1), 16)), []).append(e["mono_ns"])
     a["have_placement_trace"] = bool(placed)
     a["withdrawn_placements"] = [
-        (f, min(placed.get(page(f["addr"]), [None]),
+        (f, min(placed.get(pg(f["addr"]), [None]),
                 key=lambda t: abs(t - f["start_ns"]) if t is not None else 0))
         for f in notread]
     a["resolved_by"] = {}
@@ -664,7 +673,7 @@ def analyse(res):
     rows = []
     for cpu, tid in sorted(vcpu_tids.items()):
         mine = [f for f in faults if f["tid"] == tid]
-        read = [f for f in mine if (f["tid"], page(f["addr"])) in q_keys]
+        read = [f for f in mine if (f["tid"], pg(f["addr"])) in q_keys]
         row = {
             "cpu": cpu, "tid": tid,
             "faultline_ns": sum(f["latency_ns"] for f in mine),
@@ -680,7 +689,7 @@ def analyse(res):
             row["qemu_replay"] = {k: v for k, v in r.items() if k != "intervals"}
             # the very faults QEMU counted, by faultline
             ivs = r.get("intervals", [])
-            same = [fl_keys.get((tid, page(addr)), [None])[0] for addr, _, _ in ivs]
+            same = [fl_keys.get((tid, pg(addr)), [None])[0] for addr, _, _ in ivs]
             row["faultline_same_faults_ns"] = sum(f["latency_ns"] for f in same if f)
             row["qemu_interval_longer"] = sum(
                 1 for f, (_, b, e) in zip(same, ivs) if f and e - b > f["latency_ns"])

@@ -22,7 +22,7 @@ import os
 import shutil
 
 import qemu_postcopy as qp
-from tap import Skip, main, require_root
+from tap import HugePages, Skip, main, require_root
 
 _run = {}
 
@@ -203,7 +203,39 @@ def test_vcpu_blocked_time_not_below_qemu():
         f"cpu{r['cpu']} {r['faultline_ns'] / 1e6:.3f} ms < {r['qemu_ms']} ms" for r in short)
 
 
+def test_hugetlb_backend_faults_match_qemu():
+    """Guest RAM on 2 MiB hugetlbfs pages (memory-backend-memfd,hugetlb=on): the
+    same cross-check, both ways, at the huge page QEMU's fault thread logs; and
+    every destination fault faultline reports names its 2 MiB page size."""
+    migration()  # the shared run's skip reasons (no QEMU, no guest) apply here too
+    mem_mib = 256
+    with HugePages(2 * mem_mib // 2 + 8):
+        res = qp.run_migration(assets=qp.prepare_assets(os.environ.get("FAULTLINE_QEMU_ASSETS")),
+                               mem_mib=mem_mib, hugetlb=True,
+                               log=lambda m: print(f"# {m}", flush=True))
+    a = qp.analyse(res)
+    for line in qp.report_lines(res, a):
+        print(f"# hugetlb: {line}", flush=True)
+    assert res["faultline_rc"] == 0, res["faultline_stderr"][-1500:]
+    assert a["qemu_requests_on_vcpus"] >= 1, a["qemu_requests_per_vcpu"]
+    assert all(q["hva"] % (2 << 20) == 0 for q in res["qemu_faults"]), \
+        "QEMU logged a fault address that is not a 2 MiB page"
+    missing = a["qemu_missing_in_faultline"]
+    assert not missing, (f"{len(missing)} of {a['qemu_requests']} (tid, 2 MiB page) QEMU read "
+                         f"are not faultline faults: " +
+                         ", ".join(f"({t}, {p:#x})" for t, p in missing[:10]))
+    assert not a["matched_without_notify"], show(a["matched_without_notify"][0])
+    bad = a["faultline_vcpu_not_in_qemu_unexplained"]
+    assert not bad, (f"{len(bad)} vCPU faults neither read by QEMU nor withdrawn by a placement: " +
+                     "; ".join(show(f) for f in bad[:5]))
+    faults = [o for o in res["faultline"] if o.get("event") == "fault"
+              and o.get("pid") == res["dst_pid"]]
+    sizes = {f.get("page_size") for f in faults}
+    assert sizes == {2 << 20}, f"destination faults with page sizes {sizes}, not only 2 MiB"
+    assert not a["lost"], a["lost"]
+
+
 if __name__ == "__main__":
     main([test_qemu_fault_thread_served_vcpu_faults, test_every_qemu_request_is_a_faultline_fault,
           test_every_vcpu_fault_was_read_or_withdrawn, test_vcpu_faults_end_with_a_placement,
-          test_vcpu_blocked_time_not_below_qemu])
+          test_vcpu_blocked_time_not_below_qemu, test_hugetlb_backend_faults_match_qemu])
