@@ -146,7 +146,7 @@ test_history_LINK    := $(STUCK_CORE) $(call obj,$(wildcard src/exporter/history
                                    src/common/procscan.c src/trace/output.c \
                                    src/common/jsonstr.c src/trace/correlator.c)
 test_metrics_LINK    := $(call obj,src/exporter/metrics.c) -lm
-test_report_LINK     := $(call obj,$(REPORT) src/trace/vmstats.c src/trace/correlator.c)
+test_report_LINK     := $(call obj,$(REPORT) src/trace/vmstats.c src/trace/correlator.c) -lm
 test_wire_LINK       := $(WIRE_OBJS) $(MIG_LIBS)
 test_statemap_LINK   := $(WIRE_OBJS) $(MIG_LIBS)
 test_source_LINK     := $(call obj,$(SOURCE) src/common/jsonstr.c) $(OUT)/libfaultline.a \

@@ -33,7 +33,7 @@ const char *rp_mode_name(unsigned mode)
 
 /* Field access for one record; the first problem is kept in why. */
 struct fields {
-	const struct rj_doc *d;
+	struct rj_doc *d;
 	const char *event;
 	char *why;
 	size_t whylen;
@@ -150,9 +150,10 @@ static void str_of(struct fields *f, uint32_t obj, const char *key, char *buf, s
 
 static bool bool_of(struct fields *f, uint32_t obj, const char *key)
 {
-	enum rj_type t = rj_type_of(f->d, rj_get(f->d, obj, key));
+	uint32_t i = rj_get(f->d, obj, key);
+	enum rj_type t = rj_type_of(f->d, i);
 
-	if (rj_null(f->d, rj_get(f->d, obj, key)))
+	if (rj_null(f->d, i))
 		return false;
 	if (t != RJ_TRUE && t != RJ_FALSE)
 		bad(f, "%s is not true or false", key);
@@ -171,23 +172,24 @@ static void parse_fault(struct fields *f, struct rp_fault *x)
 {
 	char res[32], mode[16];
 
+	/* in the order the tracer writes them (rj_get is cheapest so) */
 	memset(x, 0, sizeof(*x));
 	x->pid = u32_of(f, 0, "pid", true);
 	x->tid = u32_of(f, 0, "tid", true);
+	str_of(f, 0, "comm", x->comm, sizeof(x->comm));
+	x->addr = addr_of(f, 0, "addr");
+	str_of(f, 0, "mode", mode, sizeof(mode));
 	x->start = u64_of(f, 0, "start_ns", true, 0);
 	x->latency = u64_of(f, 0, "latency_ns", true, 0);
 	x->notify = u64_of(f, 0, "notify_ns", false, RP_NONE);
 	x->resolve = u64_of(f, 0, "resolve_ns", false, RP_NONE);
 	x->wake = u64_of(f, 0, "wake_ns", false, RP_NONE);
 	x->run = u64_of(f, 0, "run_ns", false, RP_NONE);
-	x->addr = addr_of(f, 0, "addr");
-	x->page_size = u32_of(f, 0, "page_size", false);
-	x->retries = u32_of(f, 0, "retries", false);
-	x->vcpu = i32_of(f, 0, "vcpu");
-	x->waiting = bool_of(f, 0, "waiting");
-	str_of(f, 0, "comm", x->comm, sizeof(x->comm));
 	str_of(f, 0, "resolved_by", res, sizeof(res));
-	str_of(f, 0, "mode", mode, sizeof(mode));
+	x->vcpu = i32_of(f, 0, "vcpu");
+	x->retries = u32_of(f, 0, "retries", false);
+	x->page_size = u32_of(f, 0, "page_size", false);
+	x->waiting = bool_of(f, 0, "waiting");
 	x->res = (uint8_t)(res[0] ? res_index(res) : FL_RES_UNRESOLVED);
 	x->mode = RP_MODE_OTHER;
 	for (unsigned m = 0; m < RP_MODE_OTHER; m++)

@@ -118,7 +118,15 @@ static int parse_string(struct rj_parser *ps, const char **out, uint32_t *outlen
 
 	for (;;) {
 		unsigned char c;
+		char *q = ps->p;
 
+		/* the plain run up to the next quote, escape or control character */
+		while (q < ps->end && *q != '"' && *q != '\\' && (unsigned char)*q >= 0x20)
+			q++;
+		if (w != ps->p)
+			memmove(w, ps->p, (size_t)(q - ps->p));
+		w += q - ps->p;
+		ps->p = q;
 		if (ps->p >= ps->end)
 			return fail(ps, -EINVAL, "string not closed (truncated line?)");
 		c = (unsigned char)*ps->p;
@@ -126,10 +134,6 @@ static int parse_string(struct rj_parser *ps, const char **out, uint32_t *outlen
 			break;
 		if (c < 0x20)
 			return fail(ps, -EINVAL, "control character 0x%02x inside a string", c);
-		if (c != '\\') {
-			*w++ = *ps->p++;
-			continue;
-		}
 		if (ps->end - ps->p < 2)
 			return fail(ps, -EINVAL, "string not closed (truncated line?)");
 		switch (ps->p[1]) {
@@ -347,6 +351,7 @@ int rj_parse(struct rj_doc *d, char *text, size_t len)
 	uint32_t root;
 
 	d->n = 0;
+	d->hint_obj = d->hint = RJ_NONE;
 	d->err[0] = 0;
 	d->errpos = 0;
 	skip_ws(&ps);
@@ -369,15 +374,31 @@ void rj_free(struct rj_doc *d)
 	d->n = d->cap = 0;
 }
 
-uint32_t rj_get(const struct rj_doc *d, uint32_t obj, const char *key)
+uint32_t rj_get(struct rj_doc *d, uint32_t obj, const char *key)
 {
 	size_t kl = strlen(key);
+	uint32_t first, start, c;
 
 	if (obj >= d->n || d->nodes[obj].type != RJ_OBJ)
 		return RJ_NONE;
-	for (uint32_t c = d->nodes[obj].child; c != RJ_NONE; c = d->nodes[c].next)
-		if (d->nodes[c].keylen == kl && !memcmp(d->nodes[c].key, key, kl))
+	first = d->nodes[obj].child;
+	start = d->hint_obj == obj && d->hint < d->n ? d->hint : first;
+	c = start;
+	for (bool wrapped = false; c != RJ_NONE || !wrapped;) {
+		if (c == RJ_NONE) {
+			c = first;
+			wrapped = true;
+			continue;
+		}
+		if (wrapped && c == start)
+			break;
+		if (d->nodes[c].keylen == kl && !memcmp(d->nodes[c].key, key, kl)) {
+			d->hint_obj = obj;
+			d->hint = d->nodes[c].next;
 			return c;
+		}
+		c = d->nodes[c].next;
+	}
 	return RJ_NONE;
 }
 

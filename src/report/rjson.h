@@ -35,6 +35,7 @@ struct rj_node {
 struct rj_doc {
 	struct rj_node *nodes;
 	uint32_t n, cap;
+	uint32_t hint_obj, hint;	/* where the last rj_get left off (members come in order) */
 	char err[96];		/* why the last rj_parse failed */
 	size_t errpos;		/* and at which byte of the line (0-based) */
 };
@@ -47,8 +48,12 @@ struct rj_doc {
 int rj_parse(struct rj_doc *d, char *text, size_t len);
 void rj_free(struct rj_doc *d);
 
-/* The member `key` of object node obj (the first of that name), or RJ_NONE. */
-uint32_t rj_get(const struct rj_doc *d, uint32_t obj, const char *key);
+/*
+ * The member `key` of object node obj, or RJ_NONE (a name written twice: either).
+ * The search starts after the member found last and wraps around, so asking
+ * for members in the order they were written costs one comparison each.
+ */
+uint32_t rj_get(struct rj_doc *d, uint32_t obj, const char *key);
 /* A non-negative integer: 0, -EINVAL (absent, null, not an integer), -ERANGE (> UINT64_MAX). */
 int rj_u64(const struct rj_doc *d, uint32_t i, uint64_t *v);
 /* An integer in [INT64_MIN, INT64_MAX]: 0, -EINVAL or -ERANGE. */
