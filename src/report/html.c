@@ -447,13 +447,16 @@ static void write_lat(FILE *out, const struct fl_lat_stats *l)
 
 static int write_vms(FILE *out, struct rp_agg *a)
 {
-	uint32_t n;
+	uint32_t n, rows = RP_VCPU_ROWS;
 	struct rp_vm *v = rp_agg_vms(a, &n);
 
 	if (!v)
 		return -ENOMEM;
 	fputs(",\"vms\":[", out);
 	for (uint32_t i = 0; i < n; i++) {
+		uint32_t shown = v[i].nvcpus < rows ? v[i].nvcpus : rows;
+
+		rows -= shown;
 		fprintf(out, "%s{\"pid\":%u,\"comm\":", i ? "," : "", v[i].pid);
 		rp_json_str(out, v[i].comm, strnlen(v[i].comm, sizeof(v[i].comm)));
 		fprintf(out, ",\"computed\":%s,\"all_vcpu_blocked_ns\":%" PRIu64 ",\"lower_bound\":%s,"
@@ -461,8 +464,8 @@ static int write_vms(FILE *out, struct rp_agg *a)
 			v[i].all_vcpu_blocked_ns, v[i].lower_bound ? "true" : "false",
 			v[i].total_blocked_ns);
 		write_lat(out, &v[i].nonvcpu);
-		fputs("},\"vcpus\":[", out);
-		for (uint32_t k = 0; k < v[i].nvcpus; k++) {
+		fprintf(out, "},\"vcpus_omitted\":%u,\"vcpus\":[", v[i].nvcpus - shown);
+		for (uint32_t k = 0; k < shown; k++) {
 			const struct rp_vm_vcpu *c = &v[i].vcpus[k];
 
 			fprintf(out, "%s{\"vcpu\":%d,\"tid\":%u,", k ? "," : "", c->vcpu, c->tid);

@@ -22,6 +22,7 @@
 #define RP_HEAT_COLUMNS 512	/* heatmap time columns at most */
 #define RP_MAP_REGIONS 48	/* memory-map regions at most */
 #define RP_MAP_CELLS 40000	/* memory-map cells in all, about */
+#define RP_VCPU_ROWS 512	/* per-VM summary: vCPU rows in all (the rest are counted) */
 
 struct rp_meta {
 	const char *title;		/* the page's title */

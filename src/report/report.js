@@ -564,12 +564,21 @@
     var s = section('Memory map',
       'Faulting memory by process and region (regions are cut where faulted pages lie more than 16 MiB apart). ' +
       'A cell is coloured by when its first fault started; hover for its address range and counts.');
-    var items = [['first fault early', ramp(0)], ['late', ramp(1)], ['poisoned', '#000'],
+    var mode = el('select', {}, [el('option', { value: 'first', text: 'when the first fault started' }),
+      el('option', { value: 'last', text: 'when the last fault started' }), el('option', { value: 'count', text: 'how many faults' })]);
+    s.appendChild(el('div', { 'class': 'toolbar' }, [txt('colour cells by'), mode]));
+    var items = [['early / few', ramp(0)], ['late / many', ramp(1)], ['poisoned', '#000'],
       ['race (outline)', '#fff', 'border:2px solid #d000d0'], ['stuck waiter (outline)', '#fff', 'border:2px solid #c62828']];
     s.appendChild(legend(items));
     if (!M.regions.length) { s.appendChild(el('p', { 'class': 'note', text: 'No faulting memory.' })); return; }
     var canvas = el('canvas', { 'class': 'interactive', id: 'memmap' });
     s.appendChild(canvas);
+    var maxN = 1;
+    M.regions.forEach(function (r) { for (var i = 0; i < r.n.length; i++) maxN = Math.max(maxN, r.n[i]); });
+    function shade(r, i, span) {
+      if (mode.value === 'count') return ramp(Math.log(1 + r.n[i]) / Math.log(1 + maxN));
+      return ramp((mode.value === 'last' ? r.tl[i] : r.t[i]) / span);
+    }
     var layout = [], H = 0, W = 0;
     function plan() {
       W = Math.max(300, s.clientWidth);
@@ -599,7 +608,7 @@
         if (r.ncells % b.cols) g.fillRect(2, b.y + full * b.px, (r.ncells % b.cols) * b.px, b.px);
         for (var i = 0; i < r.c.length; i++) {
           var x = 2 + (r.c[i] % b.cols) * b.px, y = b.y + Math.floor(r.c[i] / b.cols) * b.px, q = b.px > 4 ? 1 : 0;
-          g.fillStyle = r.f[i] & MM_POISON ? '#000' : r.n[i] ? ramp((r.t[i] - Math.min(0, D.axis.first_rel)) / span) : '#c8ccd4';
+          g.fillStyle = r.f[i] & MM_POISON ? '#000' : r.n[i] ? shade(r, i, span) : '#c8ccd4';
           g.fillRect(x, y, b.px - q, b.px - q);
           if (r.f[i] & (MM_RACE | MM_STUCK)) {
             g.strokeStyle = r.f[i] & MM_STUCK ? '#c62828' : '#d000d0';
@@ -632,6 +641,7 @@
     });
     canvas.addEventListener('mouseleave', hideTip);
     window.addEventListener('resize', draw);
+    mode.addEventListener('change', draw);
     draw();
   }
 
@@ -652,7 +662,7 @@
       '(every vCPU blocked at once), average latency, the log2 \u00b5s latency distribution and KVM exits.');
     if (!D.vms.length) { s.appendChild(el('p', { 'class': 'note', text: 'No processes.' })); return; }
     D.vms.forEach(function (v) {
-      var h = el('h3', { text: 'pid ' + v.pid + (v.comm ? ' (' + v.comm + ')' : '') + ': ' + v.vcpus.length + ' vCPU(s), all-vCPU blocktime ' +
+      var h = el('h3', { text: 'pid ' + v.pid + (v.comm ? ' (' + v.comm + ')' : '') + ': ' + (v.vcpus.length + v.vcpus_omitted) + ' vCPU(s), all-vCPU blocktime ' +
         fmtNs(v.all_vcpu_blocked_ns) + (v.lower_bound ? ' (lower bound)' : '') });
       h.setAttribute('data-vm', v.pid);
       s.appendChild(h);
@@ -674,7 +684,8 @@
         tr.setAttribute('data-faults', f);
       });
       s.appendChild(t);
-      s.appendChild(el('p', { 'class': 'note', text: 'Total blocked ' + fmtNs(v.total_blocked_ns) + '.' }));
+      s.appendChild(el('p', { 'class': 'note', text: 'Total blocked ' + fmtNs(v.total_blocked_ns) + '.' +
+        (v.vcpus_omitted ? ' ' + fmtInt(v.vcpus_omitted) + ' more vCPU(s) not listed (the report lists 512 in all).' : '') }));
     });
   }
 
