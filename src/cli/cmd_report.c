@@ -162,20 +162,29 @@ static int read_recording(const struct report_opts *o, FILE *in, const char *nam
 }
 
 /* The report into path (through a temporary file renamed at the end), or stdout for "-". */
-static int write_report(const struct report_opts *o, const char *path, struct rp_agg *a,
-			const struct rp_meta *m, long *size)
+static int write_report(const char *path, struct rp_agg *a, const struct rp_meta *m, long *size)
 {
 	char *tmp = NULL;
 	FILE *out = stdout;
-	int fd, rc, werr;
+	int fd = -1, rc, werr = 0;
+	struct stat st;
 
-	if (strcmp(path, "-")) {
+	if (strcmp(path, "-") && lstat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+		/* a device, a pipe, a symlink: written through, never replaced by a rename */
+		out = fopen(path, "w");
+		if (!out) {
+			rc = -errno;
+			fprintf(stderr, "faultline report: cannot write %s: %s\n", path, strerror(-rc));
+			return rc;
+		}
+	} else if (strcmp(path, "-")) {
+		/* a failed run leaves no half-written report where the last good one was */
 		if (asprintf(&tmp, "%s.XXXXXX", path) < 0)
 			return -ENOMEM;
 		fd = mkstemp(tmp);
 		if (fd < 0 || !(out = fdopen(fd, "w"))) {
 			rc = -errno;
-			fprintf(stderr, "faultline report: cannot write %s: %s\n", path, strerror(errno));
+			fprintf(stderr, "faultline report: cannot write %s: %s\n", path, strerror(-rc));
 			if (fd >= 0) {
 				close(fd);
 				unlink(tmp);
@@ -188,14 +197,14 @@ static int write_report(const struct report_opts *o, const char *path, struct rp
 	setvbuf(out, NULL, _IOFBF, 1 << 20);
 	rc = rp_html_write(out, a, m);
 	*size = ftell(out);
-	werr = fflush(out) || ferror(out) ? errno : 0;
+	if (fflush(out) || ferror(out))
+		werr = errno ? errno : EIO;
 	if (out != stdout && fclose(out) && !werr)
-		werr = errno;
+		werr = errno ? errno : EIO;
 	if (rc)
 		fprintf(stderr, "faultline report: %s: out of memory\n", path);
 	else if (werr)
-		fprintf(stderr, "faultline report: cannot write %s: %s\n", path,
-			strerror(werr ? werr : EIO));
+		fprintf(stderr, "faultline report: cannot write %s: %s\n", path, strerror(werr));
 	if (tmp) {
 		if (!rc && !werr && rename(tmp, path)) {
 			werr = errno;
@@ -206,8 +215,7 @@ static int write_report(const struct report_opts *o, const char *path, struct rp
 			unlink(tmp);
 		free(tmp);
 	}
-	(void)o;
-	return rc ? rc : werr ? -(werr ? werr : EIO) : 0;
+	return rc ? rc : -werr;
 }
 
 static int report_main(struct report_opts *o, struct rp_agg *a)
@@ -255,7 +263,7 @@ static int report_main(struct report_opts *o, struct rp_agg *a)
 		snprintf(title, sizeof(title), "faultline report: %s", shown);
 		m = (struct rp_meta){ .title = o->title ? o->title : title, .source = shown,
 				      .rd = &rd };
-		rc = write_report(o, output, a, &m, &size);
+		rc = write_report(output, a, &m, &size);
 	}
 	if (!rc && !o->quiet)
 		fprintf(stderr, "faultline report: wrote %s: %" PRIu64 " fault(s), %u lane(s), %" PRIu64

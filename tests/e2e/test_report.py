@@ -463,6 +463,33 @@ def test_report_malformed_input():
         assert p.returncode != 0 and "invalid --max-intervals" in p.stderr, p.stderr
 
 
+def test_report_output_places():
+    """-o into a device or through a symlink writes there (the atomic rename is for regular
+    files only: it must never replace /dev/null); a full disk is an error, said once."""
+    import stat
+    with tempfile.TemporaryDirectory(prefix="fl-report-") as tmp:
+        rec = os.path.join(tmp, "r.jsonl")
+        report_synth.write(rec, 100)
+        p = report(rec, "/dev/null")
+        assert p.returncode == 0, p.stderr
+        assert stat.S_ISCHR(os.stat("/dev/null").st_mode), "/dev/null was replaced"
+        if os.path.exists("/dev/full"):
+            p = report(rec, "/dev/full")
+            assert p.returncode == 1 and "No space left on device" in p.stderr, p.stderr
+            assert p.stderr.count("cannot write") == 1, p.stderr
+            assert stat.S_ISCHR(os.stat("/dev/full").st_mode), "/dev/full was replaced"
+        link, real = os.path.join(tmp, "link.html"), os.path.join(tmp, "real.html")
+        os.symlink("real.html", link)
+        p = report(rec, link)
+        assert p.returncode == 0 and os.path.islink(link), p.stderr
+        assert data_island(real)["totals"]["faults"] == 100
+        # beside the recording by default; no temporary file left behind
+        p = subprocess.run([FAULTLINE, "report", "-q", rec], capture_output=True, text=True,
+                           timeout=60)
+        assert p.returncode == 0 and os.path.exists(os.path.join(tmp, "r.html")), p.stderr
+        assert sorted(os.listdir(tmp)) == ["link.html", "r.html", "r.jsonl", "real.html"]
+
+
 def test_report_of_a_qemu_postcopy_migration():
     """A real postcopy migration (two TCG QEMUs on loopback), recorded by `faultline trace
     --json -p DEST`: its vCPU threads get vCPU lanes, its figures show as recorded."""
@@ -512,5 +539,5 @@ def test_report_of_a_qemu_postcopy_migration():
 
 if __name__ == "__main__":
     main([test_report_of_a_traced_workload, test_report_of_a_million_faults,
-          test_report_size_is_bounded, test_report_malformed_input,
+          test_report_size_is_bounded, test_report_malformed_input, test_report_output_places,
           test_report_of_a_qemu_postcopy_migration])
