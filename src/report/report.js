@@ -60,7 +60,10 @@
     while (b >= 1024 && i < u.length - 1) { b /= 1024; i++; }
     return (b % 1 ? b.toFixed(1) : b) + ' ' + u[i];
   }
-  function fmtT(rel) { return rel === null || rel === undefined ? '-' : '+' + fmtNs(rel); }
+  function fmtT(rel) {
+    if (rel === null || rel === undefined) return '-';
+    return (rel < 0 ? '-' : '+') + fmtNs(Math.abs(rel));
+  }
   function resName(r) { return r >= 0 && r < D.res.length ? D.res[r] : '?'; }
   function resColor(r) { return RES_COLOR[resName(r)] || '#999'; }
   function section(title, note) {
