@@ -27,6 +27,9 @@
   };
   var PART_COLOR = { notify: '#f28e2b', resolve: '#4e79a7', wake: '#59a14f', run: '#bab0ac', unseen: '#e6e6e6' };
   var MM_POISON = 1, MM_RACE = 2, MM_STUCK = 4;
+  /* #selftest: each view hovers one spot of its own and the tooltips are kept in the page,
+     so a headless browser can check what a user would see (tests/e2e/test_report.py) */
+  var selftests = [];
 
   /* --- helpers ----------------------------------------------------------- */
 
@@ -452,6 +455,15 @@
     reset.addEventListener('click', resetView);
     window.addEventListener('resize', redraw);
     draw();
+    selftests.push(function () {
+      var j = 0;
+      for (var i = 1; i < IV.n; i++) if (IV.lat[i] > IV.lat[j]) j = i;
+      if (!IV.n) return null;
+      var r = canvas.getBoundingClientRect(), x0 = X(IV.t[j]), x1 = X(IV.t[j] + IV.lat[j]);
+      canvas.dispatchEvent(new MouseEvent('mousemove', { bubbles: true, clientX: r.left + (x0 + x1) / 2,
+        clientY: r.top + axisH + IV.lane[j] * laneH + laneH * 0.3 }));
+      return { view: 'timeline', want: IV.addr[j], tip: tip.textContent };
+    });
   }
 
   /* --- heatmap --------------------------------------------------------------- */
@@ -509,6 +521,14 @@
     canvas.addEventListener('mouseleave', hideTip);
     window.addEventListener('resize', draw);
     draw();
+    selftests.push(function () {
+      var m = 0;
+      for (var i = 1; i < H.c.length; i++) if (H.c[i] > H.c[m]) m = i;
+      var r = canvas.getBoundingClientRect(), cw = (W - left) / H.n;
+      canvas.dispatchEvent(new MouseEvent('mousemove', { bubbles: true, clientX: r.left + left + (H.b[m] + 0.5) * cw,
+        clientY: r.top + (kmax - H.k[m] + 0.5) * rowH }));
+      return { view: 'heatmap', want: fmtInt(H.c[m]) + ' fault(s)', tip: tip.textContent };
+    });
   }
 
   /* --- breakdown -------------------------------------------------------------- */
@@ -646,6 +666,13 @@
     window.addEventListener('resize', draw);
     mode.addEventListener('change', draw);
     draw();
+    selftests.push(function () {
+      var b = layout[0], c = b.r.c[0], r = canvas.getBoundingClientRect();
+      canvas.dispatchEvent(new MouseEvent('mousemove', { bubbles: true,
+        clientX: r.left + 2 + (c % b.cols + 0.5) * b.px, clientY: r.top + b.y + (Math.floor(c / b.cols) + 0.5) * b.px }));
+      var a = BigInt(b.r.start) + BigInt(c) * BigInt(b.r.cell);
+      return { view: 'memmap', want: '0x' + a.toString(16) + ' .. ', tip: tip.textContent };
+    });
   }
 
   /* --- per-VM summary ---------------------------------------------------------- */
@@ -756,6 +783,11 @@
     lanesTable();
     events();
     footer();
+    if (location.hash === '#selftest') {
+      var out = selftests.map(function (f) { return f(); }).filter(function (x) { return x; });
+      hideTip();
+      app.appendChild(el('pre', { id: 'selftest', hidden: '', text: JSON.stringify(out) }));
+    }
     if (document.body.getAttribute('data-rendered') !== 'error') document.body.setAttribute('data-rendered', 'ok');
   } catch (e) {
     fail('script error: ' + (e && e.stack ? e.stack : e));

@@ -76,7 +76,8 @@ class Dom(html.parser.HTMLParser):
     def __init__(self, text):
         super().__init__()
         self.lanes, self.stats, self.body, self.errors = [], {}, {}, ""
-        self.in_errors = False
+        self.in_errors = self.in_selftest = False
+        self.selftest = ""
         self.warnings = False
         self.ids = set()
         self.feed(text)
@@ -89,6 +90,8 @@ class Dom(html.parser.HTMLParser):
             self.body = a
         if tag == "pre" and a.get("id") == "errors":
             self.in_errors = True
+        if tag == "pre" and a.get("id") == "selftest":
+            self.in_selftest = True
         if tag == "div" and "lane" in (a.get("class") or "").split():
             self.lanes.append(a)
         if "data-stat" in a:
@@ -98,11 +101,13 @@ class Dom(html.parser.HTMLParser):
 
     def handle_endtag(self, tag):
         if tag == "pre":
-            self.in_errors = False
+            self.in_errors = self.in_selftest = False
 
     def handle_data(self, data):
         if self.in_errors:
             self.errors += data
+        if self.in_selftest:
+            self.selftest += data
 
 
 def png_nonblank(path):
@@ -124,7 +129,8 @@ def render(html_path, screenshot=None, height=3000,
            parts=("timeline", "heatmap", "breakdown", "totals")):
     """Opens the report: (Dom, seconds to dump it). Asserts it rendered without an error."""
     url = "file://" + os.path.abspath(html_path)
-    p, console, secs = chromium(url, "--window-size=1400,1000", "--dump-dom")
+    # #selftest: each view hovers a spot of its own and keeps the tooltip (checked below)
+    p, console, secs = chromium(url + "#selftest", "--window-size=1400,1000", "--dump-dom")
     assert p.returncode == 0, f"chromium exited {p.returncode}: {p.stderr[-2000:]}"
     dom = Dom(p.stdout)
     assert not console, f"console output from the page: {console[:10]}"
@@ -132,6 +138,9 @@ def render(html_path, screenshot=None, height=3000,
     assert dom.body.get("data-rendered") == "ok", f"not rendered: {dom.body}"
     for part in parts:
         assert part in dom.ids, f"no #{part} in the page"
+    dom.hovers = {h["view"]: h for h in json.loads(dom.selftest or "[]")}
+    for view, h in dom.hovers.items():
+        assert h["want"] in h["tip"], f"{view}: hovering shows {h['tip']!r}, not {h['want']!r}"
     if screenshot:
         p, console, _ = chromium(url, f"--window-size=1400,{height}", f"--screenshot={screenshot}")
         assert p.returncode == 0, f"chromium screenshot exited {p.returncode}: {p.stderr[-1000:]}"
@@ -245,6 +254,17 @@ def test_report_of_a_traced_workload():
         size = os.path.getsize(out)
         dom, secs = render(out, os.path.join(tmp, "workload.png"))
         check_shown(dom, e)
+        # hovering the longest wait shows its address, latency and split, as recorded
+        slow = max((o for o in objs if o.get("event") == "fault"), key=lambda f: f["latency_ns"])
+        tip = dom.hovers["timeline"]["tip"]
+        assert set(dom.hovers) == {"timeline", "heatmap", "memmap"}, dom.hovers
+        assert f"addr      {slow['addr']}" in tip and f"tid {slow['tid']}" in tip, tip
+        assert f"resolved by {slow['resolved_by']}" in tip, tip
+        for part in ("latency", "notify", "resolve", "wake", "run"):
+            assert re.search(rf"^ *{part} +[0-9.]+ (ns|µs|ms|s)\b", tip, re.M), (part, tip)
+        shown = re.search(r"^latency +([0-9.]+) ms", tip, re.M)
+        assert shown and abs(float(shown.group(1)) - slow["latency_ns"] / 1e6) < 0.006, \
+            (slow["latency_ns"], tip)
         print(f"# {e['faults']} faults, {len(e['lanes'])} lanes, {e['races']} races: "
               f"{size} bytes, drawn in {dom.body.get('data-render-ms')} ms ({secs:.1f} s Chromium)")
         d = data_island(out)
