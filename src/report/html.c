@@ -227,85 +227,94 @@ static void write_axis(FILE *out, const struct rp_agg *a, uint64_t bmin, uint64_
 	fprintf(out, ",\"n\":%" PRIu64, (nb + f - 1) / f);
 }
 
-static void write_cells(FILE *out, const struct rp_agg *a, const uint32_t *order)
+/* One lane's bins merged f at a time into m[], as (bin, faults, blocked, main resolution). */
+struct merged {
+	uint64_t k, n, blk;
+	int res;
+};
+
+static uint64_t merge_lane(const struct rp_cell *c, uint64_t bmin, uint64_t nb, uint64_t f,
+			   struct merged *m)
+{
+	uint64_t count = 0;
+
+	for (uint64_t k = 0; k * f < nb; k++) {
+		uint64_t blk[RP_NRES] = { 0 }, n = 0, tot = 0;
+		int best = -1;
+
+		for (uint64_t i = bmin + k * f; i < bmin + (k + 1) * f && i < bmin + nb; i++) {
+			n += c[i].n;
+			for (int r = 0; r < RP_NRES; r++)
+				blk[r] += c[i].blocked[r];
+		}
+		for (int r = 0; r < RP_NRES; r++) {
+			tot += blk[r];
+			if (blk[r] && (best < 0 || blk[r] > blk[best]))
+				best = r;
+		}
+		if (n || tot)
+			m[count++] = (struct merged){ k, n, tot, best };
+	}
+	return count;
+}
+
+static int write_cells(FILE *out, const struct rp_agg *a, const uint32_t *order)
 {
 	uint64_t bmin, nb, f, budget = RP_CELL_BUDGET / (a->nlanes ? a->nlanes : 1);
+	struct merged *m = malloc(RP_NBINS * sizeof(*m));
 
+	if (!m)
+		return -ENOMEM;
 	used_bins(a, budget < 16 ? 16 : budget, &bmin, &nb, &f);
 	fputs(",\"axis\":", out);
 	write_axis(out, a, bmin, nb, f);
 	fputs("},\"cells\":[", out);
 	for (uint32_t d = 0; d < a->nlanes; d++) {
-		const struct rp_cell *c = a->lanes[order[d]].cells;
-		const char *sep[4] = { "", "", "", "" };
-		/* four columns, written in four passes over the merged bins */
-		static const char *const cols[4] = { "b", "n", "blk", "r" };
+		uint64_t n = merge_lane(a->lanes[order[d]].cells, bmin, nb, f, m);
 
-		fprintf(out, "%s{", d ? "," : "");
-		for (int col = 0; col < 4; col++) {
-			fprintf(out, "%s\"%s\":[", col ? "," : "", cols[col]);
-			sep[col] = "";
-			for (uint64_t k = 0; k * f < nb; k++) {
-				uint64_t blk[RP_NRES] = { 0 }, n = 0, tot = 0;
-				int best = -1;
-
-				for (uint64_t i = bmin + k * f; i < bmin + (k + 1) * f && i < bmin + nb; i++) {
-					n += c[i].n;
-					for (int r = 0; r < RP_NRES; r++)
-						blk[r] += c[i].blocked[r];
-				}
-				for (int r = 0; r < RP_NRES; r++) {
-					tot += blk[r];
-					if (blk[r] && (best < 0 || blk[r] > blk[best]))
-						best = r;
-				}
-				if (!n && !tot)
-					continue;
-				fputs(sep[col], out);
-				sep[col] = ",";
-				if (col == 0)
-					fprintf(out, "%" PRIu64, k);
-				else if (col == 1)
-					fprintf(out, "%" PRIu64, n);
-				else if (col == 2)
-					fprintf(out, "%" PRIu64, tot);
-				else
-					fprintf(out, "%d", best);
-			}
-			fputc(']', out);
-		}
-		fputc('}', out);
+		/* columns, not objects: a quarter of the size */
+		fprintf(out, "%s{\"b\":[", d ? "," : "");
+		for (uint64_t i = 0; i < n; i++)
+			fprintf(out, "%s%" PRIu64, i ? "," : "", m[i].k);
+		fputs("],\"n\":[", out);
+		for (uint64_t i = 0; i < n; i++)
+			fprintf(out, "%s%" PRIu64, i ? "," : "", m[i].n);
+		fputs("],\"blk\":[", out);
+		for (uint64_t i = 0; i < n; i++)
+			fprintf(out, "%s%" PRIu64, i ? "," : "", m[i].blk);
+		fputs("],\"r\":[", out);
+		for (uint64_t i = 0; i < n; i++)
+			fprintf(out, "%s%d", i ? "," : "", m[i].res);
+		fputs("]}", out);
 	}
 	fputc(']', out);
+	free(m);
+	return 0;
 }
 
 static void write_heat(FILE *out, const struct rp_agg *a)
 {
 	uint64_t bmin, nb, f;
-	static const char *const cols[3] = { "b", "k", "c" };
+	uint64_t col[FL_LAT_BUCKETS];
+	const char *sep = "";
 
 	used_bins(a, RP_HEAT_COLUMNS, &bmin, &nb, &f);
 	fputs(",\"heat\":", out);
 	write_axis(out, a, bmin, nb, f);
-	fprintf(out, ",\"buckets\":%d", FL_LAT_BUCKETS);
-	for (int col = 0; col < 3; col++) {
-		const char *sep = "";
-
-		fprintf(out, ",\"%s\":[", cols[col]);
-		for (uint64_t k = 0; k * f < nb; k++)
-			for (int q = 0; q < FL_LAT_BUCKETS; q++) {
-				uint64_t n = 0;
-
-				for (uint64_t i = bmin + k * f; i < bmin + (k + 1) * f && i < bmin + nb; i++)
-					n += a->heat[i][q];
-				if (!n)
-					continue;
-				fprintf(out, "%s%" PRIu64, sep, col == 0 ? k : col == 1 ? (uint64_t)q : n);
+	fprintf(out, ",\"buckets\":%d,\"cells\":[", FL_LAT_BUCKETS);
+	/* (column, bucket, faults) triples, flat */
+	for (uint64_t k = 0; k * f < nb; k++) {
+		memset(col, 0, sizeof(col));
+		for (uint64_t i = bmin + k * f; i < bmin + (k + 1) * f && i < bmin + nb; i++)
+			for (int q = 0; q < FL_LAT_BUCKETS; q++)
+				col[q] += a->heat[i][q];
+		for (int q = 0; q < FL_LAT_BUCKETS; q++)
+			if (col[q]) {
+				fprintf(out, "%s%" PRIu64 ",%d,%" PRIu64, sep, k, q, col[q]);
 				sep = ",";
 			}
-		fputc(']', out);
 	}
-	fputc('}', out);
+	fputs("]}", out);
 }
 
 static void write_intervals(FILE *out, struct rp_agg *a, const uint32_t *pos, int *rc)
@@ -646,7 +655,7 @@ int rp_html_write(FILE *out, struct rp_agg *a, const struct rp_meta *m)
 	fprintf(out, "],\"lat_buckets\":%d", FL_LAT_BUCKETS);
 	write_totals(out, a, vcpu_lanes);
 	write_lanes(out, a, order);
-	write_cells(out, a, order);
+	rc = write_cells(out, a, order);
 	write_heat(out, a);
 	write_intervals(out, a, pos, &rc);
 	write_breakdown(out, a);

@@ -471,9 +471,15 @@
   function heatmap() {
     var s = section('Latency over time',
       'Faults by start time (columns) and latency (rows: log2 \u00b5s buckets, bucket i holds [2^i, 2^(i+1)) \u00b5s). Darker = more faults.');
-    var H = D.heat;
+    var H = { n: D.heat.n, first_rel: D.heat.first_rel, bin_ns: D.heat.bin_ns, b: [], k: [], c: [] };
+    for (var q = 0; q + 2 < D.heat.cells.length; q += 3) {
+      H.b.push(D.heat.cells[q]); H.k.push(D.heat.cells[q + 1]); H.c.push(D.heat.cells[q + 2]);
+    }
     if (!H.b.length) { s.appendChild(el('p', { 'class': 'note', text: 'No faults.' })); return; }
-    var kmin = Math.min.apply(null, H.k), kmax = Math.max.apply(null, H.k), cmax = Math.max.apply(null, H.c);
+    var kmin = H.k[0], kmax = H.k[0], cmax = 0;
+    for (q = 0; q < H.b.length; q++) {
+      kmin = Math.min(kmin, H.k[q]); kmax = Math.max(kmax, H.k[q]); cmax = Math.max(cmax, H.c[q]);
+    }
     kmin = Math.max(0, Math.min(kmin, kmax - 5));
     var rows = kmax - kmin + 1, rowH = 16, left = 70, bottom = 22;
     var wrap = el('div', { style: 'position:relative' });
