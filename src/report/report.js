@@ -14,12 +14,8 @@
     errBox.textContent += msg + '\n';
     document.body.setAttribute('data-rendered', 'error');
   }
-  window.addEventListener('error', function (e) {
-    fail('script error: ' + e.message + ' (line ' + e.lineno + ')');
-  });
-  window.addEventListener('unhandledrejection', function (e) {
-    fail('script error: ' + e.reason);
-  });
+  window.addEventListener('error', function (e) { fail('script error: ' + e.message + ' (line ' + e.lineno + ')'); });
+  window.addEventListener('unhandledrejection', function (e) { fail('script error: ' + e.reason); });
 
   var RES_COLOR = {
     unresolved: '#9c755f', copy: '#4e79a7', zeropage: '#76b7b2', 'continue': '#59a14f',
