@@ -49,10 +49,10 @@ static const char report_doc[] =
 	"per-time-bin totals beneath them.\n"
 	"\n"
 	"EXAMPLES:\n"
-	"  faultline trace --json --duration 30 -p $(pidof qemu-system-x86_64) > faults.jsonl\n"
-	"  faultline report faults.jsonl                  # writes faults.html\n"
+	"  faultline trace --json -p $(pidof qemu-system-x86_64) > faults.jsonl\n"
+	"  faultline report faults.jsonl               # writes faults.html\n"
 	"  faultline report -o /tmp/switchover.html faults.jsonl\n"
-	"  faultline trace --json -- ./build/uffd-workload --threads 4 | faultline report -o r.html\n"
+	"  faultline trace --json -- ./build/uffd-workload | faultline report -o w.html\n"
 	"  faultline report --strict --max-intervals 50000 faults.jsonl\n";
 
 static const struct argp_option report_options[] = {
