@@ -23,7 +23,7 @@ ARCH     := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 # CFLAGS / LDFLAGS are the user's (optimisation, debug, sanitizers); the
 # project's own flags live apart and survive `make CFLAGS=...`.
 CFLAGS   ?= -O2 -g
-SUBDIRS  := common trace stuck exporter migrate cli
+SUBDIRS  := common trace stuck exporter migrate report cli
 FL_CPPFLAGS := -D_GNU_SOURCE -Iinclude -Ibpf $(addprefix -Isrc/,$(SUBDIRS)) -I$(OUT)
 # tests' shared helpers (tests/lib), on top for what is built from tests/
 TEST_CPPFLAGS := -Itests/lib
@@ -42,6 +42,8 @@ TRACE    := $(wildcard src/trace/*.c)
 STUCK    := $(wildcard src/stuck/*.c)
 EXPORTER := $(wildcard src/exporter/*.c)
 CLI      := $(wildcard src/cli/*.c)
+# faultline report: a recording into one HTML page (its script and style built in)
+REPORT   := $(wildcard src/report/*.c)
 # libfaultline.a (public API: include/faultline/) holds the wire protocol,
 # the page-state map, the VMM handover, HOST:PORT parsing and the router, so
 # a VMM can embed the router without the tracer.
@@ -53,7 +55,7 @@ SOURCE   := $(wildcard src/migrate/source*.c)
 
 LIBFL_OBJS := $(call obj,$(LIBFL)) $(OBJ)/faultline.pb-c.o
 # Everything of the agent but the command-line front end (the BPF tests link it).
-AGENT_OBJS := $(call obj,$(COMMON) $(TRACE) $(STUCK) $(EXPORTER) $(SOURCE))
+AGENT_OBJS := $(call obj,$(COMMON) $(TRACE) $(STUCK) $(EXPORTER) $(SOURCE) $(REPORT))
 WIRE_OBJS  := $(call obj,src/migrate/wire.c src/migrate/statemap.c) $(OBJ)/faultline.pb-c.o
 
 WORKLOADS := $(addprefix $(OUT)/,uffd-workload kvm-guest syscall-loop stuck-scenarios \
@@ -86,6 +88,17 @@ $(OUT)/%.skel.h: $(OUT)/%.bpf.o
 	$(BPFTOOL) gen skeleton $< name $*_bpf > $@
 
 $(OBJ)/trace/probe.o: $(OUT)/faultline.skel.h
+
+# The report's stylesheet and script, kept as plain files to edit, become C
+# strings for html.c (each line quoted, backslashes and quotes escaped).
+REPORT_ASSETS := src/report/report.css src/report/report.js
+embed = printf 'static const char %s[] =\n' $(1); \
+	sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $(2); printf ';\n'
+$(OUT)/report_assets.h: $(REPORT_ASSETS)
+	@mkdir -p $(OUT)
+	{ echo '/* generated from $(REPORT_ASSETS) by the Makefile: do not edit */'; \
+	  $(call embed,rp_css,src/report/report.css); $(call embed,rp_js,src/report/report.js); } > $@
+$(OBJ)/report/html.o: $(OUT)/report_assets.h
 
 -include $(shell find $(OBJ) -name '*.d' 2>/dev/null)
 
@@ -120,7 +133,7 @@ $(OUT)/wire-client $(OUT)/migrate-vm: $(OUT)/libfaultline.a
 # By what they need: unit (pure, no root), integration (root or a real
 # userfaultfd), bpf (root, BPF_PROG_TEST_RUN); e2e, fuzz and bench below.
 # Each test is listed once, with what it links; scripts/run-tests.sh runs them.
-UNIT_TESTS  := correlator vmstats tpformat stuck metrics wire statemap source
+UNIT_TESTS  := correlator vmstats tpformat stuck metrics wire statemap source report
 INTEG_TESTS := router handover history
 BPF_TESTS   := bpf_handlers bpf_kvm
 test_correlator_LINK := $(call obj,src/trace/correlator.c)
@@ -133,6 +146,7 @@ test_history_LINK    := $(STUCK_CORE) $(call obj,$(wildcard src/exporter/history
                                    src/common/procscan.c src/trace/output.c \
                                    src/common/jsonstr.c src/trace/correlator.c)
 test_metrics_LINK    := $(call obj,src/exporter/metrics.c) -lm
+test_report_LINK     := $(call obj,$(REPORT) src/trace/vmstats.c src/trace/correlator.c) -lm
 test_wire_LINK       := $(WIRE_OBJS) $(MIG_LIBS)
 test_statemap_LINK   := $(WIRE_OBJS) $(MIG_LIBS)
 test_source_LINK     := $(call obj,$(SOURCE) src/common/jsonstr.c) $(OUT)/libfaultline.a \
@@ -163,7 +177,7 @@ $(addprefix $(OUT)/test_,$(BPF_TESTS)): $(OUT)/test_%: tests/bpf/test_%.c \
 # --- fuzzing (clang, ASan + UBSan) -------------------------------------------
 # Sanitizers need every line of the code under test instrumented: the
 # sources are compiled here by clang, not taken from the gcc objects.
-FUZZ_TARGETS := frame router journal history handover control source
+FUZZ_TARGETS := frame router journal history handover control source report
 fuzz_frame_SRCS    := src/migrate/wire.c src/migrate/statemap.c $(OUT)/faultline.pb-c.c
 fuzz_router_SRCS   := $(wildcard src/migrate/router*.c) src/migrate/wire.c src/migrate/statemap.c \
                       src/migrate/journal.c src/migrate/tls.c src/migrate/netaddr.c \
@@ -176,6 +190,7 @@ fuzz_handover_SRCS := $(wildcard src/migrate/handover*.c) src/migrate/wire.c \
                       $(OUT)/faultline.pb-c.c
 fuzz_control_SRCS  := $(SOURCE) $(LIBFL) src/common/jsonstr.c $(OUT)/faultline.pb-c.c
 fuzz_source_SRCS   := $(fuzz_control_SRCS)
+fuzz_report_SRCS   := $(REPORT) src/trace/vmstats.c src/trace/correlator.c
 FUZZ := $(addprefix $(OUT)/fuzz-,$(FUZZ_TARGETS)) $(OUT)/fuzz-corpus.stamp
 
 $(addprefix $(OUT)/fuzz-,$(FUZZ_TARGETS)): $(OUT)/fuzz-%: tests/fuzz/fuzz_%.c $$(fuzz_%_SRCS) \
@@ -183,6 +198,8 @@ $(addprefix $(OUT)/fuzz-,$(FUZZ_TARGETS)): $(OUT)/fuzz-%: tests/fuzz/fuzz_%.c $$
 	$(CLANG) -g -O1 $(FL_CPPFLAGS) $(TEST_CPPFLAGS) $(FL_CFLAGS) -MMD -MP -MF $@.d \
 		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 		$< $(fuzz_$*_SRCS) -o $@ -pthread $(MIG_LIBS)
+
+$(OUT)/fuzz-report: $(OUT)/report_assets.h
 
 $(OUT)/fuzz-make-corpus: tests/fuzz/make_corpus.c $(WIRE_OBJS)
 	$(COMPILE) -MMD -MP -MF $@.d $^ -o $@ $(MIG_LIBS)
@@ -292,7 +309,8 @@ bench: all $(BENCH)
 	$(OUT)/bench-router --threads 4
 	$(OUT)/bench-router --spin-us 1
 	python3 tests/bench/bench_migration.py
-	tests/fuzz/run_fuzz.sh 120 frame journal history handover control
+	python3 tests/bench/bench_report.py
+	tests/fuzz/run_fuzz.sh 120 frame journal history handover control report
 	tests/fuzz/run_fuzz.sh 450 router
 	tests/fuzz/run_fuzz.sh 300 source
 

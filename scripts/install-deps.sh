@@ -20,6 +20,7 @@ pkgs=(
 	libclang-rt-14-dev           # libFuzzer for the frame decoder's fuzz target
 	iproute2                     # network namespaces + veth for the two-host tests
 	help2man                     # make install: man pages from the --help texts
+	chromium                     # faultline report's e2e test opens the reports headless
 )
 
 missing=()

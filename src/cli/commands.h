@@ -11,5 +11,6 @@ int fl_cmd_stuck(int argc, char **argv);
 int fl_cmd_exporter(int argc, char **argv);
 int fl_cmd_source(int argc, char **argv);
 int fl_cmd_target(int argc, char **argv);
+int fl_cmd_report(int argc, char **argv);
 
 #endif

@@ -19,6 +19,7 @@ static const struct subcommand cmds[] = {
 	{ "stuck", fl_cmd_stuck, "threads stuck in a userfault and why (/proc, plus the exporter's history)" },
 	{ "source", fl_cmd_source, "serve a running VM's memory, dirty map and poison to a migration target" },
 	{ "target", fl_cmd_target, "route a migrating VM's userfaults to the source, replicating poison" },
+	{ "report", fl_cmd_report, "turn a trace --json recording into a self-contained HTML report" },
 	{ "features", fl_cmd_features, "what this kernel supports and what each gap disables" },
 	{ "demo", fl_cmd_demo, "trace the built-in userfaultfd workload (a first look)" },
 };
@@ -37,6 +38,7 @@ static void usage(FILE *out)
 		     "  sudo faultline trace -p $(pidof qemu-system-x86_64) --hist\n"
 		     "  sudo faultline stuck -p $(pidof qemu-system-x86_64)\n"
 		     "  sudo faultline trace --json --duration 10 > faults.jsonl\n"
+		     "  faultline report faults.jsonl            # faults.html, open it in a browser\n"
 		     "  sudo faultline exporter --listen 127.0.0.1:9477\n");
 }
 

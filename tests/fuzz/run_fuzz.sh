@@ -9,6 +9,7 @@
 #   handover the router's side of a VMM's handover (frames from the VMM)
 #   control  the source's control-socket page lists, --range, HOST:PORT
 #   source   the source's session with up to three peers (its own memory)
+#   report   faultline report: a recording's lines, aggregated, written as a page
 # Builds nothing: `make test` and `make bench` build them first.  A crash,
 # leak, timeout or OOM input is kept in build/fuzz-artifacts/ and named in
 # the failure line; reproduce with `build/fuzz-TARGET FILE`.  Inputs that once
@@ -19,7 +20,7 @@ cd "$(dirname "$0")/../.."
 secs=${1:-20}
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(frame router journal history handover control source)
+((${#targets[@]})) || targets=(frame router journal history handover control source report)
 echo "1..${#targets[@]}"
 failed=0 i=0
 for t in "${targets[@]}"; do
@@ -28,7 +29,7 @@ for t in "${targets[@]}"; do
 	# frame and router read the same thing: frame streams of the session
 	# tests/fuzz/fuzz_common.h describes; the journal starts from nothing
 	corpus=build/fuzz-corpus
-	[[ $t == journal || $t == history || $t == control ]] && corpus=
+	[[ $t == journal || $t == history || $t == control || $t == report ]] && corpus=
 	if [[ ! -x $bin || ( -n $corpus && ! -d $corpus ) ]]; then
 		echo "not ok $i - fuzz_$t: $bin or its corpus missing (make $bin build/fuzz-corpus.stamp)"
 		failed=1
@@ -41,6 +42,9 @@ for t in "${targets[@]}"; do
 	for f in tests/fuzz/regress/"$t"-*; do
 		[[ -e $f ]] && cp "$f" "$work/corpus/"
 	done
+	if [[ $t == report ]]; then	# one line of each kind trace --json writes
+		cp tests/fuzz/report-seed.jsonl "$work/corpus/seed"
+	fi
 	if [[ $t == history ]]; then	# a request and an answer line to start from
 		printf '\0{"pids":[1,42]}' >"$work/corpus/request"
 		printf '\1{"event":"history","daemon_pid":1,"now_ns":5}' >"$work/corpus/answer"
