@@ -308,6 +308,7 @@ bench: all $(BENCH)
 	$(OUT)/bench-router
 	$(OUT)/bench-router --threads 4
 	$(OUT)/bench-router --spin-us 1
+	$(OUT)/bench-router --hugetlb
 	python3 tests/bench/bench_migration.py
 	python3 tests/bench/bench_report.py
 	tests/fuzz/run_fuzz.sh 120 frame journal history handover control report
