@@ -7,7 +7,10 @@
  * the latency the faulting thread itself experiences, network included.
  * Prints one JSON line: {"event":"remote_touch","n":..,"p50_ns":..,"p99_ns":..,...}
  *
- *   remote-touch --router SOCK --mem-mib M --touches N
+ *   remote-touch --router SOCK --mem-mib M --touches N [--hugetlb]
+ *
+ * --hugetlb: the memory is a 2 MiB hugetlbfs memfd mapped shared (handed
+ * over with it), so every touch is a remote 2 MiB page.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -47,22 +50,32 @@ int main(int argc, char **argv)
 		{ "router", required_argument, NULL, 'r' },
 		{ "mem-mib", required_argument, NULL, 'm' },
 		{ "touches", required_argument, NULL, 'n' },
+		{ "hugetlb", no_argument, NULL, 'H' },
 		{ 0 }
 	};
 	const char *router = getenv("FAULTLINE_ROUTER_SOCKET");
 	uint64_t mib = 256, touches = 2000, pages, *lat, *order, sum = 0;
 	long ps = sysconf(_SC_PAGESIZE);
 	char err[256] = "";
-	int c, uffd, sock = -1;
+	int c, uffd, sock = -1, memfd = -1;
 	uint8_t *mem;
 
-	while ((c = getopt_long(argc, argv, "r:m:n:", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "r:m:n:H", opts, NULL)) != -1) {
 		switch (c) {
+		case 'H':
+			ps = 2l << 20;
+			memfd = memfd_create("remote-touch", MFD_CLOEXEC | MFD_HUGETLB);
+			if (memfd < 0) {
+				perror("remote-touch: memfd_create(MFD_HUGETLB)");
+				return 1;
+			}
+			break;
 		case 'r': router = optarg; break;
 		case 'm': mib = strtoull(optarg, NULL, 0); break;
 		case 'n': touches = strtoull(optarg, NULL, 0); break;
 		default:
-			fprintf(stderr, "usage: remote-touch --router SOCK [--mem-mib M] [--touches N]\n");
+			fprintf(stderr, "usage: remote-touch --router SOCK [--mem-mib M] [--touches N] "
+				"[--hugetlb]\n");
 			return 2;
 		}
 	}
@@ -71,18 +84,25 @@ int main(int argc, char **argv)
 		fprintf(stderr, "remote-touch: need --router (or FAULTLINE_ROUTER_SOCKET) and 0 < touches <= pages\n");
 		return 2;
 	}
-	uffd = test_uffd_open(O_CLOEXEC | O_NONBLOCK, UFFD_FEATURE_THREAD_ID);
+	uffd = test_uffd_open(O_CLOEXEC | O_NONBLOCK, UFFD_FEATURE_THREAD_ID |
+			      (memfd >= 0 ? UFFD_FEATURE_MISSING_HUGETLBFS : 0));
 	if (uffd < 0) {
 		fprintf(stderr, "remote-touch: userfaultfd: %s\n", strerror(-uffd));
 		return 1;
 	}
-	mem = mmap(NULL, pages * (uint64_t)ps, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (memfd >= 0 && ftruncate(memfd, (off_t)(pages * (uint64_t)ps)) < 0) {
+		perror("remote-touch: ftruncate");
+		return 1;
+	}
+	mem = memfd >= 0 ? mmap(NULL, pages * (uint64_t)ps, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0)
+			 : mmap(NULL, pages * (uint64_t)ps, PROT_READ | PROT_WRITE,
+				MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (mem == MAP_FAILED ||
 	    (errno = -test_uffd_register(uffd, mem, pages * (uint64_t)ps, UFFDIO_REGISTER_MODE_MISSING))) {
 		perror("remote-touch: register");
 		return 1;
 	}
-	struct fl_region region = { .base = mem, .length = pages * (uint64_t)ps, .memfd = -1 };
+	struct fl_region region = { .base = mem, .length = pages * (uint64_t)ps, .memfd = memfd };
 	for (int i = 0; i < 100 && sock < 0; i++) {
 		sock = fl_handover(router, uffd, FL_MODE_MISSING, &region, 1, err, sizeof(err));
 		if (sock < 0)
