@@ -567,5 +567,7 @@ void fl_router_destroy(struct fl_router *r)
 		munmap(r->zero_page, r->page_size);
 	if (r->fetch_buf)
 		munmap(r->fetch_buf, r->page_size);
+	if (r->asm_.buf)
+		munmap(r->asm_.buf, r->page_size);
 	free(r);
 }

@@ -244,11 +244,67 @@ int fl_rt_redecide_all(struct fl_router *r)
 	return 0;
 }
 
+/*
+ * A chunk of a page bigger than a frame (1 GiB).  The source sends a page's
+ * chunks back to back, so one page is assembled at a time; the page is
+ * whole with its last chunk (1, *out set), 0 before.  A chunk that does not
+ * continue the page being assembled (a reconnect cut it) drops it: a fault
+ * waiting for it asks again.
+ */
+static int chunk_arrived(struct fl_router *r, const Faultline__Wire__PageData *d,
+			 const uint8_t **out)
+{
+	struct fl_rt_assembly *a = &r->asm_;
+	uint64_t page = d->pages[0];
+
+	if (!a->buf) {
+		void *m = mmap(NULL, r->page_size, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+		if (m == MAP_FAILED) {
+			fl_rt_set_err(r, "no memory to put a %u-byte page together: %s", r->page_size,
+				      strerror(errno));
+			return -ENOMEM;
+		}
+		a->buf = m;
+	}
+	if (!d->chunk_offset) {
+		a->region = d->region;
+		a->page = page;
+		a->have = 0;
+		a->live = true;
+	}
+	if (!a->live || a->region != d->region || a->page != page || a->have != d->chunk_offset) {
+		struct pend *p = fl_rt_pend_find(r, d->region, page);
+
+		a->live = false;
+		if (p) {
+			p->flags |= P_RETRY;	/* decided (and asked) afresh */
+			r->retry_due = true;
+		}
+		return 0;
+	}
+	memcpy(a->buf + d->chunk_offset, d->data.data, d->data.len);
+	a->have += d->data.len;
+	if (a->have < r->page_size)
+		return 0;
+	a->live = false;
+	*out = a->buf;
+	return 1;
+}
+
 static int on_page_data(struct fl_router *r, const Faultline__Wire__PageData *d)
 {
 	const uint8_t *data = d->data.data;
 	uint32_t region = d->region;
 	struct rt_region *g = &r->reg[region];
+
+	if (r->page_size > FL_WIRE_PAGE_CHUNK && d->data.len) {
+		int ret = chunk_arrived(r, d, &data);
+
+		if (ret <= 0)
+			return ret;	/* more to come (or dropped), or no memory */
+	}
 
 	for (size_t i = 0; i < d->n_pages; i++) {
 		uint64_t page = d->pages[i];

@@ -101,6 +101,14 @@ struct rt_region {
 	uint8_t *fill;
 };
 
+/* A page bigger than a frame, being put together from its chunks. */
+struct fl_rt_assembly {
+	uint8_t *buf;			/* one page, mapped on first use */
+	uint32_t region;
+	uint64_t page, have;
+	bool live;
+};
+
 struct poison_q {
 	uint32_t region;
 	uint64_t page;
@@ -111,6 +119,7 @@ struct fl_router {
 	int uffd;
 	uint32_t page_size;
 	bool huge;			/* hugetlbfs pages: no ZEROPAGE, no write(), no SEEK_DATA */
+	struct fl_rt_assembly asm_;	/* pages of more than FL_WIRE_PAGE_CHUNK */
 	unsigned nregions;
 	struct rt_region reg[FL_WIRE_MAX_REGIONS];
 	struct span spans[MAX_SPANS];

@@ -149,6 +149,23 @@ int src_put_page_data(struct src *s, struct conn *c, uint64_t seq, unsigned ri,
 	s->data_bytes += d.data.len;
 	if (precopy)
 		s->precopy_pages += k;
+	if (s->ps > FL_WIRE_PAGE_CHUNK && k) {
+		/* a page bigger than a frame (1 GiB): its chunks, in order, back to
+		 * back in the writer (nothing else can come between them) */
+		if (n != 1)
+			return -EINVAL;	/* fl_source_frame_pages gives one page a frame */
+		for (uint64_t off = 0; off < s->ps; off += FL_WIRE_PAGE_CHUNK) {
+			int ret;
+
+			d.chunk_offset = off;
+			d.data.data = s->buf + off;
+			d.data.len = s->ps - off < FL_WIRE_PAGE_CHUNK ? s->ps - off : FL_WIRE_PAGE_CHUNK;
+			ret = src_put(c, FAULTLINE__WIRE__FRAME__BODY_PAGE_DATA, &d);
+			if (ret)
+				return ret;
+		}
+		return 0;
+	}
 	return src_put(c, FAULTLINE__WIRE__FRAME__BODY_PAGE_DATA, &d);
 }
 

@@ -147,6 +147,8 @@ unsigned fl_source_frame_pages(uint32_t page_size, unsigned want)
 
 	if (!page_size)
 		return 0;
+	if (page_size > FL_WIRE_PAGE_CHUNK)
+		return want ? 1 : 0;	/* one page a frame, its data in chunks */
 	fit = (FL_WIRE_MAX_FRAME - PD_FIXED) / ((uint64_t)page_size + PD_PER_PAGE);
 	return fit < want ? (unsigned)fit : want;
 }

@@ -195,6 +195,23 @@ static int validate_page_data(const Faultline__Wire__PageData *d, const struct f
 	if (rc || !have_limits(lim))
 		return rc;
 	want = pages_with_data(d->states.data, d->n_pages) * (size_t)lim->page_size;
+	if (lim->page_size > FL_WIRE_PAGE_CHUNK && want) {
+		/* a chunk of the one page with data */
+		if (d->n_pages != 1)
+			return fl_err(err, errlen, -EBADMSG, "PageData of %u-byte pages carries data "
+				      "for %zu pages; one a frame, in chunks.", lim->page_size,
+				      d->n_pages);
+		if (d->chunk_offset % FL_WIRE_PAGE_CHUNK || d->chunk_offset >= lim->page_size)
+			return fl_err(err, errlen, -EINVAL, "PageData chunk_offset %llu is not a "
+				      "multiple of %u inside a %u-byte page.",
+				      (unsigned long long)d->chunk_offset, FL_WIRE_PAGE_CHUNK,
+				      lim->page_size);
+		want = lim->page_size - d->chunk_offset < FL_WIRE_PAGE_CHUNK ?
+		       lim->page_size - d->chunk_offset : FL_WIRE_PAGE_CHUNK;
+	} else if (d->chunk_offset) {
+		return fl_err(err, errlen, -EINVAL, "PageData chunk_offset %llu without a chunked "
+			      "page.", (unsigned long long)d->chunk_offset);
+	}
 	if (d->data.len != want)
 		return fl_err(err, errlen, -EBADMSG,
 			    "PageData carries %zu bytes of data; its states call for %zu.",

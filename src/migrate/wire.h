@@ -19,6 +19,8 @@
 #define FL_WIRE_VERSION 1
 /* Hard limits: a frame larger than this is refused before it is buffered. */
 #define FL_WIRE_MAX_FRAME (4u << 20)
+/* Pages larger than this travel in chunks of this size (PageData.chunk_offset). */
+#define FL_WIRE_PAGE_CHUNK (2u << 20)
 /* Pages named in one StateQuery/StateAnswer/PageRequest/PageData/PoisonUpdate. */
 #define FL_WIRE_MAX_PAGES 1024
 /* Pages covered by one StateMapChunk (4 Mi pages = 1 MiB of 2-bit states). */

@@ -139,8 +139,10 @@ class Migration:
         # --hugetlb: both VMs on 2 MiB hugetlbfs pages; the guest and the
         # checks still work in 4 KiB pages, the migration pair in 2 MiB ones
         # (inject() takes the source's page indices: huge pages then).
+        # hugetlb: True (2 MiB pages) or "1g"
         self.hugetlb = hugetlb
-        self.mig_page = HUGE if hugetlb else PAGE
+        self.mig_page = (1 << 30) if hugetlb == "1g" else HUGE if hugetlb else PAGE
+        self.huge_args = ["--hugetlb-1g"] if hugetlb == "1g" else ["--hugetlb"] if hugetlb else []
         self.vcpus, self.mem_mib, self.hot = vcpus, mem_mib, hot
         self.write_percent, self.max_bandwidth = write_percent, max_bandwidth
         self.vm_args, self.src_args, self.router_args = list(vm_args), list(src_args), list(router_args)
@@ -172,7 +174,7 @@ class Migration:
         p = self.net.popen("src", [MIGRATE_VM, "--role", "source", "--json", "--cpu", self.cpu,
                                    "--vcpus", str(self.vcpus), "--mem-mib", str(self.mem_mib),
                                    "--hot-fraction", str(self.hot),
-                                   *(["--hugetlb"] if self.hugetlb else []), *extra],
+                                   *self.huge_args, *extra],
                            stdout=subprocess.PIPE, text=True)
         self.src_vm, self.src_vm_out = p, Lines(p, "source VM")
         self.vm = self.src_vm_out.wait_for(lambda o: o.get("event") == "vm", 30, "vm line")
@@ -243,7 +245,7 @@ class Migration:
                   "--run-ms", str(self.target_run_ms), "--json", "--image", self.image,
                   "--until-router-done", "--writes", self.writes,
                   "--write-percent", str(self.write_percent),
-                  *(["--hugetlb"] if self.hugetlb else []), *self.vm_args]
+                  *self.huge_args, *self.vm_args]
         if reconnect:
             vm_cmd.append("--reconnect")
         p = self.net.popen("tgt", self.router_cmd(extra_router) + ["--", *vm_cmd],

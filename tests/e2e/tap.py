@@ -60,28 +60,32 @@ def require_root():
 
 
 class HugePages:
-    """At least n free 2 MiB huge pages for the test's duration (the pool is
-    put back as it was); Skip where the kernel cannot have them."""
+    """At least n free huge pages of size_kib (2 MiB, or 1 GiB: 1048576) for
+    the test's duration (the pool is put back as it was); Skip where the
+    kernel cannot have them (1 GiB pages need that much contiguous memory)."""
 
-    def __init__(self, n):
+    def __init__(self, n, size_kib=2048):
         self.n = n
+        self.dir = f"/sys/kernel/mm/hugepages/hugepages-{size_kib}kB"
+        self.what = "1 GiB" if size_kib == 1048576 else f"{size_kib // 1024} MiB"
 
     def __enter__(self):
         require_root()
-        path = "/proc/sys/vm/nr_hugepages"
-        with open(path) as f:
+        if not os.path.isdir(self.dir):
+            raise Skip(f"this kernel has no {self.what} huge pages ({self.dir})")
+        with open(f"{self.dir}/nr_hugepages") as f:
             self.old = int(f.read())
-        with open(path, "w") as f:
+        with open(f"{self.dir}/nr_hugepages", "w") as f:
             f.write(str(self.old + self.n))
-        with open("/proc/meminfo") as f:
-            free = int(next(l for l in f if l.startswith("HugePages_Free")).split()[1])
+        with open(f"{self.dir}/free_hugepages") as f:
+            free = int(f.read())
         if free < self.n:
             self.__exit__()
-            raise Skip(f"only {free} free 2 MiB huge pages (wanted {self.n})")
+            raise Skip(f"only {free} free {self.what} huge pages could be had (wanted {self.n})")
         return self
 
     def __exit__(self, *exc):
-        with open("/proc/sys/vm/nr_hugepages", "w") as f:
+        with open(f"{self.dir}/nr_hugepages", "w") as f:
             f.write(str(self.old))
 
 

@@ -171,6 +171,42 @@ def test_hugetlb_router_killed_and_restarted_minor():
         check_pages(res)
 
 
+def gib_page(mode):
+    """1 GiB pages: a guest of one page on each side, moved in 2 MiB chunks
+    (PageData.chunk_offset) and placed with one COPY/CONTINUE of 1 GiB."""
+    tap.require_root()
+    with tap.HugePages(2, size_kib=1 << 20), tempfile.TemporaryDirectory() as tmp, \
+            NetnsPair() as net:
+        m = Migration(net, tmp, mode, mem_mib=1024, hugetlb="1g", max_bandwidth=0,
+                      target_run_ms=4000)
+        vm = m.start_source_vm()
+        assert vm["backing_page_size"] == 1 << 30, vm
+        m.start_source()
+        ready = source_ready(m)
+        assert ready.get("page_size") == 1 << 30, ready
+        m.start_target()
+        wait_connected(m)
+        if mode == "minor":
+            m.src_out.wait_for(lambda o: o.get("event") == "precopy_done", 120, "precopy done")
+        m.switchover()
+        res = m.result(timeout=300)
+        r = res["router"]
+        assert r["finished"] is True, r
+        assert r["copies"] + r["continues"] == 1, f"one placement of the one 1 GiB page: {r}"
+        assert r["bytes_received"] >= 1 << 30, r
+        assert len(res["writes"]) > 100, f"the target guest wrote only {len(res['writes'])} pages"
+        check_pages(res)
+
+
+def test_hugetlb_1g_minor():
+    gib_page("minor")
+
+
+def test_hugetlb_1g_missing():
+    gib_page("missing")
+
+
 if __name__ == "__main__":
     tap.main([test_hugetlb_minor, test_hugetlb_missing, test_hugetlb_discard_missing,
-              test_hugetlb_discard_minor, test_hugetlb_router_killed_and_restarted_minor])
+              test_hugetlb_discard_minor, test_hugetlb_router_killed_and_restarted_minor,
+              test_hugetlb_1g_minor, test_hugetlb_1g_missing])

@@ -696,6 +696,62 @@ static void test_reject_page_lists(void **state)
 	expect_reject(&s.f[4], &lim, -EBADMSG, "data");
 }
 
+/* Pages larger than a frame (1 GiB) travel in 2 MiB chunks, one page a frame. */
+static void test_page_data_chunks(void **state)
+{
+	struct fl_wire_limits lim = { .page_size = 1u << 30, .nregions = 1 };
+	static uint8_t chunk[FL_WIRE_PAGE_CHUNK];
+	uint64_t pages[2] = { 0, 1 };
+	uint8_t states[1] = { 0 };
+	Faultline__Wire__PageData d = FAULTLINE__WIRE__PAGE_DATA__INIT;
+	fl_frame f = FAULTLINE__WIRE__FRAME__INIT;
+
+	(void)state;
+	lim.region_pages[0] = 4;
+	f.body_case = FAULTLINE__WIRE__FRAME__BODY_PAGE_DATA;
+	f.page_data = &d;
+	d.pages = pages;
+	d.n_pages = 1;
+	fl_wire_state_set(states, 0, DIRTY);
+	d.states.data = states;
+	d.states.len = 1;
+	d.data.data = chunk;
+	d.data.len = sizeof(chunk);
+	/* every chunk of the page, first to last */
+	for (uint64_t off = 0; off < lim.page_size; off += FL_WIRE_PAGE_CHUNK) {
+		d.chunk_offset = off;
+		expect_accept(&f, &lim);
+	}
+	/* a chunk of the wrong size, out of the page, or not on a chunk boundary */
+	d.chunk_offset = 0;
+	d.data.len = sizeof(chunk) - 1;
+	expect_reject(&f, &lim, -EBADMSG, "data");
+	d.data.len = sizeof(chunk);
+	d.chunk_offset = lim.page_size;
+	expect_reject(&f, &lim, -EINVAL, "chunk_offset");
+	d.chunk_offset = 4096;
+	expect_reject(&f, &lim, -EINVAL, "chunk_offset");
+	/* data for two pages in one frame */
+	d.chunk_offset = 0;
+	d.n_pages = 2;
+	fl_wire_state_set(states, 1, DIRTY);
+	expect_reject(&f, &lim, -EBADMSG, "one a frame");
+	/* states only (zero, poison): no chunking, several pages a frame */
+	fl_wire_state_set(states, 0, ZERO);
+	fl_wire_state_set(states, 1, POISONED);
+	d.data.len = 0;
+	expect_accept(&f, &lim);
+	/* a chunk_offset on pages that fit a frame */
+	lim.page_size = 4096;
+	d.n_pages = 1;
+	fl_wire_state_set(states, 0, DIRTY);
+	d.data.len = 4096;
+	d.chunk_offset = 4096;
+	expect_reject(&f, &lim, -EINVAL, "chunk_offset");
+	d.chunk_offset = 0;
+	expect_accept(&f, &lim);
+}
+
 static void test_reject_chunk_and_zap(void **state)
 {
 	struct fl_wire_limits lim = sample_limits();
@@ -1014,6 +1070,7 @@ int main(void)
 		cmocka_unit_test(test_reject_framing),
 		cmocka_unit_test(test_reject_hello),
 		cmocka_unit_test(test_reject_page_lists),
+		cmocka_unit_test(test_page_data_chunks),
 		cmocka_unit_test(test_reject_chunk_and_zap),
 		cmocka_unit_test(test_reject_through_reader),
 		cmocka_unit_test(test_recv_timeout_and_eof),

@@ -77,6 +77,9 @@
 #ifndef MFD_HUGE_2MB
 #define MFD_HUGE_2MB (21U << 26)        /* linux/memfd.h: log2(2 MiB) << MFD_HUGE_SHIFT */
 #endif
+#ifndef MFD_HUGE_1GB
+#define MFD_HUGE_1GB (30U << 26)
+#endif
 #define MAX_VCPUS 16
 #define MAX_MEM_MIB 3072UL        /* data slot must stay below 4 GiB (32-bit guest) */
 #define MAX_POISON_GPAS 256       /* distinct poisoned GPAs remembered per vCPU */
@@ -198,7 +201,8 @@ struct options {
 	const char *writes;
 	struct discard zero_at[MAX_ZEROS];
 	unsigned nzero;
-	bool hugetlb;                   /* guest memory on 2 MiB hugetlbfs pages */
+	bool hugetlb;                   /* guest memory on hugetlbfs pages */
+	unsigned long huge_sz;          /* their size: 2 MiB, or 1 GiB (--hugetlb-1g) */
 };
 
 struct vcpu {
@@ -415,6 +419,7 @@ static void usage(FILE *f)
 "                       /proc/sys/vm/nr_hugepages); the guest still works in\n"
 "                       4 KiB pages, the migration moves 2 MiB ones; --discard\n"
 "                       ranges must then be whole huge pages (MADV_REMOVE)\n"
+"  --hugetlb-1g         the same on 1 GiB pages (--mem-mib a multiple of 1024)\n"
 "  --json               JSON lines on stdout, each with \"event\"\n"
 "  --image FILE         target: raw image of guest memory as verified (poisoned\n"
 "                       pages left as holes), for byte-for-byte comparison\n"
@@ -553,7 +558,7 @@ static void parse_options(struct options *o, int argc, char **argv)
 	       OPT_PACE_PAGES, OPT_SEED, OPT_ZERO, OPT_ROUTER, OPT_MODE, OPT_RECONNECT,
 	       OPT_DUMP, OPT_CONNECT, OPT_START, OPT_VERIFY, OPT_IMAGE, OPT_DISCARD,
 	       OPT_UNTIL_ROUTER, OPT_CPU, OPT_WRITE_PERCENT, OPT_WRITES, OPT_ZERO_AT, OPT_TOUCH,
-	       OPT_HUGETLB };
+	       OPT_HUGETLB, OPT_HUGETLB_1G };
 	static const struct option lo[] = {
 		{ "role", required_argument, 0, OPT_ROLE },
 		{ "vcpus", required_argument, 0, OPT_VCPUS },
@@ -581,6 +586,7 @@ static void parse_options(struct options *o, int argc, char **argv)
 		{ "zero-at", required_argument, 0, OPT_ZERO_AT },
 		{ "touch-fraction", required_argument, 0, OPT_TOUCH },
 		{ "hugetlb", no_argument, 0, OPT_HUGETLB },
+		{ "hugetlb-1g", no_argument, 0, OPT_HUGETLB_1G },
 		{ "help", no_argument, 0, 'h' },
 		{ 0, 0, 0, 0 },
 	};
@@ -666,7 +672,8 @@ static void parse_options(struct options *o, int argc, char **argv)
 			o->write_percent = parse_ulong("--write-percent", optarg, 0, 100);
 			break;
 		case OPT_WRITES: o->writes = optarg; break;
-		case OPT_HUGETLB: o->hugetlb = true; break;
+		case OPT_HUGETLB: o->hugetlb = true; o->huge_sz = HUGE_SZ; break;
+		case OPT_HUGETLB_1G: o->hugetlb = true; o->huge_sz = 1UL << 30; break;
 		case OPT_TOUCH: {
 			char *end;
 			errno = 0;
@@ -701,13 +708,19 @@ static void parse_options(struct options *o, int argc, char **argv)
 		bad_usage("%s", "--zero-at is a source option");
 	if (o->role == ROLE_TARGET && !run_given)
 		o->run_ms = 3000;
+	if (o->hugetlb && (o->mem_mib << 20) % o->huge_sz) {
+		char what[64];
+
+		snprintf(what, sizeof(what), "%lu MiB", o->huge_sz >> 20);
+		bad_usage("--mem-mib is not a whole number of %s huge pages", what);
+	}
 	uint64_t pages = (uint64_t)o->mem_mib * (1024 * 1024 / PAGE_SZ);
 	if (pages < 2ull * o->vcpus)
 		bad_usage("%s", "--mem-mib too small: each vCPU needs a control page and at least "
 			  "one page of slice");
 	for (unsigned i = 0; i < o->ndiscard; i++) {
 		const struct discard *d = &o->discard[i];
-		const uint64_t huge = HUGE_SZ / PAGE_SZ;
+		const uint64_t huge = o->huge_sz / PAGE_SZ;
 
 		if (o->hugetlb && (d->first % huge || d->count % huge)) {
 			fprintf(stderr, "migrate-vm: --discard %" PRIu64 ":%" PRIu64 ": with --hugetlb a "
@@ -781,7 +794,8 @@ static void memory_setup(struct migrate_vm_ctx *c)
 	/* hugetlbfs is always a file: MISSING mode then is a shared mapping of it
 	 * (as QEMU's memory-backend-file), handed over with its memfd */
 	if (o->role == ROLE_SOURCE || o->mode == FL_MODE_MINOR || o->hugetlb) {
-		unsigned flags = MFD_CLOEXEC | (o->hugetlb ? MFD_HUGETLB | MFD_HUGE_2MB : 0);
+		unsigned flags = MFD_CLOEXEC | (!o->hugetlb ? 0 : o->huge_sz == HUGE_SZ ?
+						 MFD_HUGETLB | MFD_HUGE_2MB : MFD_HUGETLB | MFD_HUGE_1GB);
 
 		c->memfd = memfd_create(o->role == ROLE_SOURCE ? "migrate-vm-source" : "migrate-vm-target",
 					flags);
@@ -1290,7 +1304,7 @@ static void print_vm_line(struct migrate_vm_ctx *c)
 	fprintf(f, "{\"event\":\"vm\",\"role\":\"%s\",\"cpu\":\"%s\",\"pid\":%d,\"addr\":\"0x%"
 		PRIxPTR "\",\"length\":%zu,\"page_size\":%lu,\"backing_page_size\":%lu,\"vcpus\":%u,"
 		"\"control_pages\":[", o->role == ROLE_SOURCE ? "source" : "target", cpu_name(o), getpid(),
-		(uintptr_t)c->mem, c->mem_len, PAGE_SZ, o->hugetlb ? HUGE_SZ : PAGE_SZ, o->vcpus);
+		(uintptr_t)c->mem, c->mem_len, PAGE_SZ, o->hugetlb ? o->huge_sz : PAGE_SZ, o->vcpus);
 	for (unsigned i = 0; i < o->vcpus; i++)
 		fprintf(f, "%s%" PRIu64, i ? "," : "", c->vcpu[i].control_page);
 	fprintf(f, "],\"control_offset\":%d,\"uffd_fd\":%d,\"memfd_fd\":%d,\"uffd_features\":\"0x%"
