@@ -493,6 +493,23 @@ static void report(struct fl_correlator *c, struct fl_race *r, const struct fl_e
 		c->ops.race(c->ops.arg, r);
 }
 
+/* The fault's message was read (e): by whom, through which uffd; the first read is its notify. */
+static void read_by(struct fl_episode *ep, const struct fl_event *e)
+{
+	const struct fl_ev_notify *n = &e->notify;
+
+	if (!ep->notify_ts) {
+		ep->notify_ts = e->ts;
+		ep->read_pid = e->pid;
+		ep->read_tid = e->tid;
+	}
+	ep->notifies++;
+	ep->ctx = n->ctx;
+	ep->uffd = (int32_t)n->fd;
+	ep->handler_pid = e->pid;
+	ep->confirmed = true;
+}
+
 static void on_notify(struct fl_correlator *c, const struct fl_event *e)
 {
 	const struct fl_ev_notify *n = &e->notify;
@@ -552,14 +569,7 @@ static void on_notify(struct fl_correlator *c, const struct fl_event *e)
 	} else if (ep && ep->state == ST_HELD && placed(ep) && !ep->notify_ts &&
 		   !(n->pf_ts && ep->pf_ts && n->pf_ts != ep->pf_ts)) {
 		/* the late read of a fault that already ended: attach it and close */
-		ep->notify_ts = e->ts;
-		ep->read_pid = e->pid;
-		ep->read_tid = e->tid;
-		ep->notifies++;
-		ep->ctx = n->ctx;
-		ep->uffd = (int32_t)n->fd;
-		ep->handler_pid = e->pid;
-		ep->confirmed = true;
+		read_by(ep, e);
 		c->late_notifies++;
 		finalize(c, ep);
 		return;
@@ -593,16 +603,7 @@ static void on_notify(struct fl_correlator *c, const struct fl_event *e)
 	if (!ep)
 		return;
 	ep->addr = addr;
-	ep->confirmed = true;
-	if (!ep->notify_ts) {
-		ep->notify_ts = e->ts;
-		ep->read_pid = e->pid;
-		ep->read_tid = e->tid;
-	}
-	ep->notifies++;
-	ep->ctx = n->ctx;
-	ep->uffd = (int32_t)n->fd;
-	ep->handler_pid = e->pid;
+	read_by(ep, e);
 	if (!ep->mm)
 		ep->mm = n->mm;
 	ep->mode = n->flags & UFFD_PAGEFAULT_FLAG_WP ? FL_FAULT_WP :
