@@ -50,7 +50,7 @@ REPORT   := $(wildcard src/report/*.c)
 PROTO    := src/migrate/faultline.proto
 PB_GEN   := $(OUT)/faultline.pb-c.c $(OUT)/faultline.pb-c.h
 LIBFL    := $(wildcard src/migrate/router*.c src/migrate/handover*.c) \
-            $(addprefix src/migrate/,wire.c statemap.c journal.c tls.c netaddr.c)
+            $(addprefix src/migrate/,wire.c statemap.c journal.c tls.c netaddr.c regions.c)
 SOURCE   := $(wildcard src/migrate/source*.c)
 
 LIBFL_OBJS := $(call obj,$(LIBFL)) $(OBJ)/faultline.pb-c.o
@@ -181,12 +181,12 @@ FUZZ_TARGETS := frame router journal history handover control source report
 fuzz_frame_SRCS    := src/migrate/wire.c src/migrate/statemap.c $(OUT)/faultline.pb-c.c
 fuzz_router_SRCS   := $(wildcard src/migrate/router*.c) src/migrate/wire.c src/migrate/statemap.c \
                       src/migrate/journal.c src/migrate/tls.c src/migrate/netaddr.c \
-                      $(OUT)/faultline.pb-c.c
+                      src/migrate/regions.c $(OUT)/faultline.pb-c.c
 fuzz_journal_SRCS  := src/migrate/journal.c
 fuzz_history_SRCS  := $(wildcard src/exporter/history*.c) src/trace/output.c src/trace/correlator.c \
                       src/common/jsonstr.c
 fuzz_handover_SRCS := $(wildcard src/migrate/handover*.c) src/migrate/wire.c \
-                      src/migrate/statemap.c \
+                      src/migrate/statemap.c src/migrate/regions.c \
                       $(OUT)/faultline.pb-c.c
 fuzz_control_SRCS  := $(SOURCE) $(LIBFL) src/common/jsonstr.c $(OUT)/faultline.pb-c.c
 fuzz_source_SRCS   := $(fuzz_control_SRCS)

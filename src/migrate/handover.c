@@ -10,7 +10,6 @@
  * Sends use MSG_NOSIGNAL: a VMM must not die of SIGPIPE because its router
  * went away (that is exactly the case where it has to stay up and wait).
  */
-#include <stdbool.h>
 #include "handover_int.h"
 /* -1: no deadline. */
 int64_t fl_ho_deadline_in(int timeout_ms)
@@ -257,80 +256,6 @@ bool fl_ho_is_pow2(uint64_t x)
 int fl_ho_wire_errno(uint32_t code)
 {
 	return code > 0 && code < 4096 ? -(int)code : -EPROTO;
-}
-
-/*
- * The page size of the mapping at addr in process pid (0: this one), from
- * /proc/PID/smaps' KernelPageSize (MAP_HUGETLB memory has no memfd to ask).
- * 0 where the address is not mapped or smaps can't be read.
- */
-long fl_ho_mapping_page_size(int pid, uint64_t addr)
-{
-	char path[64], line[256];
-	bool in = false;
-	long kb = 0;
-	FILE *f;
-
-	if (pid > 0)
-		snprintf(path, sizeof(path), "/proc/%d/smaps", pid);
-	else
-		snprintf(path, sizeof(path), "/proc/self/smaps");
-	f = fopen(path, "re");
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long long lo, hi;
-
-		/* a VMA header: "lo-hi perms ..."; the fields follow it */
-		if (sscanf(line, "%llx-%llx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
-			in = addr >= lo && addr < hi;
-			continue;
-		}
-		if (in && sscanf(line, "KernelPageSize: %ld kB", &kb) == 1)
-			break;
-	}
-	fclose(f);
-	return kb > 0 ? kb * 1024 : 0;
-}
-
-/*
- * Page size of the VMM's regions: the system's, or the huge page size when
- * the memfds live on hugetlbfs (st_blksize there is the huge page size); a
- * region without a memfd (MAP_HUGETLB, anonymous memory) is asked of the
- * mapping itself in process pid (0: this one).  Every region must agree:
- * one router, one page size.
- */
-long fl_ho_regions_page_size(const struct fl_region *rg, unsigned n, int pid, char *err,
-			     size_t errlen)
-{
-	long sys = sysconf(_SC_PAGESIZE), ps = 0;
-
-	for (unsigned i = 0; i < n; i++) {
-		long p = sys;
-		if (rg[i].memfd >= 0) {
-			struct statfs sfs;
-			struct stat st;
-			if (fstatfs(rg[i].memfd, &sfs) < 0 || fstat(rg[i].memfd, &st) < 0) {
-				int e = errno;
-				fl_errmsg(err, errlen, "region %u: memfd %d: %s", i, rg[i].memfd, strerror(e));
-				return -e;
-			}
-			if ((unsigned long)sfs.f_type == HUGETLBFS_MAGIC)
-				p = (long)st.st_blksize;
-		} else {
-			long m = fl_ho_mapping_page_size(pid, (uint64_t)(uintptr_t)rg[i].base);
-
-			if (m > sys)
-				p = m;
-		}
-		if (ps && p != ps) {
-			fl_errmsg(err, errlen, "regions mix page sizes (%ld and %ld bytes); hand over "
-			       "each page size through its own router", ps, p);
-			return -EINVAL;
-		}
-		ps = p;
-	}
-	return ps ? ps : sys;
 }
 
 /* Pairwise: at most FL_WIRE_MAX_REGIONS, so O(n^2) is nothing. */

@@ -41,10 +41,7 @@ int fl_handover_accept(int lsock, struct fl_handover_recv *out, int timeout_ms,
 #define FL_HANDOVER_NEED_MEMFD 1u
 int fl_handover_accept_flags(int lsock, struct fl_handover_recv *out, unsigned flags,
 			     int timeout_ms, char *err, size_t errlen);
-/* Page size of the mapping at addr in process pid (0: this one): its smaps
- * KernelPageSize, so hugetlbfs / MAP_HUGETLB memory says its huge page
- * size; 0 where the address is not mapped or smaps can't be read. */
-long fl_ho_mapping_page_size(int pid, uint64_t addr);
+
 /* Ask the VMM to zap pages [first, first+n) of region; waits for its answer
  * (0 or the VMM's -errno; -ETIMEDOUT, -ECONNRESET).  Caution: if the uffd has
  * UFFD_FEATURE_EVENT_REMOVE, the VMM's madvise() blocks until the REMOVE

@@ -33,9 +33,6 @@
 #ifndef F_GET_SEALS
 #define F_GET_SEALS 1034
 #endif
-#ifndef HUGETLBFS_MAGIC
-#define HUGETLBFS_MAGIC 0x958458f6
-#endif
 
 /* A connected peer sends its Hello (or its answer) at once; a silent one is broken. */
 #define HELLO_TIMEOUT_MS 10000
@@ -77,8 +74,7 @@ bool fl_ho_is_pow2(uint64_t x);
 
 int fl_ho_wire_errno(uint32_t code);
 
-long fl_ho_regions_page_size(const struct fl_region *rg, unsigned n, int pid, char *err,
-			     size_t errlen);
+
 
 int fl_ho_check_overlap(const uint64_t *start, const uint64_t *len, unsigned n,
 			 char *err, size_t errlen);

@@ -5,6 +5,7 @@
  * asking the VMM to zap pages.
  */
 #include "handover_int.h"
+#include "regions.h"
 
 /* ------------------------------------------------------------------------ */
 /* router side                                                               */
@@ -219,20 +220,17 @@ static int take_hello(const fl_frame *f, struct fd_bag *bag, struct fl_handover_
 		const Faultline__Wire__Region *rg = h->regions[i];
 		int mfd = -1;
 		if (rg->has_memfd) {
-			struct statfs sfs;
 			struct stat st;
 			mfd = bag->fd[next++];
 			/* F_GET_SEALS works exactly on shmem and hugetlbfs files: what
 			 * MINOR mode can CONTINUE on (memfds, and /dev/shm files). */
-			if (fcntl(mfd, F_GET_SEALS) < 0 || fstat(mfd, &st) < 0 ||
-			    fstatfs(mfd, &sfs) < 0) {
+			if (fcntl(mfd, F_GET_SEALS) < 0 || fstat(mfd, &st) < 0) {
 				fd_link(mfd, link, sizeof(link));
 				fl_errmsg(err, errlen, "the descriptor for region %zu is %.200s, not a memfd "
 				       "(shmem or hugetlbfs)", i, link);
 				return -EBADF;
 			}
-			uint64_t fps = (unsigned long)sfs.f_type == HUGETLBFS_MAGIC ?
-				       (uint64_t)st.st_blksize : (uint64_t)sys;
+			uint64_t fps = (uint64_t)fl_file_page_size(mfd);
 			if (fps != ps) {
 				fl_errmsg(err, errlen, "region %zu: its memfd has %" PRIu64 "-byte pages, the "
 				       "handover says %" PRIu64, i, fps, ps);

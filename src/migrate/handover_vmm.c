@@ -5,6 +5,7 @@
  * the router's zap requests (madvise on the VMM's own mappings).
  */
 #include "handover_int.h"
+#include "regions.h"
 
 /* ------------------------------------------------------------------------ */
 /* VMM side                                                                  */
@@ -72,7 +73,7 @@ int fl_handover(const char *socket_path, int uffd, enum fl_uffd_mode mode,
 		       FL_WIRE_MAX_REGIONS);
 		return -EINVAL;
 	}
-	long ps = fl_ho_regions_page_size(regions, nregions, 0, err, errlen);
+	long ps = fl_regions_page_size(regions, nregions, 0, err, errlen);
 	if (ps < 0)
 		return (int)ps;
 
@@ -265,7 +266,7 @@ static int zap_watching(int sock, void *addr, size_t len)
 
 int fl_handover_serve(int sock, const struct fl_region *regions, unsigned nregions)
 {
-	long ps = fl_ho_regions_page_size(regions, nregions, 0, NULL, 0);
+	long ps = fl_regions_page_size(regions, nregions, 0, NULL, 0);
 
 	if (ps < 0)
 		return (int)ps;

@@ -36,7 +36,7 @@
  * changing, retried once its UFFD events are read).
  */
 #include "router_int.h"
-#include "handover_int.h"
+#include "regions.h"
 void fl_rt_set_err(struct fl_router *r, const char *fmt, ...)
 {
 	va_list ap;
@@ -382,7 +382,7 @@ int fl_router_create(const struct fl_router_config *cfg, struct fl_router **out,
 		return -EINVAL;
 	}
 	/* hugetlbfs guests: the huge page is the unit of every placement */
-	ps = fl_ho_regions_page_size(cfg->regions, cfg->nregions, cfg->vmm_pid, err, errlen);
+	ps = fl_regions_page_size(cfg->regions, cfg->nregions, cfg->vmm_pid, err, errlen);
 	if (ps < 0)
 		return (int)ps;
 	r = calloc(1, sizeof(*r));

@@ -4,6 +4,7 @@
  * the regions (from --pid/--range or a VMM's handover), dirty tracking.
  */
 #include "source_int.h"
+#include "regions.h"
 
 /* ---- set-up ---------------------------------------------------------- */
 
@@ -162,7 +163,7 @@ static int regions_from_pid(struct src *s)
 	s->nreg = cfg->nranges;
 	for (unsigned i = 0; i < s->nreg; i++) {
 		/* hugetlbfs guests: every range served in its mapping's huge pages */
-		long ps = fl_ho_mapping_page_size(cfg->pid, cfg->ranges[i].addr);
+		long ps = fl_mapping_page_size(cfg->pid, cfg->ranges[i].addr);
 
 		if (ps <= 0)
 			ps = (long)sysconf(_SC_PAGESIZE);
