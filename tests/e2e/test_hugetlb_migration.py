@@ -208,7 +208,33 @@ def test_hugetlb_1g_missing():
     gib_page("missing")
 
 
+def test_hugetlb_vmm_handover_source():
+    """faultline source --vmm-socket on a hugetlbfs memfd a VMM handed over
+    (wire-client mem --hugetlb --handover): served in 2 MiB pages; the
+    target's image equals the memfd byte for byte, the pages written after
+    precopy (and only those) are DIRTY."""
+    import test_source as ts
+    ts.setup()
+    with tap.HugePages(24), ts.VmmSource("--switchover-on-command",
+                                         mem_args=("--hugetlb", "--pages", "16")) as src:
+        m = src.mem
+        assert m.ps == HUGE and src.ready["page_size"] == HUGE, src.ready
+        t = ts.Target(src, "--precopy", "--pause-at", "precopy_done")
+        pre = t.out.next_event(lambda e: e["event"] == "precopy_done")
+        assert pre["pages"] == 16 - 2, pre  # every 8th page is a hole
+        t.wait_paused("precopy_done")
+        written = [3, 7, 9]  # 7 was a hole
+        assert m.cmd("dirty " + ",".join(map(str, written))) == "ok"
+        t.resume()
+        r = src.control("--switchover-now")
+        assert r.returncode == 0, r
+        rc, evs, summ = t.finish()
+        assert rc == 0, evs[-5:]
+        assert summ["dirty"] == len(written) and summ["missing"] == 0, summ
+        assert t.image() == m.memfd(), "target image differs from the handed-over hugetlbfs memfd"
+
+
 if __name__ == "__main__":
     tap.main([test_hugetlb_minor, test_hugetlb_missing, test_hugetlb_discard_missing,
               test_hugetlb_discard_minor, test_hugetlb_router_killed_and_restarted_minor,
-              test_hugetlb_1g_minor, test_hugetlb_1g_missing])
+              test_hugetlb_1g_minor, test_hugetlb_1g_missing, test_hugetlb_vmm_handover_source])

@@ -10,6 +10,7 @@
  *       {"event":"mem","pid",...,"addr","memfd_fd",...}, then obeys stdin:
  *       "dirty P[,P..]" (new pattern), "zero P", "touch P" (-> ok | sigbus),
  *       "poison P" (UFFDIO_POISON by itself), "quit".
+ *       --hugetlb: the memfd is on 2 MiB hugetlbfs pages (so are P's pages).
  *       --handover PATH: also hand the memfd region over like a VMM
  *       (fl_handover(), MISSING mode) to `faultline source --vmm-socket
  *       PATH`, keeping the connection open; --handover-anon adds the
@@ -133,6 +134,7 @@ static int mem_main(int argc, char **argv)
 	char line[8192], herr[512] = "";
 	const char *handover = NULL;
 	bool ho_anon = false, ho_no_memfd = false;
+	volatile bool hugetlb = false;	/* read after the SIGBUS siglongjmp */
 	int ho_sock = -1;
 
 	for (int i = 0; i < argc; i++) {
@@ -140,6 +142,8 @@ static int mem_main(int argc, char **argv)
 			m.pages = strtoul(argv[++i], NULL, 10);
 		else if (!strcmp(argv[i], "--handover") && i + 1 < argc)
 			handover = argv[++i];
+		else if (!strcmp(argv[i], "--hugetlb"))
+			hugetlb = true, m.ps = 2u << 20;
 		else if (!strcmp(argv[i], "--handover-anon"))
 			ho_anon = true;
 		else if (!strcmp(argv[i], "--handover-no-memfd"))
@@ -155,7 +159,9 @@ static int mem_main(int argc, char **argv)
 	m.gen = calloc(m.pages, sizeof(*m.gen));
 	m.populated = calloc(m.pages, 1);
 	m.scratch = malloc(m.ps);
-	m.memfd = memfd_create("guest", MFD_CLOEXEC);
+	if (hugetlb)
+		api.features |= UFFD_FEATURE_MISSING_HUGETLBFS;
+	m.memfd = memfd_create("guest", MFD_CLOEXEC | (hugetlb ? MFD_HUGETLB : 0));
 	if (m.memfd < 0 || ftruncate(m.memfd, (off_t)(m.pages * m.ps)))
 		die("memfd: %s", strerror(errno));
 	m.base = mmap(NULL, m.pages * m.ps, PROT_READ | PROT_WRITE, MAP_SHARED, m.memfd, 0);
@@ -235,8 +241,19 @@ static int mem_main(int argc, char **argv)
 				/* a hole: touching it would fault into our own uffd, which
 				 * nobody serves; fill the page cache through the file */
 				fill(m.scratch, m.ps, p, ++m.gen[p]);
-				if (pwrite(m.memfd, m.scratch, m.ps, (off_t)(p * m.ps)) != (ssize_t)m.ps)
+				if (hugetlb) {
+					/* hugetlbfs has no write(): place it through our uffd */
+					struct uffdio_copy c = {
+						.dst = (uintptr_t)(m.base + p * m.ps),
+						.src = (uintptr_t)m.scratch, .len = m.ps,
+					};
+
+					if (ioctl(m.uffd, UFFDIO_COPY, &c))
+						die("UFFDIO_COPY: %s", strerror(errno));
+				} else if (pwrite(m.memfd, m.scratch, m.ps, (off_t)(p * m.ps)) !=
+					   (ssize_t)m.ps) {
 					die("pwrite: %s", strerror(errno));
+				}
 				m.populated[p] = 1;
 			}
 			puts("ok");
