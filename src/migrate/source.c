@@ -155,7 +155,7 @@ static void summary(struct src *s)
 			",\"dirty_tracking\":\"%s\",\"duration_s\":%.3f}\n",
 			s->switched ? "true" : "false", s->vm_stopped ? "true" : "false",
 			s->vm_resumed ? "true" : "false", s->connections, s->protocol_errors,
-			s->softdirty ? "soft-dirty" : "hash", dur);
+			src_dirty_name(s), dur);
 		src_out_end(s);
 		return;
 	}
@@ -540,6 +540,7 @@ void src_cleanup(struct src *s)
 		close(s->vmm_lfd);
 		unlink(s->cfg->vmm_socket);
 	}
+	src_dirty_free(s);	/* before the handed-over uffd it may use is closed */
 	fl_handover_close(&s->ho);
 	for (unsigned i = 0; i < FL_WIRE_MAX_REGIONS; i++) {
 		struct region *r = &s->reg[i];
@@ -610,6 +611,7 @@ int fl_source_run(const struct fl_source_config *cfg)
 			tell_targets(s, ret);
 		}
 		src_release_vm(s);
+		src_dirty_release(s);
 		summary(s);
 		if (ret == -EINTR && s->completed)	/* --keep-serving ended by the user */
 			ret = 0;
