@@ -22,7 +22,8 @@ import tempfile
 import time
 
 from tap import BUILD, FAULTLINE, Skip, main
-from test_source import Lines, Mem, Source, Target, events, run_source_expect_error, setup
+from test_source import (Lines, Mem, Source, Target, VmmSource, run_source_expect_error,
+                         setup)
 
 MIGRATE_VM = os.path.join(BUILD, "migrate-vm")
 
@@ -220,6 +221,54 @@ def test_wire_client_exact_set_with_discard_zero_poison():
         {k: v for k, v in res["hash"].items() if k != (0, 60)}
 
 
+def test_vmm_handover_wp():
+    """--vmm-socket: auto keeps hashes (the memfds may be written through other
+    mappings) and says so; --dirty wp uses the handed-over uffd's WP_ASYNC through
+    the VMM's pagemap (pid from SO_PEERCRED): exactly the written pages are DIRTY."""
+    setup()
+    with VmmSource("--switchover-on-command", mem_args=("--pages", "64", "--wp-async")) as src:
+        assert src.ready["dirty_tracking"] == "hash", src.ready
+        assert "--dirty wp" in src.ready["dirty_tracking_why"], src.ready
+    with VmmSource("--switchover-on-command", "--dirty", "wp",
+                   mem_args=("--pages", "512", "--wp-async")) as src, \
+            tempfile.TemporaryDirectory() as d:
+        m = src.mem
+        assert src.ready["dirty_tracking"] == "wp", src.ready
+        assert "handed-over" in src.ready["dirty_tracking_why"], src.ready
+        t = Target(src, "--precopy", "--map", os.path.join(d, "map"))
+        src.out.next_event(lambda e: e["event"] == "precopy_done")
+        written = [3, 200, 201, 510]
+        assert m.cmd("dirty " + ",".join(map(str, written))) == "ok"
+        assert m.cmd("zero 20") == "ok"
+        assert src.control("--switchover-now").returncode == 0
+        rc, evs, summ = t.finish()
+        assert rc == 0 and summ["missing"] == 0, summ
+        st = read_map(os.path.join(d, "map"))
+        assert pages_in(st, "dirty") == set(written), sorted(pages_in(st, "dirty"))
+        assert st.get((0, 20)) == "zero"
+        assert t.image() == m.memfd(), "target image differs from the handed-over memfd"
+    # a handed-over uffd without WP_ASYNC: the source says what is missing and exits
+    with tempfile.TemporaryDirectory() as d:
+        vmm = os.path.join(d, "vmm")
+        p = subprocess.Popen([FAULTLINE, "source", "--vmm-socket", vmm, "--listen", "127.0.0.1:0",
+                              "--dirty", "wp", "--no-stop"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 20
+            while not os.path.exists(vmm):
+                assert p.poll() is None and time.monotonic() < deadline, "no --vmm-socket"
+                time.sleep(0.05)
+            with Mem("--handover", vmm, "--pages", "16"):
+                out, err = p.communicate(timeout=30)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        assert p.returncode != 0, (out, err)
+        assert "--dirty wp: the handed-over userfaultfd lacks UFFD_FEATURE_WP_ASYNC" in err, err
+        assert "or use --dirty hash" in err, err
+
+
 def test_dirty_wp_impossible_is_a_clear_error():
     """--dirty wp where the VMM's userfaultfd lacks WP_ASYNC (or there is none): the
     error names what is missing and what to do."""
@@ -248,5 +297,5 @@ def test_dirty_wp_impossible_is_a_clear_error():
 
 if __name__ == "__main__":
     main([test_guest_writes_after_precopy, test_auto_picks_wp_and_releases_it,
-          test_wire_client_exact_set_with_discard_zero_poison,
+          test_wire_client_exact_set_with_discard_zero_poison, test_vmm_handover_wp,
           test_dirty_wp_impossible_is_a_clear_error])
