@@ -28,10 +28,14 @@
  * memfds (markers, kpageflags, soft-dirty); without it a punched + poisoned
  * page just reads as a hole, so the injected set is what remembers it.
  *
- * Dirty tracking: the pagemap soft-dirty bit after `clear_refs 4` where the
- * kernel has CONFIG_MEM_SOFT_DIRTY (probed on ourselves at start), else a
- * 64-bit keyed hash of every page as sent in precopy, compared at
- * switchover (exact: "dirty" then means "differs from the target's copy").
+ * Dirty tracking (source_dirty.c): userfaultfd write-protection in async
+ * mode through the VMM's own userfaultfd, read with PAGEMAP_SCAN (each
+ * precopy window protected just before it is read; the switchover reads only
+ * the written pages), where that uffd has WP_ASYNC; else the pagemap
+ * soft-dirty bit after `clear_refs 4` where the kernel has
+ * CONFIG_MEM_SOFT_DIRTY (probed on ourselves at start), else a 64-bit keyed
+ * hash of every page as sent in precopy, compared at switchover (exact:
+ * "dirty" then means "differs from the target's copy").
  *
  * Flow control: requests are parsed only while the connection's writer has
  * less than RD_HIGH pending (the rest waits in the socket: TCP pushes back
