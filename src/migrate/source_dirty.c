@@ -26,10 +26,10 @@
  *     keeps a write-protect marker — but it reads zero now);
  *   - everything else is as precopy saw it: CLEAN if sent, else ZERO.
  *
- * The kernel's page-table walk skips unpopulated page tables, and the
- * answer is ranges, so a round costs in proportion to the populated page
- * tables plus the written pages, not to the bytes of guest memory (hashing
- * reads and hashes every populated byte).
+ * The answer is ranges and the kernel only walks page tables, so a round
+ * costs a few ns per page of guest (protecting a never-touched shmem page
+ * leaves a marker PTE, so every PTE is walked) plus the written pages, not a
+ * read of every byte (hashing reads and hashes all of it, holes included).
  *
  * What it does not see, like soft-dirty: writes that don't go through the
  * VMM's page tables — write(2) or fallocate on a guest memfd, another

@@ -8,9 +8,10 @@
  * migrate-vm's), of which --populated-gib is touched (every k-th 2 MiB
  * chunk, so the populated page tables are spread over the whole range), and a
  * userfaultfd with UFFD_FEATURE_WP_ASYNC registered MODE_WP over it.  Each
- * repetition the child writes --percent of all pages (random pages anywhere:
- * a write to a never-touched page populates it), then one round of each
- * method finds them, in alternating order:
+ * repetition the child writes --percent of all the guest's pages (random
+ * pages of its populated chunks: its working set), then one round of each
+ * method finds them, in alternating order, and an empty wp round (nothing
+ * written since) gives the floor: the walk of the guest's page tables.
  *
  *   wp    PAGEMAP_SCAN(PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC) over the
  *         8 GiB for PAGE_IS_WRITTEN: the written pages, protected again
@@ -23,9 +24,12 @@
  *
  * Both must find exactly the pages written (checked every round: exit 1
  * otherwise).  Hashing reads every byte of the 8 GiB — holes read as zeros
- * through the file — so its cost is per GiB of guest, populated or not;
- * write-protection walks the populated page tables and reports the written
- * pages, so its cost follows those.
+ * through the file — so its cost is per GiB of guest, populated or not.
+ * Write-protection walks the page tables and reports the written pages as
+ * ranges; protecting a never-touched shmem page leaves a marker PTE (so that
+ * its first write shows), so after the first round the walk covers every
+ * PTE of the guest: a floor of a few ns per page of guest, plus the written
+ * pages.
  *
  *   bench-dirty [--gib N] [--populated-gib N] [--percent P[,P...]] [--rounds N]
  */
@@ -52,7 +56,7 @@
 #define WINDOW 512		/* pages per read, as the source's SCAN_PAGES */
 #define VEC 4096
 
-static uint64_t npages;
+static uint64_t npages, stride;	/* every stride-th 2 MiB chunk is populated */
 static uint8_t *gmem;		/* the child's mapping (same address in the parent's view) */
 static int cmd_rd, ack_wr;	/* child side */
 
@@ -88,7 +92,8 @@ static void child_loop(void)
 		uint64_t s = msg[1];
 
 		for (uint64_t i = 0; i < msg[0]; i++) {
-			uint64_t p = rnd(&s) % npages, v = rnd(&s) | 1;
+			uint64_t ch = rnd(&s) % (npages / 512 / stride) * stride;
+			uint64_t p = ch * 512 + rnd(&s) % 512, v = rnd(&s) | 1;
 
 			memcpy(gmem + p * PS + (v & 0xff8), &v, 8);
 		}
@@ -184,10 +189,9 @@ static uint64_t hash_round(struct ctx *c, uint8_t *changed)
 
 int main(int argc, char **argv)
 {
-	double gib = 8, populated = 1, pct[8] = { 1, 0.1 };
-	int npct = 2, rounds = 7, sv[2], av[2];
+	double gib = 8, populated = 1, pct[8] = { 5, 1, 0.1 };
+	int npct = 3, rounds = 7, sv[2], av[2];
 	struct ctx *c = calloc(1, sizeof(*c));
-	uint64_t stride;
 
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--gib") && i + 1 < argc) {
@@ -210,7 +214,7 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (!c || rounds < 1 || gib <= 0 || populated < 0 || populated > gib)
+	if (!c || rounds < 1 || gib <= 0 || populated <= 0 || populated > gib)
 		return 2;
 	npages = (uint64_t)(gib * (1 << 30)) / PS / WINDOW * WINDOW;
 
@@ -224,7 +228,7 @@ int main(int argc, char **argv)
 	gmem = mmap(NULL, npages * PS, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
 	if (gmem == MAP_FAILED)
 		die("mmap");
-	stride = populated > 0 ? (uint64_t)(gib / populated + 0.5) : 0;
+	stride = (uint64_t)(gib / populated + 0.5);
 	c->pid = fork();
 	if (c->pid < 0)
 		die("fork");
@@ -239,7 +243,7 @@ int main(int argc, char **argv)
 		cmd_rd = sv[0];
 		ack_wr = av[1];
 		/* populate: every stride-th 2 MiB chunk, each page a non-zero pattern */
-		for (uint64_t ch = 0; stride && ch < npages / 512; ch += stride)
+		for (uint64_t ch = 0; ch < npages / 512; ch += stride)
 			for (uint64_t p = ch * 512; p < ch * 512 + 512; p++)
 				for (unsigned w = 0; w < PS / 8; w += 64)
 					((uint64_t *)(gmem + p * PS))[w] = rnd(&s) | 1;
@@ -277,13 +281,13 @@ int main(int argc, char **argv)
 	hash_round(c, NULL);
 	printf("bench-dirty: %.1f GiB guest (%" PRIu64 " pages), %.2f GiB populated (every %" PRIu64
 	       "th 2 MiB chunk); %d rounds per fraction, wp and hash interleaved\n", gib, npages,
-	       stride ? (double)(npages / 512 / stride) * 2 / 1024 : 0.0, stride, rounds);
+	       (double)((npages / 512 + stride - 1) / stride) * 2 / 1024, stride, rounds);
 
 	int fail = 0;
 
 	for (int f = 0; f < npct; f++) {
 		uint64_t want = (uint64_t)((double)npages * pct[f] / 100);
-		double twp[64], thash[64];
+		double twp[64], thash[64], tfloor[64];
 		uint64_t fwp = 0, fhash = 0;
 
 		if (rounds > 64)
@@ -313,27 +317,25 @@ int main(int argc, char **argv)
 					": the sets differ\n", fwp, fhash);
 				fail = 1;
 			}
-		}
-		double mw = median(twp, rounds), mh = median(thash, rounds);
-
-		printf("  %5.2f%% written (%" PRIu64 " writes, %" PRIu64 " distinct pages last round):\n"
-		       "      wp   (PAGEMAP_SCAN, read+reset)  %9.2f ms/round  (%.3f us per written page)\n"
-		       "      hash (pagemap+pread+hash)        %9.2f ms/round  (%.1f ms per GiB of guest)\n"
-		       "      wp is %.0fx faster\n", pct[f], want, fwp, mw,
-		       fwp ? mw * 1000 / (double)fwp : 0.0, mh, mh / gib, mh / mw);
-	}
-	{
-		/* the floor of a wp round: nothing written */
-		double t[64];
-
-		for (int r = 0; r < rounds; r++) {
+			/* the floor: a wp round with nothing written since */
+			memset(c->bits, 0, npages / 8 + 1);
 			double t0 = now_ms();
 
-			wp_round(c);
-			t[r] = now_ms() - t0;
+			if (wp_round(c)) {
+				fprintf(stderr, "bench-dirty: pages written while nobody wrote\n");
+				fail = 1;
+			}
+			tfloor[r] = now_ms() - t0;
 		}
-		printf("  nothing written: wp round %.3f ms (the walk of the populated page tables)\n",
-		       median(t, rounds));
+		double mw = median(twp, rounds), mh = median(thash, rounds), mf = median(tfloor, rounds);
+
+		printf("  %5.2f%% of the guest written (%" PRIu64 " writes, %" PRIu64 " distinct pages "
+		       "last round):\n"
+		       "      wp   (PAGEMAP_SCAN, read+reset)  %9.2f ms/round = %.2f ms walk of the "
+		       "page tables + %.3f us per written page\n"
+		       "      hash (pagemap+pread+hash)        %9.2f ms/round (%.1f ms per GiB of guest)\n"
+		       "      wp is %.0fx faster\n", pct[f], want, fwp, mw, mf,
+		       fwp ? (mw - mf) * 1000 / (double)fwp : 0.0, mh, mh / gib, mh / mw);
 	}
 	close(c->cmd_wr);
 	kill(c->pid, SIGKILL);
