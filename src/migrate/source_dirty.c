@@ -629,6 +629,8 @@ int src_dirty_classify(struct src *s, unsigned ri)
 	while (at < end) {
 		/* written, or not present: (categories ^ PRESENT) & (WRITTEN|PRESENT) */
 		struct pm_scan_arg a = {
+			/* EPERM where a VMA lost async WP: its pages can't be trusted */
+			.flags = PM_SCAN_CHECK_WPASYNC,
 			.start = at, .end = end,
 			.category_inverted = PAGE_IS_PRESENT,
 			.category_anyof_mask = PAGE_IS_WRITTEN | PAGE_IS_PRESENT,

@@ -78,7 +78,7 @@ static int stop_vm(struct src *s)
 static int classify(struct src *s)
 {
 	bool sd = s->softdirty && s->sd_cleared && s->precopy_valid;
-	bool hashed = !s->softdirty && s->precopy_valid;
+	bool hashed = s->dirty == FL_DIRTY_HASH && s->precopy_valid;
 	bool wp = s->dirty == FL_DIRTY_WP && s->precopy_valid;
 
 	s->n_clean = s->n_dirty = s->n_zero = s->n_poisoned_map = 0;

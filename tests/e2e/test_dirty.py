@@ -269,6 +269,31 @@ def test_vmm_handover_wp():
         assert "or use --dirty hash" in err, err
 
 
+def test_tracking_lost_reads_everything():
+    """The VMM unregisters guest memory between precopy and switchover: the
+    write-protection is gone (PAGEMAP_SCAN: EPERM). The source says so and the
+    switchover reads every page: every non-zero page is DIRTY, none is missed."""
+    setup()
+    with Mem("--pages", "128", "--wp-async") as m, \
+            Source(m, "--switchover-on-command", "--no-stop") as src, \
+            tempfile.TemporaryDirectory() as d:
+        assert src.ready["dirty_tracking"] == "wp", src.ready
+        t = Target(src, "--precopy", "--map", os.path.join(d, "map"))
+        src.out.next_event(lambda e: e["event"] == "precopy_done")
+        assert m.cmd("dirty 3,4") == "ok"
+        assert m.cmd("unregister") == "ok"
+        assert m.cmd("dirty 5") == "ok"
+        assert src.control("--switchover-now").returncode == 0
+        lost = event(src.out, lambda e: e["event"] == "dirty_tracking_lost")
+        assert "EPERM" in lost["reason"], lost
+        rc, evs, summ = t.finish()
+        assert rc == 0 and summ["missing"] == 0, summ
+        st = read_map(os.path.join(d, "map"))
+        holes = {p for p in range(128) if p % 8 == 7}
+        assert pages_in(st, "dirty") == set(range(128)) - holes, sorted(pages_in(st, "dirty"))
+        assert t.image() == m.memfd()
+
+
 def test_dirty_wp_impossible_is_a_clear_error():
     """--dirty wp where the VMM's userfaultfd lacks WP_ASYNC (or there is none): the
     error names what is missing and what to do."""
@@ -298,4 +323,5 @@ def test_dirty_wp_impossible_is_a_clear_error():
 if __name__ == "__main__":
     main([test_guest_writes_after_precopy, test_auto_picks_wp_and_releases_it,
           test_wire_client_exact_set_with_discard_zero_poison, test_vmm_handover_wp,
+          test_tracking_lost_reads_everything,
           test_dirty_wp_impossible_is_a_clear_error])

@@ -11,7 +11,8 @@
  *       "dirty P[,P..]" (new pattern), "zero P", "touch P" (-> ok | sigbus),
  *       "poison P" (UFFDIO_POISON by itself), "discard P" (MADV_REMOVE through
  *       the mapping, as a balloon does), "same P" (write each page's own
- *       contents back: a write that changes nothing), "quit".
+ *       contents back: a write that changes nothing), "unregister" (the
+ *       whole memfd range off the userfaultfd), "quit".
  *       --wp-async: the userfaultfd also has UFFD_FEATURE_WP_ASYNC, so
  *       `faultline source` can track writes with write-protection through it.
  *       --handover PATH: also hand the memfd region over like a VMM
@@ -261,6 +262,13 @@ static int mem_main(int argc, char **argv)
 				m.populated[pages[i]] = 0;
 			}
 			puts("ok");
+		} else if (!strcmp(cmd, "unregister")) {
+			struct uffdio_range ur = { (uintptr_t)m.base, m.pages * m.ps };
+
+			if (ioctl(m.uffd, UFFDIO_UNREGISTER, &ur))
+				printf("error %s\n", strerror(errno));
+			else
+				puts("ok");
 		} else if (!strcmp(cmd, "same")) {
 			for (unsigned i = 0; i < n; i++)
 				if (m.populated[pages[i]]) {
