@@ -221,14 +221,13 @@ static void unregister_ranges(struct src_wp *w, unsigned n, unsigned *unreg, uns
 	}
 }
 
-/* One PAGEMAP_SCAN; the number of ranges in w->vec, or negative errno. */
-static int pm_scan(struct src *s, struct src_wp *w, struct pm_scan_arg *a)
+/* One PAGEMAP_SCAN; the number of ranges in its vec, or negative errno. */
+static int pm_scan(struct src *s, struct pm_scan_arg *a)
 {
 	int n;
 
 	a->size = sizeof(*a);
 	n = ioctl(s->pagemap_fd, PAGEMAP_SCAN, a);
-	(void)w;
 	return n < 0 ? -errno : n;
 }
 
@@ -243,7 +242,7 @@ static int arm(struct src *s, struct src_wp *w, uint64_t start, uint64_t end)
 			.return_mask = PAGE_IS_WRITTEN,
 			.vec = (uintptr_t)w->vec, .vec_len = WP_VEC,
 		};
-		int n = pm_scan(s, w, &a);
+		int n = pm_scan(s, &a);
 
 		if (n < 0)
 			return n;
@@ -307,15 +306,14 @@ static int try_uffd(struct src *s, struct src_wp *w, char *err, size_t errlen)
 /* Set up wp tracking; 0, or negative errno with what is missing in err. */
 static int wp_setup(struct src *s, char *err, size_t errlen)
 {
-	const char *fix = "or use --dirty hash";
 	struct src_wp *w;
 	int fds[WP_MAX_UFFDS], n, ret = -ENOENT;
 	char last[256] = "";
 	uint64_t feat = 0;
 
 	if (s->pagemap_fd < 0) {
-		snprintf(err, errlen, "the VMM's pagemap is not usable here (see above), and "
-			 "PAGEMAP_SCAN reads it; %s", fix);
+		snprintf(err, errlen, "the VMM's pagemap, which PAGEMAP_SCAN reads, is not usable "
+			 "here (see above)");
 		return -ENOENT;
 	}
 	if (s->cfg->vmm_socket) {
@@ -329,7 +327,7 @@ static int wp_setup(struct src *s, char *err, size_t errlen)
 		}
 		if (!n) {
 			snprintf(err, errlen, "process %d holds no userfaultfd: write-protection needs one "
-				 "of its own with UFFD_FEATURE_WP_ASYNC (kernel >= 6.7); %s", s->pid, fix);
+				 "of its own with UFFD_FEATURE_WP_ASYNC (kernel >= 6.7)", s->pid);
 			return -ENOENT;
 		}
 	}
@@ -351,7 +349,7 @@ static int wp_setup(struct src *s, char *err, size_t errlen)
 			if (!s->cfg->vmm_socket)
 				snprintf(which, sizeof(which), "the VMM's userfaultfd (fd %d)", fds[i]);
 			snprintf(last, sizeof(last), "%s lacks UFFD_FEATURE_WP_ASYNC (features 0x%" PRIx64
-				 "): create it with that feature (kernel >= 6.7), %s", which, feat, fix);
+				 "): create it with that feature (kernel >= 6.7)", which, feat);
 			ret = -EOPNOTSUPP;
 			continue;
 		}
@@ -453,7 +451,7 @@ int src_dirty_choose(struct src *s)
 		if (ret == -ENOMEM)
 			return ret;
 		if (cfg->dirty == FL_DIRTY_WP) {
-			src_say(s, "--dirty wp: %s", wp_err);
+			src_say(s, "--dirty wp: %s, or use --dirty hash", wp_err);
 			return ret;
 		}
 	}
@@ -637,7 +635,7 @@ int src_dirty_classify(struct src *s, unsigned ri)
 			.return_mask = PAGE_IS_WRITTEN | PAGE_IS_PRESENT,
 			.vec = (uintptr_t)w->vec, .vec_len = WP_VEC,
 		};
-		int n = pm_scan(s, w, &a);
+		int n = pm_scan(s, &a);
 
 		if (n < 0) {
 			wp_lost(s, "PAGEMAP_SCAN of region %u at switchover: %s", ri, arm_error(n));
