@@ -211,7 +211,7 @@ TESTS += $(FUZZ)
 
 # --- benchmarks --------------------------------------------------------------
 BENCH := $(addprefix $(OUT)/,bench-floor bench-statemap bench-router remote-touch \
-                             bench-tls-floor) $(FUZZ)
+                             bench-tls-floor bench-dirty) $(FUZZ)
 
 $(OUT)/bench-statemap: tests/bench/bench_statemap.c $(WIRE_OBJS) $(call obj,src/migrate/tls.c)
 	$(COMPILE) -pthread $^ -o $@ $(MIG_LIBS)
@@ -221,6 +221,9 @@ $(OUT)/bench-router: tests/bench/bench_router.c $(OUT)/libfaultline.a
 
 $(OUT)/remote-touch: tests/bench/remote_touch.c $(OUT)/libfaultline.a
 	$(COMPILE) $(TEST_CPPFLAGS) $^ -o $@ $(MIG_LIBS)
+
+$(OUT)/bench-dirty: tests/bench/bench_dirty.c $(call obj,src/migrate/source_parse.c)
+	$(COMPILE) $^ -o $@
 
 $(OUT)/bench-tls-floor: tests/bench/tls_floor.c
 	@mkdir -p $(OUT)
@@ -309,6 +312,7 @@ bench: all $(BENCH)
 	$(OUT)/bench-router --threads 4
 	$(OUT)/bench-router --spin-us 1
 	$(OUT)/bench-router --hugetlb
+	$(OUT)/bench-dirty
 	python3 tests/bench/bench_migration.py
 	python3 tests/bench/bench_report.py
 	tests/fuzz/run_fuzz.sh 120 frame journal history handover control report

@@ -31,6 +31,7 @@ suites=(
 	"e2e: real QEMU postcopy under a faultline daemon (started first; migrate-pause and recovery)|python3 tests/e2e/test_qemu_daemon.py"
 	"e2e: faultline stuck|python3 tests/e2e/test_stuck.py"
 	"e2e: faultline source (precopy, dirty map, poison injection, resume)|python3 tests/e2e/test_source.py"
+	"e2e: source dirty tracking (write-protection vs hashes against the writer's own record)|python3 tests/e2e/test_dirty.py"
 	"e2e: two-host migration with poison (netns + veth; MISSING, MINOR, faults injected)|python3 tests/e2e/test_migration.py"
 	"e2e: migration channel security (TLS x509/PSK, refusals, hostile peers)|python3 tests/e2e/test_tls.py"
 	"e2e: migration integrity (guest writes vs cuts, restarts, stale journal, duplicates, zeroed pages, discards; no /dev/kvm needed)|python3 tests/e2e/test_integrity.py"

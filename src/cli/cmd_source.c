@@ -56,9 +56,15 @@ static const char source_doc[] =
 	"poisoned) streamed in the background, page requests answered first, and\n"
 	"background pushes of every page the target lacks.\n"
 	"\n"
-	"Dirty pages: the pagemap soft-dirty bit after clear_refs where the kernel\n"
-	"has it (CONFIG_MEM_SOFT_DIRTY), else a 64-bit hash of each page as precopy\n"
-	"sent it, compared at switchover.\n"
+	"Dirty pages (--dirty auto): userfaultfd write-protection in async mode\n"
+	"through the VMM's own userfaultfd where it has UFFD_FEATURE_WP_ASYNC (the\n"
+	"written pages are read with PAGEMAP_SCAN: a round costs what was written,\n"
+	"not the VM's size), else the pagemap soft-dirty bit after clear_refs where\n"
+	"the kernel has it (CONFIG_MEM_SOFT_DIRTY), else a 64-bit hash of each page\n"
+	"as precopy sent it, compared at switchover. With --vmm-socket auto means\n"
+	"hashes: the memfds may be written through other mappings. The start line\n"
+	"(JSON: source_ready's dirty_tracking and dirty_tracking_why) says which one\n"
+	"and why; the write-protection is removed at switchover or exit.\n"
 	"\n"
 	"Poison is learnt from: pages injected through the control socket (the page\n"
 	"is made really poisoned in the process: punched out of its memfd, then\n"
@@ -127,8 +133,9 @@ static const struct argp_option source_options[] = {
 	  "Don't SIGSTOP the process at switchover (its later writes are then missed)", 1 },
 	{ "keep-serving", OPT_KEEP, NULL, 0,
 	  "After the target finished, keep serving (reconnects, injection) until SIGINT", 1 },
-	{ "dirty", OPT_DIRTY, "auto|soft-dirty|hash", 0,
-	  "Dirty tracking (default auto: soft-dirty where it works, else hashes)", 1 },
+	{ "dirty", OPT_DIRTY, "auto|wp|soft-dirty|hash", 0,
+	  "Dirty tracking (default auto: wp where the VMM's userfaultfd has WP_ASYNC, else "
+	  "soft-dirty where it works, else hashes)", 1 },
 	{ "session", OPT_SESSION, "HEX", 0,
 	  "The migration's session id (default: a random one, printed at start). A source "
 	  "restarted mid-migration needs the one its predecessor printed: the target's journal "
@@ -245,8 +252,10 @@ static error_t source_parse(int key, char *arg, struct argp_state *state)
 			c->cfg.dirty = FL_DIRTY_SOFT;
 		else if (!strcmp(arg, "hash"))
 			c->cfg.dirty = FL_DIRTY_HASH;
+		else if (!strcmp(arg, "wp"))
+			c->cfg.dirty = FL_DIRTY_WP;
 		else
-			argp_error(state, "invalid --dirty '%s': auto, soft-dirty or hash", arg);
+			argp_error(state, "invalid --dirty '%s': auto, wp, soft-dirty or hash", arg);
 		break;
 	case 'j':
 		c->cfg.json = true;

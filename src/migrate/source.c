@@ -28,10 +28,14 @@
  * memfds (markers, kpageflags, soft-dirty); without it a punched + poisoned
  * page just reads as a hole, so the injected set is what remembers it.
  *
- * Dirty tracking: the pagemap soft-dirty bit after `clear_refs 4` where the
- * kernel has CONFIG_MEM_SOFT_DIRTY (probed on ourselves at start), else a
- * 64-bit keyed hash of every page as sent in precopy, compared at
- * switchover (exact: "dirty" then means "differs from the target's copy").
+ * Dirty tracking (source_dirty.c): userfaultfd write-protection in async
+ * mode through the VMM's own userfaultfd, read with PAGEMAP_SCAN (each
+ * precopy window protected just before it is read; the switchover reads only
+ * the written pages), where that uffd has WP_ASYNC; else the pagemap
+ * soft-dirty bit after `clear_refs 4` where the kernel has
+ * CONFIG_MEM_SOFT_DIRTY (probed on ourselves at start), else a 64-bit keyed
+ * hash of every page as sent in precopy, compared at switchover (exact:
+ * "dirty" then means "differs from the target's copy").
  *
  * Flow control: requests are parsed only while the connection's writer has
  * less than RD_HIGH pending (the rest waits in the socket: TCP pushes back
@@ -155,7 +159,7 @@ static void summary(struct src *s)
 			",\"dirty_tracking\":\"%s\",\"duration_s\":%.3f}\n",
 			s->switched ? "true" : "false", s->vm_stopped ? "true" : "false",
 			s->vm_resumed ? "true" : "false", s->connections, s->protocol_errors,
-			s->softdirty ? "soft-dirty" : "hash", dur);
+			src_dirty_name(s), dur);
 		src_out_end(s);
 		return;
 	}
@@ -540,6 +544,7 @@ void src_cleanup(struct src *s)
 		close(s->vmm_lfd);
 		unlink(s->cfg->vmm_socket);
 	}
+	src_dirty_free(s);	/* before the handed-over uffd it may use is closed */
 	fl_handover_close(&s->ho);
 	for (unsigned i = 0; i < FL_WIRE_MAX_REGIONS; i++) {
 		struct region *r = &s->reg[i];
@@ -610,6 +615,7 @@ int fl_source_run(const struct fl_source_config *cfg)
 			tell_targets(s, ret);
 		}
 		src_release_vm(s);
+		src_dirty_release(s);
 		summary(s);
 		if (ret == -EINTR && s->completed)	/* --keep-serving ended by the user */
 			ret = 0;

@@ -33,9 +33,10 @@ struct fl_source_range {
 };
 
 enum fl_source_dirty {
-	FL_DIRTY_AUTO = 0,	/* soft-dirty where the kernel has it, else hashes */
+	FL_DIRTY_AUTO = 0,	/* wp where the VMM's uffd allows it, else soft-dirty, else hashes */
 	FL_DIRTY_SOFT,		/* pagemap soft-dirty bit after clear_refs 4 */
 	FL_DIRTY_HASH,		/* a 64-bit hash per page taken at precopy */
+	FL_DIRTY_WP,		/* async uffd write-protection read with PAGEMAP_SCAN */
 };
 
 struct fl_source_config {

@@ -168,6 +168,9 @@ struct src {
 	bool target_pinned;
 	struct ctl ctls[MAX_CTLS];
 	bool softdirty, sd_cleared, precopy_valid, memory_failure;
+	enum fl_source_dirty dirty;	/* the method in use (source_dirty.c): WP, SOFT or HASH */
+	char dirty_why[400];		/* why that one, said at start */
+	struct src_wp *wp;		/* FL_DIRTY_WP: the VMM's uffd and what we registered */
 	bool switched, switch_requested, vm_stopped, target_done, completed;
 	bool switch_announced;	/* a Switchover was queued: a target may run the VM */
 	bool vm_was_stopped;	/* already stopped before our SIGSTOP: not ours to resume */
@@ -323,6 +326,21 @@ void src_ctl_read(struct src *s, struct ctl *k);
 int src_ctl_listen(struct src *s, const char *path);
 
 int src_setup(struct src *s);
+
+/* source_dirty.c: how pages written since precopy are found */
+int src_dirty_choose(struct src *s);
+
+const char *src_dirty_name(const struct src *s);
+
+int src_dirty_before_read(struct src *s, unsigned ri, uint64_t first, unsigned n);
+
+int src_dirty_classify(struct src *s, unsigned ri);
+
+void src_dirty_release(struct src *s);
+
+void src_dirty_free(struct src *s);
+
+void src_dirty_before_poison(struct src *s, uint64_t addr);
 
 void src_print_ready(struct src *s);
 

@@ -241,6 +241,7 @@ int src_inject_poison(struct src *s, unsigned ri, uint64_t p, char *err, size_t 
 						 g->file_off + (addr - g->start), strerror(-ret));
 					break;
 				}
+				src_dirty_before_poison(s, addr);	/* a WP marker is a PTE too */
 				ret = -EEXIST;
 				hit = -1;
 				continue;

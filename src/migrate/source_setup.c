@@ -39,35 +39,6 @@ static int tcp_listen(struct src *s)
 	return 0;
 }
 
-/* Does pagemap soft-dirty work here?  Try it on a page of our own. */
-static bool probe_soft_dirty(void)
-{
-	long ps = sysconf(_SC_PAGESIZE);
-	volatile uint8_t *p = mmap(NULL, (size_t)ps, PROT_READ | PROT_WRITE,
-				   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	uint64_t e1 = 0, e2 = 0;
-	int pm, cr;
-	bool ok = false;
-
-	if (p == MAP_FAILED)
-		return false;
-	p[0] = 1;
-	pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	cr = open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC);
-	if (pm >= 0 && cr >= 0 && write(cr, "4", 1) == 1 &&
-	    pread(pm, &e1, 8, (off_t)((uintptr_t)p / (uintptr_t)ps * 8)) == 8) {
-		p[0] = 2;
-		if (pread(pm, &e2, 8, (off_t)((uintptr_t)p / (uintptr_t)ps * 8)) == 8)
-			ok = !(e1 & PM_SOFT_DIRTY) && (e2 & PM_SOFT_DIRTY);
-	}
-	if (pm >= 0)
-		close(pm);
-	if (cr >= 0)
-		close(cr);
-	munmap((void *)p, (size_t)ps);
-	return ok;
-}
-
 /* Does a VmFlags line of smaps name flag `f` (two letters)? */
 static bool vmflag(const char *line, const char *f)
 {
@@ -445,29 +416,9 @@ int src_setup(struct src *s)
 	s->memory_failure = !access("/proc/sys/vm/memory_failure_recovery", F_OK);
 	if (s->memory_failure)
 		s->kpf_fd = open("/proc/kpageflags", O_RDONLY | O_CLOEXEC);
-	if (cfg->vmm_socket) {
-		/* auto means hashes here: they compare the memfd's contents, so writes
-		 * through other mappings of it (vhost-user backends, write(2)) count
-		 * too, which the VMM's soft-dirty bits never see */
-		if (cfg->dirty == FL_DIRTY_SOFT && s->pagemap_fd < 0) {
-			src_say(s, "--dirty soft-dirty needs the VMM's pagemap, which is not usable here "
-			    "(see above); use --dirty hash");
-			return -EINVAL;
-		}
-		s->softdirty = cfg->dirty == FL_DIRTY_SOFT;
-	} else {
-		s->softdirty = cfg->dirty == FL_DIRTY_SOFT ||
-			       (cfg->dirty == FL_DIRTY_AUTO && probe_soft_dirty());
-	}
-	if (cfg->dirty == FL_DIRTY_SOFT && !probe_soft_dirty())
-		src_say(s, "warning: --dirty soft-dirty, but this kernel's soft-dirty bits did not work on "
-		    "a test page (CONFIG_MEM_SOFT_DIRTY off?): writes may be missed");
-	if (!s->softdirty)
-		for (unsigned i = 0; i < s->nreg; i++) {
-			s->reg[i].hash = calloc(s->reg[i].npages ? s->reg[i].npages : 1, 8);
-			if (!s->reg[i].hash)
-				return -ENOMEM;
-		}
+	ret = src_dirty_choose(s);
+	if (ret)
+		return ret;
 	if (getrandom(&s->session, sizeof(s->session), 0) != sizeof(s->session) ||
 	    getrandom(&s->hash_seed, sizeof(s->hash_seed), 0) != sizeof(s->hash_seed))
 		s->session = (uint64_t)src_now_ns() ^ ((uint64_t)getpid() << 32);
@@ -494,9 +445,11 @@ void src_print_ready(struct src *s)
 		src_json_str_field(s->out, "vmm_socket", s->cfg->vmm_socket);
 		fprintf(s->out, ",\"pagemap\":%s", s->pagemap_fd >= 0 ? "true" : "false");
 		fprintf(s->out, ",\"page_size\":%u,\"pages_total\":%" PRIu64 ",\"session\":\"%016"
-			PRIx64 "\",\"dirty_tracking\":\"%s\",\"kpageflags\":%s,\"memory_failure\":%s,\"regions\":[",
-			s->ps, s->pages_total, s->session, s->softdirty ? "soft-dirty" : "hash",
+			PRIx64 "\",\"dirty_tracking\":\"%s\",\"kpageflags\":%s,\"memory_failure\":%s",
+			s->ps, s->pages_total, s->session, src_dirty_name(s),
 			s->kpf_fd >= 0 ? "true" : "false", s->memory_failure ? "true" : "false");
+		src_json_str_field(s->out, "dirty_tracking_why", s->dirty_why);
+		fputs(",\"regions\":[", s->out);
 		for (unsigned i = 0; i < s->nreg; i++) {
 			const struct region *r = &s->reg[i];
 
@@ -515,9 +468,8 @@ void src_print_ready(struct src *s)
 	    s->cfg->vmm_socket ? "the memfds handed over by VMM process" : "process", s->pid,
 	    s->nreg, s->pages_total, s->pages_total * (double)s->ps / (1 << 20), s->where,
 	    s->cfg->control ? "; control socket " : "", s->cfg->control ? s->cfg->control : "");
-	src_say(s, "dirty tracking: %s; hardware poison: %s", s->softdirty ? "soft-dirty bits" :
-	    s->cfg->vmm_socket ? "page hashes of the memfds' contents" :
-	    "page hashes (this kernel's soft-dirty bits don't work)",
+	src_say(s, "dirty tracking: %s", s->dirty_why);
+	src_say(s, "hardware poison: %s",
 	    s->cfg->vmm_socket && s->pagemap_fd < 0 ? "seen only when a memfd read fails" :
 	    s->kpf_fd >= 0 ? "kpageflags HWPOISON checked every second" :
 	    !s->memory_failure ? "none possible (kernel without CONFIG_MEMORY_FAILURE); "

@@ -98,7 +98,10 @@ static int precopy_step(struct src *s, struct conn *c)
 	n = (unsigned)(r->npages - c->cp < s->batch_pages ? r->npages - c->cp : s->batch_pages);
 	for (unsigned i = 0; i < n; i++)
 		s->idx[i] = c->cp + i;
-	ret = src_read_pme(s, r, s->idx, n, s->pme);
+	/* wp: protect before reading, so a write after this read shows */
+	ret = src_dirty_before_read(s, c->cr, c->cp, n);
+	if (!ret)
+		ret = src_read_pme(s, r, s->idx, n, s->pme);
 	if (!ret)
 		ret = src_read_data(s, r, s->idx, n, s->pme, s->buf, s->res);
 	if (ret)

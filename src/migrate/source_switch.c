@@ -78,7 +78,8 @@ static int stop_vm(struct src *s)
 static int classify(struct src *s)
 {
 	bool sd = s->softdirty && s->sd_cleared && s->precopy_valid;
-	bool hashed = !s->softdirty && s->precopy_valid;
+	bool hashed = s->dirty == FL_DIRTY_HASH && s->precopy_valid;
+	bool wp = s->dirty == FL_DIRTY_WP && s->precopy_valid;
 
 	s->n_clean = s->n_dirty = s->n_zero = s->n_poisoned_map = 0;
 	for (unsigned ri = 0; ri < s->nreg; ri++) {
@@ -87,7 +88,11 @@ static int classify(struct src *s)
 
 		if (ret)
 			return ret;
-		for (uint64_t at = 0; at < r->npages; at += s->scan_pages) {
+		/* wp: the written pages only (1: it can't say, read them all) */
+		ret = wp ? src_dirty_classify(s, ri) : 1;
+		if (ret < 0)
+			return ret;
+		for (uint64_t at = 0, all = (uint64_t)ret; all && at < r->npages; at += s->scan_pages) {
 			unsigned n = (unsigned)(r->npages - at < s->scan_pages ? r->npages - at :
 						s->scan_pages);
 			uint64_t ridx[SCAN_PAGES], rpme[SCAN_PAGES];
@@ -163,6 +168,7 @@ int src_do_switchover(struct src *s, struct conn *c)
 	if (ret)
 		return src_fail(s, ret, "cannot read process %d's memory at switchover: %s", s->pid,
 			    strerror(-ret));
+	src_dirty_release(s);	/* the map is final: the VMM's memory needs no protection */
 	s->switched = true;	/* from here note_poison keeps the map and counts right */
 	s->switch_ms = (src_now_ns() - t) / 1000000;
 	c->phase = CP_MAP;

@@ -200,6 +200,7 @@ class Migration:
         ready = self.src_out.wait_for(lambda o: o.get("event") in ("ready", "listening") or
                                       "session" in o, 20, "source ready line")
         self.session = self.session or ready.get("session")
+        self.ready = ready
         deadline = time.monotonic() + 20
         while not os.path.exists(self.ctrl):
             assert p.poll() is None, f"faultline source exited {p.returncode}"

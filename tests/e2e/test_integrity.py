@@ -53,13 +53,16 @@ def reconnected(m, n=1, timeout=60):
                   f"router reconnected {n} time(s)")
 
 
-def run_cut(mode, phase):
-    """A migration whose source connection is cut (ss -K) at `phase`."""
+def run_cut(mode, phase, dirty=None):
+    """A migration whose source connection is cut (ss -K) at `phase`; the source
+    tracks writes with `dirty` (default auto: write-protection through migrate-vm's
+    uffd, which has WP_ASYNC)."""
     tap.require_root()
     with tempfile.TemporaryDirectory() as tmp, NetnsPair() as net:
-        m = Migration(net, tmp, mode)
+        m = Migration(net, tmp, mode, src_args=["--dirty", dirty] if dirty else ())
         vm = m.start_source_vm()
         m.start_source()
+        assert m.ready["dirty_tracking"] == (dirty or "wp"), m.ready
         m.inject(cold_pages(vm, 0, 2))
         m.start_target()
         wait_connected(m)
@@ -95,6 +98,11 @@ def run_cut(mode, phase):
 
 def test_cut_during_precopy_minor():
     run_cut("minor", "precopy")
+
+
+def test_cut_during_precopy_minor_hash():
+    """The same with hashes: the last-resort method stays covered."""
+    run_cut("minor", "precopy", dirty="hash")
 
 
 def test_cut_at_switchover_minor():
@@ -363,7 +371,8 @@ def test_discard_during_postcopy_missing():
 if __name__ == "__main__":
     if shutil.which("ss") is None:
         print("# ss (iproute2) missing", flush=True)
-    tap.main([test_cut_during_push_minor, test_cut_during_precopy_minor, test_cut_at_switchover_minor,
+    tap.main([test_cut_during_push_minor, test_cut_during_precopy_minor,
+              test_cut_during_precopy_minor_hash, test_cut_at_switchover_minor,
               test_cut_at_finish_minor, test_cut_during_push_missing,
               test_router_killed_and_restarted_minor, test_stale_journal_reused,
               test_duplicate_page_data_minor, test_pages_zeroed_after_precopy_minor,

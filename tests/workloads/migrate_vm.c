@@ -15,7 +15,9 @@
  *                   PAGEMAP_SCAN (these kernels have no soft-dirty, and the
  *                   guest's emulated writes do go through the WP check).
  *                   --zero-at zeroes pages from a host thread, as a guest
- *                   that frees and clears memory would.
+ *                   that frees and clears memory would; --write-at writes
+ *                   a stamp into pages at a set time and says when (the
+ *                   guest's record for checking dirty tracking).
  *   --role target   empty guest memory (anonymous: MISSING; memfd: MINOR),
  *                   handed to a router with fl_handover(); the guest reads,
  *                   so every page must end up byte-identical to the
@@ -171,6 +173,7 @@ enum cpu_mode { CPU_AUTO, CPU_KVM, CPU_THREADS };
 struct discard {
 	uint64_t first, count;
 	unsigned long at_ms;            /* after the vCPUs started */
+	bool write;                     /* --write-at: stamp the pages instead of zeroing */
 };
 
 struct options {
@@ -435,6 +438,11 @@ static void usage(FILE *f)
 "                       pages [FIRST, FIRST+COUNT) of guest memory (poisoned\n"
 "                       ones skipped). Repeatable (up to %d); FIRST >= --vcpus.\n"
 "                       The guest re-dirties hot pages: pick cold ones\n"
+"  --write-at MS:FIRST:COUNT\n"
+"                       the same, but each page gets a new 8-byte stamp at\n"
+"                       offset 0x80 (MS << 32 | PAGE | 1 << 63): a {\"event\":\n"
+"                       \"written\",\"first\",\"count\",\"ns\",...} line records it.\n"
+"                       Shares --zero-at's limit of %d ranges\n"
 "\n"
 "Target options:\n"
 "  --router SOCK        router's handover socket (required)\n"
@@ -488,7 +496,7 @@ static void usage(FILE *f)
 "  migrate-vm --role target --router /run/fl.sock --discard 4096:512@500 --dump t.txt\n"
 "  migrate-vm --role target --router /run/fl.sock --cpu threads --write-percent 20 \\\n"
 "             --writes w.txt --image t.img\n",
-		MAX_VCPUS, MAX_MEM_MIB, MAX_ZEROS, MAX_DISCARDS);
+		MAX_VCPUS, MAX_MEM_MIB, MAX_ZEROS, MAX_ZEROS, MAX_DISCARDS);
 }
 
 /* "A<sep1>B<sep2>C", three non-negative decimal integers. */
@@ -558,7 +566,7 @@ static void parse_options(struct options *o, int argc, char **argv)
 	       OPT_PACE_PAGES, OPT_SEED, OPT_ZERO, OPT_ROUTER, OPT_MODE, OPT_RECONNECT,
 	       OPT_DUMP, OPT_CONNECT, OPT_START, OPT_VERIFY, OPT_IMAGE, OPT_DISCARD,
 	       OPT_UNTIL_ROUTER, OPT_CPU, OPT_WRITE_PERCENT, OPT_WRITES, OPT_ZERO_AT, OPT_TOUCH,
-	       OPT_HUGETLB, OPT_HUGETLB_1G };
+	       OPT_HUGETLB, OPT_HUGETLB_1G, OPT_WRITE_AT };
 	static const struct option lo[] = {
 		{ "role", required_argument, 0, OPT_ROLE },
 		{ "vcpus", required_argument, 0, OPT_VCPUS },
@@ -584,6 +592,7 @@ static void parse_options(struct options *o, int argc, char **argv)
 		{ "write-percent", required_argument, 0, OPT_WRITE_PERCENT },
 		{ "writes", required_argument, 0, OPT_WRITES },
 		{ "zero-at", required_argument, 0, OPT_ZERO_AT },
+		{ "write-at", required_argument, 0, OPT_WRITE_AT },
 		{ "touch-fraction", required_argument, 0, OPT_TOUCH },
 		{ "hugetlb", no_argument, 0, OPT_HUGETLB },
 		{ "hugetlb-1g", no_argument, 0, OPT_HUGETLB_1G },
@@ -689,6 +698,15 @@ static void parse_options(struct options *o, int argc, char **argv)
 			}
 			o->zero_at[o->nzero++] = parse_zero_at(optarg);
 			break;
+		case OPT_WRITE_AT:
+			if (o->nzero == MAX_ZEROS) {
+				fprintf(stderr, "migrate-vm: --write-at/--zero-at: at most %d of them\n",
+					MAX_ZEROS);
+				exit(2);
+			}
+			o->zero_at[o->nzero] = parse_zero_at(optarg);
+			o->zero_at[o->nzero++].write = true;
+			break;
 		case 'h': usage(stdout); exit(0);
 		case ':': bad_usage("option %s needs an argument", argv[optind - 1]);
 		default: bad_usage("unknown option '%s'", argv[optind - 1]);
@@ -705,7 +723,7 @@ static void parse_options(struct options *o, int argc, char **argv)
 		bad_usage("%s", "--router/--reconnect/--discard/--write-percent/--writes are "
 			  "target options");
 	if (o->role == ROLE_TARGET && o->nzero)
-		bad_usage("%s", "--zero-at is a source option");
+		bad_usage("%s", "--zero-at/--write-at are source options");
 	if (o->role == ROLE_TARGET && !run_given)
 		o->run_ms = 3000;
 	if (o->hugetlb && (o->mem_mib << 20) % o->huge_sz) {
@@ -1512,16 +1530,23 @@ static void *zero_thread(void *arg)
 				poisoned++;
 				continue;
 			}
-			memset(c->mem + page * PAGE_SZ, 0, PAGE_SZ);
+			if (z->write) {
+				uint64_t stamp = (uint64_t)z->at_ms << 32 | page | 1ULL << 63;
+
+				memcpy(c->mem + page * PAGE_SZ + WRITE_OFF, &stamp, 8);
+			} else {
+				memset(c->mem + page * PAGE_SZ, 0, PAGE_SZ);
+			}
 		}
 		uint64_t took = now_ns() - t;
 
-		fprintf(stderr, "migrate-vm: zeroed pages %" PRIu64 "..%" PRIu64 " at %.1f ms (%.2f ms"
-			", %" PRIu64 " poisoned ones skipped)\n", z->first, z->first + z->count - 1,
-			(t - c->vcpus_start_ns) / 1e6, took / 1e6, (uint64_t)poisoned);
-		emit(c, "{\"event\":\"zeroed\",\"first\":%" PRIu64 ",\"count\":%" PRIu64 ",\"ns\":%"
-		     PRIu64 ",\"took_ns\":%" PRIu64 ",\"poisoned\":%" PRIu64 "}", z->first, z->count,
-		     t, took, (uint64_t)poisoned);
+		fprintf(stderr, "migrate-vm: %s pages %" PRIu64 "..%" PRIu64 " at %.1f ms (%.2f ms"
+			", %" PRIu64 " poisoned ones skipped)\n", z->write ? "wrote" : "zeroed", z->first,
+			z->first + z->count - 1, (t - c->vcpus_start_ns) / 1e6, took / 1e6,
+			(uint64_t)poisoned);
+		emit(c, "{\"event\":\"%s\",\"first\":%" PRIu64 ",\"count\":%" PRIu64 ",\"ns\":%"
+		     PRIu64 ",\"took_ns\":%" PRIu64 ",\"poisoned\":%" PRIu64 "}",
+		     z->write ? "written" : "zeroed", z->first, z->count, t, took, (uint64_t)poisoned);
 	}
 	c->zero_tid = 0;
 	return NULL;

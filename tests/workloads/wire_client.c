@@ -9,7 +9,12 @@
  *       plus M anonymous pages.  Prints one JSON line
  *       {"event":"mem","pid",...,"addr","memfd_fd",...}, then obeys stdin:
  *       "dirty P[,P..]" (new pattern), "zero P", "touch P" (-> ok | sigbus),
- *       "poison P" (UFFDIO_POISON by itself), "quit".
+ *       "poison P" (UFFDIO_POISON by itself), "discard P" (MADV_REMOVE through
+ *       the mapping, as a balloon does), "same P" (write each page's own
+ *       contents back: a write that changes nothing), "unregister" (the
+ *       whole memfd range off the userfaultfd), "quit".
+ *       --wp-async: the userfaultfd also has UFFD_FEATURE_WP_ASYNC, so
+ *       `faultline source` can track writes with write-protection through it.
  *       --hugetlb: the memfd is on 2 MiB hugetlbfs pages (so are P's pages).
  *       --handover PATH: also hand the memfd region over like a VMM
  *       (fl_handover(), MISSING mode) to `faultline source --vmm-socket
@@ -24,6 +29,8 @@
  *       the conversation's promises (a CLEAN page had precopy data, a DIRTY
  *       one got data after the switchover, no data for a poisoned page).
  *       JSON lines on stdout; the last is {"event":"client_summary",...}.
+ *       --map FILE: at the end, one line "REGION PAGE STATE" for every page
+ *       the map did not call clean (dirty, zero, poisoned).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -152,6 +159,9 @@ static int mem_main(int argc, char **argv)
 			hole_every = strtoul(argv[++i], NULL, 10);
 		else if (!strcmp(argv[i], "--anon-pages") && i + 1 < argc)
 			m.anon_pages = strtoul(argv[++i], NULL, 10);
+		else if (!strcmp(argv[i], "--wp-async"))
+			api.features |= UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_MISSING_SHMEM |
+					UFFD_FEATURE_WP_HUGETLBFS_SHMEM;
 		else
 			die("mem: unknown option %s", argv[i]);
 	}
@@ -262,6 +272,29 @@ static int mem_main(int argc, char **argv)
 				if (m.populated[pages[i]])
 					memset(m.base + pages[i] * m.ps, 0, m.ps);
 			puts("ok");
+		} else if (!strcmp(cmd, "discard")) {
+			for (unsigned i = 0; i < n; i++) {
+				if (madvise(m.base + pages[i] * m.ps, m.ps, MADV_REMOVE))
+					die("madvise(MADV_REMOVE): %s", strerror(errno));
+				m.populated[pages[i]] = 0;
+			}
+			puts("ok");
+		} else if (!strcmp(cmd, "unregister")) {
+			struct uffdio_range ur = { (uintptr_t)m.base, m.pages * m.ps };
+
+			if (ioctl(m.uffd, UFFDIO_UNREGISTER, &ur))
+				printf("error %s\n", strerror(errno));
+			else
+				puts("ok");
+		} else if (!strcmp(cmd, "same")) {
+			for (unsigned i = 0; i < n; i++)
+				if (m.populated[pages[i]]) {
+					uint8_t *pg = m.base + pages[i] * m.ps;
+
+					memcpy(m.scratch, pg, m.ps);
+					memcpy(pg, m.scratch, m.ps);
+				}
+			puts("ok");
 		} else if (!strcmp(cmd, "touch") && n && !m.populated[pages[0]]) {
 			puts("error: a hole: touching it would block in our own userfaultfd");
 		} else if (!strcmp(cmd, "touch") && n) {
@@ -301,7 +334,7 @@ struct req {
 };
 
 struct client {
-	const char *host, *port, *image_dir, *role;
+	const char *host, *port, *image_dir, *role, *map_file;
 	bool precopy, no_end, garbage;
 	bool resume_first;		/* --resume: the first Hello already says resume */
 	uint64_t session, forged_session;	/* the source's; --session: claimed instead */
@@ -521,6 +554,22 @@ static void summary(struct client *c)
 	       clean_without, c->data_for_poisoned, c->precopy_pages, c->pushes, c->answers,
 	       c->reconnects, c->nframes, c->switched ? "true" : "false",
 	       c->src_end ? "true" : "false");
+	if (c->map_file) {
+		static const char *const name[] = { "clean", "dirty", "poisoned", "zero" };
+		FILE *f = fopen(c->map_file, "w");
+
+		if (!f)
+			die("--map %s: %s", c->map_file, strerror(errno));
+		for (unsigned r = 0; r < c->nreg; r++)
+			for (uint64_t p = 0; p < c->npages[r]; p++) {
+				unsigned st = bget(c->poisoned[r], p) ? 2 : fl_statemap_get(&c->map[r], p);
+
+				if (st)
+					fprintf(f, "%u %" PRIu64 " %s\n", r, p, name[st]);
+			}
+		if (fclose(f))
+			die("--map %s: %s", c->map_file, strerror(errno));
+	}
 	if (c->image_dir)
 		for (unsigned r = 0; r < c->nreg; r++) {
 			char path[512];
@@ -575,6 +624,8 @@ static int target_main(int argc, char **argv)
 			c->role = argv[++i];
 		} else if (!strcmp(a, "--image-dir") && v) {
 			c->image_dir = argv[++i];
+		} else if (!strcmp(a, "--map") && v) {
+			c->map_file = argv[++i];
 		} else if (!strcmp(a, "--drop-after") && v) {
 			c->drop_after = atol(argv[++i]);
 		} else if (!strcmp(a, "--timeout-ms") && v) {
