@@ -195,8 +195,11 @@ static void test_frame_pages(void **state)
 		}
 	assert_int_equal(fl_source_frame_pages(65536, 64), 63);
 	assert_int_equal(fl_source_frame_pages(4096, 256), 256);
-	/* a page as large as a frame leaves no room for the header: none fit */
-	assert_int_equal(fl_source_frame_pages(FL_WIRE_MAX_FRAME, 64), 0);
+	/* pages bigger than a chunk (1 GiB, or one as large as a frame) go one a
+	 * frame, their data in FL_WIRE_PAGE_CHUNK pieces */
+	assert_int_equal(fl_source_frame_pages(FL_WIRE_MAX_FRAME, 64), 1);
+	assert_int_equal(fl_source_frame_pages(1u << 30, 64), 1);
+	assert_int_equal(fl_source_frame_pages(1u << 30, 0), 0);
 	assert_int_equal(fl_source_frame_pages(0, 64), 0);
 }
 
