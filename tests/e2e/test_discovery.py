@@ -147,7 +147,9 @@ def test_process_older_than_faultline_is_reported():
     event says which, since when, and that its earlier faults were not seen;
     the exporter counts it."""
     require_root()
-    wl = subprocess.Popen([WORKLOAD, "--threads", "1", "--pages", "4", "--start-delay-ms", "3000",
+    # it must outlive the tracer's run and the exporter's start (killed below):
+    # a slow machine took more than 3 s for both once, and the exporter found nobody
+    wl = subprocess.Popen([WORKLOAD, "--threads", "1", "--pages", "4", "--start-delay-ms", "60000",
                            "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         assert wl.stderr.readline().startswith("READY"), "workload did not start"
