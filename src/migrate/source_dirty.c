@@ -106,34 +106,6 @@ static int uffd_features(pid_t pid, int fd, uint64_t *features)
 	return ret;
 }
 
-/* The VMM's userfaultfds: their fd numbers (at most max). */
-static int list_uffds(pid_t pid, int *fds, int max)
-{
-	char path[64], lp[384], link[64];
-	struct dirent *d;
-	int n = 0;
-	DIR *dir;
-
-	snprintf(path, sizeof(path), "/proc/%d/fd", pid);
-	dir = opendir(path);
-	if (!dir)
-		return -errno;
-	while ((d = readdir(dir)) && n < max) {
-		ssize_t k;
-
-		if (!isdigit((unsigned char)d->d_name[0]))
-			continue;
-		snprintf(lp, sizeof(lp), "%s/%s", path, d->d_name);
-		k = readlink(lp, link, sizeof(link) - 1);
-		if (k < 0)
-			continue;
-		link[k] = 0;
-		if (!strcmp(link, "anon_inode:[userfaultfd]"))
-			fds[n++] = atoi(d->d_name);
-	}
-	closedir(dir);
-	return n;
-}
 
 /* Does a VmFlags line of smaps name flag `f` (two letters)? */
 static bool has_vmflag(const char *line, const char *f)
@@ -320,7 +292,7 @@ static int wp_setup(struct src *s, char *err, size_t errlen)
 		fds[0] = s->ho.uffd;
 		n = 1;
 	} else {
-		n = list_uffds(s->pid, fds, WP_MAX_UFFDS);
+		n = src_list_uffds(s->pid, fds, WP_MAX_UFFDS);
 		if (n < 0) {
 			snprintf(err, errlen, "cannot list /proc/%d/fd: %s", s->pid, strerror(-n));
 			return n;

@@ -283,6 +283,7 @@ void src_note_read_poison(struct src *s, unsigned ri, const uint64_t *idx, unsig
 
 int src_scan_poison(struct src *s);
 
+int src_list_uffds(pid_t pid, int *fds, int max);
 int src_punch(struct src *s, struct seg *g, uint64_t addr);
 
 int src_inject_poison(struct src *s, unsigned ri, uint64_t p, char *err, size_t errlen);

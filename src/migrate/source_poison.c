@@ -115,28 +115,20 @@ int src_scan_poison(struct src *s)
 	return 0;
 }
 
-/* Every userfaultfd of the process, taken with pidfd_getfd (caller closes). */
-static int take_uffds(struct src *s, int *fds, int max, char *err, size_t errlen)
+/* A process's userfaultfds: their fd numbers in it (at most max), or -errno. */
+int src_list_uffds(pid_t pid, int *fds, int max)
 {
-	char path[64], link[64];
+	char path[64], lp[384], link[64];
 	struct dirent *d;
 	int n = 0;
 	DIR *dir;
 
-	if (s->pidfd < 0) {
-		snprintf(err, errlen, "%s", s->pidfd_err);
-		return -ENOSYS;
-	}
-	snprintf(path, sizeof(path), "/proc/%d/fd", s->pid);
+	snprintf(path, sizeof(path), "/proc/%d/fd", pid);
 	dir = opendir(path);
-	if (!dir) {
-		snprintf(err, errlen, "cannot list %s: %s", path, strerror(errno));
+	if (!dir)
 		return -errno;
-	}
 	while ((d = readdir(dir)) && n < max) {
-		char lp[384];
 		ssize_t k;
-		int fd;
 
 		if (!isdigit((unsigned char)d->d_name[0]))
 			continue;
@@ -145,20 +137,39 @@ static int take_uffds(struct src *s, int *fds, int max, char *err, size_t errlen
 		if (k < 0)
 			continue;
 		link[k] = 0;
-		if (strcmp(link, "anon_inode:[userfaultfd]"))
-			continue;
-		fd = (int)syscall(SYS_pidfd_getfd, s->pidfd, atoi(d->d_name), 0);
-		if (fd < 0) {
-			snprintf(err, errlen, "pidfd_getfd of fd %s of process %d: %s", d->d_name,
-				 s->pid, strerror(errno));
-			closedir(dir);
-			for (int i = 0; i < n; i++)
-				close(fds[i]);
-			return -errno;
-		}
-		fds[n++] = fd;
+		if (!strcmp(link, "anon_inode:[userfaultfd]"))
+			fds[n++] = atoi(d->d_name);
 	}
 	closedir(dir);
+	return n;
+}
+
+/* Every userfaultfd of the process, taken with pidfd_getfd (caller closes). */
+static int take_uffds(struct src *s, int *fds, int max, char *err, size_t errlen)
+{
+	int nums[16], n;
+
+	if (s->pidfd < 0) {
+		snprintf(err, errlen, "%s", s->pidfd_err);
+		return -ENOSYS;
+	}
+	n = src_list_uffds(s->pid, nums, max < 16 ? max : 16);
+	if (n < 0) {
+		snprintf(err, errlen, "cannot list /proc/%d/fd: %s", s->pid, strerror(-n));
+		return n;
+	}
+	for (int i = 0; i < n; i++) {
+		fds[i] = (int)syscall(SYS_pidfd_getfd, s->pidfd, nums[i], 0);
+		if (fds[i] < 0) {
+			int e = errno;
+
+			snprintf(err, errlen, "pidfd_getfd of fd %d of process %d: %s", nums[i], s->pid,
+				 strerror(e));
+			while (i--)
+				close(fds[i]);
+			return -e;
+		}
+	}
 	if (!n) {
 		snprintf(err, errlen, "process %d holds no userfaultfd: UFFDIO_POISON needs the one "
 			 "its guest memory is registered with", s->pid);

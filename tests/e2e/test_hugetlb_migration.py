@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tap  # noqa: E402
 from netns import NetnsPair  # noqa: E402
 from migration import HUGE, PAGE, Migration, check_pages  # noqa: E402
+from test_integrity import reconnected, wait_connected  # noqa: E402
 
 PER_HUGE = HUGE // PAGE
 MEM_MIB = 64
@@ -46,16 +47,6 @@ def hot_huge(vm, k):
     hp = -(-s["first"] // PER_HUGE)
     assert (hp + 1) * PER_HUGE <= s["first"] + s["hot"], f"slice {k}'s hot part is under 2 MiB: {s}"
     return hp
-
-
-def wait_connected(m, timeout=30):
-    return m.src_out.wait_for(lambda o: o.get("event") == "target_connected", timeout,
-                              "target connected")
-
-
-def reconnected(m, n=1, timeout=60):
-    m.wait_router(lambda o: o.get("reconnects", 0) >= n and o.get("connected"), timeout,
-                  f"router reconnected {n} time(s)")
 
 
 def source_ready(m):
