@@ -238,6 +238,37 @@ static bool read_schedstat(int fd, uint64_t *cpu, uint64_t *delay)
 	return true;
 }
 
+/*
+ * Time the hypervisor ran other guests on this machine's CPUs, summed over
+ * CPUs (/proc/stat's steal column), and how far off two reads of it can be:
+ * it is kept in clock ticks, so a tick per CPU. A thread on a stolen CPU
+ * loses time without a context switch, invisible in its schedstat.
+ */
+static bool read_steal(uint64_t *ns, uint64_t *slack_ns)
+{
+	FILE *f = fopen("/proc/stat", "re");
+	uint64_t tick = 1000000000ull / (uint64_t)sysconf(_SC_CLK_TCK), sum = 0, ncpu = 0;
+	unsigned long long v[8];
+	char line[512];
+
+	if (!f)
+		return false;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned cpu;
+
+		if (strncmp(line, "cpu", 3) || line[3] < '0' || line[3] > '9' ||	/* not the sum line */
+		    sscanf(line, "cpu%u %llu %llu %llu %llu %llu %llu %llu %llu", &cpu, &v[0], &v[1],
+			   &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]) != 9)
+			continue;
+		sum += v[7];
+		ncpu++;
+	}
+	fclose(f);
+	*ns = sum * tick;
+	*slack_ns = ncpu * tick;
+	return ncpu > 0;
+}
+
 struct wl_ctx;
 
 struct wl_fthread {
@@ -335,6 +366,8 @@ struct wl_ctx {
 	pthread_cond_t wd_cv;
 	bool wd_stop;
 	pthread_t wd_th;
+	uint64_t steal0_ns;	/* host steal when the faulting began */
+	bool steal_ok;
 };
 
 /* Signal trap of the current thread (SIGBUS from poison, SIGSEGV from race). */
@@ -1925,6 +1958,11 @@ int main(int argc, char **argv)
 		start_handler_process(ctx);
 	else
 		wait_handlers_ready(ctx);
+	{
+		uint64_t slack;
+
+		ctx->steal_ok = read_steal(&ctx->steal0_ns, &slack);
+	}
 	for (unsigned i = 0; i < ctx->opt.threads; i++)
 		if ((e = pthread_create(&ctx->fth[i].th, NULL, fthread_main, &ctx->fth[i])))
 			die("pthread_create (faulting thread %u): %s", i, strerror(e));
@@ -1954,6 +1992,14 @@ int main(int argc, char **argv)
 	}
 	for (unsigned i = 0; i < ctx->opt.threads; i++)
 		pthread_join(ctx->fth[i].th, NULL);
+	/* a CPU accounts its steal at its next tick: let the busy ones tick */
+	sleep_ns(20 * 1000000ull);
+	char steal[64] = "null";
+	uint64_t steal1, steal_slack;
+
+	if (ctx->steal_ok && read_steal(&steal1, &steal_slack))
+		snprintf(steal, sizeof(steal), "%" PRIu64 ",\"steal_slack_ns\":%" PRIu64,
+			 steal1 - ctx->steal0_ns, steal_slack);
 
 	if (ctx->opt.race) {
 		atomic_store(&ctx->faulting, 1);
@@ -2001,7 +2047,7 @@ int main(int argc, char **argv)
 		",\"mode\":\"%s\",\"resolve\":\"%s\",\"backing\":\"%s\",\"threads\":%u"
 		",\"pages\":%u,\"loops\":%u,\"handler_threads\":%u,\"delay_us\":%lu"
 		",\"page_size\":%zu,\"uffd_features\":\"0x%" PRIx64 "\",\"race\":%s"
-		",\"handler_pid\":%d,\"handler_uffd\":%d}\n",
+		",\"handler_pid\":%d,\"handler_uffd\":%d,\"steal_ns\":%s}\n",
 		(int)ctx->pid, atomic_load(&c->faults), atomic_load(&c->sigbus),
 		atomic_load(&c->handler_reads), atomic_load(&c->res[RES_COPY]),
 		atomic_load(&c->res[RES_ZEROPAGE]), atomic_load(&c->res[RES_CONTINUE]),
@@ -2015,7 +2061,7 @@ int main(int argc, char **argv)
 		ctx->memfd >= 0 ? "shmem" : "anon", ctx->opt.threads, ctx->opt.pages,
 		ctx->opt.loops, ctx->opt.handler_threads, ctx->opt.delay_us, ctx->ps,
 		ctx->features, ctx->opt.race ? "true" : "false", (int)ctx->handler_pid,
-		ctx->huffd);
+		ctx->huffd, steal);
 	if (fflush(ctx->out) || ferror(ctx->out))
 		wl_error(ctx, "writing the records: %s", strerror(errno));
 
