@@ -213,6 +213,16 @@ struct {
 /* f_op of userfaultfd files, learned from the first file named [userfaultfd]. */
 __u64 uffd_fops = 0;
 
+/*
+ * fl_tracked's membership, one bit per tgid (512 KiB of .bss, shared with
+ * the agent by mmap). Every program asks "tracked?" first, on every
+ * context switch and traced syscall of the host: a hash lookup there costs
+ * ~80 ns, this load a few. fl_tracked stays the record of why; the two
+ * change together (tracked_set/tracked_clear here, fl_probe_track/untrack
+ * in the agent).
+ */
+__u64 fl_tracked_bits[FL_TGID_LIMIT / 64];
+
 static __always_inline void count(__u32 idx)
 {
 	__u64 *v = bpf_map_lookup_elem(&fl_counters, &idx);
@@ -221,9 +231,43 @@ static __always_inline void count(__u32 idx)
 		*v += 1;
 }
 
+/* tgid's word of fl_tracked_bits (callers check tgid < FL_TGID_LIMIT; the
+ * mask is for the verifier, which may not see that check on this register). */
+static __always_inline __u64 *tracked_word(__u32 tgid)
+{
+	__u32 w = tgid / 64;
+
+	barrier_var(w);	/* keeps clang from dropping the mask as redundant */
+	return &fl_tracked_bits[w & (FL_TGID_LIMIT / 64 - 1)];
+}
+
 static __always_inline bool tracked(__u32 tgid)
 {
-	return bpf_map_lookup_elem(&fl_tracked, &tgid) != NULL;
+	return tgid < FL_TGID_LIMIT && (*tracked_word(tgid) >> (tgid % 64)) & 1;
+}
+
+/* Records why tgid is tracked (or adds to it); false if fl_tracked is full. */
+static __always_inline bool tracked_set(__u32 tgid, __u32 why)
+{
+	__u32 *old = bpf_map_lookup_elem(&fl_tracked, &tgid);
+
+	if (tgid >= FL_TGID_LIMIT)
+		return false;
+	if (old)
+		*old |= why;	/* racy but idempotent */
+	else if (bpf_map_update_elem(&fl_tracked, &tgid, &why, BPF_NOEXIST) &&
+		 !bpf_map_lookup_elem(&fl_tracked, &tgid))
+		return false;
+	__sync_fetch_and_or(tracked_word(tgid), 1ULL << (tgid % 64));
+	return true;
+}
+
+static __always_inline void tracked_clear(__u32 tgid)
+{
+	if (tgid >= FL_TGID_LIMIT)
+		return;
+	__sync_fetch_and_and(tracked_word(tgid), ~(1ULL << (tgid % 64)));
+	bpf_map_delete_elem(&fl_tracked, &tgid);
 }
 
 static __always_inline struct fl_event *ev_new(__u32 type, __u32 pid, __u32 tid)

@@ -264,6 +264,8 @@ struct fl_exit_key {
 };
 
 /* Values of the `fl_tracked` map: why a process is tracked. */
+/* fl_tracked's membership is mirrored one bit per tgid (fl_tracked_bits). */
+#define FL_TGID_LIMIT (1u << 22)	/* PID_MAX_LIMIT on 64-bit */
 #define FL_TRACK_HOLDER (1u << 0)	/* holds a userfaultfd */
 #define FL_TRACK_USER (1u << 1)	/* named with -p / matched -c */
 #define FL_TRACK_CHILD (1u << 2)	/* forked from a tracked process */

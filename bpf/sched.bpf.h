@@ -232,14 +232,12 @@ static __always_inline int on_process_fork(struct task_struct *parent,
 {
 	__u32 ptgid = BPF_CORE_READ(parent, tgid);
 	__u32 cpid = BPF_CORE_READ(child, pid);
-	__u32 *why = bpf_map_lookup_elem(&fl_tracked, &ptgid);
-	__u32 v = FL_TRACK_CHILD;
 	struct fl_event *e;
 
 	/* Threads share the tgid and are tracked already; fds travel with new processes. */
-	if (!why || BPF_CORE_READ(child, tgid) != cpid)
+	if (!tracked(ptgid) || BPF_CORE_READ(child, tgid) != cpid)
 		return 0;
-	bpf_map_update_elem(&fl_tracked, &cpid, &v, BPF_NOEXIST);
+	tracked_set(cpid, FL_TRACK_CHILD);
 	e = ev_current(FL_EV_PROC_FORK);
 	if (e) {
 		e->proc.child_pid = cpid;
@@ -264,7 +262,7 @@ static __always_inline int on_process_exit(struct task_struct *p)
 	if (tid != tgid)
 		return 0;
 	/* The group leader exits last: the process is gone. */
-	bpf_map_delete_elem(&fl_tracked, &tgid);
+	tracked_clear(tgid);
 	e = ev_current(FL_EV_PROC_EXIT);
 	if (e)
 		ev_submit(e);

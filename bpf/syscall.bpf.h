@@ -109,15 +109,9 @@ static __always_inline bool current_tracked(void)
 static __always_inline void track_current(__u32 why)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	__u32 *old = bpf_map_lookup_elem(&fl_tracked, &tgid);
-	__u32 v = why;
 
-	if (tgid == self_tgid)
-		return;
-	if (old)
-		*old |= why;	/* racy but idempotent */
-	else
-		bpf_map_update_elem(&fl_tracked, &tgid, &v, BPF_NOEXIST);
+	if (tgid != self_tgid)
+		tracked_set(tgid, why);
 }
 
 /* May the current, untracked process start being tracked? */

@@ -448,15 +448,29 @@ void fl_probe_stop(struct fl_probe *p)
 	p->skel = NULL;
 }
 
+/* The programs' fast "tracked?" bit of pid, kept with fl_tracked (core.bpf.h). */
+static void tracked_bit(struct fl_probe *p, uint32_t pid, bool on)
+{
+	__u64 *w = &p->skel->bss->fl_tracked_bits[pid / 64], bit = 1ULL << (pid % 64);
+
+	if (on)
+		__atomic_fetch_or(w, bit, __ATOMIC_RELAXED);
+	else
+		__atomic_fetch_and(w, ~bit, __ATOMIC_RELAXED);
+}
+
 int fl_probe_track(struct fl_probe *p, pid_t pid, uint32_t why)
 {
 	uint32_t key = pid, val = 0;
 	int fd = bpf_map__fd(p->skel->maps.fl_tracked);
 	bool fresh = bpf_map_lookup_elem(fd, &key, &val) != 0;
 
+	if (key >= FL_TGID_LIMIT)
+		return -EINVAL;
 	val |= why;
 	if (bpf_map_update_elem(fd, &key, &val, BPF_ANY))
 		return -errno;
+	tracked_bit(p, key, true);
 	return fresh;
 }
 
@@ -464,6 +478,9 @@ int fl_probe_untrack(struct fl_probe *p, pid_t pid)
 {
 	uint32_t key = pid;
 
+	if (key >= FL_TGID_LIMIT)
+		return -EINVAL;
+	tracked_bit(p, key, false);
 	return bpf_map_delete_elem(bpf_map__fd(p->skel->maps.fl_tracked), &key) ? -errno : 0;
 }
 
@@ -478,6 +495,7 @@ int fl_probe_tracked_count(struct fl_probe *p)
 		prev = &key;
 		if (!fl_proc_exists((pid_t)key)) {
 			/* exit raced the probe; do not let stale pids keep syscall probes on */
+			tracked_bit(p, key, false);
 			bpf_map_delete_elem(fd, &key);
 			prev = NULL;
 			n = 0;

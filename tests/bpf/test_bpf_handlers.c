@@ -295,6 +295,38 @@ static void test_probe_lists_every_program(void **state)
 
 /* ---- 1. filter ------------------------------------------------------------ */
 
+/* fl_tracked_bits (what every program asks) and fl_tracked (why) change together. */
+static bool tracked_bit(struct fx *f, uint32_t pid)
+{
+	return (f->s->bss->fl_tracked_bits[pid / 64] >> (pid % 64)) & 1;
+}
+
+static void test_tracked_bits(void **state)
+{
+	struct fx *f = *state;
+	uint32_t me = getpid(), v;
+	uint64_t task = current_task(f);
+
+	assert_false(tracked_bit(f, me));
+	track_self(f);
+	assert_true(tracked_bit(f, me));
+	assert_int_equal(bpf_map_lookup_elem(bpf_map__fd(f->s->maps.fl_tracked), &me, &v), 0);
+	assert_int_equal(v, FL_TRACK_USER);
+	/* a neighbour in the same word is untouched */
+	assert_false(tracked_bit(f, me ^ 1));
+	assert_int_equal(fl_probe_untrack(&f->p, me), 0);
+	assert_false(tracked_bit(f, me));
+	assert_int_equal(map_count(f->s->maps.fl_tracked), 0);
+	/* the kernel side: the group leader's exit clears both */
+	track_self(f);
+	RUN(f->s->progs.raw_sched_process_exit, task);
+	assert_false(tracked_bit(f, me));
+	assert_int_equal(map_count(f->s->maps.fl_tracked), 0);
+	/* pids beyond any kernel's pid space are refused, not aliased */
+	assert_int_equal(fl_probe_track(&f->p, FL_TGID_LIMIT, FL_TRACK_USER), -EINVAL);
+	assert_false(tracked_bit(f, 0));
+}
+
 static void test_filter_untracked(void **state)
 {
 	struct fx *f = *state;
@@ -1556,6 +1588,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_probe_lists_every_program, setup_stack, teardown),
 		cmocka_unit_test_setup_teardown(test_load_tp_btf_preferred, setup_stack, teardown),
 		cmocka_unit_test_setup_teardown(test_filter_untracked, setup_stack, teardown),
+		cmocka_unit_test_setup_teardown(test_tracked_bits, setup_stack, teardown),
 		cmocka_unit_test_setup_teardown(test_page_fault_user, setup_stack, teardown),
 		cmocka_unit_test_setup_teardown(test_block_wake_run, setup_stack, teardown),
 		cmocka_unit_test_setup_teardown(test_block_then_run_same_switch, setup_stack,
