@@ -47,7 +47,12 @@ struct fl_pf {
 	__u64 regs;
 };
 
-/* Arguments saved at syscall entry, consumed at exit. */
+/*
+ * A thread's syscall slot: arguments saved at entry, consumed at exit, and
+ * whether it has read a userfaultfd. A handler thread never waits on a
+ * userfault itself (it would be waiting for itself), so its many sleeps in
+ * poll/read need no stack walk.
+ */
 struct fl_sc {
 	__u64 ts;
 	__u64 ctx;
@@ -56,6 +61,8 @@ struct fl_sc {
 	__u64 words[5];	/* the ioctl argument struct as it was at entry */
 	__u32 nr;	/* enum fl_sc_nr */
 	__u32 fd;
+	__u32 handler;	/* kept across syscalls: it read a userfaultfd */
+	__u32 pad;
 };
 
 enum fl_sc_nr {
@@ -97,18 +104,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct fl_sc);
 } fl_sc SEC(".maps");
-
-/*
- * Threads that read a userfaultfd. A handler thread never waits on a
- * userfault itself (it would be waiting for itself), so its many sleeps in
- * poll/read need no stack walk.
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32);
-	__type(value, __u8);
-} fl_handlers SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

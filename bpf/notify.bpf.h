@@ -33,20 +33,14 @@ static __always_inline int on_read_enter(__u64 fd, __u64 buf, __u64 count_)
 
 static __always_inline int on_read_exit(long ret)
 {
-	struct fl_sc sc;
+	struct fl_sc sc, *slot;
 	struct uffd_msg msg;
 	__u64 mm;
 	long n;
 
-	if (!current_tracked() || !sc_take(SC_READ, &sc))
+	if (!current_tracked() || !(slot = sc_take(SC_READ, &sc)))
 		return 0;
-	{
-		__u32 tid = (__u32)bpf_get_current_pid_tgid();
-		__u8 one = 1;
-
-		if (!bpf_map_lookup_elem(&fl_handlers, &tid))
-			bpf_map_update_elem(&fl_handlers, &tid, &one, BPF_ANY);
-	}
+	slot->handler = 1;
 	if (ret <= 0)
 		return 0;
 	n = ret / FL_UFFD_MSG_SIZE;

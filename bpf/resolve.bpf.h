@@ -12,8 +12,18 @@ static __always_inline int on_ioctl_enter(__u64 fd, __u64 cmd, __u64 arg)
 	__u64 ctx = 0;
 	struct fl_sc *sc;
 
-	if (IOC_TYPE(cmd) == KVMIO)
-		return current_tracked() ? on_kvm_ioctl(fd, cmd, arg) : 0;
+	if (IOC_TYPE(cmd) == KVMIO) {
+		if (!current_tracked()) {
+			/* With -c, a VMM of that name holding no userfaultfd (QEMU
+			 * without postcopy) is tracked from its first KVM ioctl,
+			 * long before its first exit, not when a /proc scan finds
+			 * it. Default scope stays with userfaultfd users. */
+			if (!track_comm[0] || !may_track_new())
+				return 0;
+			track_current(FL_TRACK_USER);
+		}
+		return on_kvm_ioctl(fd, cmd, arg);
+	}
 	if (IOC_TYPE(cmd) != 0xaa)
 		return 0;
 	if (cmd != USERFAULTFD_IOC_NEW_CMD) {

@@ -88,9 +88,8 @@ static __always_inline __u32 page_shift_at(__u64 mm, __u32 tgid, __u64 addr)
 }
 
 static __always_inline void on_block(void *ctx, struct task_struct *prev, __u32 tgid,
-				     unsigned int prev_state)
+				     __u32 tid, unsigned int prev_state)
 {
-	__u32 tid = BPF_CORE_READ(prev, pid);
 	struct fl_sc *sc = bpf_map_lookup_elem(&fl_sc, &tid);
 	struct fl_blocked b = {};
 	struct fl_event *e;
@@ -98,8 +97,7 @@ static __always_inline void on_block(void *ctx, struct task_struct *prev, __u32 
 	__u32 flags = 0;
 
 	/* Asleep in read()/ioctl() on a userfaultfd, or a handler: not in a fault. */
-	if ((sc && (sc->nr == SC_READ || sc->nr == SC_IOCTL)) ||
-	    bpf_map_lookup_elem(&fl_handlers, &tid))
+	if (sc && (sc->nr == SC_READ || sc->nr == SC_IOCTL || sc->handler))
 		return;
 	pf = current_user_fault(tid);
 	if (pf && infer_user_faults) {
@@ -147,26 +145,31 @@ static __always_inline void on_block(void *ctx, struct task_struct *prev, __u32 
 	ev_submit(e);
 }
 
+/*
+ * The ids of the tasks involved come in read by the caller: the tp_btf
+ * programs load them directly from their trusted task pointers, the raw_tp
+ * twins through bpf_probe_read (a helper call each, on every context switch).
+ */
+struct fl_ids {
+	__u32 tgid, tid;
+};
+
 static __always_inline int on_sched_switch(void *ctx, bool preempt,
-					   struct task_struct *prev,
-					   struct task_struct *next,
-					   unsigned int prev_state)
+					   struct task_struct *prev, struct fl_ids p,
+					   struct fl_ids n, unsigned int prev_state)
 {
-	__u32 prev_tgid = BPF_CORE_READ(prev, tgid);
-	__u32 next_tgid = BPF_CORE_READ(next, tgid);
-
 	/* sched_switch runs in prev's context: bpf_get_stack sees prev's stack */
-	if (!preempt && prev_state != 0 && tracked(prev_tgid))
-		on_block(ctx, prev, prev_tgid, prev_state);
+	if (!preempt && prev_state != 0 && tracked(p.tgid))
+		on_block(ctx, prev, p.tgid, p.tid, prev_state);
 
-	if (tracked(next_tgid)) {
-		__u32 tid = BPF_CORE_READ(next, pid);
+	if (tracked(n.tgid)) {
+		__u32 tid = n.tid;
 		struct fl_blocked *b = bpf_map_lookup_elem(&fl_blocked, &tid);
 		struct fl_event *e;
 
 		if (!b || !b->ts)
 			return 0;
-		e = ev_new(FL_EV_RUN, next_tgid, tid);
+		e = ev_new(FL_EV_RUN, n.tgid, tid);
 		if (e) {
 			/* no comm: the BLOCK it ends named the thread */
 			e->wake.block_ts = b->ts;
@@ -182,16 +185,14 @@ static __always_inline int on_sched_switch(void *ctx, bool preempt,
 	return 0;
 }
 
-static __always_inline int on_sched_wakeup(struct task_struct *p)
+static __always_inline int on_sched_wakeup(struct fl_ids p)
 {
-	__u32 tgid = BPF_CORE_READ(p, tgid), tid;
 	struct fl_blocked *b;
 	__u64 id;
 
-	if (!tracked(tgid))
+	if (!tracked(p.tgid))
 		return 0;
-	tid = BPF_CORE_READ(p, pid);
-	b = bpf_map_lookup_elem(&fl_blocked, &tid);
+	b = bpf_map_lookup_elem(&fl_blocked, &p.tid);
 	if (!b || !b->ts || b->woken)
 		return 0;
 	/* kept with the block and sent with the RUN: one record fewer per fault */
@@ -203,20 +204,23 @@ static __always_inline int on_sched_wakeup(struct task_struct *p)
 	return 0;
 }
 
-static __always_inline int on_page_fault_user(unsigned long address, struct pt_regs *regs,
-					      unsigned long err)
+/* The user registers' ip and sp come in read by the caller, as the ids above. */
+static __always_inline bool pf_tracked(void)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tid = (__u32)id;
+	return tracked(bpf_get_current_pid_tgid() >> 32);
+}
+
+static __always_inline int on_page_fault_user(unsigned long address, struct pt_regs *regs,
+					      __u64 ip, __u64 sp, unsigned long err)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct fl_pf pf, *old;
 
-	if (!tracked(id >> 32))
-		return 0;
 	pf.addr = address;
 	pf.ts = bpf_ktime_get_ns();
 	pf.err = err;
-	pf.ip = BPF_CORE_READ(regs, ip);
-	pf.sp = BPF_CORE_READ(regs, sp);
+	pf.ip = ip;
+	pf.sp = sp;
 	pf.regs = (__u64)regs;
 	/* user faults are frequent: overwrite in place, insert only once per thread */
 	old = bpf_map_lookup_elem(&fl_pf_last, &tid);
@@ -257,7 +261,6 @@ static __always_inline int on_process_exit(struct task_struct *p)
 	bpf_map_delete_elem(&fl_blocked, &tid);
 	bpf_map_delete_elem(&fl_pf_last, &tid);
 	bpf_map_delete_elem(&fl_sc, &tid);
-	bpf_map_delete_elem(&fl_handlers, &tid);
 	bpf_map_delete_elem(&fl_vcpus, &tid);
 	if (tid != tgid)
 		return 0;
@@ -269,44 +272,52 @@ static __always_inline int on_process_exit(struct task_struct *p)
 	return 0;
 }
 
+#define IDS_BTF(t) ((struct fl_ids){ .tgid = (t)->tgid, .tid = (t)->pid })
+#define IDS_RAW(t) ((struct fl_ids){ .tgid = BPF_CORE_READ(t, tgid), .tid = BPF_CORE_READ(t, pid) })
+
 SEC("tp_btf/sched_switch")
 int BPF_PROG(tpbtf_sched_switch, bool preempt, struct task_struct *prev,
 	     struct task_struct *next, unsigned int prev_state)
 {
-	return on_sched_switch(ctx, preempt, prev, next, prev_state);
+	return on_sched_switch(ctx, preempt, prev, IDS_BTF(prev), IDS_BTF(next), prev_state);
 }
 
 SEC("raw_tp/sched_switch")
 int BPF_PROG(raw_sched_switch, bool preempt, struct task_struct *prev,
 	     struct task_struct *next, unsigned int prev_state)
 {
-	return on_sched_switch(ctx, preempt, prev, next, prev_state);
+	return on_sched_switch(ctx, preempt, prev, IDS_RAW(prev), IDS_RAW(next), prev_state);
 }
 
 SEC("tp_btf/sched_wakeup")
 int BPF_PROG(tpbtf_sched_wakeup, struct task_struct *p)
 {
-	return on_sched_wakeup(p);
+	return on_sched_wakeup(IDS_BTF(p));
 }
 
 SEC("raw_tp/sched_wakeup")
 int BPF_PROG(raw_sched_wakeup, struct task_struct *p)
 {
-	return on_sched_wakeup(p);
+	return on_sched_wakeup(IDS_RAW(p));
 }
 
 SEC("tp_btf/page_fault_user")
 int BPF_PROG(tpbtf_page_fault_user, unsigned long address, struct pt_regs *regs,
 	     unsigned long error_code)
 {
-	return on_page_fault_user(address, regs, error_code);
+	if (!pf_tracked())
+		return 0;
+	return on_page_fault_user(address, regs, regs->ip, regs->sp, error_code);
 }
 
 SEC("raw_tp/page_fault_user")
 int BPF_PROG(raw_page_fault_user, unsigned long address, struct pt_regs *regs,
 	     unsigned long error_code)
 {
-	return on_page_fault_user(address, regs, error_code);
+	if (!pf_tracked())
+		return 0;
+	return on_page_fault_user(address, regs, BPF_CORE_READ(regs, ip), BPF_CORE_READ(regs, sp),
+				  error_code);
 }
 
 SEC("tp_btf/sched_process_fork")

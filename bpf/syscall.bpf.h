@@ -85,20 +85,21 @@ static __always_inline struct fl_sc *sc_save(__u32 nr, const __u64 *args, int na
 	return sc;
 }
 
-/* Takes the saved entry of this thread if it belongs to syscall nr; none is left saved. */
-static __always_inline bool sc_take(__u32 nr, struct fl_sc *out)
+/* Takes the saved entry of this thread if it belongs to syscall nr (NULL
+ * if not); none is left saved. Returns the thread's slot. */
+static __always_inline struct fl_sc *sc_take(__u32 nr, struct fl_sc *out)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct fl_sc *sc = bpf_map_lookup_elem(&fl_sc, &tid);
 	bool mine;
 
 	if (!sc || !sc->nr)
-		return false;
+		return NULL;
 	mine = sc->nr == nr;
 	if (mine)
 		__builtin_memcpy(out, sc, sizeof(*out));
 	sc->nr = 0;
-	return mine;
+	return mine ? sc : NULL;
 }
 
 static __always_inline bool current_tracked(void)

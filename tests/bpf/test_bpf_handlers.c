@@ -30,6 +30,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <cmocka.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -46,6 +47,8 @@ struct t_sc {
 	uint64_t words[5];
 	uint32_t nr;		/* 0: nothing saved (the entry stays between syscalls) */
 	uint32_t fd;
+	uint32_t handler;
+	uint32_t pad;
 };
 
 struct t_blocked {
@@ -219,6 +222,33 @@ static int setup_real_huf(void **state)
 	return fx_start(state, &o);
 }
 
+/* -c with this test's own name, and with another. */
+static char g_comm[16];
+
+static int setup_comm_self(void **state)
+{
+	struct fl_probe_opts o = { .track_new = true, .track_comm = g_comm,
+				   .huf_start = g_stack_start, .huf_end = g_stack_end };
+
+	return fx_start(state, &o);
+}
+
+static int setup_comm_other(void **state)
+{
+	struct fl_probe_opts o = { .track_new = true, .track_comm = "qemu-system-x86",
+				   .huf_start = g_stack_start, .huf_end = g_stack_end };
+
+	return fx_start(state, &o);
+}
+
+static int setup_default_scope(void **state)
+{
+	struct fl_probe_opts o = { .track_new = true, .huf_start = g_stack_start,
+				   .huf_end = g_stack_end };
+
+	return fx_start(state, &o);
+}
+
 static int setup_raw(void **state)
 {
 	struct fl_probe_opts o = { .force_raw_tp = true, .huf_start = g_stack_start,
@@ -300,6 +330,68 @@ static bool tracked_bit(struct fx *f, uint32_t pid)
 {
 	return (f->s->bss->fl_tracked_bits[pid / 64] >> (pid % 64)) & 1;
 }
+
+/*
+ * With -c, a process of that name is tracked from its first KVM ioctl even
+ * if it never creates a userfaultfd (QEMU without postcopy): its memslots
+ * and vCPUs from the start. No /dev/kvm needed: the decision is made on the
+ * ioctl's type, and a memslot is read from the argument.
+ */
+#define T_KVM_SET_MEMREGION 0x4020ae46	/* _IOW(KVMIO, 0x46, 32 bytes) */
+
+struct t_memregion {
+	uint32_t slot, flags;
+	uint64_t guest_phys_addr, memory_size, userspace_addr;
+};
+
+/* A child (faultline never tracks itself) makes one KVM ioctl; 1 if that
+ * tracked it (its memslot reported), 0 if it left no trace. */
+static int kvm_ioctl_tracks(struct fx *f)
+{
+	struct t_memregion r = { .slot = 2, .guest_phys_addr = 0x100000, .memory_size = 0x1000,
+				 .userspace_addr = 0x7f0000000000ull };
+	uint64_t a[3] = { 1000, T_KVM_SET_MEMREGION, U(&r) };
+	uint32_t why = 0, child;
+	int n, st;
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (!pid)	/* same name as this test: -c matches it or not as it matches us */
+		_exit(try_run(f->s->progs.test_ioctl_enter, a, 3) ? 1 : 0);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	child = pid;
+	n = drain(f);
+	if (bpf_map_lookup_elem(bpf_map__fd(f->s->maps.fl_tracked), &child, &why)) {
+		assert_int_equal(n, 0);
+		assert_false(tracked_bit(f, child));
+		return 0;
+	}
+	assert_int_equal(why, FL_TRACK_USER);
+	assert_true(tracked_bit(f, child));
+	assert_int_equal(n, 1);
+	assert_int_equal(f->recs[0].type, FL_EV_MEMSLOT);
+	assert_int_equal(f->recs[0].pid, child);
+	assert_int_equal(f->recs[0].memslot.gpa, r.guest_phys_addr);
+	return 1;
+}
+
+static void test_comm_tracks_kvm_user(void **state)
+{
+	assert_int_equal(kvm_ioctl_tracks(*state), 1);
+}
+
+static void test_comm_other_kvm_user(void **state)
+{
+	assert_int_equal(kvm_ioctl_tracks(*state), 0);
+}
+
+static void test_default_scope_kvm_user(void **state)
+{
+	/* default scope is userfaultfd users: a KVM ioctl alone does not track */
+	assert_int_equal(kvm_ioctl_tracks(*state), 0);
+}
+
 
 static void test_tracked_bits(void **state)
 {
@@ -1589,6 +1681,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_load_tp_btf_preferred, setup_stack, teardown),
 		cmocka_unit_test_setup_teardown(test_filter_untracked, setup_stack, teardown),
 		cmocka_unit_test_setup_teardown(test_tracked_bits, setup_stack, teardown),
+		cmocka_unit_test_setup_teardown(test_comm_tracks_kvm_user, setup_comm_self, teardown),
+		cmocka_unit_test_setup_teardown(test_comm_other_kvm_user, setup_comm_other, teardown),
+		cmocka_unit_test_setup_teardown(test_default_scope_kvm_user, setup_default_scope,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_page_fault_user, setup_stack, teardown),
 		cmocka_unit_test_setup_teardown(test_block_wake_run, setup_stack, teardown),
 		cmocka_unit_test_setup_teardown(test_block_then_run_same_switch, setup_stack,
@@ -1635,6 +1731,8 @@ int main(void)
 	g_stack_end = ks[0].end;
 	g_huf_start = ks[1].start;
 	g_huf_end = ks[1].end;
+	if (prctl(PR_GET_NAME, g_comm, 0, 0, 0))
+		return 1;
 	if (prctl(PR_GET_NAME, g_comm, 0, 0, 0))
 		return 1;
 	libbpf_set_print(libbpf_warn_only);
