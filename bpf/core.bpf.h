@@ -22,6 +22,16 @@ const volatile __u64 wakeup_bytes = 1 << 20;
 
 #define UFFD_NAME "[userfaultfd]"
 
+/*
+ * A kernel pointer known only as a number (kept in a map, read from an
+ * fd table) as a typed, read-only one: its fields are then plain loads the
+ * JIT guards with an exception table, not a bpf_probe_read call each.
+ * On the fault path these reads run several times per fault.
+ */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+#define KCAST(ptr, type) \
+	((type *)bpf_rdonly_cast((const void *)(ptr), bpf_core_type_id_kernel(type)))
+
 /* A thread's entry stays between its blocks (ts 0: not blocked), rewritten in place. */
 struct fl_blocked {
 	__u64 ts;

@@ -22,7 +22,10 @@ static __always_inline struct fl_pf *current_user_fault(__u32 tid)
 	if (!pf)
 		return NULL;
 	ur = (struct pt_regs *)pf->regs;
-	if (!ur || pf->ip != BPF_CORE_READ(ur, ip) || pf->sp != BPF_CORE_READ(ur, sp))
+	if (!ur)
+		return NULL;
+	ur = KCAST(ur, struct pt_regs);
+	if (pf->ip != ur->ip || pf->sp != ur->sp)
 		return NULL;
 	return pf;
 }

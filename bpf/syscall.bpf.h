@@ -31,7 +31,7 @@ static __always_inline __u64 uffd_ctx_of(__u32 fd)
 
 	if (!f)
 		return 0;
-	fops = (__u64)BPF_CORE_READ(f, f_op);
+	fops = (__u64)KCAST(f, struct file)->f_op;
 	if (!uffd_fops) {
 		char name[sizeof(UFFD_NAME)] = {};
 		const unsigned char *dname = BPF_CORE_READ(f, f_path.dentry, d_name.name);
@@ -45,12 +45,12 @@ static __always_inline __u64 uffd_ctx_of(__u32 fd)
 	} else if (fops != uffd_fops) {
 		return 0;
 	}
-	return (__u64)BPF_CORE_READ(f, private_data);
+	return (__u64)KCAST(f, struct file)->private_data;
 }
 
 static __always_inline __u64 ctx_mm(__u64 ctx)
 {
-	return (__u64)BPF_CORE_READ((struct userfaultfd_ctx *)ctx, mm);
+	return (__u64)KCAST(ctx, struct userfaultfd_ctx)->mm;
 }
 
 /*
