@@ -90,6 +90,7 @@ static __always_inline int on_ioctl_exit(long ret)
 	struct fl_sc sc;
 	__u64 w[5] = {};
 	struct fl_event *e;
+	bool whole;
 	__u32 op;
 
 	if (!sc_take(SC_IOCTL, &sc))
@@ -99,9 +100,23 @@ static __always_inline int on_ioctl_exit(long ret)
 		return 0;
 	}
 	op = IOC_NR(sc.args[1]);
-	/* Results (copy, mapped, ...) are written back into the argument. */
-	if (bpf_probe_read_user(w, ioc_arg_size(sc.args[1]), (void *)sc.args[2]))
+	/*
+	 * Results (copy, mapped, ...) are written back into the argument. A
+	 * placement that returned 0 placed its whole range (anything less is
+	 * -EAGAIN), so the count is its length: no second copy from user
+	 * memory (~160 ns) on every resolution.
+	 */
+	whole = ret == 0 && (op == FL_OP_COPY || op == FL_OP_MOVE || op == FL_OP_ZEROPAGE ||
+			     op == FL_OP_CONTINUE || op == FL_OP_POISON);
+	if (whole) {
 		__builtin_memcpy(w, sc.words, sizeof(w));
+		if (op == FL_OP_COPY || op == FL_OP_MOVE)
+			w[4] = sc.words[2];	/* dst, src, len, mode, result */
+		else
+			w[3] = sc.words[1];	/* start, len, mode, result */
+	} else if (bpf_probe_read_user(w, ioc_arg_size(sc.args[1]), (void *)sc.args[2])) {
+		__builtin_memcpy(w, sc.words, sizeof(w));
+	}
 	e = ev_current(FL_EV_IOCTL);
 	if (!e)
 		return 0;

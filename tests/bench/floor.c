@@ -7,15 +7,17 @@
  *
  * bench-floor --parts instead times the parts of any lifecycle tracer
  * (bpf/floor_parts.bpf.c) on a getppid loop of its own, interleaved, and
- * prints ns per call of: no program, an empty one, a tracked-task lookup,
- * and a lookup plus one record (this process tracked, so each call writes);
- * the least of the rounds, since a shared machine's noise only adds.
+ * prints ns per call of: no program, an empty one, the tracked-process bit,
+ * and behind that bit (this process tracked) a record, a per-thread hash
+ * lookup, a timestamp, a 32-byte user copy, the task's name; the least of
+ * the rounds, since a shared machine's noise only adds.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 #include <bpf/libbpf.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <time.h>
 #include <sys/syscall.h>
@@ -48,25 +50,36 @@ static int cmp(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* Each part attached alone, rounds interleaved; medians. */
+/* Each part attached alone, rounds interleaved; the least of the rounds. */
 static int parts(int rounds)
 {
 	struct floor_parts_bpf *skel = floor_parts_bpf__open_and_load();
-	struct bpf_program *progs[3];
-	const char *names[4] = { "no program", "empty program", "tracked lookup",
-				 "lookup + record" };
-	double res[4][64];
+	struct {
+		const char *name;
+		struct bpf_program *prog;
+	} part[8];
+	static double res[8][64];
+	static uint64_t user_words[4];
 	struct ring_buffer *rb;
 	__u32 me = (__u32)getpid(), one = 1;
 	const long calls = 100000;	/* records of one loop fit the 64 MiB ring */
+	int n = 0;
 
 	if (!skel) {
 		fprintf(stderr, "bench-floor: loading the parts failed: %s\n", strerror(errno));
 		return 1;
 	}
-	progs[0] = skel->progs.part_nothing;
-	progs[1] = skel->progs.part_lookup;
-	progs[2] = skel->progs.part_record;
+	part[n++] = (typeof(part[0])){ "no program", NULL };
+	part[n++] = (typeof(part[0])){ "empty program", skel->progs.part_nothing };
+	part[n++] = (typeof(part[0])){ "tracked bit", skel->progs.part_bit };
+	part[n++] = (typeof(part[0])){ "bit + record", skel->progs.part_record };
+	part[n++] = (typeof(part[0])){ "bit + thread lookup", skel->progs.part_lookup };
+	part[n++] = (typeof(part[0])){ "bit + timestamp", skel->progs.part_ktime };
+	part[n++] = (typeof(part[0])){ "bit + user copy", skel->progs.part_user };
+	part[n++] = (typeof(part[0])){ "bit + task name", skel->progs.part_comm };
+	skel->bss->parts_bits[me / 64] |= 1ULL << (me % 64);
+	user_words[0] = 1;	/* resident: a copy that faults costs far more */
+	skel->bss->parts_user_addr = (uint64_t)(uintptr_t)user_words;
 	bpf_map__update_elem(skel->maps.parts_tracked, &me, sizeof(me), &one, sizeof(one), 0);
 	rb = ring_buffer__new(bpf_map__fd(skel->maps.parts_events), drain, NULL, NULL);
 	if (!rb) {
@@ -77,24 +90,22 @@ static int parts(int rounds)
 	if (rounds > 64)
 		rounds = 64;
 	for (int r = 0; r < rounds; r++) {
-		res[0][r] = loop_ns(calls);
-		for (int p = 0; p < 3; p++) {
-			struct bpf_link *l = bpf_program__attach(progs[p]);
+		for (int p = 0; p < n; p++) {
+			struct bpf_link *l = part[p].prog ? bpf_program__attach(part[p].prog) : NULL;
 
-			if (!l) {
-				fprintf(stderr, "bench-floor: attaching %s failed: %s\n", names[p + 1],
+			if (part[p].prog && !l) {
+				fprintf(stderr, "bench-floor: attaching %s failed: %s\n", part[p].name,
 					strerror(errno));
 				return 1;
 			}
-			res[p + 1][r] = loop_ns(calls);
+			res[p][r] = loop_ns(calls);
 			bpf_link__destroy(l);
 			ring_buffer__consume(rb);
 		}
 	}
-	/* the least: what a call costs intrinsically (anything else only adds) */
-	for (int p = 0; p < 4; p++) {
+	for (int p = 0; p < n; p++) {
 		qsort(res[p], rounds, sizeof(double), cmp);
-		printf("%s %.1f\n", names[p], res[p][0]);
+		printf("%s %.1f\n", part[p].name, res[p][0]);
 	}
 	ring_buffer__free(rb);
 	floor_parts_bpf__destroy(skel);
