@@ -275,7 +275,8 @@ static __always_inline void tracked_clear(__u32 tgid)
 	bpf_map_delete_elem(&fl_tracked, &tgid);
 }
 
-static __always_inline struct fl_event *ev_new(__u32 type, __u32 pid, __u32 tid)
+/* A record stamped ts (a timestamp the caller already took), or now if 0. */
+static __always_inline struct fl_event *ev_new_at(__u32 type, __u32 pid, __u32 tid, __u64 ts)
 {
 	struct fl_event *e = bpf_ringbuf_reserve(&fl_events, sizeof(*e), 0);
 
@@ -284,7 +285,7 @@ static __always_inline struct fl_event *ev_new(__u32 type, __u32 pid, __u32 tid)
 		return NULL;
 	}
 	__builtin_memset(e, 0, sizeof(*e));
-	e->ts = bpf_ktime_get_ns();
+	e->ts = ts ? ts : bpf_ktime_get_ns();
 	e->type = type;
 	e->pid = pid;
 	e->tid = tid;
@@ -297,6 +298,11 @@ static __always_inline struct fl_event *ev_new(__u32 type, __u32 pid, __u32 tid)
  * every fault, on the same cores as the workload; it polls every few ms
  * instead and is only woken early when the buffer starts to fill.
  */
+static __always_inline struct fl_event *ev_new(__u32 type, __u32 pid, __u32 tid)
+{
+	return ev_new_at(type, pid, tid, 0);
+}
+
 static __always_inline void ev_submit(struct fl_event *e)
 {
 	__u64 avail = bpf_ringbuf_query(&fl_events, BPF_RB_AVAIL_DATA);

@@ -125,12 +125,12 @@ static __always_inline void on_block(void *ctx, struct task_struct *prev, __u32 
 		else if (bpf_map_update_elem(&fl_blocked, &tid, &b, BPF_ANY))
 			count(FL_CNT_BLOCKED_FULL);
 	}
-	e = ev_new(FL_EV_BLOCK, tgid, tid);
+	e = ev_new_at(FL_EV_BLOCK, tgid, tid, b.ts);
 	if (!e)
 		return;
-	e->ts = b.ts;
-	BPF_CORE_READ_STR_INTO(&e->comm, prev, comm);
-	BPF_CORE_READ_STR_INTO(&e->block.pcomm, prev, group_leader, comm);
+	/* comm is always NUL-terminated within its 16 bytes: a plain copy, not a string read */
+	BPF_CORE_READ_INTO(&e->comm, prev, comm);
+	BPF_CORE_READ_INTO(&e->block.pcomm, prev, group_leader, comm);
 	e->block.state = prev_state;
 	e->block.mm = (__u64)BPF_CORE_READ(prev, mm);
 	if (pf) {
