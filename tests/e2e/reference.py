@@ -17,11 +17,15 @@ So each fault gets two lower bounds:
 Every fault must meet the sure bound. A fault that misses the tight one is
 "short"; the time it lost (its window less faultline's latency, its CPU time
 and its run-queue wait) must be paid for by host steal measured in the same
-run: the workload records /proc/stat's steal over its faulting (steal_ns, to
-a clock tick per CPU, steal_slack_ns). Measured: runs with no steal had no
-short fault, runs with 80-170 ms of steal had 10-18 (every short thread slept
-once, so it is not a second sleep faultline missed). With no steal reported,
-only a few (stolen_allowance) may be short, each is reported.
+run: the workload records /proc/stat's steal over its faulting (steal_ns).
+The kernel accounts steal per CPU at its ticks and /proc/stat shows it in
+10 ms units, so a reading can hide up to a unit per CPU (steal_slack_ns): a
+reading of 0 does not mean none. Measured: runs with tens to hundreds of ms
+of steal had 7-24 short faults; every short thread slept once (not a second
+sleep faultline missed), and its lost time sat after its switch-in (on a
+CPU, yet neither running nor waiting: the host's). Up to stolen_allowance
+faults may be short whatever the steal; beyond that their lost time must not
+exceed steal + slack. Each short fault is reported.
 """
 
 
@@ -51,15 +55,14 @@ def check_shorts(shorts, n, summary):
     if len(shorts) <= stolen_allowance(n):
         return
     total = sum(lost(r, got) for r, got in shorts)
-    assert steal, (f"{len(shorts)}/{n} latencies short of the thread's own and the host "
-                   f"reported no steal (steal_ns {steal}): "
-                   f"{[describe(r, got) for r, got in shorts]}")
+    assert steal is not None, \
+        f"{len(shorts)}/{n} latencies short of the thread's own, and no steal reading"
     assert total <= steal + slack, \
         (f"{len(shorts)}/{n} latencies short of the thread's own by {total / 1e6:.2f} ms, "
-         f"more than the host's steal ({steal / 1e6:.0f} ms, +-{slack / 1e6:.0f}): "
+         f"more than the host's steal ({steal / 1e6:.0f} ms, +{slack / 1e6:.0f} unseen): "
          f"{[describe(r, got) for r, got in shorts]}")
     print(f"# {len(shorts)} short faults lost {total / 1e6:.2f} ms; "
-          f"the host stole {steal / 1e6:.0f} ms (+-{slack / 1e6:.0f}) meanwhile")
+          f"the host stole {steal / 1e6:.0f} ms (+{slack / 1e6:.0f} unseen) meanwhile")
 
 
 def window(r):
@@ -85,4 +88,5 @@ def describe(r, got_ns):
     w = window(r)
     return (f"{r['addr']} tid {r['tid']}: faultline {got_ns / 1e3:.1f} us, thread {w / 1e3:.1f} us, "
             f"handler read..resolve {sure_lower(r) / 1e3:.1f} us, thread cpu "
-            f"{r.get('cpu_ns', 0) / 1e3:.1f} us, run-queue wait {r.get('run_delay_ns', 0) / 1e3:.1f} us")
+            f"{r.get('cpu_ns', 0) / 1e3:.1f} us, run-queue wait {r.get('run_delay_ns', 0) / 1e3:.1f} us, "
+            f"sleeps {r.get('sleeps', '?')}")
