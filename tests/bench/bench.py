@@ -220,19 +220,23 @@ def bench_round_trip_pinned():
     # The physical floor: what a fault's program runs and records cost at the least.
     out = subprocess.run([FLOOR, "--parts", "11"], capture_output=True, text=True, check=True)
     part = {l.rsplit(" ", 1)[0]: float(l.rsplit(" ", 1)[1]) for l in out.stdout.splitlines()}
-    lookup = part["tracked lookup"] - part["empty program"]
-    record = part["lookup + record"] - part["tracked lookup"]
+    empty, bit = part["empty program"], part["tracked bit"]
+    filt = max(bit - empty, 0.0)
+    record = part["bit + record"] - bit
+    extra = {k[len("bit + "):]: part[k] - bit for k in part
+             if k.startswith("bit + ") and k != "bit + record"}
     floor = med(res["empty BPF on all tps (ns/fault)"])
-    least = med(runs) * lookup + 4 * record
-    print(f"  parts (getppid loop, least of 11 rounds, ns per call): no program {part['no program']:.0f}, empty "
-          f"{part['empty program']:.0f}, + tracked-task lookup {lookup:.0f}, + one record "
-          f"{record:.0f}")
-    print(f"  physical floor: {med(runs):.1f} program runs per fault x {lookup:.0f} ns (the "
+    least = med(runs) * filt + 4 * record
+    print(f"  parts (getppid loop, least of 11 rounds, ns per call): no program "
+          f"{part['no program']:.0f}, empty {empty:.0f}, + tracked bit {filt:.0f}, + one record "
+          f"{record:.0f}; beyond the floor: " +
+          ", ".join(f"{k} {v:.0f}" for k, v in extra.items()))
+    print(f"  physical floor: {med(runs):.1f} program runs per fault x {filt:.0f} ns (the "
           f"least a per-process filter costs) + 4 records (block, notify, resolve, run) x "
           f"{record:.0f} ns = {least:.0f} ns per fault: ratio {(floor + least) / floor:.3f} "
           f"against the empty-BPF floor; faultline's extra "
           f"{med(res['faultline trace (ns/fault)']) - floor:.0f} ns is "
-          f"{(med(res['faultline trace (ns/fault)']) - floor) / least:.2f}x it")
+          f"{(med(res['faultline trace (ns/fault)']) - floor) / max(least, 1):.2f}x it")
 
 
 def bench_untracked_lite():
