@@ -32,7 +32,7 @@ extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
 #define KCAST(ptr, type) \
 	((type *)bpf_rdonly_cast((const void *)(ptr), bpf_core_type_id_kernel(type)))
 
-/* A thread's entry stays between its blocks (ts 0: not blocked), rewritten in place. */
+/* A thread's block (ts 0: not blocked). */
 struct fl_blocked {
 	__u64 ts;
 	__u64 addr;
@@ -93,27 +93,28 @@ struct {
 	__type(value, __u32);	/* FL_TRACK_* */
 } fl_tracked SEC(".maps");
 
+/*
+ * Everything faultline keeps per thread, in one slot: a block or a switch
+ * looks at the syscall, the last user fault and the block together, and one
+ * hash lookup costs as much as the rest of a small program. A slot is made
+ * at the thread's first traced syscall, fault or block, rewritten in place
+ * (nr 0, pf.ts 0, blk.ts 0: nothing there) and removed at its exit.
+ */
+struct fl_thread {
+	struct fl_sc sc;
+	struct fl_pf pf;	/* the thread's last user page fault */
+	struct fl_blocked blk;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
+	__uint(max_entries, 32768);
 	__type(key, __u32);	/* tid */
-	__type(value, struct fl_blocked);
-} fl_blocked SEC(".maps");
+	__type(value, struct fl_thread);
+} fl_threads SEC(".maps");
 
-/* Last user page fault per thread; a cache, so LRU eviction is harmless. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u32);
-	__type(value, struct fl_pf);
-} fl_pf_last SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32);
-	__type(value, struct fl_sc);
-} fl_sc SEC(".maps");
+/* The value a new slot starts from (never written). */
+static const struct fl_thread fl_thread_zero = {};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -244,6 +245,26 @@ static __always_inline __u64 *tracked_word(__u32 tgid)
 
 	barrier_var(w);	/* keeps clang from dropping the mask as redundant */
 	return &fl_tracked_bits[w & (FL_TGID_LIMIT / 64 - 1)];
+}
+
+static __always_inline struct fl_thread *thread_of(__u32 tid)
+{
+	return bpf_map_lookup_elem(&fl_threads, &tid);
+}
+
+/* The thread's slot, made if it has none; NULL (counted) if the map is full. */
+static __always_inline struct fl_thread *thread_get(__u32 tid)
+{
+	struct fl_thread *t = bpf_map_lookup_elem(&fl_threads, &tid);
+
+	if (t)
+		return t;
+	if (bpf_map_update_elem(&fl_threads, &tid, &fl_thread_zero, BPF_NOEXIST) &&
+	    !bpf_map_lookup_elem(&fl_threads, &tid)) {
+		count(FL_CNT_SC_FULL);
+		return NULL;
+	}
+	return bpf_map_lookup_elem(&fl_threads, &tid);
 }
 
 static __always_inline bool tracked(__u32 tgid)

@@ -71,13 +71,13 @@ static __always_inline int on_read_exit(long ret)
 		switch (msg.event) {
 		case 0x12: { /* UFFD_EVENT_PAGEFAULT */
 			__u32 ptid = msg.arg.pagefault.feat.ptid;
-			struct fl_pf *pf = ptid ? bpf_map_lookup_elem(&fl_pf_last, &ptid) : NULL;
+			struct fl_thread *t = ptid ? thread_of(ptid) : NULL;
 
 			e->notify.addr = msg.arg.pagefault.address;
 			e->notify.flags = msg.arg.pagefault.flags;
 			e->notify.ptid = ptid;
-			if (pf && (pf->addr >> 12) == (e->notify.addr >> 12))
-				e->notify.pf_ts = pf->ts;
+			if (t && t->pf.ts && (t->pf.addr >> 12) == (e->notify.addr >> 12))
+				e->notify.pf_ts = t->pf.ts;
 			break;
 		}
 		case 0x13: /* FORK */

@@ -8,10 +8,10 @@
 
 /* ---- block / wake / run ------------------------------------------------ */
 
-/* The page fault the task is inside right now, if any. */
-static __always_inline struct fl_pf *current_user_fault(__u32 tid)
+/* The page fault the thread is inside right now, if any. */
+static __always_inline struct fl_pf *current_user_fault(struct fl_thread *t)
 {
-	struct fl_pf *pf = bpf_map_lookup_elem(&fl_pf_last, &tid);
+	struct fl_pf *pf = &t->pf;
 	struct pt_regs *ur;
 
 	/*
@@ -19,8 +19,6 @@ static __always_inline struct fl_pf *current_user_fault(__u32 tid)
 	 * (pf->regs) still holds the ip/sp the fault saw; a syscall or KVM_RUN
 	 * entered since would have replaced them.
 	 */
-	if (!pf)
-		return NULL;
 	ur = (struct pt_regs *)pf->regs;
 	if (!ur)
 		return NULL;
@@ -93,16 +91,16 @@ static __always_inline __u32 page_shift_at(__u64 mm, __u32 tgid, __u64 addr)
 static __always_inline void on_block(void *ctx, struct task_struct *prev, __u32 tgid,
 				     __u32 tid, unsigned int prev_state)
 {
-	struct fl_sc *sc = bpf_map_lookup_elem(&fl_sc, &tid);
+	struct fl_thread *t = thread_of(tid);
 	struct fl_blocked b = {};
 	struct fl_event *e;
 	struct fl_pf *pf;
 	__u32 flags = 0;
 
 	/* Asleep in read()/ioctl() on a userfaultfd, or a handler: not in a fault. */
-	if (sc && (sc->nr == SC_READ || sc->nr == SC_IOCTL || sc->handler))
+	if (t && (t->sc.nr == SC_READ || t->sc.nr == SC_IOCTL || t->sc.handler))
 		return;
-	pf = current_user_fault(tid);
+	pf = t ? current_user_fault(t) : NULL;
 	if (pf && infer_user_faults) {
 		/*
 		 * A sleep inside a user fault of a uffd process is almost always
@@ -117,14 +115,12 @@ static __always_inline void on_block(void *ctx, struct task_struct *prev, __u32 
 	if (pf)
 		b.addr = pf->addr;
 	count(FL_CNT_BLOCKS);
-	{
-		struct fl_blocked *old = bpf_map_lookup_elem(&fl_blocked, &tid);
-
-		if (old)
-			*old = b;
-		else if (bpf_map_update_elem(&fl_blocked, &tid, &b, BPF_ANY))
-			count(FL_CNT_BLOCKED_FULL);
-	}
+	if (!t)
+		t = thread_get(tid);
+	if (t)
+		t->blk = b;
+	else
+		count(FL_CNT_BLOCKED_FULL);
 	e = ev_new_at(FL_EV_BLOCK, tgid, tid, b.ts);
 	if (!e)
 		return;
@@ -166,13 +162,13 @@ static __always_inline int on_sched_switch(void *ctx, bool preempt,
 		on_block(ctx, prev, p.tgid, p.tid, prev_state);
 
 	if (tracked(n.tgid)) {
-		__u32 tid = n.tid;
-		struct fl_blocked *b = bpf_map_lookup_elem(&fl_blocked, &tid);
+		struct fl_thread *t = thread_of(n.tid);
+		struct fl_blocked *b = t ? &t->blk : NULL;
 		struct fl_event *e;
 
 		if (!b || !b->ts)
 			return 0;
-		e = ev_new(FL_EV_RUN, n.tgid, tid);
+		e = ev_new(FL_EV_RUN, n.tgid, n.tid);
 		if (e) {
 			/* no comm: the BLOCK it ends named the thread */
 			e->wake.block_ts = b->ts;
@@ -190,12 +186,14 @@ static __always_inline int on_sched_switch(void *ctx, bool preempt,
 
 static __always_inline int on_sched_wakeup(struct fl_ids p)
 {
+	struct fl_thread *t;
 	struct fl_blocked *b;
 	__u64 id;
 
 	if (!tracked(p.tgid))
 		return 0;
-	b = bpf_map_lookup_elem(&fl_blocked, &p.tid);
+	t = thread_of(p.tid);
+	b = t ? &t->blk : NULL;
 	if (!b || !b->ts || b->woken)
 		return 0;
 	/* kept with the block and sent with the RUN: one record fewer per fault */
@@ -216,21 +214,18 @@ static __always_inline bool pf_tracked(void)
 static __always_inline int on_page_fault_user(unsigned long address, struct pt_regs *regs,
 					      __u64 ip, __u64 sp, unsigned long err)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct fl_pf pf, *old;
+	struct fl_thread *t = thread_get((__u32)bpf_get_current_pid_tgid());
+	struct fl_pf pf;
 
+	if (!t)
+		return 0;
 	pf.addr = address;
 	pf.ts = bpf_ktime_get_ns();
 	pf.err = err;
 	pf.ip = ip;
 	pf.sp = sp;
 	pf.regs = (__u64)regs;
-	/* user faults are frequent: overwrite in place, insert only once per thread */
-	old = bpf_map_lookup_elem(&fl_pf_last, &tid);
-	if (old)
-		*old = pf;
-	else
-		bpf_map_update_elem(&fl_pf_last, &tid, &pf, BPF_ANY);
+	t->pf = pf;	/* user faults are frequent: in place */
 	return 0;
 }
 
@@ -261,9 +256,7 @@ static __always_inline int on_process_exit(struct task_struct *p)
 	if (!tracked(tgid))
 		return 0;
 	tid = BPF_CORE_READ(p, pid);
-	bpf_map_delete_elem(&fl_blocked, &tid);
-	bpf_map_delete_elem(&fl_pf_last, &tid);
-	bpf_map_delete_elem(&fl_sc, &tid);
+	bpf_map_delete_elem(&fl_threads, &tid);
 	bpf_map_delete_elem(&fl_vcpus, &tid);
 	if (tid != tgid)
 		return 0;

@@ -54,26 +54,18 @@ static __always_inline __u64 ctx_mm(__u64 ctx)
 }
 
 /*
- * A thread's entry stays in fl_sc between its syscalls (nr 0: none saved)
- * and is rewritten in place: a hash update and delete per syscall cost
- * more than the rest of these programs.  sched_process_exit removes it.
+ * Saves the syscall's arguments in the thread's slot (nr 0: none saved),
+ * rewritten in place: a hash update and delete per syscall cost more than
+ * the rest of these programs.
  */
 static __always_inline struct fl_sc *sc_save(__u32 nr, const __u64 *args, int nargs)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct fl_sc *sc = bpf_map_lookup_elem(&fl_sc, &tid);
+	struct fl_thread *t = thread_get((__u32)bpf_get_current_pid_tgid());
+	struct fl_sc *sc;
 
-	if (!sc) {
-		struct fl_sc fresh = {};
-
-		if (bpf_map_update_elem(&fl_sc, &tid, &fresh, BPF_ANY)) {
-			count(FL_CNT_SC_FULL);
-			return NULL;
-		}
-		sc = bpf_map_lookup_elem(&fl_sc, &tid);
-		if (!sc)
-			return NULL;
-	}
+	if (!t)
+		return NULL;
+	sc = &t->sc;
 	/* a read is timed at its exit (the notify) alone: a timestamp costs ~60 ns */
 	sc->ts = nr == SC_READ ? 0 : bpf_ktime_get_ns();
 	sc->nr = nr;
@@ -90,8 +82,8 @@ static __always_inline struct fl_sc *sc_save(__u32 nr, const __u64 *args, int na
  * if not); none is left saved. Returns the thread's slot. */
 static __always_inline struct fl_sc *sc_take(__u32 nr, struct fl_sc *out)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct fl_sc *sc = bpf_map_lookup_elem(&fl_sc, &tid);
+	struct fl_thread *t = thread_of((__u32)bpf_get_current_pid_tgid());
+	struct fl_sc *sc = t ? &t->sc : NULL;
 	bool mine;
 
 	if (!sc || !sc->nr)

@@ -66,6 +66,14 @@ struct t_pf {
 	uint64_t regs;		/* the pt_regs * the tracepoint passed */
 };
 
+/* A thread's slot in fl_threads. */
+struct t_thread {
+	struct t_sc sc;
+	struct t_pf pf;
+	struct t_blocked blk;
+};
+
+
 /* UFFD_EVENT_* (linux/userfaultfd.h) */
 #define EV_PAGEFAULT 0x12
 #define EV_FORK 0x13
@@ -109,11 +117,21 @@ static int map_count(struct bpf_map *m)
 	return n;
 }
 
-/* Is thread t blocked (its fl_blocked entry stays after it runs, with ts 0)? */
+static bool thread_get(struct fx *f, uint32_t t, struct t_thread *out)
+{
+	assert_int_equal(bpf_map__value_size(f->s->maps.fl_threads), sizeof(*out));
+	return !bpf_map_lookup_elem(bpf_map__fd(f->s->maps.fl_threads), &t, out);
+}
+
+/* Is thread t blocked (its slot stays after it runs, with blk.ts 0)? */
 static bool blocked_get(struct fx *f, uint32_t t, struct t_blocked *out)
 {
-	assert_int_equal(bpf_map__value_size(f->s->maps.fl_blocked), sizeof(*out));
-	return !bpf_map_lookup_elem(bpf_map__fd(f->s->maps.fl_blocked), &t, out) && out->ts;
+	struct t_thread th;
+
+	if (!thread_get(f, t, &th))
+		return false;
+	*out = th.blk;
+	return out->ts;
 }
 
 /* Entries of m whose value has a nonzero u64/u32 at off: live state, not a kept slot. */
@@ -141,15 +159,21 @@ static int map_count_live(struct bpf_map *m, size_t value_size, size_t off, size
 
 /* Threads with a syscall's arguments saved, and threads blocked. */
 #define saved_syscalls(f) \
-	map_count_live((f)->s->maps.fl_sc, sizeof(struct t_sc), offsetof(struct t_sc, nr), 4)
+	map_count_live((f)->s->maps.fl_threads, sizeof(struct t_thread), \
+		       offsetof(struct t_thread, sc.nr), 4)
 #define blocked_threads(f) \
-	map_count_live((f)->s->maps.fl_blocked, sizeof(struct t_blocked), \
-		       offsetof(struct t_blocked, ts), 8)
+	map_count_live((f)->s->maps.fl_threads, sizeof(struct t_thread), \
+		       offsetof(struct t_thread, blk.ts), 8)
 
+/* Thread t's last user fault, if one was recorded. */
 static bool pf_get(struct fx *f, uint32_t t, struct t_pf *out)
 {
-	assert_int_equal(bpf_map__value_size(f->s->maps.fl_pf_last), sizeof(*out));
-	return !bpf_map_lookup_elem(bpf_map__fd(f->s->maps.fl_pf_last), &t, out);
+	struct t_thread th;
+
+	if (!thread_get(f, t, &th) || !th.pf.ts)
+		return false;
+	*out = th.pf;
+	return true;
 }
 
 static void track_self(struct fx *f)
@@ -444,9 +468,7 @@ static void test_filter_untracked(void **state)
 	RUN(f->s->progs.test_munmap_exit, 0);
 
 	assert_int_equal(drain(f), 0);
-	assert_int_equal(map_count(f->s->maps.fl_pf_last), 0);
-	assert_int_equal(map_count(f->s->maps.fl_blocked), 0);
-	assert_int_equal(map_count(f->s->maps.fl_sc), 0);
+	assert_int_equal(map_count(f->s->maps.fl_threads), 0);
 	assert_int_equal(map_count(f->s->maps.fl_tracked), 0);
 	assert_int_equal(fl_probe_counter(&f->p, FL_CNT_BLOCKS), 0);
 	close(uffd);
@@ -471,7 +493,7 @@ static void test_page_fault_user(void **state)
 	assert_int_equal(pf.ip, 0);	/* regs == NULL */
 	assert_int_equal(pf.sp, 0);
 	assert_int_equal(pf.regs, 0);
-	assert_int_equal(map_count(f->s->maps.fl_pf_last), 1);
+	assert_int_equal(map_count(f->s->maps.fl_threads), 1);
 
 	/*
 	 * The next fault of the thread replaces the entry. regs is kept as
@@ -484,7 +506,7 @@ static void test_page_fault_user(void **state)
 	assert_int_equal(pf.regs, 0x10);
 	assert_int_equal(pf.ip, 0);
 	assert_int_equal(pf.sp, 0);
-	assert_int_equal(map_count(f->s->maps.fl_pf_last), 1);
+	assert_int_equal(map_count(f->s->maps.fl_threads), 1);
 	assert_int_equal(drain(f), 0);	/* page_fault_user never emits */
 }
 
@@ -567,10 +589,9 @@ static void test_block_wake_run(void **state)
 	assert_int_equal(drain(f), 2);
 	assert_int_equal(f->recs[1].wake.wake_ts, 0);
 	/* the thread's exit takes its kept slots with it */
-	assert_int_equal(map_count(f->s->maps.fl_blocked), 1);
+	assert_int_equal(map_count(f->s->maps.fl_threads), 1);
 	RUN(f->s->progs.raw_sched_process_exit, task);
-	assert_int_equal(map_count(f->s->maps.fl_blocked), 0);
-	assert_int_equal(map_count(f->s->maps.fl_sc), 0);
+	assert_int_equal(map_count(f->s->maps.fl_threads), 0);
 }
 
 static void test_block_then_run_same_switch(void **state)
@@ -1051,7 +1072,7 @@ static void test_read_notify(void **state)
 	assert_int_equal(e->notify.ptid, 4242);
 	assert_int_equal(e->notify.arg2, 0);
 	assert_int_equal(e->notify.arg3, 0);
-	assert_int_equal(e->notify.pf_ts, 0);	/* no fl_pf_last entry for 4242 */
+	assert_int_equal(e->notify.pf_ts, 0);	/* no slot for 4242 */
 
 	e = &f->recs[1];
 	assert_self(e, FL_EV_NOTIFY);
@@ -1479,7 +1500,7 @@ static void skip_because(const char *why)
 	skip();
 }
 
-/* The fl_pf_last entry the page_fault_user test run at t0..t1 left. */
+/* The user fault the page_fault_user test run at t0..t1 left in the thread's slot. */
 static struct t_pf check_user_pf(struct fx *f, uint64_t regs, uint64_t t0, uint64_t t1)
 {
 	struct t_pf pf;
