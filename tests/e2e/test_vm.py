@@ -77,6 +77,37 @@ def test_kvm_exits_match_vmm_counters():
         assert v["exits"].get("mmio_write") == ref["KVM_EXIT_MMIO"]
 
 
+def test_comm_counts_every_exit_of_a_vmm_without_uffd():
+    """-c started first, then a VMM of that name with no userfaultfd at all (a
+    QEMU without postcopy) that runs for a few ms: it is tracked from its
+    first KVM ioctl, so every exit its own counters saw is counted, not
+    only those after a /proc scan would have found it."""
+    require_root()
+    require_kvm()
+    from test_discovery import Tracer
+    t = Tracer("-c", "kvm-guest")
+    try:
+        with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as out:
+            vmm = subprocess.run([KVM_GUEST, "--no-uffd", "--vcpus", "2", "--pages", "16",
+                                  "--io-per-page", "--mmio-per-page", "--loops", "2",
+                                  "--out", out.name], capture_output=True, text=True, timeout=60)
+            assert vmm.returncode == 0, vmm.stderr
+            assert " uffd=-1 " in vmm.stderr, vmm.stderr   # holds no userfaultfd
+            wl = jsonl(out.read())
+    finally:
+        objs = t.stop()
+    vsum = {r["vcpu"]: r for r in wl if r["event"] == "kvm_vcpu_summary"}
+    vm = [o for o in objs if o["event"] == "vm_stats"]
+    assert len(vm) == 1, f"expected the VMM as one VM, got {vm} ({t.stderr()[-1000:]})"
+    mine = {v["vcpu"]: v for v in vm[0]["vcpus"]}
+    assert set(mine) == set(vsum), (sorted(mine), sorted(vsum))
+    for n, v in mine.items():
+        ref = vsum[n]["exits"]
+        got = {k: c for k, c in v["exits"].items() if k.startswith("KVM_EXIT_")}
+        assert got == ref, f"vCPU {n}: faultline {got} vs VMM {ref}"
+        assert v["faults"] == 0
+
+
 def test_vcpu_consumes_poison():
     require_root()
     require_kvm()
@@ -131,5 +162,6 @@ def test_top_batch_json():
 
 if __name__ == "__main__":
     main([test_vcpu_attribution_and_per_vcpu_stats, test_all_vcpu_blocktime,
-          test_kvm_exits_match_vmm_counters, test_vcpu_consumes_poison,
+          test_kvm_exits_match_vmm_counters, test_comm_counts_every_exit_of_a_vmm_without_uffd,
+          test_vcpu_consumes_poison,
           test_thread_consumes_poison_sigbus, test_top_batch_json])

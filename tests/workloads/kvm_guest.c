@@ -182,6 +182,7 @@ struct options {
 	bool mmio_per_page;
 	unsigned long touch_loops;
 	unsigned long timeout_s;
+	bool no_uffd;
 	const char *out_path;
 };
 
@@ -447,6 +448,9 @@ static void usage(FILE *f)
 "                      written / time inside KVM_RUN (default 0 = no touch phase;\n"
 "                      not with --poison-every)\n"
 "  --timeout-s N       give up if a pass takes longer than N s (default 60, 0=never)\n"
+"  --no-uffd           no userfaultfd at all: the kernel fills guest memory with\n"
+"                      zeros (a VMM without postcopy; expect 0 faults, exits as\n"
+"                      usual); not with --poison-every, --sync or --delay-us\n"
 "  --out FILE          JSON-lines records to FILE (default stdout)\n"
 "  -h, --help          this help\n"
 "\n"
@@ -472,7 +476,8 @@ static void usage(FILE *f)
 "  kvm-guest --poison-every 8\n"
 "  kvm-guest --vcpus 2 --io-per-page --mmio-per-page   # exact exit counts\n"
 "  kvm-guest --vcpus 2 --pages 256 --touch-loops 50    # guest write throughput\n"
-"  kvm-guest --loops 3 --start-delay-ms 500   # let a tracer attach after READY\n",
+"  kvm-guest --loops 3 --start-delay-ms 500   # let a tracer attach after READY\n"
+"  kvm-guest --no-uffd --vcpus 2 --io-per-page   # a VMM without postcopy\n",
 		MAX_VCPUS, MAX_MEM_MB, MMIO_GPA);
 }
 
@@ -480,7 +485,7 @@ static void parse_options(struct options *o, int argc, char **argv)
 {
 	enum { OPT_VCPUS = 256, OPT_MEM, OPT_PAGES, OPT_DELAY, OPT_STRIDE, OPT_POISON,
 	       OPT_SYNC, OPT_START, OPT_LOOPS, OPT_OUT, OPT_IOPP, OPT_TIMEOUT,
-	       OPT_MMIOPP, OPT_TOUCH };
+	       OPT_MMIOPP, OPT_TOUCH, OPT_NO_UFFD };
 	static const struct option lo[] = {
 		{ "vcpus", required_argument, 0, OPT_VCPUS },
 		{ "mem-mb", required_argument, 0, OPT_MEM },
@@ -496,6 +501,7 @@ static void parse_options(struct options *o, int argc, char **argv)
 		{ "touch-loops", required_argument, 0, OPT_TOUCH },
 		{ "timeout-s", required_argument, 0, OPT_TIMEOUT },
 		{ "out", required_argument, 0, OPT_OUT },
+		{ "no-uffd", no_argument, 0, OPT_NO_UFFD },
 		{ "help", no_argument, 0, 'h' },
 		{ 0, 0, 0, 0 },
 	};
@@ -520,6 +526,7 @@ static void parse_options(struct options *o, int argc, char **argv)
 		case OPT_TOUCH: o->touch_loops = parse_ulong("--touch-loops", optarg, 0, 1000000000); break;
 		case OPT_TIMEOUT: o->timeout_s = parse_ulong("--timeout-s", optarg, 0, 86400); break;
 		case OPT_OUT: o->out_path = optarg; break;
+		case OPT_NO_UFFD: o->no_uffd = true; break;
 		case 'h': usage(stdout); exit(0);
 		case ':': bad_usage("option %s needs an argument", argv[optind - 1]);
 		default: bad_usage("unknown option '%s'", argv[optind - 1]);
@@ -527,6 +534,9 @@ static void parse_options(struct options *o, int argc, char **argv)
 	}
 	if (optind < argc)
 		bad_usage("unexpected argument '%s'", argv[optind]);
+	if (o->no_uffd && (o->poison_every || o->sync || o->delay_us))
+		bad_usage("%s", "--no-uffd has no fault handler: --poison-every, --sync and "
+			  "--delay-us need one");
 	if (o->touch_loops && o->poison_every)
 		bad_usage("%s", "--touch-loops cannot be combined with --poison-every "
 			  "(the touch phase would hit the poisoned pages)");
@@ -611,7 +621,7 @@ static void vm_setup(struct kvm_guest_ctx *c)
 	kvm_vm_add_slot(&c->vm, 1, DATA_GPA, c->data_mem, c->data_len, "data slot");
 	c->memslots[c->nmemslots++] = (struct memslot_info){
 		.slot = 1, .gpa = DATA_GPA, .hva = (uint64_t)(uintptr_t)c->data_mem,
-		.size = c->data_len, .uffd = true,
+		.size = c->data_len, .uffd = !c->opt.no_uffd,
 	};
 
 	c->page_state = calloc(c->data_pages, 1);
@@ -1353,19 +1363,22 @@ static void start_threads(struct kvm_guest_ctx *c)
 	if (sigaction(SIGBUS, &sa, NULL) < 0)
 		die("sigaction(SIGBUS): %s", strerror(errno));
 
-	if ((r = pthread_create(&c->handler, NULL, uffd_handler_thread, c)) != 0)
-		die("pthread_create (uffd handler): %s", strerror(r));
-	c->handler_started = true;
+	if (!c->opt.no_uffd) {
+		if ((r = pthread_create(&c->handler, NULL, uffd_handler_thread, c)) != 0)
+			die("pthread_create (uffd handler): %s", strerror(r));
+		c->handler_started = true;
+	}
 	for (unsigned i = 0; i < c->opt.vcpus; i++) {
 		kvm_vm_start_vcpu(&c->vcpu[i].thread, i, vcpu_thread, &c->vcpu[i]);
 		c->vcpu[i].thread_started = true;
 	}
-	pthread_setname_np(c->handler, "uffd-handler");
+	if (c->handler_started)
+		pthread_setname_np(c->handler, "uffd-handler");
 	pthread_mutex_lock(&c->lock);
 	while (c->tids_known < c->opt.vcpus)
 		pthread_cond_wait(&c->cond, &c->lock);
 	pthread_mutex_unlock(&c->lock);
-	while (!c->handler_tid)
+	while (c->handler_started && !c->handler_tid)
 		sleep_ns(100000);
 }
 
@@ -1462,9 +1475,11 @@ static void verify_pass(struct kvm_guest_ctx *c, unsigned loop)
 			size_t pg = (size_t)(page - c->data_mem) / PAGE_SZ;
 			uint8_t st = __atomic_load_n(&c->page_state[pg], __ATOMIC_ACQUIRE);
 
-			if (st == PAGE_COPIED) {
-				/* After a touch phase every dword but the first is TOUCH_FILL. */
-				uint32_t fill = c->opt.touch_loops ? TOUCH_FILL : 0x01010101u * COPY_FILL;
+			if (st == PAGE_COPIED || c->opt.no_uffd) {
+				/* After a touch phase every dword but the first is TOUCH_FILL;
+				 * without a uffd the kernel's zero page was there before. */
+				uint32_t fill = c->opt.touch_loops ? TOUCH_FILL :
+						c->opt.no_uffd ? 0 : 0x01010101u * COPY_FILL;
 				uint32_t got, tail, last;
 				memcpy(&got, page, 4);
 				memcpy(&tail, page + 4, 4);
@@ -1620,7 +1635,8 @@ static uint64_t all_vcpu_blocked(const struct kvm_guest_ctx *c, bool est)
 static bool report(struct kvm_guest_ctx *c, uint64_t wall_ns)
 {
 	FILE *o = c->out;
-	uint64_t expected_per_vcpu = (uint64_t)c->opt.pages * c->opt.loops;
+	uint64_t pages_per_vcpu = (uint64_t)c->opt.pages * c->opt.loops;
+	uint64_t expected_per_vcpu = c->opt.no_uffd ? 0 : pages_per_vcpu;
 	uint64_t unattributed = 0, slice_mismatch = 0, total_hits = 0, total_verified = 0;
 	uint64_t total_verify_err = 0, total_run_ns = 0;
 	uint64_t hist_all[LAT_BUCKETS] = { 0 }, lat_sum_all = 0, lat_n_all = 0;
@@ -1739,7 +1755,7 @@ static bool report(struct kvm_guest_ctx *c, uint64_t wall_ns)
 		fprintf(o, "%s%s%s}\n", v->failed ? ",\"error\":\"" : "", v->failed ? v->err : "",
 			v->failed ? "\"" : "");
 		if (v->failed || v->faults != expected_per_vcpu || v->verify_errors ||
-		    v->verified != expected_per_vcpu || v->done_passes != c->opt.loops)
+		    v->verified != pages_per_vcpu || v->done_passes != c->opt.loops)
 			ok = false;
 		if (c->opt.touch_loops &&
 		    v->touch_bytes != c->opt.loops * c->opt.touch_loops * c->opt.pages * PAGE_SZ)
@@ -1809,7 +1825,8 @@ static bool report(struct kvm_guest_ctx *c, uint64_t wall_ns)
 		PRIu64 "/%" PRIu64 " pages verified; handler read->resolved p50 %.1f us, p99 %.1f us, "
 		"max %.1f us; wall %.1f ms\n",
 		ok ? "OK" : "FAILED", c->opt.vcpus, c->opt.pages, c->opt.loops, c->nfaults,
-		expected_total, c->copies, c->poisons, total_hits, total_verified, expected_total,
+		expected_total, c->copies, c->poisons, total_hits, total_verified,
+		pages_per_vcpu * c->opt.vcpus,
 		p50 / 1e3, p99 / 1e3, rmax / 1e3, wall_ns / 1e6);
 	if (c->handler_failed)
 		fprintf(stderr, "kvm-guest: uffd handler: %s\n", c->handler_err);
@@ -1861,7 +1878,11 @@ int main(int argc, char **argv)
 	}
 
 	vm_setup(c);
-	uffd_setup(c);
+	if (!c->opt.no_uffd) {
+		uffd_setup(c);
+	} else if ((c->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+		die("eventfd: %s", strerror(errno));
+	}
 	start_threads(c);
 	announce(c);
 	if (c->opt.start_delay_ms)
