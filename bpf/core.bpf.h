@@ -259,12 +259,12 @@ static __always_inline struct fl_thread *thread_get(__u32 tid)
 
 	if (t)
 		return t;
-	if (bpf_map_update_elem(&fl_threads, &tid, &fl_thread_zero, BPF_NOEXIST) &&
-	    !bpf_map_lookup_elem(&fl_threads, &tid)) {
-		count(FL_CNT_SC_FULL);
-		return NULL;
-	}
-	return bpf_map_lookup_elem(&fl_threads, &tid);
+	/* NOEXIST: another CPU may have made it meanwhile; either way, look again */
+	bpf_map_update_elem(&fl_threads, &tid, &fl_thread_zero, BPF_NOEXIST);
+	t = bpf_map_lookup_elem(&fl_threads, &tid);
+	if (!t)
+		count(FL_CNT_THREADS_FULL);
+	return t;
 }
 
 static __always_inline bool tracked(__u32 tgid)

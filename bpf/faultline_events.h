@@ -228,9 +228,9 @@ struct fl_event {
 /* Indexes of the per-CPU counter array `fl_counters`. */
 enum fl_counter {
 	FL_CNT_RB_LOST = 0,	/* ring buffer full: record dropped */
-	FL_CNT_BLOCKED_FULL,	/* blocked-thread table full */
+	FL_CNT_BLOCKED_FULL,	/* retired: a block's slot is a thread's (FL_CNT_THREADS_FULL) */
 	FL_CNT_MSGS_TRUNC,	/* uffd_msg beyond FL_MAX_MSGS_PER_READ in one read */
-	FL_CNT_SC_FULL,		/* syscall enter->exit table full */
+	FL_CNT_THREADS_FULL,	/* per-thread slot table (fl_threads) full */
 	FL_CNT_BLOCKS,		/* blocks detected */
 	FL_CNT_STACK_MISS,	/* bpf_get_stack failed */
 	FL_CNT_STACK_WALKS,	/* kernel stacks walked looking for handle_userfault */

@@ -116,11 +116,9 @@ static __always_inline void on_block(void *ctx, struct task_struct *prev, __u32 
 		b.addr = pf->addr;
 	count(FL_CNT_BLOCKS);
 	if (!t)
-		t = thread_get(tid);
+		t = thread_get(tid);	/* counts a full table */
 	if (t)
 		t->blk = b;
-	else
-		count(FL_CNT_BLOCKED_FULL);
 	e = ev_new_at(FL_EV_BLOCK, tgid, tid, b.ts);
 	if (!e)
 		return;

@@ -233,9 +233,8 @@ static void track_named(void *arg, pid_t pid)
 
 static const char *const lost_where[FL_CNT_MAX] = {
 	[FL_CNT_RB_LOST] = "ring buffer full",
-	[FL_CNT_BLOCKED_FULL] = "blocked-thread table full",
 	[FL_CNT_MSGS_TRUNC] = "uffd messages beyond 8 per read()",
-	[FL_CNT_SC_FULL] = "syscall table full",
+	[FL_CNT_THREADS_FULL] = "per-thread table full",
 };
 
 static void check_lost(struct fl_session *s, uint64_t now)
